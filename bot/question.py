@@ -1,0 +1,85 @@
+"""The platform-neutral question and answer every chat surface translates to and from.
+
+Adapters (Slack, Teams, local chat) build a :class:`Question`, the worker produces an :class:`Answer`, and
+renderers turn the answer into Block Kit, an Adaptive Card or text. Nothing platform-specific passes this line
+except the opaque ``reply_target`` the adapter itself wrote.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from knowledge.passage import Passage
+
+
+class Platform(StrEnum):
+    SLACK = "slack"
+    TEAMS = "teams"
+    LOCAL = "local"
+
+
+class Question(BaseModel):
+    """A question as the worker sees it, whatever surface it came from."""
+
+    idempotency_key: str = Field(description="The platform's event/activity id; also the arq job id.")
+    platform: Platform
+    workspace: str = ""
+    channel: str = ""
+    thread: str = ""
+    user: str = ""
+    text: str
+    channel_type: str = ""  # e.g. Slack's "im" / "channel", Teams' "personal" / "channel" / "groupChat"
+    reply_target: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Adapter-owned delivery data: placeholder ts, conversation reference, response_url…",
+    )
+    ephemeral: bool = False
+
+
+class AnswerStatus(StrEnum):
+    ANSWERED = "answered"
+    NOT_FOUND = "not_found"  # the sources do not answer it: honest "I don't know"
+    MAINTENANCE = "maintenance"  # kill-switch off: the maintenance reply
+    ERROR = "error"
+
+
+class Source(BaseModel):
+    """A numbered source shown under an answer."""
+
+    number: int
+    doc_id: str
+    title: str
+    location: str
+    heading: str = ""
+    quote: str = ""  # the span the answer cites, when known
+
+    @property
+    def label(self) -> str:
+        return f"{self.title} › {self.heading}" if self.heading and self.heading != self.title else self.title
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
+class Answer(BaseModel):
+    """The worker's answer: text with ``[n]`` markers that refer to ``sources``."""
+
+    interaction_id: int | None = None
+    text: str
+    sources: list[Source] = Field(default_factory=list)
+    status: AnswerStatus = AnswerStatus.ANSWERED
+    fallback: bool = False  # extractive: not written by the model
+    fallback_reason: str | None = None
+    release: str | None = None
+    model: str | None = None
+    latency_ms: dict[str, float] = Field(default_factory=dict)
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    passages: list[Passage] = Field(default_factory=list, exclude=True)

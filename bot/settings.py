@@ -1,0 +1,153 @@
+"""Deskmate's configuration: one ``Settings`` object read from ``DESKMATE_*`` environment variables.
+
+Every field is documented in the README's configuration table; a ``.env`` file in the working directory is
+read too. Values that depend on others (the database URL under the data directory, say) are resolved by the
+``*_resolved`` helpers so that the raw settings stay what the operator wrote.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The bundled sample knowledge base (a fictional company's handbook).
+SAMPLE_KNOWLEDGE_DIR = Path(__file__).resolve().parent.parent / "knowledge" / "sample"
+
+
+class ModelPrice(BaseModel):
+    """US dollars per million tokens for one model."""
+
+    input: float
+    output: float
+    cache_read: float
+    cache_write: float
+
+
+DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "claude-sonnet-4-5": ModelPrice(input=3.0, output=15.0, cache_read=0.30, cache_write=3.75),
+    "claude-haiku-4-5": ModelPrice(input=1.0, output=5.0, cache_read=0.10, cache_write=1.25),
+    "claude-opus-4-1": ModelPrice(input=15.0, output=75.0, cache_read=1.50, cache_write=18.75),
+}
+
+
+class Settings(BaseSettings):
+    """All of Deskmate's settings. Environment variables are the field names upper-cased, ``DESKMATE_``-prefixed."""
+
+    model_config = SettingsConfigDict(env_prefix="DESKMATE_", env_file=".env", extra="ignore")
+
+    # --- process and storage -------------------------------------------------------------------------
+    data_dir: Path = Field(Path("./data"), description="Everything the embedded default writes lives here.")
+    environment: Literal["development", "production"] = "development"
+    log_level: str = "INFO"
+    log_format: Literal["console", "json", "auto"] = Field(
+        "auto", description="auto = json in production, console in development."
+    )
+    log_message_text: bool = Field(False, description="Write users' message text to logs (off by default).")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite file under data_dir.")
+    redis_url: str | None = Field(
+        None, description="redis:// or unix:// URL; unset = start an embedded redis-server under data_dir."
+    )
+    chroma_url: str | None = Field(None, description="http(s)://host:port of a Chroma server; unset = embedded.")
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+
+    # --- knowledge -----------------------------------------------------------------------------------
+    knowledge_dir: Path = Field(SAMPLE_KNOWLEDGE_DIR, description="Folder ingested by `deskmate run`.")
+    kb_name: str = Field("default", description="Name of the index (a knowledge base) used by default.")
+    doc_base_url: str | None = Field(None, description="Base URL that makes a document's path citable.")
+    max_document_bytes: int = 5_000_000
+    chunk_words: int = Field(180, description="Target words per chunk.")
+    chunk_overlap_words: int = 30
+    index_keep_versions: int = Field(3, description="How many older index versions are kept for rollback.")
+    embedding_backend: Literal["onnx-minilm-int8", "sentence-transformers"] = "onnx-minilm-int8"
+    embedding_model: str = Field(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        description="Model name for the sentence-transformers backend (must be available offline).",
+    )
+    embedding_batch_size: int = 32
+    embedding_max_tokens: int = Field(256, description="Token limit per text (the model was trained at 256).")
+    embedding_threads: int = Field(0, description="ONNX intra-op threads; 0 = one per core.")
+
+    # --- retrieval (defaults of the first release; releases carry their own) --------------------------
+    retrieval_k: int = 6
+    retrieval_candidates: int = Field(40, description="Candidates taken from each retriever before fusion.")
+    retrieval_min_score: float = Field(
+        0.2, description="Below this fused relevance the answer is 'not found' instead of a guess."
+    )
+
+    # --- LLM -----------------------------------------------------------------------------------------
+    anthropic_api_key: str | None = None
+    anthropic_base_url: str | None = Field(None, description="Override the Anthropic API URL (proxies, tests).")
+    anthropic_model: str = "claude-sonnet-4-5"
+    llm_max_tokens: int = 1024
+    llm_temperature: float = 0.0
+    llm_timeout_s: float = 30.0
+    llm_max_retries: int = 2
+    breaker_failure_threshold: int = Field(5, description="Consecutive LLM failures that open the breaker.")
+    breaker_cooldown_s: float = Field(30.0, description="How long the breaker stays open before a trial call.")
+    model_prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    history_turns: int = Field(6, description="Earlier turns of a thread sent with a follow-up.")
+    max_question_chars: int = Field(4000, description="Longer messages are refused with a clear reply.")
+
+    # --- tracing -------------------------------------------------------------------------------------
+    langfuse_public_key: str | None = None
+    langfuse_secret_key: str | None = None
+    langfuse_host: str = "https://cloud.langfuse.com"
+
+    # --- queue and worker ----------------------------------------------------------------------------
+    worker_max_jobs: int = Field(100, description="Answers one worker process holds in flight.")
+    job_timeout_s: float = 120.0
+    job_max_tries: int = 3
+    worker_poll_delay_s: float = Field(0.05, description="arq's queue poll interval (its default 0.5 s is slow).")
+    sweeper_interval_s: float = Field(15.0, description="How often pending questions with no job are re-enqueued.")
+    sweeper_min_age_s: float = Field(10.0, description="A pending question younger than this is left alone.")
+
+    # --- Slack ---------------------------------------------------------------------------------------
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = Field(None, description="xapp- token; set it to use Socket Mode.")
+    slack_api_url: str = Field("https://slack.com/api/", description="Slack Web API base URL (tests override).")
+    slack_command: str = "/deskmate"
+    slack_support_channel: str | None = Field(None, description="Where 'Ask a human' posts (channel id).")
+    slack_answer_bots: bool = Field(False, description="Answer messages written by other bots.")
+
+    # --- Teams ---------------------------------------------------------------------------------------
+    teams_app_id: str | None = None
+    teams_app_password: str | None = None
+    teams_tenant_id: str | None = None
+    teams_app_type: Literal["MultiTenant", "SingleTenant", "UserAssignedMSI"] = "MultiTenant"
+
+    # --- playbooks -----------------------------------------------------------------------------------
+    admin_user_ids: list[str] = Field(default_factory=list, description="Platform user ids allowed to run admin commands.")
+    admin_channel: str | None = Field(None, description="Slack channel id for alerts.")
+    daily_budget_usd: float | None = Field(None, description="LLM spend per UTC day before retrieval-only.")
+    maintenance_message: str = (
+        "Deskmate is paused for maintenance. Please ask the support team directly; your question was recorded."
+    )
+    dashboard_token: str | None = Field(None, description="Bearer token for the admin dashboard.")
+
+    # ------------------------------------------------------------------------------------------------
+    def database_url_resolved(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'deskmate.db').resolve()}"
+
+    def chroma_path(self) -> Path:
+        return self.data_dir / "chroma"
+
+    def index_dir(self) -> Path:
+        """BM25 files and index metadata per knowledge base and version."""
+        return self.data_dir / "index"
+
+    def langfuse_enabled(self) -> bool:
+        return bool(self.langfuse_public_key and self.langfuse_secret_key)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once. Tests build their own ``Settings`` instead."""
+    return Settings()

@@ -1,0 +1,111 @@
+"""Database access: one :class:`Database` per process, sync for the CLI and async for adapters and worker.
+
+SQLite (the embedded default) runs in WAL mode with a busy timeout so that the web process, the worker and the
+CLI can share the file; Postgres is used as given by ``DESKMATE_DATABASE_URL``. The schema is created and
+upgraded only by Alembic migrations (:func:`migrate`), never by ``create_all``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel import Session, create_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def sync_url(url: str) -> str:
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres", "postgresql+asyncpg"):
+        u = u.set(drivername="postgresql+psycopg")
+    if u.drivername == "sqlite+aiosqlite":
+        u = u.set(drivername="sqlite")
+    return u.render_as_string(hide_password=False)
+
+
+def async_url(url: str) -> str:
+    u = make_url(sync_url(url))
+    if u.drivername == "sqlite":
+        u = u.set(drivername="sqlite+aiosqlite")
+    return u.render_as_string(hide_password=False)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Database:
+    """Engines and sessions for one database URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = sync_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        if self.is_sqlite:
+            path = make_url(self.url).database
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        connect_args = {"check_same_thread": False, "timeout": 10} if self.is_sqlite else {}
+        self.engine: Engine = create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
+        self.async_engine: AsyncEngine = create_async_engine(
+            async_url(self.url), connect_args={"timeout": 10} if self.is_sqlite else {}, pool_pre_ping=True
+        )
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.async_engine.sync_engine, "connect", _sqlite_pragmas)
+        self._async_sessions = async_sessionmaker(self.async_engine, class_=AsyncSession, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    @asynccontextmanager
+    async def asession(self) -> AsyncIterator[AsyncSession]:
+        async with self._async_sessions() as session:
+            yield session
+
+    def migrate(self) -> None:
+        migrate(self.url)
+
+    async def aclose(self) -> None:
+        await self.async_engine.dispose()
+        self.engine.dispose()
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", sync_url(url).replace("%", "%%"))
+    return cfg
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Bring the schema at ``url`` up to ``revision`` (idempotent; safe to call at every start)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+_databases: dict[str, Database] = {}
+
+
+def get_database(url: str) -> Database:
+    """The process's :class:`Database` for ``url`` (engines are pools: one per process and URL)."""
+    db = _databases.get(url)
+    if db is None:
+        db = _databases[url] = Database(url)
+    return db

@@ -1,0 +1,177 @@
+"""Database tables (SQLModel). The schema is managed by Alembic migrations in ``feedback/migrations``.
+
+Everything that must survive a restart lives here: questions and their answers (``Interaction``), votes
+(``Feedback``), releases and the active-release history, kill-switches, per-channel policy and the audit log.
+Redis only holds the queue and short-lived caches.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class InteractionStatus:
+    """Lifecycle of a question: pending → (answered | not_found | maintenance | error)."""
+
+    PENDING = "pending"
+    ANSWERED = "answered"
+    NOT_FOUND = "not_found"
+    MAINTENANCE = "maintenance"
+    ERROR = "error"
+    FINAL = (ANSWERED, NOT_FOUND, MAINTENANCE, ERROR)
+
+
+class Interaction(SQLModel, table=True):
+    """One question and what Deskmate did with it. Written (pending) before the job is enqueued."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(index=True, unique=True, max_length=255)
+    platform: str = Field(index=True, max_length=32)
+    workspace: str = Field(default="", max_length=255)
+    channel: str = Field(default="", index=True, max_length=255)
+    thread: str = Field(default="", index=True, max_length=255)
+    user_hash: str = Field(default="", max_length=64)
+    question: str = Field(sa_column=Column(Text, nullable=False))
+    question_payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default=InteractionStatus.PENDING, index=True, max_length=32)
+    answer: str | None = Field(default=None, sa_column=Column(Text))
+    sources: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    passages: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    top_score: float | None = None
+    model: str | None = Field(default=None, max_length=128)
+    release: str | None = Field(default=None, index=True, max_length=128)
+    index_version: int | None = None
+    fallback: bool = False
+    fallback_reason: str | None = Field(default=None, max_length=255)
+    latency_ms: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    attempts: int = 0
+    delivery: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    trace_id: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    answered_at: datetime | None = Field(default=None, index=True)
+
+
+class Feedback(SQLModel, table=True):
+    """A 👍/👎 on an answer: one row per (interaction, user); a changed vote updates the row."""
+
+    __table_args__ = (UniqueConstraint("interaction_id", "user_hash", name="uq_feedback_interaction_user"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    interaction_id: int = Field(foreign_key="interaction.id", index=True)
+    user_hash: str = Field(max_length=64)
+    platform: str = Field(max_length=32)
+    label: str = Field(max_length=8)  # "up" | "down"
+    reason: str | None = Field(default=None, max_length=64)
+    comment: str | None = Field(default=None, sa_column=Column(Text))
+    escalated: bool = False  # "Ask a human" clicked
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Release(SQLModel, table=True):
+    """An immutable, named bundle of prompt, model, generation and retrieval settings and an index version."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=128)
+    prompt_template: str = Field(sa_column=Column(Text, nullable=False))
+    prompt_version: str = Field(default="v1", max_length=64)
+    model: str = Field(max_length=128)
+    max_tokens: int = 1024
+    temperature: float = 0.0
+    kb: str = Field(default="default", max_length=128)
+    index_version: int | None = None  # None = the latest built version
+    retrieval_k: int = 6
+    retrieval_candidates: int = 40
+    min_score: float = 0.2
+    fusion: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    knowledge_sets: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    notes: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    created_by: str = Field(default="", max_length=255)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ReleaseEvent(SQLModel, table=True):
+    """History of the active-release pointer: the latest row names the active release."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    release_name: str = Field(index=True, max_length=128)
+    previous: str | None = Field(default=None, max_length=128)
+    action: str = Field(max_length=32)  # promote | rollback | bootstrap
+    actor: str = Field(default="", max_length=255)
+    forced: bool = False
+    at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Switch(SQLModel, table=True):
+    """A kill-switch setting: scope "global" or "<platform>:<channel>"; mode on | retrieval-only | off."""
+
+    scope: str = Field(primary_key=True, max_length=255)
+    mode: str = Field(max_length=32)
+    reason: str = Field(default="", max_length=255)
+    set_by: str = Field(default="", max_length=255)
+    automatic: bool = False  # set by the budget guard; cleared by it the next day
+    set_at: datetime = Field(default_factory=utcnow)
+
+
+class ChannelPolicy(SQLModel, table=True):
+    """What Deskmate does in one channel: on or off, which knowledge sets it may cite, mentions only or all."""
+
+    __table_args__ = (UniqueConstraint("platform", "channel", name="uq_channel_policy"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str = Field(max_length=32)
+    channel: str = Field(max_length=255)
+    enabled: bool = True
+    respond_to: str = Field(default="mentions", max_length=16)  # mentions | all
+    knowledge_sets: list[str] | None = Field(default=None, sa_column=Column(JSON))  # None = default for channel type
+    public_only: bool | None = None  # None = decided by channel type (public channels see public sources only)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditEntry(SQLModel, table=True):
+    """Every admin action, allowed or refused: who, where, what, before, after, when."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=255)
+    platform: str = Field(max_length=32)
+    where: str = Field(default="", max_length=255)
+    command: str = Field(sa_column=Column(Text, nullable=False))
+    allowed: bool
+    before: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    after: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    detail: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+
+
+class Alert(SQLModel, table=True):
+    """An alert raised to the admin channel; kept so the same alert is not re-sent every minute."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(index=True, max_length=64)
+    message: str = Field(sa_column=Column(Text, nullable=False))
+    at: datetime = Field(default_factory=utcnow, index=True)
+    delivered: bool = False
+
+
+class EvalRun(SQLModel, table=True):
+    """A stored evaluation result of a release on a dataset (the quality gate compares these)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    release_name: str = Field(index=True, max_length=128)
+    dataset: str = Field(max_length=512)
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    at: datetime = Field(default_factory=utcnow)
