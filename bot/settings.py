@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     retrieval_k: int = 6
     retrieval_candidates: int = Field(40, description="Candidates taken from each retriever before fusion.")
     retrieval_min_score: float = Field(
-        0.2, description="Below this fused relevance the answer is 'not found' instead of a guess."
+        0.3, description="Below this cosine similarity of the best passage the answer is 'not found' instead of a guess."
     )
 
     # --- LLM -----------------------------------------------------------------------------------------

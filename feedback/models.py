@@ -15,7 +15,7 @@ from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(timezone.utc)
 
 
 class InteractionStatus:
@@ -96,7 +96,7 @@ class Release(SQLModel, table=True):
     index_version: int | None = None  # None = the latest built version
     retrieval_k: int = 6
     retrieval_candidates: int = 40
-    min_score: float = 0.2
+    min_score: float = 0.3
     fusion: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     knowledge_sets: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     notes: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))

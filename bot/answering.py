@@ -1,0 +1,207 @@
+"""The answer step of the pipeline: retrieved passages in, a cited answer out, whatever state the LLM is in.
+
+Order of decisions in :meth:`AnswerEngine.compose`:
+
+1. nothing relevant retrieved (no passage, or the best is below ``min_score``) → an honest "not found" with
+   the closest sources, and no LLM call;
+2. retrieval-only mode, no API key, or the circuit breaker open → the extractive fallback;
+3. otherwise Claude; a transient failure (after the SDK's own retries) counts against the breaker, and any
+   failure falls back to the extractive answer rather than reaching the user as an error;
+4. the model saying the sources don't answer → "not found" with the closest sources.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import redis.asyncio
+from anthropic import AsyncAnthropic
+from pydantic import BaseModel, Field
+
+from bot.breaker import CircuitBreaker
+from bot.fallback import extractive_answer
+from bot.llm import GenerationConfig, LLMError, LLMResult, Turn, generate
+from bot.log import get_logger
+from bot.pricing import cost_usd
+from bot.question import AnswerStatus, Source, Usage
+from bot.settings import Settings
+from knowledge.passage import Passage
+
+log = get_logger(__name__)
+
+BREAKER_NAME = "anthropic"
+CLOSEST_SOURCES = 3
+
+NOT_FOUND_TEXT = "I couldn't find this in the handbook or the other documents I can search."
+CLOSEST_SOURCES_TEXT = "These are the closest sources I found; they may still help:"
+
+_MARKER = re.compile(r"\s?\[\d+\]")
+
+REASON_NO_KEY = "no API key configured"
+REASON_RETRIEVAL_ONLY = "retrieval-only mode"
+REASON_CIRCUIT_OPEN = "the AI model is unavailable (circuit open)"
+
+
+class ComposedAnswer(BaseModel):
+    text: str
+    sources: list[Source] = Field(default_factory=list)
+    status: AnswerStatus = AnswerStatus.ANSWERED
+    fallback: bool = False
+    fallback_reason: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    model: str | None = None
+    llm_latency_ms: float | None = None
+    error: str | None = None
+
+
+class AnswerEngine:
+    """Turns passages into an answer: Claude when it is available, an extractive fallback when it is not."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: redis.asyncio.Redis | None,
+        client: AsyncAnthropic | None = None,
+        *,
+        stream: bool = False,
+    ) -> None:
+        self.settings = settings
+        if client is None and settings.anthropic_api_key:
+            client = AsyncAnthropic(
+                api_key=settings.anthropic_api_key,
+                base_url=settings.anthropic_base_url,
+                max_retries=settings.llm_max_retries,
+                timeout=settings.llm_timeout_s,
+            )
+        self.client = client
+        self.stream = stream
+        #: None without Redis: then every call is allowed (a breaker that only one process sees would mislead).
+        self.breaker = (
+            CircuitBreaker(
+                redis,
+                BREAKER_NAME,
+                threshold=settings.breaker_failure_threshold,
+                cooldown_s=settings.breaker_cooldown_s,
+                trial_timeout_s=settings.llm_timeout_s * (settings.llm_max_retries + 1) + 10,
+            )
+            if redis is not None
+            else None
+        )
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+    async def compose(
+        self,
+        question: str,
+        history: list[Turn],
+        passages: list[Passage],
+        config: GenerationConfig,
+        *,
+        min_score: float,
+        allow_llm: bool = True,
+    ) -> ComposedAnswer:
+        if not passages or max(p.score for p in passages) < min_score:
+            return not_found_answer(passages)
+        relevant = [p for p in passages if p.score >= min_score]  # what the fallback may quote
+        if not allow_llm:
+            return fallback_answer(question, relevant, REASON_RETRIEVAL_ONLY)
+        if self.client is None:
+            return fallback_answer(question, relevant, REASON_NO_KEY)
+        if self.breaker is not None and not await self.breaker.allow():
+            return fallback_answer(question, relevant, REASON_CIRCUIT_OPEN)
+
+        started = time.perf_counter()
+        try:
+            result = await generate(self.client, question, history, passages, config, stream=self.stream)
+        except LLMError as exc:
+            latency = _ms_since(started)
+            if exc.transient:
+                await self._record(success=False)
+                reason = f"the AI model is unavailable: {exc.reason}"
+            else:
+                # the API answered, so it is up: a rejected request says nothing about availability
+                await self._record(success=True)
+                reason = f"the AI model request failed: {exc.reason}"
+            answer = fallback_answer(question, relevant, reason)
+            answer.error = repr(exc)
+            answer.llm_latency_ms = latency
+            return answer
+        except Exception as exc:  # noqa: BLE001 - a bug here must still produce an answer
+            log.exception("llm_unexpected_error")
+            answer = fallback_answer(question, relevant, "the AI model request failed: unexpected error")
+            answer.error = repr(exc)
+            answer.llm_latency_ms = _ms_since(started)
+            return answer
+
+        latency = _ms_since(started)
+        await self._record(success=True)
+        return self._from_result(result, passages, latency)
+
+    async def _record(self, *, success: bool) -> None:
+        if self.breaker is None:
+            return
+        if success:
+            await self.breaker.record_success()
+        else:
+            await self.breaker.record_failure()
+
+    def _from_result(self, result: LLMResult, passages: list[Passage], latency_ms: float) -> ComposedAnswer:
+        cost = cost_usd(result.model, result.usage, self.settings.model_prices)
+        if result.not_found:
+            answer = not_found_answer(passages, explanation=result.text)
+        else:
+            answer = ComposedAnswer(text=result.text, sources=result.sources)
+        answer.usage = result.usage
+        answer.cost_usd = cost
+        answer.model = result.model
+        answer.llm_latency_ms = latency_ms
+        return answer
+
+
+def closest_sources(passages: list[Passage], limit: int = CLOSEST_SOURCES) -> list[Source]:
+    """Up to ``limit`` sources from the best passages, one per document section."""
+    sources: list[Source] = []
+    seen: set[tuple[str, str]] = set()
+    for passage in passages:
+        key = (passage.doc_id, passage.heading)
+        if key in seen:
+            continue
+        seen.add(key)
+        sources.append(
+            Source(
+                number=len(sources) + 1,
+                doc_id=passage.doc_id,
+                title=passage.title,
+                location=passage.location,
+                heading=passage.heading,
+            )
+        )
+        if len(sources) == limit:
+            break
+    return sources
+
+
+def not_found_answer(passages: list[Passage], explanation: str = "") -> ComposedAnswer:
+    """The honest "I don't know": what was not found, the model's note if any, and the closest sources."""
+    sources = closest_sources(passages)
+    parts = [NOT_FOUND_TEXT]
+    explanation = _MARKER.sub("", explanation).strip()  # its markers pointed at the model's own sources
+    if explanation:
+        parts.append(explanation)
+    if sources:
+        parts.append(CLOSEST_SOURCES_TEXT)
+    return ComposedAnswer(text="\n\n".join(parts), sources=sources, status=AnswerStatus.NOT_FOUND)
+
+
+def fallback_answer(question: str, passages: list[Passage], reason: str) -> ComposedAnswer:
+    text, sources = extractive_answer(question, passages, reason)
+    log.info("answer_fallback", reason=reason)
+    return ComposedAnswer(text=text, sources=sources, fallback=True, fallback_reason=reason)
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)

@@ -1,0 +1,141 @@
+"""The `deskmate` command. Each package contributes its commands; this module only assembles them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from bot.log import configure_logging, get_logger
+from bot.settings import Settings, get_settings
+from knowledge import cli as knowledge_cli
+
+log = get_logger(__name__)
+err = Console(stderr=True)
+
+app = typer.Typer(help="Deskmate: an internal support assistant for Slack and Teams.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+eval_app = typer.Typer(help="Measure retrieval and answers.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+app.command("ingest")(knowledge_cli.ingest_command)
+app.command("search")(knowledge_cli.search_command)
+eval_app.command("retrieval")(knowledge_cli.eval_retrieval_command)
+
+
+@app.callback()
+def main() -> None:
+    configure_logging(get_settings())
+
+
+def prepare(settings: Settings, *, ingest: bool) -> None:
+    """Database schema up to date; the knowledge folder ingested (incremental) when asked."""
+    from feedback.db import get_database
+
+    get_database(settings.database_url_resolved()).migrate()
+    if ingest:
+        report = knowledge_cli.run_ingest(settings.knowledge_dir, settings.kb_name)
+        knowledge_cli.print_report(report)
+
+
+@contextlib.asynccontextmanager
+async def local_services(settings: Settings, *, web: bool, worker: bool) -> AsyncIterator[object]:
+    """Embedded Redis (when no URL is set), and in this process a worker and/or the web server."""
+    from bot.redis_conn import ensure_embedded_redis, stop_embedded_redis
+    from bot.runtime import build_runtime
+    from bot.worker import build_worker
+
+    redis_proc = ensure_embedded_redis(settings)
+    rt = await build_runtime(settings, worker=False)
+    runner = None
+    worker_obj = None
+    worker_task: asyncio.Task[None] | None = None
+    try:
+        if worker:
+            worker_obj = build_worker(settings, handle_signals=False)
+            worker_task = asyncio.create_task(worker_obj.main())
+        if web:
+            from bot.web import serve
+
+            runner, _ = await serve(settings, runtime=rt)
+        yield rt
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        if worker_obj is not None:
+            await worker_obj.close()
+        if worker_task is not None:
+            worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await worker_task
+        await rt.aclose()
+        stop_embedded_redis(redis_proc)
+
+
+@app.command()
+def run(
+    ingest: Annotated[bool, typer.Option(help="Ingest DESKMATE_KNOWLEDGE_DIR first (incremental).")] = True,
+) -> None:
+    """Everything for local use in one process: embedded Redis, the web server (chat page) and a worker."""
+    settings = get_settings()
+    prepare(settings, ingest=ingest)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with local_services(settings, web=True, worker=True):
+            err.print(f"\n[bold green]Deskmate is running.[/bold green] Chat at "
+                      f"[link]http://{settings.web_host}:{settings.web_port}/chat[/link]  (Ctrl-C to stop)\n")
+            await stop.wait()
+
+    asyncio.run(main())
+
+
+@app.command()
+def web() -> None:
+    """The web process (Procfile `web`): adapters, health, local chat."""
+    from bot.web import run_web
+
+    settings = get_settings()
+    prepare(settings, ingest=False)
+    asyncio.run(run_web(settings))
+
+
+@app.command()
+def worker() -> None:
+    """The worker process (Procfile `worker`): answers questions from the queue."""
+    from bot.worker import run_worker
+
+    settings = get_settings()
+    prepare(settings, ingest=False)
+    run_worker(settings)
+
+
+@app.command()
+def chat(
+    question: Annotated[Optional[list[str]], typer.Option("--question", "-q", help="Ask and exit (repeatable).")] = None,
+    with_worker: Annotated[bool, typer.Option(help="Run a worker in this process.")] = True,
+    ingest: Annotated[bool, typer.Option(help="Ingest DESKMATE_KNOWLEDGE_DIR first (incremental).")] = True,
+) -> None:
+    """Chat in the terminal, through the same queue and worker as Slack and Teams."""
+    from bot.local_chat.terminal import chat_loop
+
+    settings = get_settings()
+    prepare(settings, ingest=ingest)
+
+    async def main() -> int:
+        async with local_services(settings, web=False, worker=with_worker) as rt:
+            return await chat_loop(rt, question)  # type: ignore[arg-type]
+
+    raise typer.Exit(asyncio.run(main()))
+
+
+if __name__ == "__main__":
+    app()

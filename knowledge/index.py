@@ -1,0 +1,313 @@
+"""The versioned index: one Chroma collection and one BM25 folder per (knowledge base, version).
+
+Layout under ``settings.index_dir()``::
+
+    <kb>/manifest.json        versions, and per version the documents (hash, title, location, set, chunks)
+    <kb>/v<N>/chunks.json     chunk ids, texts and metadata in BM25 row order
+    <kb>/v<N>/bm25/           the bm25s index (loaded memory-mapped)
+
+Chroma holds the vectors in collection ``dm_<kb>_v<N>`` (embedded ``PersistentClient`` under the data dir, or a
+server when ``DESKMATE_CHROMA_URL`` is set). A new version copies the vectors of unchanged documents from the
+previous one, so only new and changed documents are embedded; older versions are kept
+(``DESKMATE_INDEX_KEEP_VERSIONS``) so that rolling back is a pointer change.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import bm25s
+import numpy as np
+
+from bot.log import get_logger
+from bot.settings import Settings
+from knowledge.chunking import Chunk, indexed_text
+
+log = get_logger(__name__)
+
+_STEMMER: Any = None
+
+
+def bm25_tokenize(texts: list[str]) -> Any:
+    global _STEMMER
+    if _STEMMER is None:
+        import Stemmer
+
+        _STEMMER = Stemmer.Stemmer("english")
+    return bm25s.tokenize(texts, stopwords="en", stemmer=_STEMMER, show_progress=False)
+
+
+def collection_name(kb: str, version: int) -> str:
+    safe = re.sub(r"[^a-zA-Z0-9_-]", "-", kb)[:40]
+    return f"dm_{safe}_v{version}"
+
+
+@dataclass
+class ChunkRecord:
+    """A chunk as stored: what retrieval needs to build a citable passage without another lookup."""
+
+    chunk_id: str
+    doc_id: str
+    title: str
+    heading: str
+    location: str
+    knowledge_set: str
+    public: bool
+    text: str
+
+
+@dataclass
+class VersionData:
+    """A loaded index version: BM25 retriever, chunk table and masks, ready for queries."""
+
+    kb: str
+    version: int
+    chunks: list[ChunkRecord]
+    bm25: bm25s.BM25
+    row_of: dict[str, int]
+    knowledge_sets: np.ndarray
+    public: np.ndarray
+
+
+@dataclass
+class Manifest:
+    kb: str
+    embedder: str = ""
+    chunking: dict[str, Any] = field(default_factory=dict)
+    versions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def latest(self) -> dict[str, Any] | None:
+        return self.versions[-1] if self.versions else None
+
+    def get(self, version: int) -> dict[str, Any] | None:
+        return next((v for v in self.versions if v["version"] == version), None)
+
+
+class IndexNotFound(LookupError):
+    pass
+
+
+class IndexStore:
+    """Reads and writes index versions. One per process; loaded versions are cached (read-only data)."""
+
+    def __init__(self, settings: Settings, embedder: Any | None = None) -> None:
+        self.settings = settings
+        self.root = settings.index_dir()
+        self._embedder = embedder
+        self._client: Any = None
+        self._loaded: dict[tuple[str, int], VersionData] = {}
+        self._lock = threading.Lock()
+
+    # --- components ---------------------------------------------------------------------------------
+    @property
+    def embedder(self) -> Any:
+        if self._embedder is None:
+            from knowledge.embedding import get_embedder
+
+            self._embedder = get_embedder(self.settings)
+        return self._embedder
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import chromadb
+            from chromadb.config import Settings as ChromaSettings
+
+            chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+            if self.settings.chroma_url:
+                from urllib.parse import urlparse
+
+                url = urlparse(self.settings.chroma_url)
+                self._client = chromadb.HttpClient(
+                    host=url.hostname or "localhost",
+                    port=url.port or (443 if url.scheme == "https" else 8000),
+                    ssl=url.scheme == "https",
+                    settings=chroma_settings,
+                )
+            else:
+                path = self.settings.chroma_path()
+                path.mkdir(parents=True, exist_ok=True)
+                self._client = chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+        return self._client
+
+    def _embedding_function(self) -> Any:
+        from knowledge.embedding import DeskmateEmbeddingFunction
+
+        return DeskmateEmbeddingFunction(self.embedder)
+
+    def collection(self, kb: str, version: int, *, create: bool = False) -> Any:
+        name = collection_name(kb, version)
+        if create:
+            return self.client.get_or_create_collection(
+                name, embedding_function=self._embedding_function(), metadata={"hnsw:space": "cosine"}
+            )
+        return self.client.get_collection(name, embedding_function=self._embedding_function())
+
+    # --- manifest -----------------------------------------------------------------------------------
+    def kb_dir(self, kb: str) -> Path:
+        return self.root / re.sub(r"[^a-zA-Z0-9_.-]", "-", kb)
+
+    def manifest(self, kb: str) -> Manifest:
+        path = self.kb_dir(kb) / "manifest.json"
+        if not path.exists():
+            return Manifest(kb=kb)
+        data = json.loads(path.read_text())
+        return Manifest(kb=kb, embedder=data.get("embedder", ""), chunking=data.get("chunking", {}),
+                        versions=data.get("versions", []))
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        path = self.kb_dir(manifest.kb) / "manifest.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"kb": manifest.kb, "embedder": manifest.embedder, "chunking": manifest.chunking,
+                                   "versions": manifest.versions}, indent=1))
+        os.replace(tmp, path)
+
+    @contextmanager
+    def writer_lock(self, kb: str) -> Iterator[None]:
+        """One ingest per knowledge base at a time, across processes."""
+        directory = self.kb_dir(kb)
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def latest_version(self, kb: str) -> int | None:
+        latest = self.manifest(kb).latest
+        return int(latest["version"]) if latest else None
+
+    def resolve_version(self, kb: str, version: int | None) -> int:
+        manifest = self.manifest(kb)
+        if not manifest.versions:
+            raise IndexNotFound(f"knowledge base '{kb}' has no index yet: run `deskmate ingest DIR --kb {kb}`")
+        if version is None:
+            return int(manifest.versions[-1]["version"])
+        if manifest.get(version) is None:
+            kept = ", ".join(str(v["version"]) for v in manifest.versions)
+            raise IndexNotFound(f"index version {version} of '{kb}' is not kept (kept: {kept})")
+        return version
+
+    # --- writing ------------------------------------------------------------------------------------
+    def write_version(
+        self,
+        kb: str,
+        version: int,
+        records: list[ChunkRecord],
+        new_embeddings: dict[str, np.ndarray],
+        copy_from: int | None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Create collection and BM25 files for ``version``. Vectors of chunks not in ``new_embeddings`` are
+        copied from version ``copy_from``."""
+        collection = self.collection(kb, version, create=True)
+        batch = 1000
+        copied_ids = [r.chunk_id for r in records if r.chunk_id not in new_embeddings]
+        vectors: dict[str, Any] = dict(new_embeddings)
+        if copied_ids:
+            if copy_from is None:
+                raise ValueError("chunks without embeddings and no version to copy them from")
+            previous = self.collection(kb, copy_from)
+            for i in range(0, len(copied_ids), batch):
+                got = previous.get(ids=copied_ids[i : i + batch], include=["embeddings"])
+                for cid, emb in zip(got["ids"], got["embeddings"]):
+                    vectors[cid] = emb
+            missing = [cid for cid in copied_ids if cid not in vectors]
+            if missing:
+                raise RuntimeError(f"{len(missing)} chunks missing from version {copy_from}, e.g. {missing[0]}")
+        for i in range(0, len(records), batch):
+            part = records[i : i + batch]
+            collection.add(
+                ids=[r.chunk_id for r in part],
+                embeddings=np.asarray([vectors[r.chunk_id] for r in part], dtype=np.float32),
+                documents=[indexed_text(r.title, r.heading, r.text) for r in part],
+                metadatas=[
+                    {"doc_id": r.doc_id, "title": r.title, "heading": r.heading, "location": r.location,
+                     "knowledge_set": r.knowledge_set, "public": r.public}
+                    for r in part
+                ],
+            )
+            if progress:
+                progress(len(part))
+        vdir = self.kb_dir(kb) / f"v{version}"
+        if vdir.exists():
+            shutil.rmtree(vdir)
+        vdir.mkdir(parents=True)
+        retriever = bm25s.BM25()
+        corpus = [indexed_text(r.title, r.heading, r.text) for r in records]
+        retriever.index(bm25_tokenize(corpus), show_progress=False)
+        retriever.save(str(vdir / "bm25"))
+        (vdir / "chunks.json").write_text(json.dumps([r.__dict__ for r in records]))
+
+    def prune(self, kb: str, keep: int, protected: set[int] | None = None) -> list[int]:
+        """Drop all but the newest ``keep`` versions, never one in ``protected`` (pinned by a release)."""
+        manifest = self.manifest(kb)
+        candidates = manifest.versions[: max(0, len(manifest.versions) - max(1, keep))]
+        drop = [v for v in candidates if int(v["version"]) not in (protected or set())]
+        for entry in drop:
+            version = int(entry["version"])
+            try:
+                self.client.delete_collection(collection_name(kb, version))
+            except Exception as exc:  # noqa: BLE001 - already gone is fine
+                log.warning("index.prune.collection_missing", kb=kb, version=version, error=str(exc))
+            shutil.rmtree(self.kb_dir(kb) / f"v{version}", ignore_errors=True)
+            self._loaded.pop((kb, version), None)
+        dropped = {int(e["version"]) for e in drop}
+        manifest.versions = [v for v in manifest.versions if int(v["version"]) not in dropped]
+        self.write_manifest(manifest)
+        return [int(e["version"]) for e in drop]
+
+    # --- reading ------------------------------------------------------------------------------------
+    def load(self, kb: str, version: int | None = None) -> VersionData:
+        version = self.resolve_version(kb, version)
+        key = (kb, version)
+        data = self._loaded.get(key)
+        if data is not None:
+            return data
+        with self._lock:
+            data = self._loaded.get(key)
+            if data is None:
+                vdir = self.kb_dir(kb) / f"v{version}"
+                chunks = [ChunkRecord(**c) for c in json.loads((vdir / "chunks.json").read_text())]
+                bm25 = bm25s.BM25.load(str(vdir / "bm25"), mmap=True, show_progress=False)
+                data = VersionData(
+                    kb=kb,
+                    version=version,
+                    chunks=chunks,
+                    bm25=bm25,
+                    row_of={c.chunk_id: i for i, c in enumerate(chunks)},
+                    knowledge_sets=np.asarray([c.knowledge_set for c in chunks], dtype=object),
+                    public=np.asarray([c.public for c in chunks], dtype=bool),
+                )
+                self._loaded[key] = data
+        return data
+
+    def ping(self) -> None:
+        """Raise if the vector store cannot be reached (for /readyz)."""
+        self.client.heartbeat()
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def records_for(chunks: list[Chunk], *, title: str, location: str, knowledge_set: str, public: bool) -> list[ChunkRecord]:
+    return [
+        ChunkRecord(chunk_id=c.chunk_id, doc_id=c.doc_id, title=title, heading=c.heading, location=location,
+                    knowledge_set=knowledge_set, public=public, text=c.text)
+        for c in chunks
+    ]

@@ -1,0 +1,155 @@
+"""Incremental ingestion: a folder in, a new index version out (or nothing, when nothing changed).
+
+Unchanged documents (same content hash, same chunking) keep their vectors; new and changed documents are
+chunked and embedded; documents gone from the folder are left out of the new version. The run reports what it
+did in an :class:`IngestReport`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot.log import get_logger
+from knowledge.chunking import chunk_document, indexed_text
+from knowledge.index import ChunkRecord, IndexStore, Manifest, now_iso, records_for
+from knowledge.sources import SkippedFile, SourceDocument, scan
+
+log = get_logger(__name__)
+
+ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass
+class IngestReport:
+    kb: str
+    version: int | None
+    created_version: bool
+    ingested: list[str] = field(default_factory=list)  # new documents
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+    chunks_total: int = 0
+    chunks_embedded: int = 0
+    pruned_versions: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["skipped"] = [asdict(s) for s in self.skipped]
+        return data
+
+
+def _chunking_params(store: IndexStore) -> dict[str, Any]:
+    s = store.settings
+    return {"target_words": s.chunk_words, "overlap_words": s.chunk_overlap_words, "embedder": store.embedder.name,
+            "max_tokens": s.embedding_max_tokens}
+
+
+def ingest(
+    store: IndexStore,
+    source_dir: Path,
+    *,
+    kb: str,
+    progress: ProgressCallback | None = None,
+    protected_versions: set[int] | None = None,
+) -> IngestReport:
+    """Build a new version of ``kb`` from ``source_dir`` when anything changed."""
+    started = time.perf_counter()
+    settings = store.settings
+    documents, skipped = scan(source_dir, max_bytes=settings.max_document_bytes, base_url=settings.doc_base_url)
+    for s in skipped:
+        log.warning("ingest.skipped", path=s.path, reason=s.reason)
+
+    with store.writer_lock(kb):
+        manifest = store.manifest(kb)
+        params = _chunking_params(store)
+        previous = manifest.latest
+        reusable = previous is not None and manifest.chunking == params
+        old_docs: dict[str, dict[str, Any]] = previous["docs"] if previous else {}
+
+        report = IngestReport(kb=kb, version=previous["version"] if previous else None, created_version=False,
+                              skipped=skipped)
+        to_embed: list[SourceDocument] = []
+        for doc in documents:
+            old = old_docs.get(doc.doc_id)
+            if old is None:
+                report.ingested.append(doc.doc_id)
+                to_embed.append(doc)
+            elif old["hash"] != doc.content_hash or not reusable:
+                report.updated.append(doc.doc_id)
+                to_embed.append(doc)
+            else:
+                report.unchanged.append(doc.doc_id)
+        current_ids = {d.doc_id for d in documents}
+        report.deleted = sorted(set(old_docs) - current_ids)
+
+        if previous is not None and not to_embed and not report.deleted:
+            report.chunks_total = int(previous.get("chunk_count", 0))
+            report.seconds = time.perf_counter() - started
+            return report
+
+        records: list[ChunkRecord] = []
+        embed_ids: set[str] = set()
+        doc_entries: dict[str, dict[str, Any]] = {}
+        embed_doc_ids = {d.doc_id for d in to_embed}
+        for doc in documents:
+            chunks = chunk_document(doc.doc_id, doc.title, doc.text, target_words=settings.chunk_words,
+                                    overlap_words=settings.chunk_overlap_words)
+            doc_records = records_for(chunks, title=doc.title, location=doc.location,
+                                      knowledge_set=doc.knowledge_set, public=doc.public)
+            records.extend(doc_records)
+            if doc.doc_id in embed_doc_ids:
+                embed_ids.update(r.chunk_id for r in doc_records)
+            doc_entries[doc.doc_id] = {"hash": doc.content_hash, "title": doc.title, "location": doc.location,
+                                       "knowledge_set": doc.knowledge_set, "public": doc.public,
+                                       "format": doc.format, "chunks": len(doc_records)}
+
+        embeddings = _embed(store, [r for r in records if r.chunk_id in embed_ids], progress)
+        version = (int(previous["version"]) + 1) if previous else 1
+        total = len(records)
+        written = 0
+
+        def on_written(n: int) -> None:
+            nonlocal written
+            written += n
+            if progress:
+                progress("index", written, total)
+
+        store.write_version(kb, version, records, embeddings,
+                            copy_from=int(previous["version"]) if previous else None, progress=on_written)
+        manifest = Manifest(kb=kb, embedder=store.embedder.name, chunking=params, versions=manifest.versions)
+        manifest.versions.append({
+            "version": version, "created_at": now_iso(), "source": str(source_dir.resolve()),
+            "doc_count": len(documents), "chunk_count": total, "docs": doc_entries,
+        })
+        store.write_manifest(manifest)
+        report.pruned_versions = store.prune(kb, settings.index_keep_versions, protected_versions)
+        report.version = version
+        report.created_version = True
+        report.chunks_total = total
+        report.chunks_embedded = len(embeddings)
+        report.seconds = time.perf_counter() - started
+        log.info("ingest.done", kb=kb, version=version, new=len(report.ingested), updated=len(report.updated),
+                 unchanged=len(report.unchanged), deleted=len(report.deleted), skipped=len(skipped),
+                 chunks=total, embedded=len(embeddings), seconds=round(report.seconds, 1))
+        return report
+
+
+def _embed(store: IndexStore, records: list[ChunkRecord], progress: ProgressCallback | None) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    step = 256
+    for i in range(0, len(records), step):
+        part = records[i : i + step]
+        vectors = store.embedder.embed([indexed_text(r.title, r.heading, r.text) for r in part])
+        for record, vector in zip(part, vectors):
+            out[record.chunk_id] = vector
+        if progress:
+            progress("embed", min(i + step, len(records)), len(records))
+    return out

@@ -1,0 +1,263 @@
+"""Reading a folder of documents: Markdown, plain text, HTML and PDF, validated and cleaned.
+
+Every document gets a stable id (its path relative to the source root, without extension), a title, a citable
+location and a knowledge set. A file that cannot be used raises :class:`DocumentSkipped` with a reason a person
+can act on; :func:`scan` turns those into skip records so that one bad file never stops a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf"}
+MIN_TEXT_CHARS = 20
+
+_FRONT_MATTER = re.compile(r"\A\ufeff?---[ \t]*\r?\n(.*?)\r?\n(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S)
+_TEMPLATE_NOISE = [
+    re.compile(r"\{%-?\s*comment\s*-?%\}.*?\{%-?\s*endcomment\s*-?%\}", re.S),
+    re.compile(r"\{%-?\s*raw\s*-?%\}|\{%-?\s*endraw\s*-?%\}"),
+    re.compile(r"\{%.*?%\}", re.S),  # Liquid / Jinja / Eleventy shortcodes
+    re.compile(r"\{\{.*?\}\}", re.S),  # template expressions
+    re.compile(r"<!--.*?-->", re.S),  # HTML comments
+]
+
+
+class DocumentSkipped(Exception):
+    """A file that is not ingested, and why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class SourceDocument:
+    doc_id: str
+    path: Path
+    title: str
+    location: str
+    text: str  # cleaned Markdown-ish text; headings as "#" lines
+    format: str
+    knowledge_set: str
+    public: bool
+    content_hash: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SkippedFile:
+    path: str
+    reason: str
+
+
+def doc_id_for(path: Path, root: Path) -> str:
+    return path.relative_to(root).with_suffix("").as_posix()
+
+
+def discover(root: Path) -> Iterator[Path]:
+    """Every file under ``root`` in a stable order, hidden files and folders excluded."""
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        yield path
+
+
+def strip_template_noise(text: str) -> str:
+    for pattern in _TEMPLATE_NOISE:
+        text = pattern.sub("", text)
+    return text
+
+
+def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
+    match = _FRONT_MATTER.match(text)
+    if not match:
+        return {}, text
+    try:
+        meta = yaml.safe_load(match.group(1)) or {}
+    except yaml.YAMLError as exc:
+        raise DocumentSkipped(f"front matter is not valid YAML ({exc.__class__.__name__})") from exc
+    if not isinstance(meta, dict):
+        meta = {}
+    return meta, text[match.end():]
+
+
+def _decode(raw: bytes) -> str:
+    if b"\x00" in raw[:8192]:
+        raise DocumentSkipped("binary content (NUL bytes) in a text file")
+    for encoding in ("utf-8-sig", "utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ("utf-8-sig",):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DocumentSkipped(f"not valid UTF-8 text (byte {exc.start})") from exc
+
+
+def _first_heading(text: str) -> str | None:
+    for line in text.splitlines():
+        m = re.match(r"^#{1,6}\s+(.+?)\s*#*\s*$", line)
+        if m:
+            return m.group(1).strip()
+    return None
+
+
+def _html_to_text(html: str) -> tuple[str, dict[str, Any]]:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    meta: dict[str, Any] = {}
+    if soup.title and soup.title.string:
+        meta["title"] = soup.title.string.strip()
+    for tag in soup.find_all("meta"):
+        name, content = tag.get("name"), tag.get("content")
+        if name and content:
+            meta.setdefault(str(name).lower(), str(content))
+    for tag in soup(["script", "style", "nav", "footer", "header", "noscript", "template"]):
+        tag.decompose()
+    body = soup.body or soup
+    lines: list[str] = []
+    for el in body.find_all(["h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "td", "th", "dt", "dd", "blockquote"]):
+        if el.find_parent(["li", "td", "th", "blockquote", "dd"]) and el.name not in ("li",):
+            continue
+        text = " ".join(el.get_text(" ", strip=True).split())
+        if not text:
+            continue
+        if el.name and el.name[0] == "h" and el.name[1:].isdigit():
+            lines.append(f"\n{'#' * int(el.name[1:])} {text}\n")
+        elif el.name == "li":
+            if el.find_parent("li"):
+                continue
+            lines.append(f"- {text}")
+        else:
+            lines.append(f"{text}\n")
+    return "\n".join(lines), meta
+
+
+def _pdf_to_text(path: Path) -> tuple[str, dict[str, Any]]:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(str(path))
+        if reader.is_encrypted:
+            raise DocumentSkipped("encrypted PDF")
+        pages = []
+        for number, page in enumerate(reader.pages, start=1):
+            text = (page.extract_text() or "").strip()
+            if text:
+                pages.append(f"## Page {number}\n\n{text}")
+        info = reader.metadata or {}
+        meta = {"title": str(info.title)} if getattr(info, "title", None) else {}
+    except DocumentSkipped:
+        raise
+    except (PdfReadError, ValueError, KeyError, OSError) as exc:
+        raise DocumentSkipped(f"unreadable PDF ({exc.__class__.__name__}: {exc})") from exc
+    return "\n\n".join(pages), meta
+
+
+def _is_public(meta: dict[str, Any]) -> bool:
+    value = str(meta.get("visibility", meta.get("access", "public"))).strip().lower()
+    return value in ("public", "everyone", "all")
+
+
+def location_for(doc_id: str, path: Path, meta: dict[str, Any], base_url: str | None) -> str:
+    url = meta.get("url") or meta.get("permalink")
+    if isinstance(url, str) and url.startswith(("http://", "https://")):
+        return url
+    if base_url:
+        if isinstance(url, str) and url.startswith("/"):
+            return base_url.rstrip("/") + url
+        return f"{base_url.rstrip('/')}/{doc_id}"
+    return str(path.resolve())
+
+
+def load_document(path: Path, root: Path, *, max_bytes: int, base_url: str | None = None) -> SourceDocument:
+    """Read, validate and clean one file; raises :class:`DocumentSkipped` with the reason."""
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise DocumentSkipped(f"unsupported file type '{suffix or path.name}'")
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            raise DocumentSkipped("empty file")
+        if size > max_bytes:
+            raise DocumentSkipped(f"too large ({size:,} bytes > limit {max_bytes:,})")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DocumentSkipped(f"cannot be read ({exc.strerror or exc})") from exc
+
+    doc_id = doc_id_for(path, root)
+    meta: dict[str, Any] = {}
+    if suffix == ".pdf":
+        if not raw.startswith(b"%PDF"):
+            raise DocumentSkipped("not a PDF file (no %PDF header)")
+        text, meta = _pdf_to_text(path)
+        fmt = "pdf"
+    else:
+        decoded = _decode(raw)
+        if suffix in (".html", ".htm"):
+            text, meta = _html_to_text(strip_template_noise(decoded))
+            fmt = "html"
+        else:
+            meta, body = split_front_matter(decoded)
+            text = strip_template_noise(body)
+            fmt = "markdown" if suffix in (".md", ".markdown") else "text"
+            if fmt == "text" and "title" not in meta:
+                first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+                if 0 < len(first) <= 120:
+                    meta["title"] = first.lstrip("# ").strip()
+    text = re.sub(r"\n{3,}", "\n\n", text).strip()
+    if len(re.sub(r"\s+", "", text)) < MIN_TEXT_CHARS:
+        raise DocumentSkipped("no text content after cleaning")
+
+    title = str(meta.get("title") or _first_heading(text) or path.stem.replace("-", " ").replace("_", " ").title())
+    knowledge_set = str(meta.get("knowledge_set") or (doc_id.split("/")[0] if "/" in doc_id else "general"))
+    return SourceDocument(
+        doc_id=doc_id,
+        path=path,
+        title=title.strip(),
+        location=location_for(doc_id, path, meta, base_url),
+        text=text,
+        format=fmt,
+        knowledge_set=knowledge_set,
+        public=_is_public(meta),
+        content_hash=hashlib.sha256(raw).hexdigest(),
+        meta={k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))},
+    )
+
+
+def scan(root: Path, *, max_bytes: int, base_url: str | None = None) -> tuple[list[SourceDocument], list[SkippedFile]]:
+    """Load every document under ``root``; duplicates (same content as an earlier file) are skipped."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"knowledge folder not found: {root}")
+    documents: list[SourceDocument] = []
+    skipped: list[SkippedFile] = []
+    seen: dict[str, str] = {}  # normalised text hash -> first file with it
+    ids: dict[str, str] = {}  # doc id -> file
+    for path in discover(root):
+        rel = path.relative_to(root).as_posix()
+        try:
+            doc = load_document(path, root, max_bytes=max_bytes, base_url=base_url)
+        except DocumentSkipped as exc:
+            skipped.append(SkippedFile(rel, exc.reason))
+            continue
+        text_hash = hashlib.sha256(" ".join(doc.text.split()).encode()).hexdigest()
+        if text_hash in seen:
+            skipped.append(SkippedFile(rel, f"duplicate of {seen[text_hash]}"))
+            continue
+        if doc.doc_id in ids:
+            skipped.append(SkippedFile(rel, f"same document id as {ids[doc.doc_id]}"))
+            continue
+        seen[text_hash] = ids[doc.doc_id] = rel
+        documents.append(doc)
+    return documents, skipped

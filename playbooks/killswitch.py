@@ -1,0 +1,85 @@
+"""The kill-switch: global and per-channel modes, read from the database on every message.
+
+Modes, from most to least restrictive:
+
+- ``off``: no answer; the user gets the maintenance message (the question is still recorded).
+- ``retrieval-only``: no LLM call; cited extractive answers.
+- ``on``: normal.
+
+The effective mode of a message is the most restrictive of the global switch and its channel's switch, so an
+operator can silence one noisy channel, or everything, from one command. Because every process reads the
+table per message, a change is obeyed by every web and worker process at the next message.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from feedback.models import Switch, utcnow
+
+GLOBAL_SCOPE = "global"
+
+
+class Mode(StrEnum):
+    ON = "on"
+    RETRIEVAL_ONLY = "retrieval-only"
+    OFF = "off"
+
+    @property
+    def severity(self) -> int:
+        return {Mode.ON: 0, Mode.RETRIEVAL_ONLY: 1, Mode.OFF: 2}[self]
+
+
+def channel_scope(platform: str, channel: str) -> str:
+    return f"{platform}:{channel}"
+
+
+def parse_mode(text: str) -> Mode:
+    value = text.strip().lower().replace("_", "-")
+    aliases = {"retrieval": Mode.RETRIEVAL_ONLY, "extractive": Mode.RETRIEVAL_ONLY, "pause": Mode.OFF}
+    if value in aliases:
+        return aliases[value]
+    try:
+        return Mode(value)
+    except ValueError as exc:
+        raise ValueError(f"unknown mode '{text}': use on, off or retrieval-only") from exc
+
+
+async def get_switch(session: AsyncSession, scope: str) -> Switch | None:
+    return await session.get(Switch, scope)
+
+
+async def effective_mode(session: AsyncSession, platform: str, channel: str) -> tuple[Mode, Switch | None]:
+    """The mode a message in ``channel`` gets, and the switch that decided it (None = default on)."""
+    scopes = [GLOBAL_SCOPE] + ([channel_scope(platform, channel)] if channel else [])
+    rows = (await session.exec(select(Switch).where(Switch.scope.in_(scopes)))).all()  # type: ignore[attr-defined]
+    worst: tuple[Mode, Switch | None] = (Mode.ON, None)
+    for row in rows:
+        mode = Mode(row.mode)
+        if mode.severity > worst[0].severity:
+            worst = (mode, row)
+    return worst
+
+
+async def set_mode(session: AsyncSession, scope: str, mode: Mode, *, actor: str, reason: str = "",
+                   automatic: bool = False) -> tuple[str, str]:
+    """Set a switch and commit; returns (before, after) for the audit log. ``on`` removes the row."""
+    row = await session.get(Switch, scope)
+    before = row.mode if row else Mode.ON.value
+    if mode == Mode.ON:
+        if row is not None:
+            await session.delete(row)
+    else:
+        if row is None:
+            row = Switch(scope=scope, mode=mode.value)
+        row.mode, row.reason, row.set_by, row.automatic, row.set_at = mode.value, reason, actor, automatic, utcnow()
+        session.add(row)
+    await session.commit()
+    return before, mode.value
+
+
+async def list_switches(session: AsyncSession) -> list[Switch]:
+    return list((await session.exec(select(Switch).order_by(Switch.scope))).all())

@@ -1,0 +1,164 @@
+"""Releases: immutable, named bundles of prompt, model, generation and retrieval settings and an index version.
+
+Exactly one release is active: the newest :class:`ReleaseEvent` names it. Promoting and rolling back only add an
+event (a pointer change), so every process sees the change at its next message, and rolling back the index is
+just pointing at a release whose ``index_version`` is still kept.
+
+The first start creates the release ``initial`` from the settings; it follows the latest index version
+(``index_version`` None). Releases made with ``release create`` pin the index version they were made with
+unless told otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.settings import Settings
+from feedback.models import Release, ReleaseEvent
+
+INITIAL_RELEASE = "initial"
+#: Fields a new release may override; everything else is copied from its base release.
+MUTABLE_FIELDS = ("prompt_template", "prompt_version", "model", "max_tokens", "temperature", "kb", "index_version",
+                  "retrieval_k", "retrieval_candidates", "min_score", "fusion", "knowledge_sets", "notes")
+
+
+class ReleaseError(ValueError):
+    """A release operation that cannot be done, with a message for the operator."""
+
+
+def initial_release(settings: Settings) -> Release:
+    from bot.llm import DEFAULT_PROMPT_TEMPLATE, DEFAULT_PROMPT_VERSION
+
+    return Release(
+        name=INITIAL_RELEASE, prompt_template=DEFAULT_PROMPT_TEMPLATE, prompt_version=DEFAULT_PROMPT_VERSION,
+        model=settings.anthropic_model, max_tokens=settings.llm_max_tokens, temperature=settings.llm_temperature,
+        kb=settings.kb_name, index_version=None, retrieval_k=settings.retrieval_k,
+        retrieval_candidates=settings.retrieval_candidates, min_score=settings.retrieval_min_score,
+        fusion={"method": "weighted", "dense_weight": 0.5}, knowledge_sets=[], notes="created from settings",
+        created_by="deskmate",
+    )
+
+
+async def get_release(session: AsyncSession, name: str) -> Release | None:
+    return (await session.exec(select(Release).where(Release.name == name))).first()
+
+
+async def _latest_events(session: AsyncSession, limit: int = 50) -> list[ReleaseEvent]:
+    stmt = select(ReleaseEvent).order_by(col(ReleaseEvent.id).desc()).limit(limit)
+    return list((await session.exec(stmt)).all())
+
+
+async def active_release(session: AsyncSession, settings: Settings) -> Release:
+    """The active release, creating ``initial`` on first use."""
+    events = await _latest_events(session, 1)
+    if events:
+        release = await get_release(session, events[0].release_name)
+        if release is not None:
+            return release
+    return await _bootstrap(session, settings)
+
+
+async def _bootstrap(session: AsyncSession, settings: Settings) -> Release:
+    release = await get_release(session, INITIAL_RELEASE)
+    if release is None:
+        release = initial_release(settings)
+        session.add(release)
+        try:
+            await session.commit()
+        except IntegrityError:  # another process bootstrapped at the same moment
+            await session.rollback()
+            release = await get_release(session, INITIAL_RELEASE)
+            assert release is not None
+    if not await _latest_events(session, 1):
+        session.add(ReleaseEvent(release_name=release.name, previous=None, action="bootstrap", actor="deskmate"))
+        await session.commit()
+    return release
+
+
+async def create_release(session: AsyncSession, settings: Settings, name: str, *, actor: str,
+                         base: str | None = None, **changes: Any) -> Release:
+    """A new release copying ``base`` (default: the active one) with ``changes`` applied. Not activated."""
+    name = name.strip()
+    if not name or len(name) > 128 or any(ch.isspace() for ch in name):
+        raise ReleaseError("a release name is 1-128 characters without spaces")
+    if await get_release(session, name) is not None:
+        raise ReleaseError(f"release '{name}' already exists (releases are immutable: pick a new name)")
+    unknown = set(changes) - set(MUTABLE_FIELDS)
+    if unknown:
+        raise ReleaseError(f"unknown release fields: {', '.join(sorted(unknown))}")
+    source = await get_release(session, base) if base else await active_release(session, settings)
+    if source is None:
+        raise ReleaseError(f"base release '{base}' does not exist")
+    data = {f: getattr(source, f) for f in MUTABLE_FIELDS}
+    data.update({k: v for k, v in changes.items() if v is not None or k == "index_version"})
+    if "index_version" not in changes and data["index_version"] is None:
+        from knowledge.index import IndexStore
+
+        data["index_version"] = IndexStore(settings).latest_version(data["kb"])
+    if data["retrieval_k"] is not None and data["retrieval_k"] < 0:
+        raise ReleaseError("retrieval_k must be ≥ 0")
+    release = Release(name=name, created_by=actor, **data)
+    session.add(release)
+    await session.commit()
+    await session.refresh(release)
+    return release
+
+
+async def activate(session: AsyncSession, settings: Settings, name: str, *, actor: str, action: str,
+                   forced: bool = False) -> tuple[str, str]:
+    """Point the active release at ``name``; returns (before, after)."""
+    release = await get_release(session, name)
+    if release is None:
+        raise ReleaseError(f"release '{name}' does not exist (see `deskmate release list`)")
+    current = await active_release(session, settings)
+    if current.name == name:
+        raise ReleaseError(f"release '{name}' is already active")
+    if release.index_version is not None:
+        from knowledge.index import IndexNotFound, IndexStore
+
+        try:
+            IndexStore(settings).resolve_version(release.kb, release.index_version)
+        except IndexNotFound as exc:
+            raise ReleaseError(f"cannot activate '{name}': {exc}") from exc
+    session.add(ReleaseEvent(release_name=name, previous=current.name, action=action, actor=actor, forced=forced))
+    await session.commit()
+    return current.name, name
+
+
+async def previous_release_name(session: AsyncSession, settings: Settings) -> str:
+    """The release that was active before the current one."""
+    current = (await active_release(session, settings)).name
+    for event in await _latest_events(session, 200):
+        if event.release_name != current:
+            return event.release_name
+        if event.previous and event.previous != current:
+            return event.previous
+    raise ReleaseError("there is no earlier release to roll back to")
+
+
+async def rollback(session: AsyncSession, settings: Settings, name: str | None, *, actor: str) -> tuple[str, str]:
+    target = name or await previous_release_name(session, settings)
+    return await activate(session, settings, target, actor=actor, action="rollback")
+
+
+async def list_releases(session: AsyncSession) -> list[Release]:
+    return list((await session.exec(select(Release).order_by(col(Release.id)))).all())
+
+
+async def release_history(session: AsyncSession, limit: int = 20) -> list[ReleaseEvent]:
+    return await _latest_events(session, limit)
+
+
+def pinned_index_versions(settings: Settings, kb: str) -> set[int]:
+    """Index versions that some release points at (synchronous: used by ingestion before pruning)."""
+    from feedback.db import get_database
+
+    db = get_database(settings.database_url_resolved())
+    db.migrate()
+    with Session(db.engine) as session:
+        rows = session.exec(select(Release.index_version).where(Release.kb == kb)).all()
+    return {int(v) for v in rows if v is not None}
