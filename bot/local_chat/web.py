@@ -28,6 +28,10 @@ def local_question(text: str, conversation_id: str, user: str = "local-user") ->
                     channel_type="im")
 
 
+async def to_chat(_request: web.Request) -> web.Response:
+    raise web.HTTPFound("/chat")
+
+
 async def page(_request: web.Request) -> web.FileResponse:
     return web.FileResponse(PAGE, headers={"Cache-Control": "no-store"})
 
@@ -91,7 +95,7 @@ async def reasons(_request: web.Request) -> web.Response:
 
 def setup(app: web.Application, rt: Runtime) -> None:
     app[RT] = rt
-    app.router.add_get("/", lambda _r: web.HTTPFound("/chat"))  # type: ignore[arg-type,return-value]
+    app.router.add_get("/", to_chat)
     app.router.add_get("/chat", page)
     app.router.add_post("/chat/api/ask", ask)
     app.router.add_get("/chat/api/interactions/{id}", get_interaction)

@@ -1,0 +1,104 @@
+"""Shared fixtures: real servers on free ports and indexes built once per test session.
+
+- ``redis_server``: a real redis-server (session); ``redis_url`` flushes it for each test.
+- ``sample_data_dir``: a data dir with the bundled sample knowledge base ingested once (read-only for tests).
+- ``make_settings``: Settings for a test — the shared index, a fresh SQLite database, the test's Redis.
+- ``fake_anthropic``: a local Messages API server (reset per test).
+- ``stack``: the web process and a worker, in this event loop, on free ports (see tests/stack.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_sync
+
+from bot.settings import SAMPLE_KNOWLEDGE_DIR, Settings
+from tests.fakes.redis_server import RedisServer, start_redis_server
+
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+SHARED_DIR = Path(os.environ.get("DESKMATE_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+FIXTURES_DIR = SHARED_DIR / "fixtures"
+
+# Settings read from the developer's environment or .env must not leak into tests.
+for _name in list(os.environ):
+    if _name.startswith("DESKMATE_") and _name != "DESKMATE_SHARED_DIR":
+        del os.environ[_name]
+
+
+def settings_for(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings that ignore the environment and .env files."""
+    return Settings(_env_file=None, data_dir=data_dir, **overrides)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with start_redis_server() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    if not redis_server.running:
+        redis_server.start()
+    redis_sync.Redis.from_url(redis_server.url).flushall()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def sample_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample knowledge base ingested once (kb "default"); tests must not modify this index."""
+    from knowledge.index import IndexStore
+    from knowledge.ingest import ingest
+
+    data_dir = tmp_path_factory.mktemp("sample-data")
+    settings = settings_for(data_dir)
+    report = ingest(IndexStore(settings), SAMPLE_KNOWLEDGE_DIR, kb="default")
+    assert report.created_version and report.chunks_total > 50
+    return data_dir
+
+
+@pytest.fixture
+def make_settings(sample_data_dir: Path, tmp_path: Path, redis_url: str) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database_url": f"sqlite:///{tmp_path / 'deskmate.db'}",
+            "redis_url": redis_url,
+            "worker_poll_delay_s": 0.02,
+            "sweeper_interval_s": 1,
+            "sweeper_min_age_s": 0.5,
+            "job_timeout_s": 30,
+            "web_port": 0,
+        }
+        values.update(overrides)
+        return settings_for(sample_data_dir, **values)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+async def fake_anthropic_server() -> AsyncIterator[Any]:
+    from tests.fakes.anthropic_server import start_fake_anthropic
+
+    async with start_fake_anthropic() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def fake_anthropic(fake_anthropic_server: Any) -> AsyncIterator[Any]:
+    fake_anthropic_server.reset()
+    yield fake_anthropic_server
+    fake_anthropic_server.reset()
+
+
+@pytest.fixture
+async def stack(make_settings: Callable[..., Settings]) -> AsyncIterator[Any]:
+    """Web + worker with the default test settings (no API key: extractive answers)."""
+    from tests.stack import running_stack
+
+    async with running_stack(make_settings()) as running:
+        yield running
