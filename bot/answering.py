@@ -77,7 +77,7 @@ class AnswerEngine:
             )
         self.client = client
         self.stream = stream
-        #: None without Redis: then every call is allowed (a breaker that only one process sees would mislead).
+        #: None without Redis: every call is allowed (a breaker only one process sees would mislead).
         self.breaker = (
             CircuitBreaker(
                 redis,
@@ -130,7 +130,7 @@ class AnswerEngine:
             answer.error = repr(exc)
             answer.llm_latency_ms = latency
             return answer
-        except Exception as exc:  # noqa: BLE001 - a bug here must still produce an answer
+        except Exception as exc:  # a bug here must still produce an answer
             log.exception("llm_unexpected_error")
             answer = fallback_answer(question, relevant, "the AI model request failed: unexpected error")
             answer.error = repr(exc)

@@ -9,7 +9,7 @@ Keys (``deskmate:breaker:<name>`` prefix):
   and until a success closes it.
 - ``…:open`` — exists while the circuit is open; it expires after the cool-down, so Redis's own clock decides
   when the circuit half-opens and the workers' clocks never have to agree.
-- ``…:trial`` — the half-open trial lease (``SET NX`` with a TTL), so exactly one process makes the trial call.
+- ``…:trial`` — the half-open trial lease (``SET NX`` with a TTL): one process makes the trial call.
   The TTL frees the lease if that process dies mid-call.
 
 The transitions run as Lua scripts, atomic across processes. If Redis itself fails or is slow, the breaker
@@ -53,7 +53,7 @@ end
 return 'closed'
 """
 
-# KEYS: hash, open, trial.  A success while open (a call let through before the circuit opened) changes nothing.
+# KEYS: hash, open, trial.  A success while open (a call that started before it opened) changes nothing.
 _RECORD_SUCCESS = """
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return 'open'
@@ -96,7 +96,7 @@ class CircuitBreaker:
         self.name = name
         self.threshold = threshold
         self.cooldown_s = cooldown_s
-        #: How long a half-open trial call may take before another process may try (frees a dead caller's lease).
+        #: How long a half-open trial may take before another process may try (frees a dead caller's lease).
         self.trial_timeout_s = trial_timeout_s
         #: A Redis call slower than this counts as a Redis failure: the breaker must not add latency.
         self.redis_timeout_s = redis_timeout_s
@@ -125,7 +125,7 @@ class CircuitBreaker:
             log.warning("breaker_open", breaker=self.name, cooldown_s=self.cooldown_s)
 
     async def state(self) -> BreakerState:
-        """``closed``, ``open`` or ``half_open`` (``closed`` when Redis cannot be read: the breaker fails open)."""
+        """``closed``, ``open`` or ``half_open``; ``closed`` when Redis is unreadable (it fails open)."""
 
         async def read() -> BreakerState:
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -147,7 +147,7 @@ class CircuitBreaker:
         """Await a Redis operation; on any Redis error or timeout log (at most every 10 s) and return None."""
         try:
             return await asyncio.wait_for(awaitable, timeout=self.redis_timeout_s)
-        except (redis.RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (redis.RedisError, OSError, TimeoutError) as exc:
             now = time.monotonic()
             if now - self._last_error_log >= 10.0:
                 self._last_error_log = now

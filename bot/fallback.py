@@ -1,4 +1,4 @@
-"""The extractive fallback: when the model can't be used, quote the retrieved passages' most relevant sentences.
+"""The extractive fallback: when the model can't be used, quote the passages' most relevant sentences.
 
 The reply is clearly labelled as an automatic excerpt, quotes whole sentences verbatim (Markdown noise
 stripped) and cites each quote with the same ``[n]`` markers and numbered sources as a model answer, so the
@@ -23,17 +23,31 @@ MIN_SENTENCE_CHARS = 25
 
 STOPWORDS = frozenset(
     """
-    a about above after again against all am an and any are as at be because been before being below between
-    both but by can could did do does doing down during each few for from further had has have having he her
-    here hers him his how i if in into is it its itself just me more most my no nor not now of off on once only
-    or other our ours out over own same she should so some such than that the their theirs them then there
-    these they this those through to too under until up very was we were what when where which while who whom
-    why will with would you your yours get got need want please tell know let us can't cannot don't doesn't
-    i'm i've anyone someone something thing things also may might must shall much many
-    """.split()
+    a about above after again against all am an and any are as at be because been before being below
+    between both but by can could did do does doing down during each few for from further had has have
+    having he her here hers him his how i if in into is it its itself just me more most my no nor not now
+    of off on once only or other our ours out over own same she should so some such than that the their
+    theirs them then there these they this those through to too under until up very was we were what when
+    where which while who whom why will with would you your yours get got need want please tell know let
+    us can't cannot don't doesn't i'm i've anyone someone something thing things also may might must
+    shall much many
+    """.split()  # noqa: SIM905 - a word block reads better than a 150-item list
 )
 
-_ABBREVIATIONS = ("e.g.", "i.e.", "etc.", "approx.", "incl.", "vs.", "no.", "mr.", "ms.", "mrs.", "dr.", "st.")
+_ABBREVIATIONS = (
+    "e.g.",
+    "i.e.",
+    "etc.",
+    "approx.",
+    "incl.",
+    "vs.",
+    "no.",
+    "mr.",
+    "ms.",
+    "mrs.",
+    "dr.",
+    "st.",
+)
 
 _WORD = re.compile(r"[a-z0-9]+(?:['’][a-z]+)?")
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
@@ -59,10 +73,9 @@ class _Sentence:
 
 
 def stem(word: str) -> str:
-    """A deliberately small stemmer: enough to match leave/leaves, request/requested/requesting, policy/policies."""
+    """A deliberately small stemmer: enough to match leave/leaves, request/requesting, policy/policies."""
     word = word.replace("’", "'")
-    if word.endswith("'s"):
-        word = word[:-2]
+    word = word.removesuffix("'s")
     for suffix, replacement in (
         ("ies", "y"),
         ("ied", "y"),
@@ -77,9 +90,8 @@ def stem(word: str) -> str:
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             word = word[: -len(suffix)] + replacement
             break
-    if len(word) > 4 and word[-1] == word[-2] and word[-1] not in "lsz":  # dropp(ing) → drop
-        word = word[:-1]
-    elif word.endswith("e") and len(word) > 4:
+    doubled = word[-1:] == word[-2:-1] and word[-1:] not in ("l", "s", "z")  # dropp(ing) → drop
+    if len(word) > 4 and (doubled or word.endswith("e")):  # leave / leav(es) → leav
         word = word[:-1]
     return word
 
@@ -113,7 +125,12 @@ def split_sentences(text: str) -> list[str]:
             paragraph.clear()
 
     for line in text.splitlines():
-        if not line.strip() or _HEADING.match(line) or _TABLE_RULE.match(line) or line.strip().startswith("```"):
+        if (
+            not line.strip()
+            or _HEADING.match(line)
+            or _TABLE_RULE.match(line)
+            or line.strip().startswith("```")
+        ):
             flush()
             continue
         if line.lstrip().startswith(">"):
@@ -174,7 +191,7 @@ def _score(sentences: list[_Sentence], query: set[str], passage_terms: list[set[
     def overlap(words: set[str]) -> float:
         return sum(idf[t] for t in query & words) / total
 
-    for s, words in zip(sentences, sentence_terms):
+    for s, words in zip(sentences, sentence_terms, strict=True):
         s.overlap = overlap(words)
         s.score = (
             s.overlap

@@ -1,4 +1,4 @@
-"""Claude with citations: retrieved passages in, a Markdown answer with ``[n]`` markers and numbered sources out.
+"""Claude with citations: passages in, a Markdown answer with ``[n]`` markers and numbered sources out.
 
 Passages travel as ``search_result`` content blocks with citations enabled, so the API itself ties each span
 of the answer to the passage it came from (a ``search_result_location`` citation whose
@@ -119,7 +119,11 @@ class LLMError(Exception):
 
 
 def search_result_block(passage: Passage) -> dict[str, Any]:
-    title = f"{passage.title} › {passage.heading}" if passage.heading and passage.heading != passage.title else passage.title
+    title = (
+        f"{passage.title} › {passage.heading}"
+        if passage.heading and passage.heading != passage.title
+        else passage.title
+    )
     return {
         "type": "search_result",
         "source": passage.location,
@@ -184,16 +188,11 @@ async def generate(
 ) -> LLMResult:
     """Ask Claude; the streaming and non-streaming paths give the same result. Raises :class:`LLMError`."""
     request = build_request(question, history, passages, config)
-    # Called outside the try: a TypeError here is a bug in the request, not a failure of the API.
-    manager = client.messages.stream(**request) if stream else None
-    pending = None if stream else client.messages.create(**request)
+    # Built outside the try: a TypeError here is a bug in the request, not a failure of the API.
+    call = _final_message(client.messages.stream(**request)) if stream else client.messages.create(**request)
     try:
-        if manager is not None:
-            async with manager as events:
-                message = await events.get_final_message()
-        else:
-            message = await pending
-    except Exception as exc:  # noqa: BLE001 - every failure becomes an LLMError, classified below
+        message = await call
+    except Exception as exc:  # every failure becomes an LLMError, classified below
         error = classify_error(exc)
         if error.reason.startswith("unexpected error"):
             log.exception("llm_unexpected_error")
@@ -208,6 +207,12 @@ async def generate(
     except (AttributeError, TypeError, ValueError, KeyError) as exc:  # a body that isn't a Message
         log.warning("llm_error", reason="malformed response", transient=True, error=repr(exc)[:500])
         raise LLMError("malformed response", transient=True) from exc
+
+
+async def _final_message(manager: Any) -> Any:
+    """The stream assembled into the same ``Message`` that ``messages.create`` returns."""
+    async with manager as events:
+        return await events.get_final_message()
 
 
 def classify_error(exc: BaseException) -> LLMError:

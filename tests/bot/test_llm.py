@@ -1,0 +1,310 @@
+"""bot.llm through the real anthropic SDK, pointed at the local fake Messages API."""
+
+from collections.abc import AsyncIterator
+
+import pytest
+from anthropic import AsyncAnthropic
+
+from bot.llm import (
+    DEFAULT_PROMPT_TEMPLATE,
+    NOT_FOUND_TOKEN,
+    GenerationConfig,
+    LLMError,
+    Turn,
+    build_messages,
+    generate,
+)
+from knowledge.passage import Passage
+from tests.fakes.anthropic_server import FakeAnthropic, Reply, start_fake_anthropic
+from tests.fakes.redis_server import free_port
+
+CONFIG = GenerationConfig(model="claude-haiku-4-5", max_tokens=512, timeout_s=2.0)
+
+
+def passage(n: int, title: str, heading: str, text: str, score: float) -> Passage:
+    slug = title.lower().replace(" ", "-")
+    return Passage(
+        chunk_id=f"{slug}-{n}",
+        doc_id=slug,
+        kb="default",
+        knowledge_set="handbook",
+        title=title,
+        location=f"https://intranet.example.com/{slug}#{heading.lower().replace(' ', '-')}",
+        heading=heading,
+        text=text,
+        score=score,
+        index_version=3,
+    )
+
+
+PASSAGES = [
+    passage(
+        0,
+        "Leave policy",
+        "Annual leave",
+        "Full-time employees receive 25 days of paid annual leave per calendar year, plus public holidays. "
+        "Part-time employees accrue leave pro rata to their contracted hours.",
+        0.82,
+    ),
+    passage(
+        1,
+        "Leave policy",
+        "Requesting time off",
+        "Request leave in Workday at least two weeks before your first day off. Your manager approves or "
+        "declines the request within 3 working days.",
+        0.64,
+    ),
+    passage(
+        2,
+        "IT handbook",
+        "IT handbook",
+        "Install the GlobalProtect client from the Self Service portal. Connect with your single sign-on account.",
+        0.31,
+    ),
+]
+QUESTION = "How many days of annual leave do I get, and how do I request it?"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAnthropic]:
+    async with start_fake_anthropic() as server:
+        yield server
+
+
+@pytest.fixture
+async def client(fake: FakeAnthropic) -> AsyncIterator[AsyncAnthropic]:
+    c = AsyncAnthropic(api_key="test-key", base_url=fake.url, max_retries=1, timeout=2.0)
+    yield c
+    await c.close()
+
+
+both_modes = pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+
+
+# --- the request ------------------------------------------------------------------------------------------
+
+
+async def test_passages_go_in_as_search_results_before_the_question(fake: FakeAnthropic, client) -> None:
+    await generate(client, QUESTION, [], PASSAGES, CONFIG)
+    (request,) = fake.requests
+    last = request.body["messages"][-1]
+    assert last["role"] == "user"
+    assert [b["type"] for b in last["content"]] == ["search_result"] * 3 + ["text"]
+    assert last["content"][-1]["text"] == QUESTION
+    first = last["content"][0]
+    assert first == {
+        "type": "search_result",
+        "source": PASSAGES[0].location,
+        "title": "Leave policy › Annual leave",
+        "content": [{"type": "text", "text": PASSAGES[0].text}],
+        "citations": {"enabled": True},
+    }
+    assert last["content"][2]["title"] == "IT handbook"  # heading equal to the title is not repeated
+    assert request.body["model"] == "claude-haiku-4-5"
+    assert request.body["max_tokens"] == 512
+    # this SDK sends the key as a bearer token; older ones used x-api-key
+    assert "test-key" in request.headers.get("authorization", request.headers.get("x-api-key", ""))
+
+
+async def test_system_prompt_is_cached(fake: FakeAnthropic, client) -> None:
+    await generate(client, QUESTION, [], PASSAGES, CONFIG)
+    system = fake.requests[0].body["system"]
+    assert system == [
+        {"type": "text", "text": DEFAULT_PROMPT_TEMPLATE, "cache_control": {"type": "ephemeral"}}
+    ]
+    assert NOT_FOUND_TOKEN in DEFAULT_PROMPT_TEMPLATE
+
+
+async def test_history_becomes_earlier_messages(fake: FakeAnthropic, client) -> None:
+    history = [
+        Turn(role="user", text="How many days of leave do I get?"),
+        Turn(role="assistant", text="Full-time employees get 25 days a year [1]."),
+    ]
+    await generate(client, "And can I carry some over?", history, PASSAGES, CONFIG)
+    messages = fake.requests[0].body["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[0]["content"] == [{"type": "text", "text": "How many days of leave do I get?"}]
+    # old markers point at sources that are not in this request
+    assert messages[1]["content"] == [{"type": "text", "text": "Full-time employees get 25 days a year."}]
+    assert messages[2]["content"][-1] == {"type": "text", "text": "And can I carry some over?"}
+
+
+def test_history_is_made_to_alternate_starting_with_the_user() -> None:
+    history = [
+        Turn(role="assistant", text="Hi! Ask me about HR or IT."),
+        Turn(role="user", text="Leave?"),
+        Turn(role="user", text="I mean annual leave."),
+        Turn(role="assistant", text=""),
+    ]
+    messages = build_messages("How many days?", history, PASSAGES[:1])
+    assert [m["role"] for m in messages] == ["user"]
+    assert [b["type"] for b in messages[0]["content"]] == ["text", "text", "search_result", "text"]
+
+
+# --- the answer -------------------------------------------------------------------------------------------
+
+
+@both_modes
+async def test_citations_map_to_the_cited_passages(fake: FakeAnthropic, client, stream: bool) -> None:
+    # the fake quotes the first sentence of search results 1, 0 and 1 again, citing each
+    fake.script(Reply.answer(cite=[1, 0, 1]))
+    result = await generate(client, QUESTION, [], PASSAGES, CONFIG, stream=stream)
+
+    assert result.text == (
+        "Here is what the documents say: "
+        "Request leave in Workday at least two weeks before your first day off. [1] "
+        "Full-time employees receive 25 days of paid annual leave per calendar year, plus public holidays. [2] "
+        "Request leave in Workday at least two weeks before your first day off. [1]"
+    )
+    assert [(s.number, s.heading) for s in result.sources] == [
+        (1, "Requesting time off"),
+        (2, "Annual leave"),
+    ]
+    first = result.sources[0]
+    assert first.doc_id == "leave-policy"
+    assert first.title == "Leave policy"
+    assert first.location == PASSAGES[1].location
+    assert first.quote == PASSAGES[1].text  # cited_text: the whole cited content block
+    assert result.not_found is False
+    assert result.stop_reason == "end_turn"
+    assert result.model == "claude-haiku-4-5"
+    assert fake.requests[0].stream is stream
+
+
+async def test_json_and_stream_give_the_same_result(fake: FakeAnthropic, client) -> None:
+    usage = {"input_tokens": 900, "cache_read_input_tokens": 700, "cache_creation_input_tokens": 0}
+    fake.script(Reply.answer(cite=[0, 2], usage=usage), Reply.answer(cite=[0, 2], usage=usage))
+    plain = await generate(client, QUESTION, [], PASSAGES, CONFIG)
+    streamed = await generate(client, QUESTION, [], PASSAGES, CONFIG, stream=True)
+    assert streamed == plain
+
+
+@both_modes
+async def test_usage_includes_prompt_cache_tokens(fake: FakeAnthropic, client, stream: bool) -> None:
+    first = await generate(client, QUESTION, [], PASSAGES, CONFIG, stream=stream)
+    second = await generate(client, "Another question about leave?", [], PASSAGES, CONFIG, stream=stream)
+    assert first.usage.cache_write_tokens > 0 and first.usage.cache_read_tokens == 0
+    assert (
+        second.usage.cache_read_tokens == first.usage.cache_write_tokens
+        and second.usage.cache_write_tokens == 0
+    )
+    assert first.usage.input_tokens > 0 and first.usage.output_tokens > 0
+
+
+@both_modes
+async def test_dated_model_id_is_reported(fake: FakeAnthropic, client, stream: bool) -> None:
+    fake.script(Reply.answer(model="claude-haiku-4-5-20251001"))
+    result = await generate(client, QUESTION, [], PASSAGES, CONFIG, stream=stream)
+    assert result.model == "claude-haiku-4-5-20251001"
+
+
+@both_modes
+async def test_not_found_token(fake: FakeAnthropic, client, stream: bool) -> None:
+    fake.script(Reply.not_found("NOT_FOUND The documents cover annual leave, not parental leave."))
+    result = await generate(client, "How long is parental leave?", [], PASSAGES, CONFIG, stream=stream)
+    assert result.not_found is True
+    assert result.text == "The documents cover annual leave, not parental leave."
+    assert result.sources == []
+
+
+async def test_not_found_token_in_markdown(fake: FakeAnthropic, client) -> None:
+    fake.script(Reply.plain("**NOT_FOUND**: nothing about parking."))
+    result = await generate(client, "Where do I park?", [], PASSAGES, CONFIG)
+    assert result.not_found and result.text == "nothing about parking."
+
+
+async def test_uncited_answer_keeps_its_text(fake: FakeAnthropic, client) -> None:
+    fake.script(Reply.plain("Hello! I can answer questions about the handbook."))
+    result = await generate(client, "hi", [], PASSAGES, CONFIG)
+    assert result.text == "Hello! I can answer questions about the handbook."
+    assert result.sources == [] and not result.not_found
+
+
+async def test_markers_go_after_the_span_before_its_trailing_space(fake: FakeAnthropic, client) -> None:
+    fake.script(
+        Reply.answer(
+            segments=[
+                ("You get ", None),
+                ("**25 days** a year", 0),
+                (" and must ", None),
+                ("request leave in Workday\n", 1),
+                ("- two weeks ahead", 1),
+            ]
+        )
+    )
+    result = await generate(client, QUESTION, [], PASSAGES, CONFIG)
+    assert result.text == (
+        "You get **25 days** a year [1] and must request leave in Workday [2]\n- two weeks ahead [2]"
+    )
+
+
+# --- failures ---------------------------------------------------------------------------------------------
+
+
+@both_modes
+@pytest.mark.parametrize(
+    ("reply", "reason", "transient", "attempts"),
+    [
+        (Reply.overloaded(), "overloaded (529)", True, 2),
+        (Reply.server_error(500, retry_after_s=0.01), "server error (500)", True, 2),
+        (Reply.server_error(503, retry_after_s=0.01), "server error (503)", True, 2),
+        (Reply.rate_limited(retry_after_s=0.05), "rate limited (429)", True, 2),
+        (Reply.malformed(), "malformed response", True, 1),
+        (Reply.bad_request(), "invalid request (400)", False, 1),
+        (Reply.unauthorized(), "authentication failed (401)", False, 1),
+        (Reply.error(403, "permission_error"), "permission denied (403)", False, 1),
+        (Reply.error(404, "not_found_error"), "model or endpoint not found (404)", False, 1),
+    ],
+    ids=["529", "500", "503", "429", "malformed", "400", "401", "403", "404"],
+)
+async def test_errors_are_classified(
+    fake: FakeAnthropic, client, stream: bool, reply: Reply, reason: str, transient: bool, attempts: int
+) -> None:
+    fake.always(reply)
+    with pytest.raises(LLMError) as caught:
+        await generate(client, QUESTION, [], PASSAGES, CONFIG, stream=stream)
+    assert caught.value.reason == reason
+    assert caught.value.transient is transient
+    assert len(fake.requests) == attempts  # transient statuses were retried by the SDK (max_retries=1)
+
+
+async def test_a_retry_can_succeed(fake: FakeAnthropic, client) -> None:
+    fake.script(Reply.rate_limited(retry_after_s=0.01))
+    result = await generate(client, QUESTION, [], PASSAGES, CONFIG)
+    assert len(fake.requests) == 2
+    assert result.sources[0].heading == "Annual leave"
+
+
+async def test_error_event_inside_a_stream(fake: FakeAnthropic, client) -> None:
+    fake.script(Reply.stream_error("overloaded_error"))
+    with pytest.raises(LLMError) as caught:
+        await generate(client, QUESTION, [], PASSAGES, CONFIG, stream=True)
+    assert caught.value.transient and caught.value.reason == "overloaded"
+
+
+@both_modes
+async def test_timeout(fake: FakeAnthropic, stream: bool) -> None:
+    fake.always(Reply.slow(5.0))
+    async with AsyncAnthropic(api_key="k", base_url=fake.url, max_retries=0) as c:
+        with pytest.raises(LLMError) as caught:
+            await generate(
+                c, QUESTION, [], PASSAGES, CONFIG.model_copy(update={"timeout_s": 0.3}), stream=stream
+            )
+    assert caught.value.reason == "timeout" and caught.value.transient
+
+
+async def test_stream_that_stalls_midway_times_out(fake: FakeAnthropic) -> None:
+    fake.always(Reply.answer(stall_s=5.0))
+    async with AsyncAnthropic(api_key="k", base_url=fake.url, max_retries=0) as c:
+        with pytest.raises(LLMError) as caught:
+            await generate(
+                c, QUESTION, [], PASSAGES, CONFIG.model_copy(update={"timeout_s": 0.3}), stream=True
+            )
+    assert caught.value.reason == "timeout" and caught.value.transient
+
+
+async def test_connection_refused() -> None:
+    async with AsyncAnthropic(api_key="k", base_url=f"http://127.0.0.1:{free_port()}", max_retries=0) as c:
+        with pytest.raises(LLMError) as caught:
+            await generate(c, QUESTION, [], PASSAGES, CONFIG)
+    assert caught.value.reason == "connection error" and caught.value.transient
