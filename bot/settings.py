@@ -27,10 +27,14 @@ class ModelPrice(BaseModel):
     cache_write: float
 
 
+#: Published list prices (USD per million tokens; cache write = the 5-minute cache). Override with
+#: DESKMATE_MODEL_PRICES='{"model": {"input": …, "output": …, "cache_read": …, "cache_write": …}}'.
 DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "claude-sonnet-5-5": ModelPrice(input=2.0, output=10.0, cache_read=0.20, cache_write=2.50),
+    "claude-sonnet-5": ModelPrice(input=2.0, output=10.0, cache_read=0.20, cache_write=2.50),
+    "claude-sonnet-4-6": ModelPrice(input=3.0, output=15.0, cache_read=0.30, cache_write=3.75),
     "claude-sonnet-4-5": ModelPrice(input=3.0, output=15.0, cache_read=0.30, cache_write=3.75),
     "claude-haiku-4-5": ModelPrice(input=1.0, output=5.0, cache_read=0.10, cache_write=1.25),
-    "claude-opus-4-1": ModelPrice(input=15.0, output=75.0, cache_read=1.50, cache_write=18.75),
 }
 
 
@@ -82,7 +86,7 @@ class Settings(BaseSettings):
     # --- LLM -----------------------------------------------------------------------------------------
     anthropic_api_key: str | None = None
     anthropic_base_url: str | None = Field(None, description="Override the Anthropic API URL (proxies, tests).")
-    anthropic_model: str = "claude-sonnet-4-5"
+    anthropic_model: str = "claude-sonnet-5-5"
     llm_max_tokens: int = 1024
     llm_temperature: float = 0.0
     llm_timeout_s: float = 30.0
@@ -97,6 +101,23 @@ class Settings(BaseSettings):
     langfuse_public_key: str | None = None
     langfuse_secret_key: str | None = None
     langfuse_host: str = "https://cloud.langfuse.com"
+
+    # --- evaluation and the promotion quality gate (feedback/evals, feedback/gate.py) ----------------
+    gate_enabled: bool = Field(True, description="`release promote` runs the quality gate first.")
+    gate_dataset: Path | None = Field(
+        None, description="Golden set (JSONL) the gate evaluates on; unset = the bundled sample golden set."
+    )
+    gate_tolerances: dict[str, float] = Field(
+        default_factory=dict,
+        description="Allowed drop per quality metric, in absolute points (JSON), merged over the defaults in "
+        "feedback/gate.py, e.g. {\"answer_f1\": 0.02}.",
+    )
+    gate_latency_increase: float = Field(0.5, description="Allowed relative growth of p95 latency (0.5 = +50%).")
+    gate_latency_slack_ms: float = Field(250.0, description="Latency growth always allowed (timing noise).")
+    gate_cost_increase: float = Field(0.25, description="Allowed relative growth of the cost per answer.")
+    eval_judge: bool = Field(True, description="Grade answers with an LLM judge when an API key is set.")
+    eval_judge_model: str | None = Field(None, description="Model of the LLM judge; unset = anthropic_model.")
+    eval_concurrency: int = Field(0, description="Items evaluated at once; 0 = 4 with an API key, else 1.")
 
     # --- queue and worker ----------------------------------------------------------------------------
     worker_max_jobs: int = Field(100, description="Answers one worker process holds in flight.")
@@ -129,6 +150,14 @@ class Settings(BaseSettings):
         "Deskmate is paused for maintenance. Please ask the support team directly; your question was recorded."
     )
     dashboard_token: str | None = Field(None, description="Bearer token for the admin dashboard.")
+    alert_downvote_window: int = Field(20, description="👎 rate is measured over this many latest rated answers.")
+    alert_downvote_rate: float = Field(0.4, description="Alert when the 👎 share of those answers reaches this.")
+    alert_window_minutes: float = Field(15.0, description="Window for the fallback and error rates.")
+    alert_fallback_rate: float = Field(0.3, description="Alert when this share of LLM answers fell back.")
+    alert_error_rate: float = Field(0.1, description="Alert when this share of questions ended in an error.")
+    alert_min_samples: int = Field(10, description="No rate alert on fewer answers (or votes) than this.")
+    alert_cooldown_minutes: float = Field(60.0, description="The same alert is not re-sent within this time.")
+    guard_check_interval_s: float = Field(10.0, description="Rate checks run at most this often (all workers).")
 
     # ------------------------------------------------------------------------------------------------
     def database_url_resolved(self) -> str:
