@@ -141,6 +141,12 @@ class Settings(BaseSettings):
     teams_app_password: str | None = None
     teams_tenant_id: str | None = None
     teams_app_type: Literal["MultiTenant", "SingleTenant", "UserAssignedMSI"] = "MultiTenant"
+    teams_app_name: str = Field("Deskmate", description="The bot's name in Teams (app package, greeting).")
+    teams_support_channel: str | None = Field(
+        None, description="Teams channel id (19:…@thread.tacv2) where 'Ask a human' starts a thread."
+    )
+    teams_delivery_attempts: int = Field(6, description="Tries per proactive send/update (429, 412, 5xx retried).")
+    teams_delivery_backoff_s: float = Field(1.0, description="First retry delay; doubles each try, capped at 30 s.")
 
     # --- playbooks -----------------------------------------------------------------------------------
     admin_user_ids: list[str] = Field(default_factory=list, description="Platform user ids allowed to run admin commands.")

@@ -175,3 +175,16 @@ class EvalRun(SQLModel, table=True):
     dataset: str = Field(max_length=512)
     metrics: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     at: datetime = Field(default_factory=utcnow)
+
+
+class Admin(SQLModel, table=True):
+    """A user allowed to run admin commands, in addition to the ids in ``DESKMATE_ADMIN_USER_IDS``."""
+
+    __table_args__ = (UniqueConstraint("platform", "user_id", name="uq_admin_platform_user"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str = Field(max_length=32)  # slack | teams | local
+    user_id: str = Field(max_length=255)
+    added_by: str = Field(default="", max_length=255)
+    note: str = Field(default="", max_length=255)
+    added_at: datetime = Field(default_factory=utcnow)

@@ -13,9 +13,11 @@ table per message, a change is obeyed by every web and worker process at the nex
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from enum import StrEnum
 
-from sqlmodel import select
+from sqlalchemy import delete
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from feedback.models import Switch, utcnow
@@ -52,12 +54,28 @@ async def get_switch(session: AsyncSession, scope: str) -> Switch | None:
     return await session.get(Switch, scope)
 
 
+def is_expired(row: Switch, now: datetime | None = None) -> bool:
+    """An automatic switch (the budget guard's) lapses at the next midnight UTC; an admin's never does."""
+    if not row.automatic:
+        return False
+    now = now or datetime.now(timezone.utc)
+    midnight = now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    set_at = row.set_at if row.set_at.tzinfo else row.set_at.replace(tzinfo=timezone.utc)
+    return set_at < midnight
+
+
 async def effective_mode(session: AsyncSession, platform: str, channel: str) -> tuple[Mode, Switch | None]:
-    """The mode a message in ``channel`` gets, and the switch that decided it (None = default on)."""
+    """The mode a message in ``channel`` gets, and the switch that decided it (None = default on).
+
+    An expired automatic switch is ignored here (no write on the answer path); the guard deletes it.
+    """
     scopes = [GLOBAL_SCOPE] + ([channel_scope(platform, channel)] if channel else [])
     rows = (await session.exec(select(Switch).where(Switch.scope.in_(scopes)))).all()  # type: ignore[attr-defined]
     worst: tuple[Mode, Switch | None] = (Mode.ON, None)
+    now = datetime.now(timezone.utc)
     for row in rows:
+        if is_expired(row, now):
+            continue
         mode = Mode(row.mode)
         if mode.severity > worst[0].severity:
             worst = (mode, row)
@@ -83,3 +101,19 @@ async def set_mode(session: AsyncSession, scope: str, mode: Mode, *, actor: str,
 
 async def list_switches(session: AsyncSession) -> list[Switch]:
     return list((await session.exec(select(Switch).order_by(Switch.scope))).all())
+
+
+async def clear_expired(session: AsyncSession, now: datetime | None = None) -> list[str]:
+    """Delete automatic switches set before today (UTC); returns the scopes cleared.
+
+    One conditional DELETE, so two workers clearing at once (or an admin re-setting the switch meanwhile,
+    which makes it non-automatic) cannot clobber each other.
+    """
+    now = now or datetime.now(timezone.utc)
+    midnight = now.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    stale = (col(Switch.automatic).is_(True)) & (col(Switch.set_at) < midnight)
+    scopes = list((await session.exec(select(Switch.scope).where(stale))).all())
+    if scopes:
+        await session.exec(delete(Switch).where(stale).where(col(Switch.scope).in_(scopes)))  # type: ignore[call-overload]
+        await session.commit()
+    return scopes

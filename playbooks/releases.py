@@ -11,6 +11,7 @@ unless told otherwise.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -19,8 +20,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.settings import Settings
 from feedback.models import Release, ReleaseEvent
+from playbooks.gate import GateResult, PromotionGate, resolve_gate, run_gate
 
 INITIAL_RELEASE = "initial"
+#: ``promote(gate=DEFAULT_GATE)`` asks the gate found by :func:`playbooks.gate.resolve_gate`.
+DEFAULT_GATE = object()
 #: Fields a new release may override; everything else is copied from its base release.
 MUTABLE_FIELDS = ("prompt_template", "prompt_version", "model", "max_tokens", "temperature", "kb", "index_version",
                   "retrieval_k", "retrieval_candidates", "min_score", "fusion", "knowledge_sets", "notes")
@@ -108,15 +112,32 @@ async def create_release(session: AsyncSession, settings: Settings, name: str, *
     return release
 
 
+class GateRefused(ReleaseError):
+    """The promotion gate said no (promote with ``--force`` to override it)."""
+
+    def __init__(self, result: GateResult) -> None:
+        super().__init__(f"the promotion gate refused: {result.message or 'no reason given'} "
+                         "(use --force to promote anyway; it is audited)")
+        self.result = result
+
+
 async def activate(session: AsyncSession, settings: Settings, name: str, *, actor: str, action: str,
-                   forced: bool = False) -> tuple[str, str]:
-    """Point the active release at ``name``; returns (before, after)."""
+                   forced: bool = False, gate: PromotionGate | None = None) -> tuple[str, str]:
+    """Point the active release at ``name``; returns (before, after).
+
+    With a ``gate`` (see :mod:`playbooks.gate`) the gate is asked first; its refusal raises
+    :class:`GateRefused` unless ``forced``.
+    """
     release = await get_release(session, name)
     if release is None:
         raise ReleaseError(f"release '{name}' does not exist (see `deskmate release list`)")
     current = await active_release(session, settings)
     if current.name == name:
         raise ReleaseError(f"release '{name}' is already active")
+    if gate is not None:
+        result = await run_gate(gate, session, settings, release, current)
+        if not result.ok and not forced:
+            raise GateRefused(result)
     if release.index_version is not None:
         from knowledge.index import IndexNotFound, IndexStore
 
@@ -127,6 +148,32 @@ async def activate(session: AsyncSession, settings: Settings, name: str, *, acto
     session.add(ReleaseEvent(release_name=name, previous=current.name, action=action, actor=actor, forced=forced))
     await session.commit()
     return current.name, name
+
+
+@dataclass
+class Promotion:
+    before: str
+    after: str
+    gate: GateResult
+    forced: bool  # True only when the gate refused and --force overrode it
+
+
+async def promote(session: AsyncSession, settings: Settings, name: str, *, actor: str, force: bool = False,
+                  gate: PromotionGate | None | object = DEFAULT_GATE) -> Promotion:
+    """Make ``name`` the active release after asking the promotion gate (default: :func:`resolve_gate`)."""
+    chosen = resolve_gate() if gate is DEFAULT_GATE else gate
+    release = await get_release(session, name)
+    if release is None:
+        raise ReleaseError(f"release '{name}' does not exist (see `deskmate release list`)")
+    current = await active_release(session, settings)
+    if current.name == name:
+        raise ReleaseError(f"release '{name}' is already active")
+    result = await run_gate(chosen, session, settings, release, current)  # type: ignore[arg-type]
+    if not result.ok and not force:
+        raise GateRefused(result)
+    overridden = not result.ok
+    before, after = await activate(session, settings, name, actor=actor, action="promote", forced=overridden)
+    return Promotion(before=before, after=after, gate=result, forced=overridden)
 
 
 async def previous_release_name(session: AsyncSession, settings: Settings) -> str:
