@@ -67,7 +67,7 @@ _NOT_FOUND = re.compile(rf"^[*_`\s]*{NOT_FOUND_TOKEN}[*_`]*[\s:.\-—]*")
 class GenerationConfig(BaseModel):
     """How one answer is generated; a release pins these so a change is deliberate and can be rolled back."""
 
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-5-5"
     max_tokens: int = 1024
     #: Not sent: the Messages API version this SDK speaks (anthropic 2.12, API 2026-10-21) has no sampling
     #: parameters. Kept so that releases and settings that name it stay valid and it is recorded with them.

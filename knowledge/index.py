@@ -78,6 +78,7 @@ class VersionData:
     row_of: dict[str, int]
     knowledge_sets: np.ndarray
     public: np.ndarray
+    heading_terms: dict[int, set[str]] = field(default_factory=dict)  # filled lazily by retrieval
 
 
 @dataclass

@@ -1,0 +1,131 @@
+"""The versioned index with real Chroma, BM25 and the real embedding model: incremental, deletions, versions,
+filters, and the CLI's JSON."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bot.settings import SAMPLE_KNOWLEDGE_DIR
+from knowledge.index import IndexNotFound, IndexStore
+from knowledge.ingest import ingest
+from knowledge.retrieval import Retriever, SearchFilter
+from tests.conftest import settings_for
+
+DOCS = {
+    "travel/per-diem.md": "---\ntitle: Per diem\n---\n## Meals\n\nThe daily meal allowance is EUR 60 in Europe.\n",
+    "it/vpn.md": "---\ntitle: VPN\n---\n## Connecting\n\nOpen NorthGate and sign in with your badge number.\n",
+    "it/laptops.md": "---\ntitle: Laptops\n---\n## Replacement\n\nLaptops are replaced every three years.\n",
+    "engineering/on-call.md": "---\ntitle: On-call\nvisibility: restricted\n---\n## Pay\n\n"
+                              "The on-call allowance is EUR 250 per week.\n",
+}
+
+
+@pytest.fixture
+def kb_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "kb"
+    for rel, text in DOCS.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> IndexStore:
+    return IndexStore(settings_for(tmp_path / "data", index_keep_versions=2))
+
+
+def test_incremental_reingest_embeds_only_what_changed(store: IndexStore, kb_dir: Path) -> None:
+    first = ingest(store, kb_dir, kb="t")
+    assert first.version == 1 and sorted(first.ingested) == sorted(p[:-3] for p in DOCS)
+    assert first.chunks_embedded == first.chunks_total == 4
+
+    again = ingest(store, kb_dir, kb="t")
+    assert not again.created_version and again.version == 1 and len(again.unchanged) == 4
+
+    (kb_dir / "it/vpn.md").write_text("---\ntitle: VPN\n---\n## Connecting\n\nOpen NorthGate and use your passkey.\n")
+    (kb_dir / "it/laptops.md").unlink()
+    (kb_dir / "people").mkdir()
+    (kb_dir / "people/leave.md").write_text("# Leave\n\nEveryone gets 25 days of annual leave.\n")
+    third = ingest(store, kb_dir, kb="t")
+    assert third.version == 2
+    assert third.updated == ["it/vpn"] and third.deleted == ["it/laptops"] and third.ingested == ["people/leave"]
+    assert third.chunks_embedded == 2, "unchanged documents keep their vectors"
+
+    retriever = Retriever(store)
+    top = retriever.search("how do I sign in to the VPN", kb="t", k=1)[0]
+    assert top.doc_id == "it/vpn" and "passkey" in top.text and top.index_version == 2
+    assert all(p.doc_id != "it/laptops" for p in retriever.search("laptop replacement", kb="t", k=5))
+    # the previous version is kept and still answers as it did
+    old = retriever.search("laptop replacement", kb="t", version=1, k=1)[0]
+    assert old.doc_id == "it/laptops"
+
+
+def test_old_versions_are_pruned_but_pinned_ones_kept(store: IndexStore, kb_dir: Path) -> None:
+    ingest(store, kb_dir, kb="t")
+    for i in range(3):
+        (kb_dir / "it/vpn.md").write_text(f"# VPN\n\nRevision {i} of the VPN page, with enough words.\n")
+        ingest(store, kb_dir, kb="t", protected_versions={1})
+    kept = [v["version"] for v in store.manifest("t").versions]
+    assert kept == [1, 3, 4]
+    with pytest.raises(IndexNotFound, match="not kept"):
+        store.resolve_version("t", 2)
+
+
+def test_filters_by_knowledge_set_and_visibility(store: IndexStore, kb_dir: Path) -> None:
+    ingest(store, kb_dir, kb="t")
+    retriever = Retriever(store)
+    everything = retriever.search("on-call allowance per week", kb="t", k=4)
+    assert everything[0].doc_id == "engineering/on-call"
+    public = retriever.search("on-call allowance per week", kb="t", k=4, search_filter=SearchFilter(public_only=True))
+    assert public and all(p.doc_id != "engineering/on-call" for p in public)
+    it_only = retriever.search("meal allowance", kb="t", k=4, search_filter=SearchFilter(knowledge_sets=["it"]))
+    assert it_only and {p.knowledge_set for p in it_only} == {"it"}
+    for mode in ("dense", "bm25"):
+        restricted = retriever.search("on-call allowance", kb="t", k=4, mode=mode,
+                                      search_filter=SearchFilter(public_only=True))
+        assert all(p.doc_id != "engineering/on-call" for p in restricted)
+
+
+def test_persisted_index_reopens_in_a_new_process_state(store: IndexStore, kb_dir: Path, tmp_path: Path) -> None:
+    ingest(store, kb_dir, kb="t")
+    reopened = IndexStore(settings_for(tmp_path / "data"))
+    top = Retriever(reopened).search("meal allowance", kb="t", k=1)[0]
+    assert top.doc_id == "travel/per-diem" and top.heading == "Meals" and top.title == "Per diem"
+
+
+def test_cli_search_json_and_ingest(sample_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot import settings as settings_module
+    from bot.cli import app
+
+    monkeypatch.setenv("DESKMATE_DATA_DIR", str(sample_data_dir))
+    monkeypatch.setenv("DESKMATE_DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    settings_module.get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["search", "how much is the per diem for meals", "--k", "3", "--json"])
+        assert result.exit_code == 0, result.output
+        rows = json.loads(result.stdout)
+        assert [r["rank"] for r in rows] == [1, 2, 3]
+        assert set(rows[0]) >= {"rank", "doc_id", "title", "location", "heading", "score", "text"}
+        assert rows[0]["doc_id"] == "travel/per-diem"
+
+        missing = CliRunner().invoke(app, ["search", "anything", "--kb", "nope"])
+        assert missing.exit_code == 1 and "no index yet" in missing.output
+
+        small = tmp_path / "small"
+        shutil.copytree(SAMPLE_KNOWLEDGE_DIR / "it", small)
+        (small / "broken.pdf").write_bytes(b"%PDF-1.4 nonsense")
+        monkeypatch.setenv("DESKMATE_DATA_DIR", str(tmp_path / "data"))
+        settings_module.get_settings.cache_clear()
+        ingested = CliRunner().invoke(app, ["ingest", str(small), "--kb", "it", "--json"])
+        assert ingested.exit_code == 0, ingested.output
+        report = json.loads(ingested.stdout)
+        assert report["version"] == 1 and len(report["ingested"]) == 5
+        assert report["skipped"] == [{"path": "broken.pdf", "reason": report["skipped"][0]["reason"]}]
+        assert "PDF" in report["skipped"][0]["reason"]
+    finally:
+        settings_module.get_settings.cache_clear()
