@@ -14,6 +14,7 @@ from rich.console import Console
 from bot.log import configure_logging, get_logger
 from bot.settings import Settings, get_settings
 from knowledge import cli as knowledge_cli
+from playbooks import cli as playbooks_cli
 
 log = get_logger(__name__)
 err = Console(stderr=True)
@@ -26,6 +27,7 @@ app.add_typer(eval_app, name="eval")
 app.command("ingest")(knowledge_cli.ingest_command)
 app.command("search")(knowledge_cli.search_command)
 eval_app.command("retrieval")(knowledge_cli.eval_retrieval_command)
+playbooks_cli.register(app)  # admin …, release …, rollback
 
 
 @app.callback()

@@ -65,15 +65,17 @@ class AdminReply:
 
 
 HELP = """**Deskmate admin commands**
-• `status` — active release, kill-switches, last hour's answers, 👍/👎, fallback and error rates, spend today
-• `kill on|off|retrieval-only [#channel|here]` — everywhere by default; `off` = maintenance reply, `retrieval-only` = no LLM (cited excerpts); add a reason after the channel
-• `releases` — releases with their feedback and eval results, and recent changes
-• `rollback [NAME]` — back to the previously active release, or to NAME
-• `promote NAME [--force]` — make NAME active (`--force` overrides the quality gate; audited)
-• `budget` — LLM spend today against the daily cap
-• `audit [N]` — the latest N entries of the audit log
-• `admins`, `grant USER`, `revoke USER` — who may run these commands
-• `help` — this text
+
+- `status` — active release, kill-switches, last hour's answers, 👍/👎, fallback and error rates, spend today
+- `kill on|off|retrieval-only [#channel|here]` — everywhere by default; `off` = maintenance reply, `retrieval-only` = no LLM (cited excerpts); add a reason after the channel
+- `releases` — releases with their feedback and eval results, and recent changes
+- `rollback [NAME]` — back to the previously active release, or to NAME
+- `promote NAME [--force]` — make NAME active (`--force` overrides the quality gate; audited)
+- `budget` — LLM spend today against the daily cap
+- `audit [N]` — the latest N entries of the audit log
+- `admins`, `grant USER`, `revoke USER` — who may run these commands
+- `help` — this text
+
 Only admins may run them; every attempt is recorded in the audit log. Runbooks: `playbooks/runbooks/`."""
 
 #: First words the handler understands (adapters can use :func:`is_admin_command` to route).
@@ -165,7 +167,7 @@ async def handle_admin_command(rt: Runtime, actor: AdminActor, text: str) -> Adm
 
 # --- commands ------------------------------------------------------------------------------------------
 async def _status(rt: Runtime, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
-    return Outcome(await status_text(session, rt.settings))
+    return Outcome(await status_text(session, rt.settings, slack_links=actor.platform == "slack"))
 
 
 async def _budget(rt: Runtime, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
@@ -202,7 +204,8 @@ async def _kill(rt: Runtime, actor: AdminActor, args: list[str], session: AsyncS
         note = "\nThis replaces the budget guard's automatic switch; the guard will not flip it again today."
     if not target.is_global and mode.value != "off":
         note += "\nA channel switch can only make a channel stricter than the global switch (see `status`)."
-    return Outcome(f"Kill-switch {target.label}: {before} → **{after}**. Deskmate {effect} from the next message.{note}",
+    change = f"already **{after}**" if before == after else f"{before} → **{after}**"
+    return Outcome(f"Kill-switch {target.label}: {change}. Deskmate {effect} from the next message.{note}",
                    before=f"{target.scope}={before}{' (automatic)' if was_automatic else ''}",
                    after=f"{target.scope}={after}", detail=f"reason: {reason}" if reason else "")
 
@@ -236,11 +239,11 @@ async def _promote(rt: Runtime, actor: AdminActor, args: list[str], session: Asy
 
 async def _admins(rt: Runtime, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
     rows = (await session.exec(select(Admin).order_by(col(Admin.id)))).all()
-    lines = ["**Admins**"]
-    lines += [f"• `{e}` (settings: DESKMATE_ADMIN_USER_IDS)" for e in rt.settings.admin_user_ids]
-    lines += [f"• `{r.platform}:{r.user_id}` (added by {r.added_by}{'; ' + r.note if r.note else ''})" for r in rows]
-    if len(lines) == 1:
-        lines.append("• none besides CLI operators")
+    lines = ["**Admins**\n"]
+    lines += [f"- `{e}` (settings: DESKMATE_ADMIN_USER_IDS)" for e in rt.settings.admin_user_ids]
+    lines += [f"- `{r.platform}:{r.user_id}` (added by {r.added_by}{'; ' + r.note if r.note else ''})" for r in rows]
+    if len(lines) == 1:  # only the heading
+        lines.append("- none besides CLI operators")
     return Outcome("\n".join(lines))
 
 

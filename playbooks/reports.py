@@ -33,11 +33,11 @@ def release_line(release: Release) -> str:
             f"min score {release.min_score:g}")
 
 
-def switch_line(row: Switch, now: datetime | None = None) -> str:
+def switch_line(row: Switch, now: datetime | None = None, *, slack_links: bool = False) -> str:
     who = "budget guard" if row.automatic else row.set_by or "?"
     expired = " (expired at midnight UTC; cleared at the next answer)" if is_expired(row, now) else ""
     reason = f" — {row.reason}" if row.reason else ""
-    return f"{scope_label(row.scope)}: **{row.mode}** (by {who}, {hhmm(row.set_at)}){reason}{expired}"
+    return f"{scope_label(row.scope, slack_links=slack_links)}: **{row.mode}** (by {who}, {hhmm(row.set_at)}){reason}{expired}"
 
 
 async def budget_text(session: AsyncSession, settings: Settings) -> str:
@@ -54,15 +54,15 @@ async def budget_text(session: AsyncSession, settings: Settings) -> str:
     row = await session.get(Switch, GLOBAL_SCOPE)
     if spent >= cap:
         if row is not None and row.automatic and not is_expired(row, now):
-            line += "\n• Over the cap: the budget guard switched Deskmate to **retrieval-only** (no LLM calls) until midnight UTC."
+            line += "\n- Over the cap: the budget guard switched Deskmate to **retrieval-only** (no LLM calls) until midnight UTC."
         elif row is None or Mode(row.mode) == Mode.ON:
-            line += "\n• Over the cap, but an admin turned the LLM back on for today."
+            line += "\n- Over the cap, but an admin turned the LLM back on for today."
         else:
-            line += f"\n• Over the cap; the global switch is **{row.mode}** (set by {row.set_by})."
+            line += f"\n- Over the cap; the global switch is **{row.mode}** (set by {row.set_by})."
     return line
 
 
-async def status_text(session: AsyncSession, settings: Settings) -> str:
+async def status_text(session: AsyncSession, settings: Settings, *, slack_links: bool = False) -> str:
     now = utc_now()
     release = await active_release(session, settings)
     history = await release_history(session, 1)
@@ -74,20 +74,20 @@ async def status_text(session: AsyncSession, settings: Settings) -> str:
     hour = await window_stats(session, now - timedelta(hours=1))
     down, rated = await downvotes_over_last(session, settings.alert_downvote_window)
     lines = [
-        "**Deskmate status**",
-        f"• **Release:** {release_line(release)}{since}",
-        "• **Kill-switch:** " + ("on everywhere (no switches set)" if not switches else "switches set:"),
+        "**Deskmate status**\n",
+        f"- **Release:** {release_line(release)}{since}",
+        "- **Kill-switch:** " + ("on everywhere (no switches set)" if not switches else "switches set:"),
     ]
     for row in switches:
-        lines.append(f"    ◦ {switch_line(row, now)}")
+        lines.append(f"  - {switch_line(row, now, slack_links=slack_links)}")
     lines += [
-        f"• **Last hour:** {hour.total} questions, {hour.answered} answered, {hour.maintenance} maintenance replies, "
+        f"- **Last hour:** {hour.total} questions, {hour.answered} answered, {hour.maintenance} maintenance replies, "
         f"{hour.errors} errors ({pct(hour.errors, hour.total)})",
-        f"• **LLM fallback rate (last hour):** {pct(hour.fallbacks, hour.llm_answers)} "
+        f"- **LLM fallback rate (last hour):** {pct(hour.fallbacks, hour.llm_answers)} "
         f"({hour.fallbacks} of {hour.llm_answers} LLM answers)",
-        f"• **Votes (last hour):** 👍 {hour.up} / 👎 {hour.down}; last {rated} rated answers: "
+        f"- **Votes (last hour):** 👍 {hour.up} / 👎 {hour.down}; last {rated} rated answers: "
         f"👎 {pct(down, rated)}",
-        "• " + (await budget_text(session, settings)).replace("\n• ", "\n    ◦ "),
+        "- " + (await budget_text(session, settings)).replace("\n- ", "\n  - "),
     ]
     return "\n".join(lines)
 
@@ -97,7 +97,7 @@ def release_row_text(release: Release, figures: ReleaseFigures | None, active: b
     marker = "▶ " if active else ""
     votes = f"{fig.answers} answers, 👍 {fig.up} / 👎 {fig.down}"
     evals = f"eval: {format_metrics(fig.eval_metrics)}" if fig.eval_metrics else "no eval run"
-    return f"{marker}{release_line(release)}\n    created {hhmm(release.created_at)} by {release.created_by}; {votes}; {evals}"
+    return f"{marker}{release_line(release)}\n  created {hhmm(release.created_at)} by {release.created_by}; {votes}; {evals}"
 
 
 async def releases_text(session: AsyncSession, settings: Settings, limit: int = 10) -> str:
@@ -105,27 +105,27 @@ async def releases_text(session: AsyncSession, settings: Settings, limit: int = 
     releases = await list_releases(session)
     figures = await release_figures(session)
     shown = releases[-limit:]
-    lines = [f"**Releases** (newest last; ▶ = active; {len(releases)} in all)"]
-    lines += [f"• {release_row_text(r, figures.get(r.name), r.name == current.name)}" for r in shown]
+    lines = [f"**Releases** (newest last; ▶ = active; {len(releases)} in all)\n"]
+    lines += [f"- {release_row_text(r, figures.get(r.name), r.name == current.name)}" for r in shown]
     history = await release_history(session, 5)
     if history:
-        lines.append("**Recent changes**")
+        lines.append("\n**Recent changes**\n")
         for ev in history:
             forced = " (forced)" if ev.forced else ""
-            lines.append(f"• {hhmm(ev.at)} {ev.action}{forced}: {ev.previous or '—'} → `{ev.release_name}` by {ev.actor}")
-    lines.append("Roll back with `rollback` (to the previous release) or `rollback NAME`.")
+            lines.append(f"- {hhmm(ev.at)} {ev.action}{forced}: {ev.previous or '—'} → `{ev.release_name}` by {ev.actor}")
+    lines.append("\nRoll back with `rollback` (to the previous release) or `rollback NAME`.")
     return "\n".join(lines)
 
 
 def audit_text(entries: list[AuditEntry]) -> str:
     if not entries:
         return "The audit log is empty."
-    lines = ["**Audit log** (newest first)"]
+    lines = ["**Audit log** (newest first)\n"]
     for e in entries:
         verdict = "" if e.allowed else " — **refused**"
         change = f": {e.before} → {e.after}" if (e.before or e.after) and e.before != e.after else ""
         detail = f" ({e.detail})" if e.detail else ""
-        lines.append(f"• {hhmm(e.at)} {e.actor} in {e.where}: `{e.command}`{verdict}{change}{detail}")
+        lines.append(f"- {hhmm(e.at)} {e.actor} in {e.where}: `{e.command}`{verdict}{change}{detail}")
     return "\n".join(lines)
 
 

@@ -53,11 +53,12 @@ def slack_label(channel: str) -> str:
     return f"<#{channel}>"
 
 
-def scope_label(scope: str) -> str:
+def scope_label(scope: str, *, slack_links: bool = False) -> str:
+    """How a reply names a scope: ``<#C123>`` renders as a channel link in Slack; elsewhere the raw scope."""
     if scope == GLOBAL_SCOPE:
         return "everywhere"
     platform, _, channel = scope.partition(":")
-    return slack_label(channel) if platform == "slack" else scope
+    return slack_label(channel) if platform == "slack" and slack_links else scope
 
 
 async def resolve_target(word: str | None, *, platform: str, channel: str, settings: Settings) -> Target:
@@ -70,22 +71,25 @@ async def resolve_target(word: str | None, *, platform: str, channel: str, setti
         if platform == "cli" or not channel:
             raise TargetError("`here` only works in a chat channel; name the channel, e.g. `slack:C0123ABCD`")
         scope = channel_scope(platform, channel)
-        return Target(scope, scope_label(scope))
+        return Target(scope, scope_label(scope, slack_links=platform == "slack"))
     if m := _SLACK_CHANNEL_REF.match(w):
-        return Target(channel_scope("slack", m.group(1)), slack_label(m.group(1)))
+        scope = channel_scope("slack", m.group(1))
+        return Target(scope, scope_label(scope, slack_links=platform == "slack"))
     prefix, _, rest = w.partition(":")
     if prefix.lower() in PLATFORMS and rest:
         scope = channel_scope(prefix.lower(), rest.lstrip("#"))
-        return Target(scope, scope_label(scope))
+        return Target(scope, scope_label(scope, slack_links=platform == "slack"))
     if w.startswith("19:"):
         return Target(channel_scope("teams", w), f"teams:{w}")
     bare = w.lstrip("#")
     if _SLACK_ID.match(bare) and slack_side:
-        return Target(channel_scope("slack", bare), slack_label(bare))
+        scope = channel_scope("slack", bare)
+        return Target(scope, scope_label(scope, slack_links=platform == "slack"))
     if slack_side and bare:
         found = await lookup_slack_channel(settings, bare)
         if found:
-            return Target(channel_scope("slack", found), slack_label(found))
+            scope = channel_scope("slack", found)
+            return Target(scope, scope_label(scope, slack_links=platform == "slack"))
         raise TargetError(f"I can't find a Slack channel named `#{bare}`: mention it (type `#` and pick it), "
                           "or give its id (`C0123ABCD`), or run the command in that channel with `here`")
     raise TargetError(f"I can't tell which channel `{w}` is: run the command in that channel with `here`, "

@@ -1,0 +1,150 @@
+"""The guard the worker runs after every answer: the daily budget cap, and alerts on bad trends.
+
+Budget: when the LLM spend recorded since midnight UTC reaches ``daily_budget_usd``, the global switch goes to
+``retrieval-only`` with ``automatic=True`` (cited excerpts, no LLM calls) and the admins are alerted. At the next
+midnight UTC the automatic switch lapses: :func:`playbooks.killswitch.effective_mode` ignores it from that
+moment (no write on the answer path) and the guard deletes it at its next check. If an admin turns the LLM back
+on after the guard tripped (``kill on``), the guard does not trip again that day; if an admin sets the switch
+themselves it is theirs (``automatic=False``) and never lapses.
+
+Alerts: the 👎 share of the last N rated answers, the LLM fallback rate and the error rate of recent questions,
+each against a threshold from settings, at most every ``guard_check_interval_s`` across all workers (a Redis
+key) and at most once per ``alert_cooldown_minutes`` per kind. Each names its runbook and the rollback command.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from bot.log import get_logger
+from feedback.models import Switch
+from playbooks import audit
+from playbooks.alerts import last_alert, raise_alert
+from playbooks.killswitch import GLOBAL_SCOPE, Mode, clear_expired, is_expired, set_mode
+from playbooks.releases import ReleaseError, active_release, previous_release_name
+from playbooks.status import day_start, downvotes_over_last, spend_today, utc_now, window_stats
+
+if TYPE_CHECKING:
+    from bot.question import Answer
+    from bot.runtime import Runtime
+
+log = get_logger(__name__)
+
+GUARD_ACTOR = "budget-guard"
+CHECK_KEY = "deskmate:guard:last-check"
+RUNBOOKS = "playbooks/runbooks"
+
+
+async def after_answer(rt: Runtime, interaction_id: int, answer: Answer) -> None:
+    """Called by the pipeline after each answer is recorded and delivered; never raises into the pipeline."""
+    if getattr(answer, "cost_usd", 0.0) > 0:
+        await check_budget(rt)
+    if await _due(rt):
+        await clear_lapsed_switches(rt)
+        await check_alerts(rt)
+
+
+async def _due(rt: Runtime) -> bool:
+    """True for one caller per ``guard_check_interval_s`` across all processes."""
+    interval = rt.settings.guard_check_interval_s
+    if interval <= 0:
+        return True
+    try:
+        return bool(await rt.redis.set(CHECK_KEY, "1", nx=True, px=max(1, int(interval * 1000))))
+    except Exception:  # noqa: BLE001
+        return True
+
+
+# --- budget --------------------------------------------------------------------------------------------
+async def check_budget(rt: Runtime) -> bool:
+    """Trip the budget guard if today's spend reached the cap; True when it tripped now."""
+    cap = rt.settings.daily_budget_usd
+    if cap is None:
+        return False
+    now = utc_now()
+    async with rt.db.asession() as session:
+        spent = await spend_today(session, now)
+    if spent < cap:
+        return False
+    if await last_alert(rt, "budget", day_start(now)) is not None:
+        return False  # already tripped today; if the LLM is on again, an admin chose that
+    async with rt.db.asession() as session:
+        row = await session.get(Switch, GLOBAL_SCOPE)
+        current = Mode.ON if row is None or is_expired(row, now) else Mode(row.mode)
+        flipped = current.severity < Mode.RETRIEVAL_ONLY.severity
+        if flipped:
+            reason = f"daily LLM budget ${cap:.2f} reached (${spent:.2f} spent)"
+            before, after = await set_mode(session, GLOBAL_SCOPE, Mode.RETRIEVAL_ONLY, actor=GUARD_ACTOR,
+                                           reason=reason, automatic=True)
+            await audit.record(session, actor=GUARD_ACTOR, platform="deskmate", where="worker",
+                               command="kill retrieval-only (budget cap)", allowed=True,
+                               before=f"global={before}", after=f"global={after}", detail=reason)
+    effect = ("Deskmate switched itself to *retrieval-only*: cited excerpts, no LLM calls, until 00:00 UTC."
+              if flipped else f"The global switch is already *{current.value}*, so nothing changed.")
+    await raise_alert(rt, "budget", (
+        f":money_with_wings: Daily LLM budget reached: ${spent:.2f} of ${cap:.2f} today (UTC). {effect}\n"
+        f"Runbook: `{RUNBOOKS}/cost-spike.md`. Check `/deskmate budget` and `/deskmate status`.\n"
+        "To turn the LLM back on today anyway: `/deskmate kill on` (or `deskmate admin kill on`)."
+    ), quiet_since=day_start(now))
+    log.warning("guard.budget_tripped", spent=spent, cap=cap, flipped=flipped)
+    return flipped
+
+
+async def clear_lapsed_switches(rt: Runtime) -> list[str]:
+    """Delete automatic switches from before today and tell the admins the LLM is back."""
+    async with rt.db.asession() as session:
+        cleared = await clear_expired(session)
+        for scope in cleared:
+            await audit.record(session, actor=GUARD_ACTOR, platform="deskmate", where="worker",
+                               command=f"kill on ({scope}, new UTC day)", allowed=True,
+                               before=f"{scope}=retrieval-only (automatic)", after=f"{scope}=on",
+                               detail="the budget guard's automatic switch lapsed at midnight UTC")
+    if cleared:
+        await raise_alert(rt, "budget-reset", "A new UTC day: the budget guard's retrieval-only switch was lifted; "
+                                              "LLM answers are back on.", quiet_since=day_start())
+    return cleared
+
+
+# --- trend alerts --------------------------------------------------------------------------------------
+async def rollback_hint(rt: Runtime) -> str:
+    async with rt.db.asession() as session:
+        current = (await active_release(session, rt.settings)).name
+        try:
+            previous = await previous_release_name(session, rt.settings)
+        except ReleaseError:
+            return f"Active release `{current}`; there is no earlier release to roll back to."
+    return (f"Active release `{current}`. Roll back to `{previous}`: `/deskmate rollback` in Slack, "
+            f"`@Deskmate admin rollback` in Teams, or `deskmate rollback {previous}` on a server.")
+
+
+async def check_alerts(rt: Runtime) -> list[str]:
+    """Compare the recent figures with the thresholds; returns the kinds of alerts raised."""
+    s = rt.settings
+    now = utc_now()
+    async with rt.db.asession() as session:
+        down, rated = await downvotes_over_last(session, s.alert_downvote_window)
+        recent = await window_stats(session, now - timedelta(minutes=s.alert_window_minutes))
+    raised: list[str] = []
+    window = f"last {s.alert_window_minutes:g} min"
+    if rated >= min(s.alert_min_samples, s.alert_downvote_window) and down / rated >= s.alert_downvote_rate:
+        message = (f":thumbsdown: {down} of the last {rated} rated answers got 👎 ({down / rated:.0%}, "
+                   f"threshold {s.alert_downvote_rate:.0%}).\nRunbook: `{RUNBOOKS}/bad-answers-reported.md`.\n"
+                   f"{await rollback_hint(rt)}")
+        if await raise_alert(rt, "downvote-rate", message):
+            raised.append("downvote-rate")
+    if recent.llm_answers >= s.alert_min_samples and recent.fallback_rate >= s.alert_fallback_rate:
+        message = (f":warning: {recent.fallbacks} of {recent.llm_answers} answers ({window}) fell back to excerpts "
+                   f"({recent.fallback_rate:.0%}, threshold {s.alert_fallback_rate:.0%}): the LLM provider may be "
+                   f"failing.\nRunbook: `{RUNBOOKS}/llm-provider-outage.md`. To stop calling it: "
+                   f"`/deskmate kill retrieval-only`.\n{await rollback_hint(rt)}")
+        if await raise_alert(rt, "fallback-rate", message):
+            raised.append("fallback-rate")
+    if recent.total >= s.alert_min_samples and recent.error_rate >= s.alert_error_rate:
+        message = (f":rotating_light: {recent.errors} of {recent.total} questions ({window}) ended in an error "
+                   f"({recent.error_rate:.0%}, threshold {s.alert_error_rate:.0%}).\n"
+                   f"Runbook: `{RUNBOOKS}/bad-release.md`. To pause answers: `/deskmate kill off`.\n"
+                   f"{await rollback_hint(rt)}")
+        if await raise_alert(rt, "error-rate", message):
+            raised.append("error-rate")
+    return raised
