@@ -13,6 +13,8 @@ from rich.console import Console
 
 from bot.log import configure_logging, get_logger
 from bot.settings import Settings, get_settings
+from bot.slack import cli as slack_cli
+from feedback import cli as feedback_cli
 from knowledge import cli as knowledge_cli
 from playbooks import cli as playbooks_cli
 
@@ -27,7 +29,12 @@ app.add_typer(eval_app, name="eval")
 app.command("ingest")(knowledge_cli.ingest_command)
 app.command("search")(knowledge_cli.search_command)
 eval_app.command("retrieval")(knowledge_cli.eval_retrieval_command)
+eval_app.command("run")(feedback_cli.eval_run_command)
+eval_app.command("compare")(feedback_cli.eval_compare_command)
+eval_app.command("gate")(feedback_cli.eval_gate_command)
+app.add_typer(feedback_cli.feedback_app, name="feedback")
 playbooks_cli.register(app)  # admin …, release …, rollback
+app.add_typer(slack_cli.app, name="slack")
 
 
 @app.callback()
