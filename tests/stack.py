@@ -67,7 +67,8 @@ async def running_worker(settings: Settings) -> AsyncIterator[Any]:
             task.result()
         yield worker
     finally:
-        await worker.close()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await worker.close()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
