@@ -45,8 +45,8 @@ class Settings(BaseSettings):
 
     # --- process and storage -------------------------------------------------------------------------
     data_dir: Path = Field(Path("./data"), description="Everything the embedded default writes lives here.")
-    environment: Literal["development", "production"] = "development"
-    log_level: str = "INFO"
+    environment: Literal["development", "production"] = Field("development", description="production: JSON logs.")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: Literal["console", "json", "auto"] = Field(
         "auto", description="auto = json in production, console in development."
     )
@@ -56,51 +56,55 @@ class Settings(BaseSettings):
         None, description="redis:// or unix:// URL; unset = start an embedded redis-server under data_dir."
     )
     chroma_url: str | None = Field(None, description="http(s)://host:port of a Chroma server; unset = embedded.")
-    web_host: str = "127.0.0.1"
-    web_port: int = 8000
+    web_host: str = Field("127.0.0.1", description="Address the web process listens on (0.0.0.0 in a container).")
+    web_port: int = Field(8000, description="Port of the web process.")
 
     # --- knowledge -----------------------------------------------------------------------------------
     knowledge_dir: Path = Field(SAMPLE_KNOWLEDGE_DIR, description="Folder ingested by `deskmate run`.")
     kb_name: str = Field("default", description="Name of the index (a knowledge base) used by default.")
     doc_base_url: str | None = Field(None, description="Base URL that makes a document's path citable.")
-    max_document_bytes: int = 5_000_000
+    max_document_bytes: int = Field(5_000_000, description="Larger files are skipped at ingestion, with a reason.")
     chunk_words: int = Field(180, description="Target words per chunk.")
-    chunk_overlap_words: int = 30
+    chunk_overlap_words: int = Field(30, description="A short last paragraph is repeated in the next chunk up to this size.")
     index_keep_versions: int = Field(3, description="How many older index versions are kept for rollback.")
-    embedding_backend: Literal["onnx-minilm-int8", "sentence-transformers"] = "onnx-minilm-int8"
+    embedding_backend: Literal["onnx-minilm-int8", "sentence-transformers"] = Field(
+        "onnx-minilm-int8", description="Embedding model: the bundled int8 ONNX MiniLM, or sentence-transformers."
+    )
     embedding_model: str = Field(
         "sentence-transformers/all-MiniLM-L6-v2",
         description="Model name for the sentence-transformers backend (must be available offline).",
     )
-    embedding_batch_size: int = 32
+    embedding_batch_size: int = Field(32, description="Texts per embedding batch.")
     embedding_max_tokens: int = Field(256, description="Token limit per text (the model was trained at 256).")
     embedding_threads: int = Field(0, description="ONNX intra-op threads; 0 = one per core.")
 
     # --- retrieval (defaults of the first release; releases carry their own) --------------------------
-    retrieval_k: int = 6
+    retrieval_k: int = Field(6, description="Passages given to the model (first release; releases carry their own).")
     retrieval_candidates: int = Field(40, description="Candidates taken from each retriever before fusion.")
     retrieval_min_score: float = Field(
         0.3, description="Below this cosine similarity of the best passage the answer is 'not found' instead of a guess."
     )
 
     # --- LLM -----------------------------------------------------------------------------------------
-    anthropic_api_key: str | None = None
+    anthropic_api_key: str | None = Field(None, description="Claude API key; unset = cited extractive answers.")
     anthropic_base_url: str | None = Field(None, description="Override the Anthropic API URL (proxies, tests).")
-    anthropic_model: str = "claude-sonnet-5-5"
-    llm_max_tokens: int = 1024
-    llm_temperature: float = 0.0
-    llm_timeout_s: float = 30.0
-    llm_max_retries: int = 2
+    anthropic_model: str = Field("claude-sonnet-5-5", description="Model of the first release.")
+    llm_max_tokens: int = Field(1024, description="Longest answer, in tokens.")
+    llm_temperature: float = Field(0.0, description="Kept in releases; the current SDK sends no sampling parameters.")
+    llm_timeout_s: float = Field(30.0, description="Per LLM attempt, in seconds.")
+    llm_max_retries: int = Field(2, description="Retries of 429/5xx/overloaded/timeouts before the fallback.")
     breaker_failure_threshold: int = Field(5, description="Consecutive LLM failures that open the breaker.")
     breaker_cooldown_s: float = Field(30.0, description="How long the breaker stays open before a trial call.")
-    model_prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    model_prices: dict[str, ModelPrice] = Field(
+        default_factory=lambda: dict(DEFAULT_PRICES), description="JSON price table per model (USD per million tokens)."
+    )
     history_turns: int = Field(6, description="Earlier turns of a thread sent with a follow-up.")
     max_question_chars: int = Field(4000, description="Longer messages are refused with a clear reply.")
 
     # --- tracing -------------------------------------------------------------------------------------
-    langfuse_public_key: str | None = None
-    langfuse_secret_key: str | None = None
-    langfuse_host: str = "https://cloud.langfuse.com"
+    langfuse_public_key: str | None = Field(None, description="Langfuse project key; with the secret, every answer is traced.")
+    langfuse_secret_key: str | None = Field(None, description="Langfuse secret key.")
+    langfuse_host: str = Field("https://cloud.langfuse.com", description="Langfuse server URL.")
 
     # --- evaluation and the promotion quality gate (feedback/evals, feedback/gate.py) ----------------
     gate_enabled: bool = Field(True, description="`release promote` runs the quality gate first.")
@@ -121,26 +125,32 @@ class Settings(BaseSettings):
 
     # --- queue and worker ----------------------------------------------------------------------------
     worker_max_jobs: int = Field(100, description="Answers one worker process holds in flight.")
-    job_timeout_s: float = 120.0
-    job_max_tries: int = 3
+    job_timeout_s: float = Field(120.0, description="An answer job running longer is cancelled and retried.")
+    job_max_tries: int = Field(3, description="Attempts per question before the user is told it failed.")
     worker_poll_delay_s: float = Field(0.05, description="arq's queue poll interval (its default 0.5 s is slow).")
     sweeper_interval_s: float = Field(15.0, description="How often pending questions with no job are re-enqueued.")
     sweeper_min_age_s: float = Field(10.0, description="A pending question younger than this is left alone.")
 
     # --- Slack ---------------------------------------------------------------------------------------
-    slack_bot_token: str | None = None
-    slack_signing_secret: str | None = None
+    slack_bot_token: str | None = Field(None, description="xoxb- token of the Slack app.")
+    slack_signing_secret: str | None = Field(None, description="Slack signing secret (HTTP mode).")
     slack_app_token: str | None = Field(None, description="xapp- token; set it to use Socket Mode.")
     slack_api_url: str = Field("https://slack.com/api/", description="Slack Web API base URL (tests override).")
-    slack_command: str = "/deskmate"
+    slack_command: str = Field("/deskmate", description="Name of the slash command.")
     slack_support_channel: str | None = Field(None, description="Where 'Ask a human' posts (channel id).")
     slack_answer_bots: bool = Field(False, description="Answer messages written by other bots.")
+    slack_post_interval_s: float = Field(1.0, description="Pace of chat.postMessage per channel (Slack: ~1/s).")
+    slack_post_burst: int = Field(3, description="Messages a channel may get at once before pacing applies.")
+    slack_rate_limit_retries: int = Field(3, description="Retries of a Web API call answered 429 (after Retry-After).")
+    slack_max_retry_after_s: float = Field(60.0, description="A longer Retry-After fails the call instead of waiting.")
 
     # --- Teams ---------------------------------------------------------------------------------------
-    teams_app_id: str | None = None
-    teams_app_password: str | None = None
-    teams_tenant_id: str | None = None
-    teams_app_type: Literal["MultiTenant", "SingleTenant", "UserAssignedMSI"] = "MultiTenant"
+    teams_app_id: str | None = Field(None, description="Azure bot app id; unset = local development mode (no JWT).")
+    teams_app_password: str | None = Field(None, description="Azure bot client secret.")
+    teams_tenant_id: str | None = Field(None, description="Tenant id for single-tenant bots.")
+    teams_app_type: Literal["MultiTenant", "SingleTenant", "UserAssignedMSI"] = Field(
+        "MultiTenant", description="Azure bot type."
+    )
     teams_app_name: str = Field("Deskmate", description="The bot's name in Teams (app package, greeting).")
     teams_support_channel: str | None = Field(
         None, description="Teams channel id (19:…@thread.tacv2) where 'Ask a human' starts a thread."
@@ -152,8 +162,9 @@ class Settings(BaseSettings):
     admin_user_ids: list[str] = Field(default_factory=list, description="Platform user ids allowed to run admin commands.")
     admin_channel: str | None = Field(None, description="Slack channel id for alerts.")
     daily_budget_usd: float | None = Field(None, description="LLM spend per UTC day before retrieval-only.")
-    maintenance_message: str = (
-        "Deskmate is paused for maintenance. Please ask the support team directly; your question was recorded."
+    maintenance_message: str = Field(
+        "Deskmate is paused for maintenance. Please ask the support team directly; your question was recorded.",
+        description="Reply when the kill-switch is off.",
     )
     dashboard_token: str | None = Field(None, description="Bearer token for the admin dashboard.")
     alert_downvote_window: int = Field(20, description="👎 rate is measured over this many latest rated answers.")
