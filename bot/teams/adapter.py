@@ -1,0 +1,79 @@
+"""The Bot Framework ``CloudAdapter`` and the authentication of inbound requests.
+
+With ``DESKMATE_TEAMS_APP_ID`` set, every request must carry a Bot Framework JWT for that app id (signature,
+issuer, audience, expiry, endorsement and service URL are checked by botbuilder); anything else is
+:class:`Unauthorized`. botbuilder raises whatever its JWT library raises on a malformed token (``DecodeError``,
+``IndexError`` for an unknown key id, ``ValueError``…), so every failure is mapped to one exception here and the
+endpoint answers 401, never 500. Without an app id the adapter runs in local development mode: no
+authentication, outbound calls unsigned (the Bot Framework Emulator, tests against a local connector).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from botbuilder.core import TurnContext
+from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
+from botbuilder.schema import Activity, ConversationReference
+from botframework.connector.auth import AuthenticateRequestResult
+
+from bot.log import get_logger
+from bot.settings import Settings
+
+log = get_logger(__name__)
+
+
+class Unauthorized(Exception):
+    """The request is not from the Bot Framework service for this bot."""
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    """The attribute names ``ConfigurationBotFrameworkAuthentication`` reads from its configuration object."""
+
+    APP_ID: str | None
+    APP_PASSWORD: str | None
+    APP_TYPE: str
+    APP_TENANTID: str | None
+
+
+def bot_config(settings: Settings) -> BotConfig:
+    return BotConfig(APP_ID=settings.teams_app_id or None, APP_PASSWORD=settings.teams_app_password or None,
+                     APP_TYPE=settings.teams_app_type, APP_TENANTID=settings.teams_tenant_id or None)
+
+
+class TeamsAdapter(CloudAdapter):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__(ConfigurationBotFrameworkAuthentication(bot_config(settings)))
+
+    @property
+    def app_id(self) -> str | None:
+        return self.settings.teams_app_id or None
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.app_id is not None
+
+    async def authenticate(self, activity: Activity, auth_header: str | None) -> AuthenticateRequestResult:
+        """Validate the request's bearer token; raises :class:`Unauthorized` for anything but a valid one."""
+        # In development mode a header (e.g. a recorded one) is ignored rather than validated against nothing.
+        header = (auth_header or "").strip() if self.auth_enabled else ""
+        if self.auth_enabled and not header:
+            raise Unauthorized("missing Authorization header")
+        try:
+            return await self.bot_framework_authentication.authenticate_request(activity, header)
+        except Exception as exc:  # noqa: BLE001 - PermissionError, jwt errors, IndexError, ValueError, …
+            raise Unauthorized(f"{exc.__class__.__name__}: {exc}"[:300]) from exc
+
+    async def process_authenticated(self, auth: AuthenticateRequestResult, activity: Activity,
+                                    logic: Callable[[TurnContext], Awaitable[Any]]) -> Any:
+        """Run a turn for an activity that :meth:`authenticate` accepted; returns the invoke response, if any."""
+        return await self.process_activity(auth, activity, logic)
+
+    async def continue_as_bot(self, reference: ConversationReference,
+                              logic: Callable[[TurnContext], Awaitable[Any]]) -> None:
+        """A proactive turn in the conversation of ``reference`` (the worker's delivery path)."""
+        await self.continue_conversation(reference, logic, bot_app_id=self.app_id)

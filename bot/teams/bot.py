@@ -1,0 +1,243 @@
+"""The Teams activity handler: what Deskmate does with each kind of activity.
+
+- ``message`` — a question (the bot's @mention stripped): typing indicator, a placeholder reply, then the
+  question is recorded and enqueued; the worker replaces the placeholder with the answer. A redelivered
+  activity (same id in the same conversation) is ignored. ``admin …`` goes to the admin command handler.
+  A message whose ``value`` is Deskmate card data is an ``Action.Submit`` from an older client: feedback.
+- ``conversationUpdate`` — a greeting when the bot itself is added (installed); everything else is ignored.
+- ``messageReaction`` — 👍/❤️ (up) and 😢/😠 (down) on an answer are votes.
+- ``invoke adaptiveCard/action`` — 👍 / 👎 / reason / "Ask a human": recorded, answered with a refreshed card
+  (👎 asks what was wrong). A name-less card-action invoke carrying Deskmate data is handled the same way.
+
+Nothing here waits for an answer: Teams allows a turn 15 seconds and redelivers after that.
+"""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+from botbuilder.core import BotAdapter, CardFactory, InvokeResponse, TurnContext
+from botbuilder.core.teams import TeamsActivityHandler
+from botbuilder.schema import (
+    Activity,
+    ActivityTypes,
+    AdaptiveCardInvokeResponse,
+    AdaptiveCardInvokeValue,
+    ChannelAccount,
+    ConversationParameters,
+    MessageReaction,
+)
+from sqlmodel import select
+
+from bot.intake import QuestionRejected, clean_question
+from bot.log import get_logger, redact
+from bot.queue import submit
+from bot.runtime import Runtime
+from bot.teams.activities import (
+    build_question,
+    channel_of,
+    idempotency_key,
+    strip_mentions,
+    tenant_of,
+    user_of,
+)
+from bot.teams.cards import PLACEHOLDER_TEXT, CardState, Verb, answer_card
+from bot.teams.feedback import (
+    ActionOutcome,
+    CardAction,
+    answer_from_row,
+    apply_card_action,
+    apply_reactions,
+    parse_card_action,
+)
+from bot.teams.retry import describe, with_retries
+from feedback.models import Interaction
+
+log = get_logger(__name__)
+
+ADMIN_COMMAND = re.compile(r"^\s*admin\b", re.IGNORECASE)
+GREETED_KEY = "deskmate:teams:greeted:{}"
+
+
+def greeting(app_name: str) -> str:
+    return (f"👋 Hi, I'm **{app_name}**. Ask me anything about the company handbook — travel, expenses, IT, "
+            "benefits — and I'll answer from the documents, with numbered sources.\n\n"
+            f"In a channel or group chat, @mention me (**@{app_name} how do I book travel?**); in a personal chat just "
+            "ask. Use 👍 / 👎 on an answer to tell us how it did.")
+
+
+def text_activity(text: str) -> Activity:
+    return Activity(type=ActivityTypes.message, text=text, text_format="markdown")
+
+
+class DeskmateTeamsBot(TeamsActivityHandler):
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    # --- questions --------------------------------------------------------------------------------------------
+    async def on_message_activity(self, turn_context: TurnContext) -> None:
+        activity = turn_context.activity
+        action = parse_card_action(activity.value) if isinstance(activity.value, dict) else None
+        if action is not None:
+            await self._on_card_submit(turn_context, action)
+            return
+        text = strip_mentions(activity)
+        if ADMIN_COMMAND.match(text):
+            await self._on_admin(turn_context, text)
+            return
+        try:
+            question_text = clean_question(text, self.rt.settings)
+        except QuestionRejected as exc:
+            log.info("teams.question_rejected", reason=exc.reason)
+            await turn_context.send_activity(exc.reply)
+            return
+        key = idempotency_key(activity)
+        if await self._seen(key):
+            log.info("teams.redelivered", idempotency_key=key)
+            return
+        await self._send_quietly(turn_context, Activity(type=ActivityTypes.typing))
+        placeholder_id = await self._send_quietly(turn_context, text_activity(PLACEHOLDER_TEXT))
+        question = build_question(activity, question_text, placeholder_id=placeholder_id)
+        submitted = await submit(self.rt.db, self.rt.redis, question)
+        log.info("teams.question", interaction_id=submitted.interaction_id, duplicate=submitted.duplicate,
+                 enqueued=submitted.enqueued, channel_type=question.channel_type, question=redact(question_text))
+        if submitted.duplicate and placeholder_id:  # lost a race with a redelivery: one placeholder is enough
+            try:
+                await turn_context.delete_activity(placeholder_id)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("teams.placeholder_delete_failed", error=describe(exc))
+
+    async def _seen(self, key: str) -> bool:
+        async with self.rt.db.asession() as session:
+            stmt = select(Interaction.id).where(Interaction.idempotency_key == key)
+            return (await session.exec(stmt)).first() is not None
+
+    @staticmethod
+    async def _send_quietly(turn_context: TurnContext, activity: Activity) -> str | None:
+        """Send within the turn (two quick tries); a failure is logged, not raised — the answer still comes."""
+        try:
+            response = await with_retries(lambda: turn_context.send_activity(activity), attempts=2, backoff_s=0.3,
+                                          what=f"teams.turn_{activity.type}")
+            return getattr(response, "id", None)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("teams.turn_send_failed", activity_type=activity.type, error=describe(exc))
+            return None
+
+    # --- admin --------------------------------------------------------------------------------------------------
+    async def _on_admin(self, turn_context: TurnContext, text: str) -> None:
+        try:
+            from playbooks.admin import AdminActor, handle_admin_command
+        except ImportError:
+            await turn_context.send_activity(text_activity("Admin commands are not available in this deployment."))
+            return
+        activity = turn_context.activity
+        sender = activity.from_property
+        actor = AdminActor(platform="teams", user_id=(getattr(sender, "aad_object_id", None) or "") if sender else "",
+                           channel=channel_of(activity), display_name=(sender.name or "") if sender else "")
+        reply = await handle_admin_command(self.rt, actor, text)
+        log.info("teams.admin_command", ok=reply.ok)
+        await turn_context.send_activity(text_activity(reply.text))
+
+    # --- install greeting ---------------------------------------------------------------------------------------
+    async def on_conversation_update_activity(self, turn_context: TurnContext) -> None:
+        # Replaces TeamsActivityHandler's dispatch, which looks every added member up on the connector.
+        activity = turn_context.activity
+        bot_id = activity.recipient.id if activity.recipient else None
+        added: list[ChannelAccount] = activity.members_added or []
+        if not bot_id or not any(member.id == bot_id for member in added):
+            return
+        if not await self.rt.redis.set(GREETED_KEY.format(activity.id), "1", nx=True, ex=86_400):
+            return  # a redelivered install event
+        log.info("teams.installed", conversation_type=getattr(activity.conversation, "conversation_type", None))
+        await self._send_quietly(turn_context, text_activity(greeting(self.rt.settings.teams_app_name)))
+
+    async def on_installation_update(self, turn_context: TurnContext) -> None:
+        return None  # Teams also sends conversationUpdate on install; greeting once is enough
+
+    # --- reactions ----------------------------------------------------------------------------------------------
+    async def on_reactions_added(self, message_reactions: list[MessageReaction], turn_context: TurnContext) -> None:
+        activity = turn_context.activity
+        row = await apply_reactions(self.rt.db, [r.type for r in message_reactions if r.type],
+                                    message_id=activity.reply_to_id or "", user=user_of(activity),
+                                    channel=channel_of(activity))
+        if row is not None:
+            log.info("teams.reaction_vote", interaction_id=row.id)
+
+    async def on_reactions_removed(self, message_reactions: list[MessageReaction], turn_context: TurnContext) -> None:
+        return None  # a removed reaction leaves the recorded vote; 👍/👎 on the card changes it
+
+    # --- card actions -------------------------------------------------------------------------------------------
+    async def on_adaptive_card_invoke(self, turn_context: TurnContext,
+                                      invoke_value: AdaptiveCardInvokeValue) -> AdaptiveCardInvokeResponse:
+        action = parse_card_action((invoke_value.action or {}).get("data"))
+        if action is None:
+            return AdaptiveCardInvokeResponse(status_code=HTTPStatus.BAD_REQUEST, type="application/vnd.microsoft.error",
+                                              value={"code": "BadRequest", "message": "Not a Deskmate action."})
+        outcome, notice = await self._apply(turn_context, action)
+        if outcome is None:
+            return AdaptiveCardInvokeResponse(status_code=HTTPStatus.OK, type="application/vnd.microsoft.activity.message",
+                                              value="That answer is no longer available here.")  # type: ignore[arg-type]
+        card = answer_card(answer_from_row(outcome.row), state=outcome.state, notice=notice)
+        return AdaptiveCardInvokeResponse(status_code=HTTPStatus.OK, type="application/vnd.microsoft.card.adaptive",
+                                          value=card)
+
+    async def on_teams_card_action_invoke(self, turn_context: TurnContext) -> InvokeResponse:
+        action = parse_card_action(turn_context.activity.value)
+        if action is None:
+            log.info("teams.card_action_ignored")
+            return InvokeResponse(status=HTTPStatus.OK)
+        outcome, notice = await self._apply(turn_context, action)
+        await self._refresh_card(turn_context, outcome, notice)
+        return InvokeResponse(status=HTTPStatus.OK)
+
+    async def _on_card_submit(self, turn_context: TurnContext, action: CardAction) -> None:
+        """``Action.Submit`` fallback: the same data arrives as a message ``value``; the card is updated in place."""
+        outcome, notice = await self._apply(turn_context, action)
+        await self._refresh_card(turn_context, outcome, notice)
+
+    async def _refresh_card(self, turn_context: TurnContext, outcome: ActionOutcome | None, notice: str | None) -> None:
+        message_id = turn_context.activity.reply_to_id
+        if outcome is None or not message_id:
+            return
+        card = answer_card(answer_from_row(outcome.row), state=outcome.state, notice=notice)
+        activity = Activity(type=ActivityTypes.message, id=message_id, attachments=[CardFactory.adaptive_card(card)])
+        try:
+            await turn_context.update_activity(activity)
+        except Exception as exc:  # noqa: BLE001 - the vote is recorded; only the card refresh failed
+            log.warning("teams.card_refresh_failed", error=describe(exc))
+
+    async def _apply(self, turn_context: TurnContext, action: CardAction) -> tuple[ActionOutcome | None, str | None]:
+        activity = turn_context.activity
+        outcome = await apply_card_action(self.rt.db, action, user=user_of(activity), channel=channel_of(activity))
+        if outcome is None:
+            return None, None
+        if outcome.error:
+            return ActionOutcome(outcome.row, CardState.OPEN), f"Couldn't record that: {outcome.error}"
+        notice = None
+        if action.verb == Verb.ESCALATE:
+            notice = await self._escalate(turn_context, outcome.row)
+        log.info("teams.card_action", verb=action.verb.value, interaction_id=outcome.row.id)
+        return outcome, notice
+
+    async def _escalate(self, turn_context: TurnContext, row: Interaction) -> str | None:
+        """Start a thread in the support channel; returns a notice for the card when that was not possible."""
+        support_channel = self.rt.settings.teams_support_channel
+        if not support_channel:
+            return "No support channel is set up for Deskmate — please contact the support team directly."
+        activity = turn_context.activity
+        who = (activity.from_property.name if activity.from_property else None) or "Someone"
+        answer = (row.answer or "")[:1500]
+        text = (f"🙋 **{who}** asked for a human about a Deskmate answer (#{row.id}).\n\n"
+                f"**Question:** {row.question}\n\n**Deskmate answered:**\n\n{answer}")
+        connector = turn_context.turn_state[BotAdapter.BOT_CONNECTOR_CLIENT_KEY]
+        parameters = ConversationParameters(
+            is_group=True, bot=activity.recipient, tenant_id=tenant_of(activity) or None,
+            channel_data={"channel": {"id": support_channel}}, activity=text_activity(text),
+        )
+        try:
+            await with_retries(lambda: connector.conversations.create_conversation(parameters), attempts=3,
+                               backoff_s=0.5, what="teams.escalate")
+        except Exception as exc:  # noqa: BLE001
+            log.error("teams.escalation_post_failed", interaction_id=row.id, error=describe(exc))
+            return "I couldn't reach the support channel — please contact the support team directly."
+        return None

@@ -1,0 +1,149 @@
+"""Rendering an :class:`~bot.question.Answer` as an Adaptive Card (schema 1.5) for Teams.
+
+The card holds the answer, its numbered sources, the fallback / not-found label and the feedback actions:
+👍 / 👎 / "Ask a human" are ``Action.Execute`` (Universal Actions → an ``adaptiveCard/action`` invoke, answered
+with a refreshed card) and each carries an ``Action.Submit`` ``fallback`` for clients without Universal Actions
+(those send a message activity whose ``value`` is the same data). Teams refuses messages over ~28 KB, so the
+card is kept under :data:`MAX_CARD_BYTES` by shortening the answer and dropping trailing sources.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Any
+
+from bot.question import Answer, AnswerStatus, Source
+from feedback.votes import DOWN_REASONS
+
+CARD_VERSION = "1.5"
+CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
+MAX_CARD_BYTES = 20_000  # well under Teams' ~28 KB message limit, leaving room for the activity envelope
+MAX_SOURCES = 8
+DATA_KEY = "deskmate"  # every action's data carries {"deskmate": <action>, "iid": <interaction id>, …}
+
+PLACEHOLDER_TEXT = "🔎 Looking that up in the handbook…"
+
+
+class CardState(StrEnum):
+    OPEN = "open"  # no feedback yet
+    ASK_REASON = "ask_reason"  # after 👎: what was wrong?
+    THANKS_UP = "thanks_up"
+    THANKS_DOWN = "thanks_down"
+    ESCALATED = "escalated"
+
+
+class Verb(StrEnum):
+    VOTE = "vote"
+    REASON = "reason"
+    ESCALATE = "escalate"
+
+
+def action_data(verb: Verb, interaction_id: int, **extra: Any) -> dict[str, Any]:
+    return {DATA_KEY: verb.value, "iid": interaction_id, **extra}
+
+
+def _execute(title: str, verb: Verb, data: dict[str, Any], *, style: str | None = None) -> dict[str, Any]:
+    """``Action.Execute`` with an ``Action.Submit`` fallback carrying the same data."""
+    action: dict[str, Any] = {"type": "Action.Execute", "title": title, "verb": f"deskmate.{verb.value}", "data": data,
+                              "fallback": {"type": "Action.Submit", "title": title, "data": data}}
+    if style:
+        action["style"] = style
+        action["fallback"]["style"] = style
+    return action
+
+
+def _text(text: str, **props: Any) -> dict[str, Any]:
+    return {"type": "TextBlock", "text": text, "wrap": True, **props}
+
+
+def source_line(source: Source) -> str:
+    label = source.label.replace("[", "(").replace("]", ")")
+    if source.location.startswith(("http://", "https://")):
+        return f"{source.number}. [{label}]({source.location})"
+    return f"{source.number}. {label} — {source.location}" if source.location else f"{source.number}. {label}"
+
+
+def status_label(answer: Answer) -> str | None:
+    if answer.status == AnswerStatus.NOT_FOUND:
+        return "🔍 Not found in the handbook — nothing here answers this, so I won't guess."
+    if answer.fallback:
+        reason = f" ({answer.fallback_reason})" if answer.fallback_reason else ""
+        return f"⚠️ Quoted from the sources, not written by the AI model{reason}."
+    return None
+
+
+def _feedback_section(interaction_id: int, state: CardState) -> list[dict[str, Any]]:
+    vote_up = _execute("👍 Helpful", Verb.VOTE, action_data(Verb.VOTE, interaction_id, label="up"))
+    vote_down = _execute("👎 Not helpful", Verb.VOTE, action_data(Verb.VOTE, interaction_id, label="down"))
+    ask_human = _execute("🙋 Ask a human", Verb.ESCALATE, action_data(Verb.ESCALATE, interaction_id))
+    items: list[dict[str, Any]] = []
+    if state == CardState.ASK_REASON:
+        items += [
+            _text("**What was wrong with this answer?**", separator=True, spacing="Medium"),
+            {"type": "Input.ChoiceSet", "id": "reason", "style": "expanded", "value": "wrong",
+             "choices": [{"title": title, "value": key} for key, title in DOWN_REASONS.items()]},
+            {"type": "Input.Text", "id": "comment", "isMultiline": True, "maxLength": 500,
+             "placeholder": "Anything to add? (optional)"},
+            {"type": "ActionSet", "actions": [
+                _execute("Send", Verb.REASON, action_data(Verb.REASON, interaction_id), style="positive"),
+                ask_human,
+            ]},
+        ]
+        return items
+    if state == CardState.THANKS_UP:
+        items.append(_text("👍 Thanks — your feedback was recorded.", isSubtle=True, size="Small", separator=True))
+    elif state == CardState.THANKS_DOWN:
+        items.append(_text("👎 Thanks — your feedback was recorded and will help fix this answer.",
+                           isSubtle=True, size="Small", separator=True))
+    elif state == CardState.ESCALATED:
+        items.append(_text("🙋 A person from the support team has been asked to follow up.",
+                           isSubtle=True, size="Small", separator=True))
+    items.append({"type": "ActionSet", "actions": [vote_up, vote_down, ask_human]})
+    return items
+
+
+def answer_card(answer: Answer, *, state: CardState = CardState.OPEN, notice: str | None = None) -> dict[str, Any]:
+    """The Adaptive Card for an answer (kept under :data:`MAX_CARD_BYTES`)."""
+    text = answer.text
+    sources = list(answer.sources[:MAX_SOURCES])
+    while True:
+        card = _build(answer, text, sources, state, notice)
+        size = len(json.dumps(card, ensure_ascii=False).encode())
+        if size <= MAX_CARD_BYTES:
+            return card
+        if len(sources) > 3:
+            sources = sources[:-1]
+            continue
+        overflow = size - MAX_CARD_BYTES
+        keep = max(200, len(text) - overflow - 200)
+        if keep >= len(text):  # nothing left to shorten
+            return card
+        text = text[:keep].rsplit(" ", 1)[0] + " … _(shortened to fit Teams)_"
+
+
+def _build(answer: Answer, text: str, sources: list[Source], state: CardState, notice: str | None) -> dict[str, Any]:
+    body: list[dict[str, Any]] = []
+    label = status_label(answer)
+    if label:
+        body.append(_text(label, size="Small", color="Warning" if answer.fallback else "Default", isSubtle=True))
+    body.append(_text(text))
+    if sources:
+        body.append(_text("**Sources**", separator=True, spacing="Medium", size="Small"))
+        body.append(_text("\n\n".join(source_line(s) for s in sources), size="Small", spacing="Small"))
+    if notice:
+        body.append(_text(notice, size="Small", isSubtle=True))
+    interactive = answer.interaction_id is not None and answer.status in (AnswerStatus.ANSWERED, AnswerStatus.NOT_FOUND)
+    if interactive:
+        assert answer.interaction_id is not None
+        body += _feedback_section(answer.interaction_id, state)
+    return {"type": "AdaptiveCard", "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+            "version": CARD_VERSION, "msteams": {"width": "Full"}, "body": body}
+
+
+def card_attachment(card: dict[str, Any]) -> dict[str, Any]:
+    return {"contentType": CARD_CONTENT_TYPE, "content": card}
+
+
+def card_bytes(card: dict[str, Any]) -> int:
+    return len(json.dumps(card, ensure_ascii=False).encode())

@@ -1,0 +1,131 @@
+"""Delivering answers to Teams from the worker: the placeholder message is updated in place.
+
+The web turn stored the ``ConversationReference`` and the placeholder's activity id in the question's
+``reply_target``; here the worker continues that conversation (``continue_conversation``) and replaces the
+placeholder with the answer card. Transient failures (429, 412, 5xx, connection errors) are retried with backoff
+(:mod:`bot.teams.retry`). If the placeholder cannot be updated (deleted, or updates keep failing) the answer is
+sent as a new message in the same thread; if that fails too, the failure is logged as an error and recorded in
+the interaction's ``delivery`` column (``ok: false``) — never dropped silently.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from botbuilder.core import BotAdapter, CardFactory, TurnContext
+from botbuilder.schema import Activity, ActivityTypes, ConversationReference
+from botframework.connector.aio import ConnectorClient
+
+from bot.log import get_logger
+from bot.question import Answer, Platform, Question
+from bot.runtime import Runtime
+from bot.teams.adapter import TeamsAdapter
+from bot.teams.cards import answer_card
+from bot.teams.retry import describe, with_retries
+
+log = get_logger(__name__)
+
+
+def card_activity(card: dict[str, Any]) -> Activity:
+    return Activity(type=ActivityTypes.message, attachments=[CardFactory.adaptive_card(card)])
+
+
+def text_activity(text: str) -> Activity:
+    return Activity(type=ActivityTypes.message, text=text, text_format="markdown")
+
+
+class ProactiveSender:
+    """Sends / updates activities in a stored conversation via ``continue_conversation``, with retries."""
+
+    def __init__(self, adapter: TeamsAdapter, *, attempts: int, backoff_s: float) -> None:
+        self.adapter = adapter
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+
+    async def _in_conversation(self, reference: ConversationReference, action: str, activity: Activity,
+                               activity_id: str | None = None) -> str | None:
+        result: dict[str, str | None] = {}
+
+        async def logic(turn_context: TurnContext) -> None:
+            connector: ConnectorClient = turn_context.turn_state[BotAdapter.BOT_CONNECTOR_CLIENT_KEY]
+            outgoing = copy.copy(activity)
+            outgoing.conversation = reference.conversation
+            outgoing.from_property = reference.bot
+            outgoing.recipient = reference.user
+            outgoing.service_url = reference.service_url
+            outgoing.channel_id = reference.channel_id
+            conversation_id = reference.conversation.id
+            if action == "update":
+                outgoing.id = activity_id
+                response = await connector.conversations.update_activity(conversation_id, activity_id, outgoing)
+                result["id"] = getattr(response, "id", None) or activity_id
+            else:
+                response = await connector.conversations.send_to_conversation(conversation_id, outgoing)
+                result["id"] = getattr(response, "id", None)
+
+        await self.adapter.continue_as_bot(reference, logic)
+        return result.get("id")
+
+    async def update(self, reference: ConversationReference, activity_id: str, activity: Activity) -> str | None:
+        return await with_retries(lambda: self._in_conversation(reference, "update", activity, activity_id),
+                                  attempts=self.attempts, backoff_s=self.backoff_s, what="teams.update_activity")
+
+    async def send(self, reference: ConversationReference, activity: Activity) -> str | None:
+        return await with_retries(lambda: self._in_conversation(reference, "send", activity),
+                                  attempts=self.attempts, backoff_s=self.backoff_s, what="teams.send_activity")
+
+    async def replace_or_send(self, reference: ConversationReference, placeholder_id: str | None,
+                              activity: Activity) -> dict[str, Any]:
+        """Update the placeholder; failing that, send a new message; report what happened."""
+        outcome: dict[str, Any] = {"platform": Platform.TEAMS.value, "conversation_id": reference.conversation.id}
+        if placeholder_id:
+            try:
+                activity_id = await self.update(reference, placeholder_id, activity)
+                return outcome | {"ok": True, "updated": True, "activity_id": activity_id or placeholder_id}
+            except Exception as exc:  # noqa: BLE001 - fall back to a new message
+                outcome["update_error"] = describe(exc)
+                log.warning("teams.update_failed_sending_new", error=outcome["update_error"])
+        try:
+            activity_id = await self.send(reference, activity)
+            return outcome | {"ok": True, "updated": False, "activity_id": activity_id}
+        except Exception as exc:  # noqa: BLE001 - recorded and logged, never raised into the pipeline
+            outcome.update(ok=False, error=describe(exc))
+            log.error("teams.delivery_failed", conversation_id=reference.conversation.id, error=outcome["error"])
+            return outcome
+
+
+class TeamsDeliverer:
+    def __init__(self, rt: Runtime, adapter: TeamsAdapter | None = None) -> None:
+        settings = rt.settings
+        self.sender = ProactiveSender(adapter or TeamsAdapter(settings), attempts=settings.teams_delivery_attempts,
+                                      backoff_s=settings.teams_delivery_backoff_s)
+
+    @staticmethod
+    def _target(question: Question) -> tuple[ConversationReference | None, str | None]:
+        raw = question.reply_target.get("reference")
+        if not raw:
+            return None, None
+        return ConversationReference().deserialize(raw), question.reply_target.get("placeholder_id")
+
+    async def deliver(self, question: Question, answer: Answer) -> dict[str, Any]:
+        reference, placeholder_id = self._target(question)
+        if reference is None:
+            log.error("teams.delivery_no_reference", idempotency_key=question.idempotency_key)
+            return {"platform": Platform.TEAMS.value, "ok": False, "error": "no conversation reference"}
+        return await self.sender.replace_or_send(reference, placeholder_id, card_activity(answer_card(answer)))
+
+    async def deliver_failure(self, question: Question, message: str) -> None:
+        reference, placeholder_id = self._target(question)
+        if reference is None:
+            log.error("teams.failure_notice_no_reference", idempotency_key=question.idempotency_key)
+            return
+        await self.sender.replace_or_send(reference, placeholder_id, text_activity(message))
+
+    async def aclose(self) -> None:
+        return None
+
+
+def register(rt: Runtime) -> None:
+    """Called by :func:`bot.runtime.build_runtime` in the worker."""
+    rt.deliverers[Platform.TEAMS] = TeamsDeliverer(rt)

@@ -1,0 +1,70 @@
+"""Retrying Bot Framework connector calls: 429 (throttled), 412 (Teams' "precondition failed, try again"), 5xx
+and connection errors are transient; everything else (400, 401, 403, 404…) is not.
+
+Delays double from ``backoff_s`` (capped at 30 s) with jitter, and a ``Retry-After`` header wins when present.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from msrest.exceptions import ClientRequestError, HttpOperationError
+
+from bot.log import get_logger
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+
+RETRY_STATUSES = frozenset({412, 429, 500, 502, 503, 504})
+MAX_DELAY_S = 30.0
+
+
+def status_of(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None) or getattr(response, "status", None)
+    return int(status) if isinstance(status, int) else None
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    value = headers.get("Retry-After") if hasattr(headers, "get") else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, HttpOperationError):
+        return status_of(exc) in RETRY_STATUSES
+    return isinstance(exc, (ClientRequestError, ConnectionError, asyncio.TimeoutError))
+
+
+def describe(exc: BaseException) -> str:
+    status = status_of(exc)
+    return f"HTTP {status}: {exc}"[:300] if status else f"{exc.__class__.__name__}: {exc}"[:300]
+
+
+async def with_retries(call: Callable[[], Awaitable[T]], *, attempts: int, backoff_s: float, what: str,
+                       on_retry: Callable[[int, BaseException], None] | None = None) -> T:
+    """Run ``call`` until it succeeds, a non-transient error occurs, or ``attempts`` are used up (then re-raise)."""
+    attempts = max(1, attempts)
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except Exception as exc:
+            if attempt >= attempts or not is_transient(exc):
+                raise
+            delay = retry_after_s(exc)
+            if delay is None:
+                delay = min(MAX_DELAY_S, backoff_s * 2 ** (attempt - 1)) * (0.8 + 0.4 * random.random())
+            delay = min(delay, MAX_DELAY_S)
+            log.warning("teams.retry", what=what, attempt=attempt, delay_s=round(delay, 2), error=describe(exc))
+            if on_retry is not None:
+                on_retry(attempt, exc)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")

@@ -1,0 +1,75 @@
+"""Teams test helpers: recorded activities from the shared fixtures, a fake connector, a running stack."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from bot.settings import Settings
+from tests.conftest import FIXTURES_DIR
+from tests.fakes.botframework import FakeConnector, start_fake_connector
+from tests.stack import Stack, running_stack
+
+TEAMS_FIXTURES = FIXTURES_DIR / "teams"
+
+
+def recorded(name: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """(activity body, recorded headers) of a shared fixture; files hold either an envelope or a bare activity."""
+    data = json.loads((TEAMS_FIXTURES / f"{name}.json").read_text())
+    if "body" in data and "headers" in data:
+        return copy.deepcopy(data["body"]), dict(data["headers"])
+    return copy.deepcopy(data), {}
+
+
+def activity(name: str, connector: FakeConnector, **changes: Any) -> dict[str, Any]:
+    """A recorded activity pointed at the fake connector, with top-level fields changed."""
+    body, _headers = recorded(name)
+    body["serviceUrl"] = connector.service_url
+    body.update(changes)
+    return body
+
+
+@pytest.fixture(scope="session")
+async def fake_connector_server() -> AsyncIterator[FakeConnector]:
+    async with start_fake_connector() as fake:
+        yield fake
+
+
+@pytest.fixture
+def connector(fake_connector_server: FakeConnector) -> FakeConnector:
+    fake_connector_server.reset()
+    return fake_connector_server
+
+
+def teams_settings(make_settings: Callable[..., Settings], **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"teams_delivery_backoff_s": 0.02, "teams_delivery_attempts": 4}
+    values.update(overrides)
+    return make_settings(**values)
+
+
+@pytest.fixture
+async def teams_stack(make_settings: Callable[..., Settings]) -> AsyncIterator[Stack]:
+    """Web + worker, Teams in development mode (no app id: no JWT), fast delivery retries."""
+    async with running_stack(teams_settings(make_settings)) as stack:
+        yield stack
+        await settle(stack)
+
+
+async def settle(stack: Stack, timeout_s: float = 30.0) -> None:
+    """Wait for the worker's in-flight jobs: arq's ``Worker.close()`` cancels them and re-raises the
+    ``CancelledError`` (tests/stack.py closes the worker as soon as a test returns)."""
+    if stack.worker is None:
+        return
+    deadline = time.monotonic() + timeout_s
+    while any(not task.done() for task in stack.worker.tasks.values()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
+async def post(stack: Stack, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+    return await stack.client.post("/api/messages", json=body, headers=headers or {})

@@ -1,0 +1,279 @@
+"""A local fake of the Bot Framework connector (v3 REST API) and of Microsoft's OpenID metadata, for tests.
+
+``FakeConnector`` is an aiohttp server on 127.0.0.1 that a test puts in an activity's ``serviceUrl``. It answers
+the conversation endpoints the bot uses and records every call:
+
+- ``POST /v3/conversations/{id}/activities`` — send to a conversation
+- ``POST /v3/conversations/{id}/activities/{replyToId}`` — reply to an activity
+- ``PUT /v3/conversations/{id}/activities/{activityId}`` — update an activity in place
+- ``DELETE /v3/conversations/{id}/activities/{activityId}``
+- ``POST /v3/conversations`` — create a conversation (a new thread in a channel)
+- ``GET /v3/conversations/{id}/members/{memberId}``
+
+Any path prefix before ``/v3`` is accepted, as Teams' service URLs carry one (``…/amer/``).
+:meth:`FakeConnector.fail_next` makes the next matching call(s) fail with 429, 412 or 5xx.
+
+``OpenIdServer`` serves an OpenID metadata document and a JWKS for a generated RSA key, in a thread (the
+Bot Framework SDK fetches them with blocking ``requests`` calls on the event loop), and signs tokens the way
+the Bot Framework service does, so the valid-JWT path can be tested end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from aiohttp import web
+
+_PATH = re.compile(r"^(?P<prefix>.*?)/v3/conversations(?:/(?P<conversation>[^/]+)"
+                   r"(?:/(?P<kind>activities|members)(?:/(?P<item>[^/]+))?)?)?/?$")
+
+
+@dataclass
+class Call:
+    """One REST call the bot made."""
+
+    method: str
+    path: str
+    conversation_id: str | None
+    activity_id: str | None  # the activity updated / replied to, or the member asked for
+    body: Any
+    headers: dict[str, str]
+    status: int = 200
+    response: Any = None
+
+    @property
+    def kind(self) -> str:
+        """send | reply | update | delete | create_conversation | get_member | other"""
+        if self.method == "POST" and self.conversation_id is None:
+            return "create_conversation"
+        if "/members" in self.path:
+            return "get_member"
+        if self.method == "POST":
+            return "reply" if self.activity_id else "send"
+        if self.method == "PUT":
+            return "update"
+        if self.method == "DELETE":
+            return "delete"
+        return "other"
+
+    @property
+    def activity_type(self) -> str | None:
+        return self.body.get("type") if isinstance(self.body, dict) else None
+
+    @property
+    def card(self) -> dict[str, Any] | None:
+        """The Adaptive Card attached to the activity, if any."""
+        if not isinstance(self.body, dict):
+            return None
+        for attachment in self.body.get("attachments") or []:
+            if attachment.get("contentType") == "application/vnd.microsoft.card.adaptive":
+                return attachment.get("content")
+        return None
+
+
+@dataclass
+class _Failure:
+    status: int
+    times: int
+    method: str | None
+    kind: str | None
+    retry_after: float | None
+
+
+@dataclass
+class FakeConnector:
+    url: str = ""
+    calls: list[Call] = field(default_factory=list)
+    _failures: list[_Failure] = field(default_factory=list)
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def service_url(self) -> str:
+        """A service URL like Teams' (with a regional path prefix)."""
+        return f"{self.url}/amer/"
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self._failures.clear()
+
+    def fail_next(self, status: int, *, times: int = 1, method: str | None = None, kind: str | None = None,
+                  retry_after: float | None = None) -> None:
+        """Make the next ``times`` calls (optionally only of one method or kind) fail with ``status``."""
+        self._failures.append(_Failure(status, times, method, kind, retry_after))
+
+    def of_kind(self, *kinds: str) -> list[Call]:
+        return [c for c in self.calls if c.kind in kinds and c.status < 400]
+
+    def messages(self) -> list[Call]:
+        """Successful sends, replies and updates of message activities (not typing)."""
+        return [c for c in self.of_kind("send", "reply", "update") if c.activity_type == "message"]
+
+    async def wait_for(self, predicate: Callable[[list[Call]], Any], timeout_s: float = 30.0) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            result = predicate(self.calls)
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"condition not met; calls: {[(c.method, c.path, c.status) for c in self.calls]}")
+            await asyncio.sleep(0.02)
+
+    def _take_failure(self, method: str, kind: str) -> _Failure | None:
+        for failure in self._failures:
+            if (failure.method is None or failure.method == method) and (failure.kind is None or failure.kind == kind):
+                failure.times -= 1
+                if failure.times <= 0:
+                    self._failures.remove(failure)
+                return failure
+        return None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        match = _PATH.match(request.path)
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode(errors="replace")
+        if match is None:
+            self.calls.append(Call(request.method, request.path, None, None, body, dict(request.headers), 404))
+            return web.json_response({"error": {"code": "NotFound", "message": request.path}}, status=404)
+        conversation, kind_part, item = match["conversation"], match["kind"], match["item"]
+        call = Call(request.method, request.path, conversation, item, body, dict(request.headers))
+        self.calls.append(call)
+        failure = self._take_failure(request.method, call.kind)
+        if failure is not None:
+            call.status = failure.status
+            headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
+            return web.json_response({"error": {"code": "Injected", "message": f"fake failure {failure.status}"}},
+                                     status=failure.status, headers=headers)
+        if call.kind == "create_conversation":
+            call.response = {"id": f"19:created-{next(self._ids)}@thread.tacv2", "activityId": f"{next(self._ids)}"}
+            return web.json_response(call.response, status=201)
+        if call.kind == "get_member":
+            call.response = {"id": item, "name": "Member", "aadObjectId": "00000000-0000-0000-0000-000000000000"}
+            return web.json_response(call.response)
+        if call.kind == "update":
+            call.response = {"id": item}
+            return web.json_response(call.response)
+        if call.kind == "delete":
+            return web.Response(status=200)
+        if call.kind in ("send", "reply"):
+            call.response = {"id": f"fake-activity-{next(self._ids)}"}
+            return web.json_response(call.response, status=201)
+        return web.json_response({}, status=200)
+
+
+@contextlib.asynccontextmanager
+async def start_fake_connector() -> AsyncIterator[FakeConnector]:
+    fake = FakeConnector()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", fake.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    fake.url = f"http://127.0.0.1:{port}"
+    try:
+        yield fake
+    finally:
+        await runner.cleanup()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# OpenID metadata + JWKS (threaded: the SDK fetches them with blocking requests)
+
+
+class OpenIdServer:
+    """Serves ``/openid`` (metadata) and ``/keys`` (JWKS) for one RSA key, and signs channel tokens with it."""
+
+    ISSUER = "https://api.botframework.com"
+
+    def __init__(self, *, endorsements: tuple[str, ...] = ("msteams",)) -> None:
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from jwt.algorithms import RSAAlgorithm
+
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.kid = "deskmate-test-key"
+        jwk = json.loads(RSAAlgorithm.to_jwk(self._key.public_key()))
+        jwk.update({"kid": self.kid, "use": "sig", "alg": "RS256", "endorsements": list(endorsements)})
+        self._jwks = {"keys": [jwk]}
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                server.requests.append(self.path)
+                if self.path == "/openid":
+                    payload = {"issuer": server.ISSUER, "jwks_uri": f"{server.url}/keys",
+                               "id_token_signing_alg_values_supported": ["RS256"]}
+                elif self.path == "/keys":
+                    payload = server._jwks
+                else:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def metadata_url(self) -> str:
+        return f"{self.url}/openid"
+
+    def start(self) -> OpenIdServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def token(self, *, app_id: str, service_url: str, issuer: str | None = None, expires_in: int = 3600,
+              **claims: Any) -> str:
+        """A token like the one Bot Framework puts in ``Authorization: Bearer …`` for a request to the bot."""
+        import jwt
+
+        now = int(time.time())
+        payload = {"iss": issuer or self.ISSUER, "aud": app_id, "serviceurl": service_url,
+                   "nbf": now - 60, "iat": now - 60, "exp": now + expires_in} | claims
+        return jwt.encode(payload, self._key, algorithm="RS256", headers={"kid": self.kid})
+
+    def foreign_token(self, *, app_id: str, service_url: str) -> str:
+        """Same claims and key id, signed by a different key: must be refused."""
+        import jwt
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        now = int(time.time())
+        payload = {"iss": self.ISSUER, "aud": app_id, "serviceurl": service_url, "nbf": now - 60, "exp": now + 3600}
+        return jwt.encode(payload, other, algorithm="RS256", headers={"kid": self.kid})
+
+
+@contextlib.contextmanager
+def start_openid_server(**kwargs: Any) -> Iterator[OpenIdServer]:
+    server = OpenIdServer(**kwargs).start()
+    try:
+        yield server
+    finally:
+        server.stop()
