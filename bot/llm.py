@@ -128,9 +128,15 @@ def search_result_block(passage: Passage) -> dict[str, Any]:
         "type": "search_result",
         "source": passage.location,
         "title": title,
-        "content": [{"type": "text", "text": passage.text}],
+        "content": [{"type": "text", "text": part} for part in passage_blocks(passage.text)],
         "citations": {"enabled": True},
     }
+
+
+def passage_blocks(text: str) -> list[str]:
+    """A passage as paragraph blocks: a citation covers whole blocks, so smaller blocks give tighter quotes."""
+    parts = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    return parts or [text]
 
 
 def build_messages(question: str, history: list[Turn], passages: list[Passage]) -> list[dict[str, Any]]:
