@@ -37,8 +37,6 @@ async def ask_and_wait(rt: Runtime, text: str, conversation: str, timeout_s: flo
 def print_answer(view: dict[str, Any]) -> None:
     if view["status"] == "not_found":
         console.print("[yellow]Not found in the knowledge base[/yellow]")
-    elif view["fallback"]:
-        console.print(f"[yellow]Automatic excerpt — not written by the AI model ({view['fallback_reason']})[/yellow]")
     console.print(Markdown(view["answer"] or view.get("error") or ""))
     for s in view["sources"]:
         heading = f" › {s['heading']}" if s.get("heading") and s["heading"] != s["title"] else ""
