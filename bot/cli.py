@@ -14,6 +14,7 @@ from rich.console import Console
 from bot.log import configure_logging, get_logger
 from bot.settings import Settings, get_settings
 from bot.slack import cli as slack_cli
+from bot.teams import package as teams_package
 from feedback import cli as feedback_cli
 from knowledge import cli as knowledge_cli
 from playbooks import cli as playbooks_cli
@@ -35,6 +36,7 @@ eval_app.command("gate")(feedback_cli.eval_gate_command)
 app.add_typer(feedback_cli.feedback_app, name="feedback")
 playbooks_cli.register(app)  # admin …, release …, rollback
 app.add_typer(slack_cli.app, name="slack")
+app.add_typer(teams_package.app, name="teams")
 
 
 @app.callback()

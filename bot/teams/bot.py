@@ -52,11 +52,17 @@ from bot.teams.feedback import (
 )
 from bot.teams.retry import describe, with_retries
 from feedback.models import Interaction
+from playbooks.admin import AdminActor, handle_admin_command, is_admin_command
 
 log = get_logger(__name__)
 
-ADMIN_COMMAND = re.compile(r"^\s*admin\b", re.IGNORECASE)
+ADMIN_WORD = re.compile(r"^\s*admin\b", re.IGNORECASE)
 GREETED_KEY = "deskmate:teams:greeted:{}"
+
+
+def looks_like_admin(text: str) -> bool:
+    """``admin <command>`` (or a bare ``admin`` for the help); "admin rights for my laptop?" stays a question."""
+    return bool(ADMIN_WORD.match(text)) and (is_admin_command(text) or text.strip().lower() == "admin")
 
 
 def greeting(app_name: str) -> str:
@@ -82,7 +88,7 @@ class DeskmateTeamsBot(TeamsActivityHandler):
             await self._on_card_submit(turn_context, action)
             return
         text = strip_mentions(activity)
-        if ADMIN_COMMAND.match(text):
+        if looks_like_admin(text):
             await self._on_admin(turn_context, text)
             return
         try:
@@ -125,11 +131,7 @@ class DeskmateTeamsBot(TeamsActivityHandler):
 
     # --- admin --------------------------------------------------------------------------------------------------
     async def _on_admin(self, turn_context: TurnContext, text: str) -> None:
-        try:
-            from playbooks.admin import AdminActor, handle_admin_command
-        except ImportError:
-            await turn_context.send_activity(text_activity("Admin commands are not available in this deployment."))
-            return
+        """Authorised by Azure AD object id (``from.aadObjectId``); the handler audits every attempt."""
         activity = turn_context.activity
         sender = activity.from_property
         actor = AdminActor(platform="teams", user_id=(getattr(sender, "aad_object_id", None) or "") if sender else "",
