@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -41,6 +41,16 @@ async def ask_in(rt: Runtime, channel: str, text: str = "How much is the daily m
 
 async def run(rt: Runtime, text: str, actor: AdminActor = ADMIN) -> AdminReply:
     return await handle_admin_command(rt, actor, text)
+
+
+@pytest.fixture
+def open_gate() -> Iterator[None]:
+    """Promotions pass (the quality gate of feedback/ is tested there; these tests are about the pointer)."""
+    from playbooks.gate import register_gate
+
+    register_gate(lambda *_: (True, "gate open for this test"))
+    yield
+    register_gate(None)
 
 
 @pytest.fixture
