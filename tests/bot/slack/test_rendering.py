@@ -1,0 +1,89 @@
+"""Answer → Block Kit, and Markdown → mrkdwn (no Slack, no stack)."""
+
+from __future__ import annotations
+
+from bot.question import Answer, AnswerStatus, Source
+from bot.slack.mrkdwn import markdown_to_mrkdwn, split_text
+from bot.slack.rendering import feedback_modal, render_answer, render_markdown
+
+SOURCES = [Source(number=1, doc_id="travel/per-diem", title="Per diem", heading="Meals",
+                  location="https://handbook.northwind.example/travel/per-diem"),
+           Source(number=2, doc_id="it/vpn", title="VPN", heading="VPN", location="it/vpn.md")]
+
+
+def test_markdown_becomes_mrkdwn() -> None:
+    md = ("# Travel\n\n**Bold** and *italic* and __also bold__ and ~~gone~~, `a <b>`, "
+          "[the handbook](https://example.com/a?b=1&c=2) & more <stuff>\n\n- one\n  - nested\n1. first\n"
+          "> quoted\n\n```python\nif a < b:\n    pass\n```")
+    out = markdown_to_mrkdwn(md)
+    assert out.startswith("*Travel*")
+    assert "*Bold* and _italic_ and *also bold* and ~gone~" in out
+    assert "`a &lt;b&gt;`" in out
+    assert "<https://example.com/a?b=1&c=2|the handbook> &amp; more &lt;stuff&gt;" in out
+    assert "• one\n    • nested\n1. first\n> quoted" in out
+    assert "```\nif a &lt; b:\n    pass\n```" in out
+
+
+def test_tables_become_preformatted() -> None:
+    out = markdown_to_mrkdwn("| Severity | Page |\n|---|---|\n| **SEV1** | yes |\n| SEV4 | no |")
+    assert out.splitlines() == ["```", "Severity  Page", "SEV1      yes", "SEV4      no", "```"]
+
+
+def test_answer_with_sources_and_buttons() -> None:
+    message = render_answer(Answer(interaction_id=7, text="Meals are **€40** a day [1].", sources=SOURCES),
+                            ask_a_human=True)
+    blocks = message["blocks"]
+    assert blocks[0] == {"type": "section", "text": {"type": "mrkdwn", "text": "Meals are *€40* a day [1]."}}
+    sources = blocks[1]["elements"][0]["text"]
+    assert "<https://handbook.northwind.example/travel/per-diem|[1] Per diem › Meals>" in sources
+    assert "[2] VPN — it/vpn.md" in sources, "a source without a URL is shown, not linked"
+    actions = blocks[2]
+    assert [e["action_id"] for e in actions["elements"]] == ["deskmate_vote_up", "deskmate_vote_down",
+                                                             "deskmate_escalate"]
+    assert {e["value"] for e in actions["elements"]} == {"7"}
+    assert message["text"].startswith("Meals are")
+
+
+def test_labels_for_fallback_not_found_and_maintenance() -> None:
+    fallback = render_answer(Answer(interaction_id=1, fallback=True, fallback_reason="no API key configured",
+                                    text="_Automatic excerpt — not written by the AI model (no API key configured)._"
+                                         "\n\n> Meals are €40 [1]", sources=SOURCES[:1]))
+    assert "Automatic excerpt" in fallback["blocks"][0]["elements"][0]["text"]
+    assert fallback["blocks"][1]["text"]["text"] == "> Meals are €40 [1]", "the label is not shown twice"
+    not_found = render_answer(Answer(interaction_id=2, status=AnswerStatus.NOT_FOUND, text="I couldn't find this."))
+    assert "Not found" in not_found["blocks"][0]["elements"][0]["text"]
+    assert not_found["blocks"][-1]["type"] == "actions"
+    paused = render_answer(Answer(interaction_id=3, status=AnswerStatus.MAINTENANCE, text="Paused."))
+    assert "paused" in paused["blocks"][0]["elements"][0]["text"]
+    assert all(b["type"] != "actions" for b in paused["blocks"]), "nothing to rate on a maintenance reply"
+
+
+def test_long_answers_are_split_into_sections_within_slacks_limits() -> None:
+    paragraph = "word " * 500  # 2,500 characters
+    text = "\n\n".join(f"{paragraph}[{i}]" for i in range(80)) + "\n\n```\n" + "code line\n" * 600 + "```"
+    message = render_answer(Answer(interaction_id=1, text=text, sources=SOURCES), ask_a_human=True)
+    blocks = message["blocks"]
+    assert len(blocks) == 50
+    sections = [b["text"]["text"] for b in blocks if b["type"] == "section"]
+    assert all(len(s) <= 3000 for s in sections)
+    assert "cut here" in sections[-1]
+    assert blocks[-1]["type"] == "actions" and blocks[-2]["type"] == "context", "sources and buttons survive"
+    assert len(message["text"]) <= 3000
+
+
+def test_split_keeps_code_fences_balanced_and_links_whole() -> None:
+    code = "```\n" + "\n".join(f"line {i} " + "x" * 60 for i in range(100)) + "\n```"
+    pieces = split_text(code, 3000)
+    assert len(pieces) > 1 and all(p.count("```") == 2 for p in pieces) and all(len(p) <= 3000 for p in pieces)
+    line = " ".join(["<https://example.com/a|a link with words>"] * 200)
+    for piece in split_text(line, 3000):
+        assert piece.count("<") == piece.count(">") and len(piece) <= 3000
+
+
+def test_admin_markdown_and_modal() -> None:
+    message = render_markdown("**Status**\n\n- release `initial`")
+    assert message["blocks"][0]["text"]["text"] == "*Status*\n\n• release `initial`"
+    modal = feedback_modal(5, channel="C1", message_ts="1.2")
+    assert modal["type"] == "modal" and len(modal["title"]["text"]) <= 24
+    assert [b.get("block_id") for b in modal["blocks"]][1:] == ["reason", "comment"]
+    assert all(b.get("optional") for b in modal["blocks"][1:])
