@@ -108,8 +108,7 @@ async def labelled_rows(db: Database, *, since: datetime | None = None, label: s
         .order_by(col(Feedback.updated_at), col(Feedback.id))
     )
     if since is not None:
-        # stored naive-UTC on SQLite, aware on Postgres: compare like with like
-        stmt = stmt.where(col(Feedback.updated_at) >= (since.replace(tzinfo=None) if db.is_sqlite else since))
+        stmt = stmt.where(col(Feedback.updated_at) >= as_utc(since))  # the column type stores UTC
     if limit:
         stmt = stmt.limit(limit)
     async with db.asession() as session:

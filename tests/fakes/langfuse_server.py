@@ -10,6 +10,9 @@ Endpoints:
 - ``POST /api/public/scores`` a score or a list of scores (the SDK batches a list), answered 202
 - ``POST /api/public/ingestion`` the legacy batch endpoint (older SDKs send scores there), answered 207
 - ``GET /api/public/health`` unauthenticated; ``GET /api/public/projects`` what ``auth_check()`` calls
+- datasets: ``POST /api/public/v2/datasets`` (upsert by name), ``GET /api/public/v2/datasets[/{name}]``,
+  ``POST /api/public/dataset-items`` (upsert by id; 404 for an unknown dataset),
+  ``GET /api/public/dataset-items[/{id}]`` (``?datasetName=`` filters); kept in ``.datasets`` / ``.dataset_items``
 
 Everything but health checks HTTP Basic auth against ``public_key:secret_key`` and answers 401 otherwise.
 
@@ -42,6 +45,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 OTLP_TRACES_PATH = "/api/public/otel/v1/traces"
 SCORES_PATH = "/api/public/scores"
 INGESTION_PATH = "/api/public/ingestion"
+DATASETS_PATH = "/api/public/v2/datasets"
+DATASET_ITEMS_PATH = "/api/public/dataset-items"
 
 
 @dataclass
@@ -94,6 +99,8 @@ class FakeLangfuse:
         self.scores: list[dict[str, Any]] = []
         self.ingestion_events: list[dict[str, Any]] = []
         self.requests: list[RecordedRequest] = []
+        self.datasets: dict[str, dict[str, Any]] = {}  # by name, as the API returns them
+        self.dataset_items: dict[str, dict[str, Any]] = {}  # by id
         #: Answer every authenticated ingestion request with this status instead (e.g. 503 for an outage).
         self.fail_with: int | None = None
         self._lock = threading.Lock()
@@ -179,10 +186,52 @@ class FakeLangfuse:
         with self._lock:
             self.scores.extend(scores)
 
+    def items_of(self, dataset_name: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [i for i in self.dataset_items.values() if i["datasetName"] == dataset_name]
+
+    def _upsert_dataset(self, body: dict[str, Any]) -> dict[str, Any]:
+        now = _now()
+        with self._lock:
+            existing = self.datasets.get(body["name"])
+            dataset = existing or {"id": f"ds-{uuid.uuid4().hex[:12]}", "name": body["name"], "projectId": "fake-project",
+                                   "createdAt": now}
+            dataset.update({"description": body.get("description"), "metadata": body.get("metadata"),
+                            "inputSchema": body.get("inputSchema"), "expectedOutputSchema": body.get("expectedOutputSchema"),
+                            "updatedAt": now})
+            self.datasets[body["name"]] = dataset
+            return dict(dataset)
+
+    def _upsert_item(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        now = _now()
+        with self._lock:
+            dataset = self.datasets.get(body.get("datasetName", ""))
+            if dataset is None:
+                return None
+            item_id = body.get("id") or uuid.uuid4().hex
+            item = self.dataset_items.get(item_id) or {"id": item_id, "createdAt": now}
+            item.update({"status": body.get("status") or "ACTIVE", "input": body.get("input"),
+                         "expectedOutput": body.get("expectedOutput"), "metadata": body.get("metadata"),
+                         "sourceTraceId": body.get("sourceTraceId"), "sourceObservationId": body.get("sourceObservationId"),
+                         "datasetId": dataset["id"], "datasetName": dataset["name"], "updatedAt": now,
+                         "mediaReferences": []})
+            self.dataset_items[item_id] = item
+            return dict(item)
+
     def _record_events(self, events: list[dict[str, Any]]) -> None:
         with self._lock:
             self.ingestion_events.extend(events)
             self.scores.extend(e.get("body", {}) for e in events if e.get("type") == "score-create")
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _page(data: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"data": data, "meta": {"page": 1, "limit": max(1, len(data)), "totalItems": len(data), "totalPages": 1}}
 
 
 def start_fake_langfuse(*, public_key: str | None = None, secret_key: str | None = None) -> FakeLangfuse:
@@ -251,11 +300,53 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/api/public/projects":
             if self._start():
                 self._send_json(200, {"data": [{"id": "fake-project", "name": "Fake", "metadata": {}}]})
+        elif path.startswith((DATASETS_PATH, DATASET_ITEMS_PATH)):
+            if self._start():
+                self._get_dataset_resource(path)
         else:
             self._send_json(404, {"message": "not found"})
 
+    def _get_dataset_resource(self, path: str) -> None:
+        from urllib.parse import parse_qs, unquote, urlsplit
+
+        owner = self.owner
+        if path == DATASETS_PATH:
+            with owner._lock:
+                self._send_json(200, _page(list(owner.datasets.values())))
+        elif path.startswith(DATASETS_PATH + "/"):
+            with owner._lock:
+                dataset = owner.datasets.get(unquote(path[len(DATASETS_PATH) + 1:]))
+            self._send_json(200, dataset) if dataset else self._send_json(404, {"message": "Dataset not found"})
+        elif path == DATASET_ITEMS_PATH:
+            wanted = parse_qs(urlsplit(self.path).query).get("datasetName", [None])[0]
+            with owner._lock:
+                items = [i for i in owner.dataset_items.values() if wanted is None or i["datasetName"] == wanted]
+            self._send_json(200, _page(items))
+        else:
+            with owner._lock:
+                item = owner.dataset_items.get(unquote(path[len(DATASET_ITEMS_PATH) + 1:]))
+            self._send_json(200, item) if item else self._send_json(404, {"message": "Dataset item not found"})
+
+    def _post_dataset_resource(self, path: str, body: bytes) -> None:
+        payload = json.loads(body or b"{}")
+        if path == DATASETS_PATH:
+            if not isinstance(payload.get("name"), str) or not payload["name"]:
+                self._send_json(400, {"message": "name is required"})
+                return
+            self._send_json(200, self.owner._upsert_dataset(payload))
+            return
+        item = self.owner._upsert_item(payload)
+        if item is None:
+            self._send_json(404, {"message": f"Dataset {payload.get('datasetName')!r} not found"})
+        else:
+            self._send_json(200, item)
+
     def do_POST(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0]
+        if path in (DATASETS_PATH, DATASET_ITEMS_PATH):
+            if self._start():
+                self._post_dataset_resource(path, self._body())
+            return
         if path not in (OTLP_TRACES_PATH, SCORES_PATH, INGESTION_PATH):
             self._body()
             self._send_json(404, {"message": "not found"})
