@@ -8,98 +8,21 @@ visible in the passages sent to the model.
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from bot.llm import DEFAULT_PROMPT_TEMPLATE
 from bot.runtime import build_runtime
-from bot.settings import SAMPLE_KNOWLEDGE_DIR, Settings
+from bot.settings import Settings
 from playbooks.releases import create_release
 from tests.conftest import settings_for
-from tests.playbooks.conftest import ADMIN, ADMIN_IDS, ask_in, run
+from tests.playbooks.conftest import (
+    ADMIN, ADMIN_IDS, NEW_MARKER, OLD_MARKER, QUESTION, ask_in, passages_text, run, system_prompt,
+)
 
-NEW_DOC = """---
-title: Plotter room
----
-# Plotter room
-
-The large-format plotter in room 4.12 is unlocked with the door code QX-4471. Book it in the facilities calendar.
-"""
-QUESTION = "What is the door code of the plotter room?"
-OLD_MARKER = "Release marker: OLD-PROMPT."
-NEW_MARKER = "Release marker: NEW-PROMPT."
-
-
-@pytest.fixture
-def two_version_data_dir(sample_data_dir: Path, tmp_path: Path) -> Path:
-    """A copy of the shared sample index plus version 2, which adds one document (incremental: one embedded)."""
-    from knowledge.index import IndexStore
-    from knowledge.ingest import ingest
-
-    data_dir = tmp_path / "data"
-    shutil.copytree(sample_data_dir, data_dir)
-    docs = tmp_path / "kb"
-    shutil.copytree(SAMPLE_KNOWLEDGE_DIR, docs)
-    (docs / "people" / "plotter-room.md").write_text(NEW_DOC, encoding="utf-8")
-    report = ingest(IndexStore(settings_for(data_dir)), docs, kb="default")
-    assert report.version == 2 and report.chunks_embedded <= 3
-    return data_dir
-
-
-def worker_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DESKMATE_")}
-    env.update({
-        "DESKMATE_DATA_DIR": str(settings.data_dir),
-        "DESKMATE_DATABASE_URL": settings.database_url_resolved(),
-        "DESKMATE_REDIS_URL": str(settings.redis_url),
-        "DESKMATE_ANTHROPIC_API_KEY": "sk-test",
-        "DESKMATE_ANTHROPIC_BASE_URL": str(settings.anthropic_base_url),
-        "DESKMATE_LLM_MAX_RETRIES": "0",
-        "DESKMATE_WORKER_POLL_DELAY_S": "0.02",
-        "DESKMATE_LOG_FORMAT": "json",
-        "ANONYMIZED_TELEMETRY": "False",
-    })
-    return env
-
-
-@pytest.fixture
-def worker_process(tmp_path: Path) -> Iterator[Callable[[Settings], subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(settings: Settings) -> subprocess.Popen[bytes]:
-        exe = Path(sys.executable).parent / "deskmate"
-        log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([str(exe), "worker"], env=worker_env(settings), cwd=tmp_path, stdout=log,
-                                stderr=subprocess.STDOUT)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def system_prompt(request: Any) -> str:
-    return " ".join(block.get("text", "") for block in request.body.get("system", []))
-
-
-def passages_text(request: Any) -> str:
-    return str(request.search_results)
 
 
 async def test_rollback_changes_prompt_and_index_of_the_next_answer_in_another_worker_process(
