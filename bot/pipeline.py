@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from sqlalchemy import inspect as sa_inspect
 from sqlmodel import col, select
 
 from bot.answering import ComposedAnswer, not_found_answer
@@ -127,6 +128,8 @@ class AnswerPipeline:
             question = Question.model_validate(interaction.question_payload)
             mode, switch = await effective_mode(session, question.platform.value, question.channel)
             release = await active_release(session, rt.settings)
+            if sa_inspect(interaction).expired_attributes:  # a rollback in active_release (racing bootstrap)
+                await session.refresh(interaction)
             policy = await resolve_policy(session, question.platform.value, question.channel,
                                           question.channel_type, release.knowledge_sets or None)
         structlog.contextvars.bind_contextvars(interaction_id=interaction_id, release=release.name)
