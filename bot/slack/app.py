@@ -29,8 +29,7 @@ def configured(settings: Settings) -> bool:
 def build_app(rt: Runtime) -> tuple[AsyncApp, SlackAdapter]:
     settings = rt.settings
     client = web_client(settings)
-    app = AsyncApp(
-        token=settings.slack_bot_token,
+    app = AsyncApp(  # the bot token comes with the client
         signing_secret=settings.slack_signing_secret or "",
         client=client,
         process_before_response=False,

@@ -71,6 +71,7 @@ class FakeSlack:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.channels: dict[str, ChannelKind] = {}
+        self.default_channel_kind: ChannelKind | None = None  # conversations.info for channels not listed
         self.users: dict[str, dict[str, Any]] = {}
         self.messages: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, ts) -> message
         self._injected: dict[str, list[_Injected]] = {}
@@ -140,17 +141,18 @@ class FakeSlack:
             self._changed.notify_all()
 
     # --- lifecycle ------------------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post("/api/{method}", self._api)
         app.router.add_get("/api/{method}", self._api)
         app.router.add_post("/response/{name}", self._response_url)
         app.router.add_get("/socket-mode/link/", self._socket)
+        app.router.add_get("/_counts", self._counts)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", port))
         self.port = sock.getsockname()[1]
         await web.SockSite(self._runner, sock).start()
 
@@ -269,7 +271,7 @@ class FakeSlack:
 
     def _m_conversations_info(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = str(args.get("channel", ""))
-        kind = self.channels.get(channel)
+        kind = self.channels.get(channel, self.default_channel_kind)
         if kind is None:
             return {"ok": False, "error": "channel_not_found"}
         if kind == "im":
@@ -295,6 +297,13 @@ class FakeSlack:
             "tz": "Europe/London", "tz_label": "Greenwich Mean Time", "tz_offset": 0,
             "profile": {"real_name": profile.get("real_name", name), "display_name": name, "team": TEAM_ID},
             "is_admin": False, "is_owner": False, "is_bot": False, "is_app_user": False, "updated": 1700000000}}
+
+    async def _counts(self, _request: web.Request) -> web.Response:
+        """Calls per method (for a benchmark driving the fake from another process)."""
+        counts: dict[str, int] = {}
+        for call in self.calls:
+            counts[call.method] = counts.get(call.method, 0) + 1
+        return web.json_response(counts)
 
     # --- response_url -----------------------------------------------------------------------------------
     async def _response_url(self, request: web.Request) -> web.Response:

@@ -1,0 +1,213 @@
+"""Slack ack latency: N signed ``app_mention`` events against ``POST /slack/events``, C at a time.
+
+    .venv/bin/python bench/bench_slack_ack.py                          # 500 events, 50 concurrent
+    .venv/bin/python bench/bench_slack_ack.py --events 1000 --concurrency 100
+
+What runs, each in its own process, as in production: Redis (the embedded redis-server), ``deskmate web`` and
+``deskmate worker`` (the real entry points, configured by ``DESKMATE_*`` variables), and the local fake of
+the Slack Web API (``tests/fakes/slack_api.py``) that receives the placeholders and answers. This process only
+signs and sends the events, as Slack would (``X-Slack-Signature`` v0, fresh timestamp), and times each one
+from sending the request to receiving the complete response: the ack Slack waits for (limit 3,000 ms).
+
+Every event has its own id and channel, so every one is recorded, gets a placeholder and is answered by the
+worker while later events are still arriving; the run ends when all answers were delivered (or a timeout).
+The sample knowledge base is ingested into ``--data-dir`` on the first run (about a minute), then reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import hashlib
+import hmac
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE = Path(os.environ.get("DESKMATE_SHARED_DIR", ROOT.parent / "shared")) / "fixtures" / "slack" / "app_mention.json"
+SECRET = "bench-signing-secret"
+QUESTIONS = ["How much is the daily meal allowance when I travel?", "How many days of annual leave do I get?",
+             "The VPN is not working, what should I do?", "How do I report a phishing email?",
+             "What is the home office stipend?", "How do I book travel?"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_fake_slack(port: int) -> None:
+    """Child process: the fake Slack Web API on ``port``."""
+    sys.path.insert(0, str(ROOT))
+    from tests.fakes import slack_api
+
+    async def main() -> None:
+        fake = slack_api.FakeSlack()
+        fake.default_channel_kind = "public"
+        await fake.start(port)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def sign(body: str) -> dict[str, str]:
+    ts = str(int(time.time()))
+    digest = hmac.new(SECRET.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}", "Content-Type": "application/json"}
+
+
+def event(template: dict[str, Any], i: int, run: str) -> str:
+    body = copy.deepcopy(template)
+    ts = f"{int(time.time())}.{i:06d}"
+    body["event_id"] = f"EvBench{run}{i:06d}"
+    body["event"].update(text=f"<@W111> {QUESTIONS[i % len(QUESTIONS)]}", channel=f"CBENCH{i:05d}", ts=ts,
+                         event_ts=ts, user="W222")
+    return json.dumps(body)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    low, high = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+async def wait_http(url: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"{url} did not come up")
+
+
+async def counts(session: aiohttp.ClientSession, slack_url: str) -> dict[str, int]:
+    async with session.get(f"{slack_url}/_counts") as response:
+        return await response.json()
+
+
+async def drive(web_url: str, slack_url: str, events: int, concurrency: int, warmup: int) -> dict[str, Any]:
+    template = json.loads(FIXTURE.read_text())
+    run = str(int(time.time()))
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async def send(i: int, record: bool) -> None:
+            body = event(template, i, run)
+            headers = sign(body)
+            started = time.perf_counter()
+            async with session.post(f"{web_url}/slack/events", data=body.encode(), headers=headers) as response:
+                await response.read()
+                elapsed = (time.perf_counter() - started) * 1000
+            if record:
+                latencies.append(elapsed)
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+
+        for i in range(warmup):  # first request: bolt's auth.test, connection set-up
+            await send(90000 + i, record=False)
+        before = await counts(session, slack_url)
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def limited(i: int) -> None:
+            async with semaphore:
+                await send(i, record=True)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(limited(i) for i in range(events)))
+        send_s = time.perf_counter() - started
+        deadline = time.monotonic() + max(120, events * 0.5)
+        delivered = 0
+        while time.monotonic() < deadline:
+            now = await counts(session, slack_url)
+            delivered = now.get("chat.update", 0) - before.get("chat.update", 0)
+            if delivered >= events:
+                break
+            await asyncio.sleep(0.25)
+        answered_s = time.perf_counter() - started
+    return {"latencies": latencies, "statuses": statuses, "send_s": send_s, "delivered": delivered,
+            "answered_s": answered_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "deskmate-bench-slack")
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(ROOT))
+    from bot.redis_conn import embedded_socket, ensure_embedded_redis, stop_embedded_redis
+    from bot.settings import Settings
+
+    data_dir = args.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    slack_port, web_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESKMATE_")}
+    env.update(DESKMATE_DATA_DIR=str(data_dir), DESKMATE_LOG_LEVEL="WARNING", DESKMATE_WEB_PORT=str(web_port),
+               DESKMATE_SLACK_BOT_TOKEN="xoxb-bench", DESKMATE_SLACK_SIGNING_SECRET=SECRET,
+               DESKMATE_SLACK_API_URL=f"http://127.0.0.1:{slack_port}/api/", ANONYMIZED_TELEMETRY="False",
+               DESKMATE_REDIS_URL=f"unix://{embedded_socket(Settings(_env_file=None, data_dir=data_dir))}")  # type: ignore[call-arg]
+    deskmate = str(Path(sys.executable).with_name("deskmate"))
+    print(f"data dir {data_dir}; ingesting the sample knowledge base (incremental)…", flush=True)
+    from bot.settings import SAMPLE_KNOWLEDGE_DIR
+
+    subprocess.run([deskmate, "ingest", str(SAMPLE_KNOWLEDGE_DIR)], env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+    redis_proc = ensure_embedded_redis(Settings(_env_file=None, data_dir=data_dir))  # type: ignore[call-arg]
+    import redis as redis_sync
+
+    redis_sync.Redis.from_url(env["DESKMATE_REDIS_URL"]).flushall()
+    fake = multiprocessing.get_context("spawn").Process(target=serve_fake_slack, args=(slack_port,), daemon=True)
+    fake.start()
+    web = subprocess.Popen([deskmate, "web"], env=env, cwd=ROOT)
+    worker = subprocess.Popen([deskmate, "worker"], env=env, cwd=ROOT)
+    try:
+        asyncio.run(wait_http(f"http://127.0.0.1:{web_port}/healthz"))
+        asyncio.run(wait_http(f"http://127.0.0.1:{slack_port}/_counts"))
+        result = asyncio.run(drive(f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{slack_port}",
+                                   args.events, args.concurrency, args.warmup))
+    finally:
+        for proc in (web, worker):
+            proc.terminate()
+        for proc in (web, worker):
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        fake.terminate()
+        stop_embedded_redis(redis_proc)
+
+    lat = result["latencies"]
+    print(f"\nSlack ack latency — {args.events} signed app_mention events, {args.concurrency} concurrent, "
+          f"web + worker + Redis running ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})")
+    print(f"  HTTP statuses      {result['statuses']}")
+    print(f"  ack p50            {statistics.median(lat):7.1f} ms")
+    print(f"  ack p90            {percentile(lat, 90):7.1f} ms")
+    print(f"  ack p99            {percentile(lat, 99):7.1f} ms")
+    print(f"  ack max            {max(lat):7.1f} ms")
+    print(f"  events/s sent      {args.events / result['send_s']:7.1f}")
+    print(f"  answers delivered  {result['delivered']}/{args.events} in {result['answered_s']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
