@@ -176,6 +176,15 @@ class Settings(BaseSettings):
     alert_cooldown_minutes: float = Field(60.0, description="The same alert is not re-sent within this time.")
     guard_check_interval_s: float = Field(10.0, description="Rate checks run at most this often (all workers).")
 
+    # --- operations: metrics and the admin dashboard (bot/metrics.py, playbooks/dashboard) -----------
+    worker_metrics_port: int = Field(0, description="Port of a worker's /metrics server (bound on web_host); 0 = off.")
+    metrics_token: str | None = Field(None, description="Bearer token /metrics requires; unset = open (keep it off the internet).")
+    metrics_cache_s: float = Field(5.0, description="Database and Redis figures in /metrics are re-read at most this often.")
+    dashboard_sso_header: str | None = Field(
+        None, description="Header naming the signed-in user (e.g. X-Forwarded-Email), trusted when set: only behind "
+        "a proxy that sets it and strips it from clients."
+    )
+
     # ------------------------------------------------------------------------------------------------
     def database_url_resolved(self) -> str:
         if self.database_url:

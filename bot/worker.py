@@ -13,6 +13,7 @@ import structlog
 from arq import Retry, cron
 from arq.worker import Worker, func
 
+from bot import metrics
 from bot.log import configure_logging, get_logger
 from bot.pipeline import AnswerPipeline
 from bot.queue import ANSWER_JOB, sweep_pending
@@ -28,10 +29,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     rt = await build_runtime(settings, worker=True)
     ctx["runtime"] = rt
     ctx["pipeline"] = AnswerPipeline(rt)
+    rt.after_answer.append(metrics.after_answer)
+    ctx["metrics_runner"] = await metrics.start_worker_metrics(rt)
     log.info("worker.ready", max_jobs=settings.worker_max_jobs)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    if ctx.get("metrics_runner") is not None:
+        await ctx["metrics_runner"].cleanup()
     rt: Runtime | None = ctx.get("runtime")
     if rt is not None:
         await rt.aclose()
