@@ -40,6 +40,12 @@ class BotConfig:
 
 
 def bot_config(settings: Settings) -> BotConfig:
+    if settings.teams_app_id and settings.teams_app_type != "MultiTenant" and not settings.teams_tenant_id:
+        raise ValueError(f"DESKMATE_TEAMS_TENANT_ID is required with DESKMATE_TEAMS_APP_TYPE={settings.teams_app_type} "
+                         "(Azure Bot → Configuration → App Tenant ID)")
+    if settings.teams_app_id and settings.teams_app_type == "SingleTenant" and not settings.teams_app_password:
+        raise ValueError("DESKMATE_TEAMS_APP_PASSWORD (the app registration's client secret) is required with "
+                         "DESKMATE_TEAMS_APP_TYPE=SingleTenant")
     return BotConfig(APP_ID=settings.teams_app_id or None, APP_PASSWORD=settings.teams_app_password or None,
                      APP_TYPE=settings.teams_app_type, APP_TENANTID=settings.teams_tenant_id or None)
 

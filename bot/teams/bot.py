@@ -50,7 +50,7 @@ from bot.teams.feedback import (
     apply_reactions,
     parse_card_action,
 )
-from bot.teams.retry import describe, with_retries
+from bot.teams.retry import describe, own_retries, with_retries
 from feedback.models import Interaction
 from playbooks.admin import AdminActor, handle_admin_command, is_admin_command
 
@@ -79,6 +79,10 @@ def text_activity(text: str) -> Activity:
 class DeskmateTeamsBot(TeamsActivityHandler):
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
+
+    async def on_turn(self, turn_context: TurnContext) -> None:
+        own_retries(turn_context.turn_state.get(BotAdapter.BOT_CONNECTOR_CLIENT_KEY))
+        await super().on_turn(turn_context)
 
     # --- questions --------------------------------------------------------------------------------------------
     async def on_message_activity(self, turn_context: TurnContext) -> None:
@@ -231,7 +235,7 @@ class DeskmateTeamsBot(TeamsActivityHandler):
         answer = (row.answer or "")[:1500]
         text = (f"🙋 **{who}** asked for a human about a Deskmate answer (#{row.id}).\n\n"
                 f"**Question:** {row.question}\n\n**Deskmate answered:**\n\n{answer}")
-        connector = turn_context.turn_state[BotAdapter.BOT_CONNECTOR_CLIENT_KEY]
+        connector = own_retries(turn_context.turn_state[BotAdapter.BOT_CONNECTOR_CLIENT_KEY])
         parameters = ConversationParameters(
             is_group=True, bot=activity.recipient, tenant_id=tenant_of(activity) or None,
             channel_data={"channel": {"id": support_channel}}, activity=text_activity(text),

@@ -22,7 +22,7 @@ from bot.question import Answer, Platform, Question
 from bot.runtime import Runtime
 from bot.teams.adapter import TeamsAdapter
 from bot.teams.cards import answer_card
-from bot.teams.retry import describe, with_retries
+from bot.teams.retry import describe, own_retries, with_retries
 
 log = get_logger(__name__)
 
@@ -48,7 +48,7 @@ class ProactiveSender:
         result: dict[str, str | None] = {}
 
         async def logic(turn_context: TurnContext) -> None:
-            connector: ConnectorClient = turn_context.turn_state[BotAdapter.BOT_CONNECTOR_CLIENT_KEY]
+            connector: ConnectorClient = own_retries(turn_context.turn_state[BotAdapter.BOT_CONNECTOR_CLIENT_KEY])
             outgoing = copy.copy(activity)
             outgoing.conversation = reference.conversation
             outgoing.from_property = reference.bot

@@ -2,6 +2,8 @@
 and connection errors are transient; everything else (400, 401, 403, 404…) is not.
 
 Delays double from ``backoff_s`` (capped at 30 s) with jitter, and a ``Retry-After`` header wins when present.
+The connector client's own urllib3 retries (3 tries with 0.8 s backoff on 5xx, blind to ``Retry-After`` and to
+429/412) are switched off with :func:`own_retries`, so that this module is the one retry policy.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from msrest.exceptions import ClientRequestError, HttpOperationError
 
@@ -21,6 +23,15 @@ T = TypeVar("T")
 
 RETRY_STATUSES = frozenset({412, 429, 500, 502, 503, 504})
 MAX_DELAY_S = 30.0
+
+
+def own_retries(connector: Any) -> Any:
+    """Turn off msrest's built-in retries on a ``ConnectorClient`` (before its first request)."""
+    policy = getattr(getattr(connector, "config", None), "retry_policy", None)
+    if policy is not None:
+        policy.retries = 0
+        policy.policy.status_forcelist = set()
+    return connector
 
 
 def status_of(exc: BaseException) -> int | None:

@@ -27,9 +27,9 @@ def recorded(name: str) -> tuple[dict[str, Any], dict[str, str]]:
     return copy.deepcopy(data), {}
 
 
-def activity(name: str, connector: FakeConnector, **changes: Any) -> dict[str, Any]:
+def activity(fixture: str, connector: FakeConnector, /, **changes: Any) -> dict[str, Any]:
     """A recorded activity pointed at the fake connector, with top-level fields changed."""
-    body, _headers = recorded(name)
+    body, _headers = recorded(fixture)
     body["serviceUrl"] = connector.service_url
     body.update(changes)
     return body

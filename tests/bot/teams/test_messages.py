@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.bot.teams.conftest import activity, post
+from tests.bot.teams.conftest import activity, post, recorded
 from tests.fakes.botframework import FakeConnector
 from tests.stack import Stack
 
@@ -52,3 +52,99 @@ async def test_personal_message_gets_placeholder_then_answer_card_in_place(teams
     assert row.delivery["ok"] is True and row.delivery["updated"] is True
     assert row.delivery["activity_id"] == placeholder_id
     assert not [c for c in connector.calls if c.kind == "send"], "nothing else was posted"
+
+
+async def test_channel_mention_is_stripped_and_the_answer_goes_to_the_reply_chain(teams_stack: Stack,
+                                                                                 connector: FakeConnector) -> None:
+    body = activity("message_channel_mention", connector)  # recorded text: "<at>My Combined</at>1\n"
+    assert (await post(teams_stack, body)).status_code == 200
+    [row] = await teams_stack.interactions()
+    assert row.question == "1", "the bot's @mention text is removed, the rest kept"
+    payload = row.question_payload
+    assert payload["channel_type"] == "channel"
+    assert payload["channel"] == "19:097e6717fd7245bdbeba6baa13840db8@thread.skype"
+    assert payload["thread"] == body["conversation"]["id"] and ";messageid=" in payload["thread"]
+    assert payload["user"] == body["from"]["aadObjectId"]
+    assert payload["workspace"] == body["conversation"]["tenantId"]
+
+    await teams_stack.wait_final(row.id)
+    update = await connector.wait_for(lambda calls: [c for c in calls if c.kind == "update"])
+    assert update[0].conversation_id == body["conversation"]["id"], "answered in the post's reply chain"
+
+
+async def test_redelivered_activity_gets_one_answer(teams_stack: Stack, connector: FakeConnector) -> None:
+    body = activity("message_personal", connector, text=QUESTION)
+    first, again = await post(teams_stack, body), await post(teams_stack, body)
+    assert first.status_code == again.status_code == 200
+    [row] = await teams_stack.interactions()
+    await teams_stack.wait_final(row.id)
+    await connector.wait_for(lambda calls: [c for c in calls if c.kind == "update"])
+    assert (await post(teams_stack, body)).status_code == 200  # a third time, after the answer went out
+    from tests.bot.teams.conftest import settle
+
+    await settle(teams_stack)
+    assert len(await teams_stack.interactions()) == 1
+    placeholders = [c for c in connector.messages() if c.kind == "reply"]
+    assert len(placeholders) == 1, "one placeholder"
+    assert len([c for c in connector.calls if c.kind == "update"]) == 1, "one answer"
+
+
+async def test_same_activity_id_in_another_conversation_is_a_new_question(teams_stack: Stack,
+                                                                          connector: FakeConnector) -> None:
+    body = activity("message_personal", connector, text=QUESTION)
+    other = activity("message_personal", connector, text=QUESTION)
+    other["conversation"] = dict(other["conversation"], id="a:another-personal-chat")
+    await post(teams_stack, body)
+    await post(teams_stack, other)
+    assert len(await teams_stack.interactions()) == 2
+
+
+async def test_group_chat_question_is_answered_with_group_chat_type(teams_stack: Stack,
+                                                                    connector: FakeConnector) -> None:
+    group, _ = recorded("conversation_update_group_chat")
+    body = activity("message_personal", connector, text="<at>Deskmate</at> vpn not working", conversation=group["conversation"],
+                    entities=[{"type": "mention", "text": "<at>Deskmate</at>",
+                               "mentioned": {"id": "28:cd59cf47-aca1-41e0-8441-387faee8331e", "name": "Deskmate"}}])
+    assert (await post(teams_stack, body)).status_code == 200
+    [row] = await teams_stack.interactions()
+    assert row.question == "vpn not working"
+    assert row.question_payload["channel_type"] == "groupChat"
+    assert row.channel == group["conversation"]["id"]
+    assert (await teams_stack.wait_final(row.id)).status in ("answered", "not_found")
+
+
+async def test_mention_without_a_question_gets_a_hint_and_nothing_is_queued(teams_stack: Stack,
+                                                                           connector: FakeConnector) -> None:
+    body = activity("message_channel_mention", connector, text="<at>My Combined</at>\n")
+    assert (await post(teams_stack, body)).status_code == 200
+    assert await teams_stack.interactions() == []
+    [reply] = connector.messages()
+    assert "Ask me a question" in reply.body["text"]
+
+
+async def test_install_greets_once_and_other_conversation_updates_are_ignored(teams_stack: Stack,
+                                                                             connector: FakeConnector) -> None:
+    for name in ("conversation_update_team_member_added", "conversation_update_group_chat",
+                 "conversation_update_channel_created"):
+        assert (await post(teams_stack, activity(name, connector))).status_code == 200
+    assert connector.calls == [], "someone else joining, or a new channel, is not the bot's business"
+
+    install = activity("conversation_update_team_member_added", connector)
+    install["membersAdded"] = [install["recipient"]]  # the bot itself was added: Deskmate installed in a team
+    assert (await post(teams_stack, install)).status_code == 200
+    assert (await post(teams_stack, install)).status_code == 200  # redelivered
+    [greeting] = connector.messages()
+    assert "@mention me" in greeting.body["text"]
+    assert greeting.conversation_id == install["conversation"]["id"]
+    assert await teams_stack.interactions() == []
+
+
+async def test_unrelated_invokes_and_bad_requests_do_not_fail_the_endpoint(teams_stack: Stack,
+                                                                          connector: FakeConnector) -> None:
+    assert (await post(teams_stack, activity("invoke_task_fetch", connector))).status_code == 501
+    assert (await teams_stack.client.post("/api/messages", content=b"{oops",
+                                          headers={"Content-Type": "application/json"})).status_code == 400
+    assert (await teams_stack.client.post("/api/messages", json={"text": "no type"})).status_code == 400
+    assert (await teams_stack.client.post("/api/messages", content=b"x",
+                                          headers={"Content-Type": "text/plain"})).status_code == 415
+    assert await teams_stack.interactions() == []

@@ -1,0 +1,90 @@
+"""The worker's Teams deliverer against the fake connector: update in place, retries, fallback, no silent loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from botbuilder.schema import Activity
+
+from bot.question import Answer, Question, Source
+from bot.teams.activities import build_question
+from bot.teams.delivery import TeamsDeliverer
+from tests.bot.teams.conftest import activity
+from tests.conftest import settings_for
+from tests.fakes.botframework import FakeConnector
+
+
+@pytest.fixture
+def deliverer(tmp_path: Path) -> TeamsDeliverer:
+    settings = settings_for(tmp_path, teams_delivery_attempts=4, teams_delivery_backoff_s=0.01)
+    return TeamsDeliverer(SimpleNamespace(settings=settings))  # type: ignore[arg-type]
+
+
+def question(connector: FakeConnector, placeholder_id: str | None = "placeholder-1") -> Question:
+    body = activity("message_channel_mention", connector)
+    return build_question(Activity().deserialize(body), "How do I book travel?", placeholder_id=placeholder_id)
+
+
+ANSWER = Answer(interaction_id=42, text="Book through the travel portal [1].",
+                sources=[Source(number=1, doc_id="travel/booking", title="Booking travel", location="travel/booking.md")])
+
+
+async def test_answer_replaces_the_placeholder(deliverer: TeamsDeliverer, connector: FakeConnector) -> None:
+    q = question(connector)
+    result = await deliverer.deliver(q, ANSWER)
+    assert result == {"platform": "teams", "conversation_id": q.thread, "ok": True, "updated": True,
+                      "activity_id": "placeholder-1"}
+    [update] = connector.calls
+    assert (update.kind, update.activity_id, update.conversation_id) == ("update", "placeholder-1", q.thread)
+    assert update.body["id"] == "placeholder-1" and update.body["from"]["id"].startswith("28:")
+    assert any("travel portal" in e.get("text", "") for e in update.card["body"])
+
+
+@pytest.mark.parametrize("status", [429, 412, 502])
+async def test_transient_failures_are_retried(deliverer: TeamsDeliverer, connector: FakeConnector, status: int) -> None:
+    connector.fail_next(status, times=2, kind="update", retry_after=0 if status == 429 else None)
+    result = await deliverer.deliver(question(connector), ANSWER)
+    assert result["ok"] and result["updated"]
+    assert [c.status for c in connector.calls] == [status, status, 200]
+
+
+async def test_placeholder_that_cannot_be_updated_gets_a_new_message(deliverer: TeamsDeliverer,
+                                                                     connector: FakeConnector) -> None:
+    connector.fail_next(404, kind="update")  # e.g. the placeholder was deleted
+    result = await deliverer.deliver(question(connector), ANSWER)
+    assert result["ok"] and result["updated"] is False and "404" in result["update_error"]
+    assert [(c.kind, c.status) for c in connector.calls] == [("update", 404), ("send", 200)]
+    assert result["activity_id"] == connector.calls[-1].response["id"]
+
+
+async def test_updates_that_keep_failing_fall_back_to_a_new_message(deliverer: TeamsDeliverer,
+                                                                    connector: FakeConnector) -> None:
+    connector.fail_next(503, times=4, kind="update")
+    result = await deliverer.deliver(question(connector), ANSWER)
+    assert result["ok"] and result["updated"] is False
+    assert [c.kind for c in connector.calls] == ["update"] * 4 + ["send"]
+
+
+async def test_total_failure_is_reported_not_raised(deliverer: TeamsDeliverer, connector: FakeConnector,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    connector.fail_next(503, times=100)
+    result = await deliverer.deliver(question(connector), ANSWER)
+    assert result["ok"] is False and "503" in result["error"]
+    assert "teams.delivery_failed" in capsys.readouterr().out
+    assert len(connector.calls) == 8, "every try was made (4 updates, 4 sends)"
+
+
+async def test_no_placeholder_sends_into_the_thread(deliverer: TeamsDeliverer, connector: FakeConnector) -> None:
+    q = question(connector, placeholder_id=None)
+    result = await deliverer.deliver(q, ANSWER)
+    assert result["ok"] and result["updated"] is False
+    [sent] = connector.calls
+    assert sent.kind == "send" and sent.conversation_id == q.thread
+
+
+async def test_failure_notice_goes_to_the_placeholder(deliverer: TeamsDeliverer, connector: FakeConnector) -> None:
+    await deliverer.deliver_failure(question(connector), "Sorry — something went wrong.")
+    [update] = connector.calls
+    assert update.kind == "update" and update.body["text"] == "Sorry — something went wrong."
