@@ -108,7 +108,7 @@ async def is_admin(rt: Runtime, actor: AdminActor) -> bool:
     for entry in rt.settings.admin_user_ids:
         entry = entry.strip()
         prefix, _, rest = entry.partition(":")
-        if prefix.lower() in PLATFORMS and rest:  # "slack:U123"; a Teams id "29:1ab…" has no platform prefix
+        if prefix.lower() in PLATFORMS and rest:  # "slack:U123"; an id like "29:1ab…" has no platform prefix
             if prefix.lower() == actor.platform and rest == actor.user_id:
                 return True
         elif entry == actor.user_id:
@@ -249,7 +249,7 @@ async def _admins(rt: Runtime, actor: AdminActor, args: list[str], session: Asyn
 
 async def _grant(rt: Runtime, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
     if not args:
-        raise ValueError("Usage: `grant USER [note]` (USER: `@someone`, `slack:U123` or `teams:29:…`)")
+        raise ValueError("Usage: `grant USER [note]` (USER: `@someone`, `slack:U123` or `teams:<AAD object id>`)")
     platform, user_id = resolve_user(args[0], platform=actor.platform)
     session.add(Admin(platform=platform, user_id=user_id, added_by=actor.key, note=" ".join(args[1:])[:255]))
     try:

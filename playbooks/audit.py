@@ -6,6 +6,7 @@ the ``audit`` admin command. The table is append-only: nothing in Deskmate updat
 
 from __future__ import annotations
 
+from sqlalchemy import or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -25,7 +26,7 @@ async def record(session: AsyncSession, *, actor: str, platform: str, where: str
 async def recent(session: AsyncSession, limit: int = 50, *, actor: str | None = None) -> list[AuditEntry]:
     """The newest ``limit`` entries, newest first."""
     stmt = select(AuditEntry)
-    if actor:
-        stmt = stmt.where(AuditEntry.actor == actor)
+    if actor:  # "slack:U0123" also matches "slack:U0123 (alice)"
+        stmt = stmt.where(or_(col(AuditEntry.actor) == actor, col(AuditEntry.actor).startswith(f"{actor} (")))
     stmt = stmt.order_by(col(AuditEntry.id).desc()).limit(limit)
     return list((await session.exec(stmt)).all())

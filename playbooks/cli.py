@@ -135,7 +135,7 @@ def budget_command() -> None:
 
 
 @admin_app.command("grant")
-def grant_command(user: Annotated[str, typer.Argument(help="slack:U0123ABCD or teams:29:…")],
+def grant_command(user: Annotated[str, typer.Argument(help="slack:U0123ABCD or teams:<AAD object id>")],
                   note: Annotated[str, typer.Option()] = "") -> None:
     """Let a chat user run admin commands (stored in the database)."""
     admin(f"grant {user} {note}".strip())

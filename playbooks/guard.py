@@ -15,7 +15,7 @@ key) and at most once per ``alert_cooldown_minutes`` per kind. Each names its ru
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.log import get_logger
 from feedback.models import Switch
@@ -43,6 +43,19 @@ async def after_answer(rt: Runtime, interaction_id: int, answer: Answer) -> None
     if await _due(rt):
         await clear_lapsed_switches(rt)
         await check_alerts(rt)
+
+
+async def guard_cron(ctx: dict[str, Any]) -> list[str]:
+    """The same checks for an arq cron job (``cron(guard_cron, second={0, 30})`` in ``bot/worker.py``).
+
+    ``after_answer`` only runs when something is answered; when every job fails, nothing is, and only a cron
+    notices the error rate and clears a lapsed budget switch.
+    """
+    rt: Runtime = ctx["runtime"]
+    if not await _due(rt):
+        return []
+    await clear_lapsed_switches(rt)
+    return await check_alerts(rt)
 
 
 async def _due(rt: Runtime) -> bool:

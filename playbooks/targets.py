@@ -120,7 +120,8 @@ async def lookup_slack_channel(settings: Settings, name: str) -> str | None:
 
 
 def resolve_user(word: str, *, platform: str) -> tuple[str, str]:
-    """(platform, user id) from ``<@U123>``, ``slack:U123``, ``teams:29:…`` or a bare id on the admin's platform."""
+    """(platform, user id) from ``<@U123>``, ``slack:U123``, ``teams:<AAD object id>`` or a bare id on the admin's
+    platform (Teams admins are named by their Azure AD object id, as the Teams adapter reports them)."""
     w = word.strip()
     if m := _SLACK_USER_REF.match(w):
         return "slack", m.group(1)
@@ -128,5 +129,5 @@ def resolve_user(word: str, *, platform: str) -> tuple[str, str]:
     if prefix.lower() in PLATFORMS and rest:
         return prefix.lower(), rest
     if platform == "cli":
-        raise TargetError("name the user with their platform, e.g. `slack:U0123ABCD` or `teams:29:1abc…`")
+        raise TargetError("name the user with their platform, e.g. `slack:U0123ABCD` or `teams:<AAD object id>`")
     return platform, w.lstrip("@")

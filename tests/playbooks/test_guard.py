@@ -217,3 +217,12 @@ async def test_an_llm_outage_through_the_worker_raises_the_fallback_alert(
             assert row.fallback
         kinds = [a.kind for a in await eventually(lambda: alerts(stack.web_runtime))]
     assert kinds == ["fallback-rate"]
+
+
+async def test_the_cron_entry_point_alerts_when_every_job_fails(web_rt: Runtime) -> None:
+    """Failed jobs never reach after_answer; guard_cron (for the worker's cron) still sees the error rate."""
+    async with web_rt.db.asession() as session:
+        add_interactions(session, 12, status="error", error="Redis timeout")
+        await session.commit()
+    assert await guard.guard_cron({"runtime": web_rt}) == ["error-rate"]
+    assert await guard.guard_cron({"runtime": web_rt}) == [], "throttled by guard_check_interval_s"

@@ -1,0 +1,208 @@
+"""The admin dashboard on the web process: ``/dashboard`` (HTML) and ``/dashboard/api/*`` (JSON), same auth.
+
+What it shows is read from the database on each request, so every web process shows the same thing: answers,
+👍 and fallback rates per release, latency and cost per day (:mod:`.data`); knowledge gaps (:mod:`.gaps`);
+retrieval drift (:mod:`.drift`); releases, switches and the audit log. Its two forms — kill-switch and rollback —
+run the same admin command handler as Slack, Teams and the CLI, as ``dashboard:<user>``, so they are audited.
+
+The token holder is an admin by holding the token; an SSO user may change things only if they are an admin
+(``DESKMATE_ADMIN_USER_IDS`` lists their id as the SSO header gives it) — others get a refusal, also audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from bot.log import get_logger
+from bot.runtime import Runtime
+from playbooks.dashboard import auth
+from playbooks.dashboard.data import Window, audit_view, overview, releases_view, switches_view
+from playbooks.dashboard.drift import score_drift
+from playbooks.dashboard.gaps import knowledge_gaps
+from playbooks.dashboard.page import render
+
+log = get_logger(__name__)
+
+RT = web.AppKey("dashboard_runtime", Runtime)
+GAPS_CACHE_S = 60.0
+DEFAULT_DAYS = 30
+DASHBOARD_PLATFORM = "dashboard"
+_gaps_cache: dict[tuple[int, str, int], tuple[float, dict[str, Any]]] = {}
+
+
+def _days(request: web.Request) -> int:
+    try:
+        return int(request.query.get("days", DEFAULT_DAYS))
+    except ValueError:
+        return DEFAULT_DAYS
+
+
+def see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+def _viewer(request: web.Request, *, json: bool) -> auth.Viewer:
+    viewer = auth.authenticate(request, request.app[RT].settings)
+    if viewer is None:
+        raise auth.unauthorized(request.app[RT].settings, json=json)
+    return viewer
+
+
+async def cached_gaps(rt: Runtime, window: Window) -> dict[str, Any]:
+    """Gaps embed every question: computed at most once a minute per window and process."""
+    key = (window.days, window.labels[-1], id(rt.db))
+    hit = _gaps_cache.get(key)
+    if hit and time.monotonic() - hit[0] < GAPS_CACHE_S:
+        return hit[1]
+    result = await knowledge_gaps(rt.db, rt.settings, window)
+    _gaps_cache[key] = (time.monotonic(), result)
+    return result
+
+
+async def page(request: web.Request) -> web.StreamResponse:
+    rt = request.app[RT]
+    token_given = auth.query_token_ok(request, rt.settings)
+    if token_given is not None:
+        if not token_given:
+            raise auth.unauthorized(rt.settings, json=False)
+        query = {k: v for k, v in request.query.items() if k != "token"}
+        response = see_other(request.path + (f"?{urlencode(query)}" if query else ""))
+        auth.set_session(response, request, rt.settings)
+        return response
+    viewer = _viewer(request, json=False)
+    window = Window.last(_days(request))
+    ov, gaps, drift, releases, switches, audit = await asyncio.gather(
+        overview(rt.db, rt.settings, window), cached_gaps(rt, window), score_drift(rt.db),
+        releases_view(rt.db, rt.settings), switches_view(rt.db), audit_view(rt.db, 50))
+    csrf, new_csrf = auth.csrf_token(request)
+    flash = (request.query["msg"][:2000], request.query.get("ok") == "1") if request.query.get("msg") else None
+    html = render(viewer_label=viewer.label, days=window.days, overview=ov, gaps=gaps, drift=drift, releases=releases,
+                  switches=switches, audit=audit, csrf=csrf, flash=flash)
+    response = web.Response(text=html, content_type="text/html",
+                            headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                                     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+                                                                "img-src 'self' data:; form-action 'self'"})
+    if new_csrf:
+        auth.set_csrf(response, request, csrf)
+    return response
+
+
+# --- JSON ----------------------------------------------------------------------------------------------
+async def api_overview(request: web.Request) -> web.Response:
+    _viewer(request, json=True)
+    rt = request.app[RT]
+    return web.json_response(await overview(rt.db, rt.settings, Window.last(_days(request))))
+
+
+async def api_gaps(request: web.Request) -> web.Response:
+    _viewer(request, json=True)
+    return web.json_response(await cached_gaps(request.app[RT], Window.last(_days(request))))
+
+
+async def api_drift(request: web.Request) -> web.Response:
+    _viewer(request, json=True)
+    return web.json_response(await score_drift(request.app[RT].db))
+
+
+async def api_releases(request: web.Request) -> web.Response:
+    _viewer(request, json=True)
+    rt = request.app[RT]
+    return web.json_response(await releases_view(rt.db, rt.settings))
+
+
+async def api_switches(request: web.Request) -> web.Response:
+    _viewer(request, json=True)
+    return web.json_response(await switches_view(request.app[RT].db))
+
+
+async def api_audit(request: web.Request) -> web.Response:
+    _viewer(request, json=True)
+    try:
+        limit = int(request.query.get("limit", 50))
+    except ValueError:
+        limit = 50
+    return web.json_response(await audit_view(request.app[RT].db, limit))
+
+
+# --- actions -------------------------------------------------------------------------------------------
+async def run_command(rt: Runtime, viewer: auth.Viewer, text: str) -> Any:
+    """Run an admin command as ``dashboard:<user>`` through the shared handler (so it is audited).
+
+    The token is an admin credential, like shell access for the CLI: its holder is let through the handler's
+    admin check for this one call. SSO users must be admins in their own right.
+    """
+    from playbooks.admin import AdminActor, handle_admin_command
+
+    actor = AdminActor(platform=DASHBOARD_PLATFORM, user_id=viewer.user_id, channel="",
+                       display_name=viewer.label if viewer.method == "token" else "")
+    if viewer.method == "token":
+        settings = rt.settings.model_copy(update={"admin_user_ids": [*rt.settings.admin_user_ids, viewer.user_id]})
+        rt = dataclasses.replace(rt, settings=settings)
+    return await handle_admin_command(rt, actor, text)
+
+
+async def _action(request: web.Request, build: Any) -> web.StreamResponse:
+    rt = request.app[RT]
+    wants_json = request.content_type == "application/json"
+    viewer = _viewer(request, json=wants_json)
+    fields: dict[str, Any] = dict(await request.json()) if wants_json else dict(await request.post())
+    if not auth.csrf_ok(request, viewer, str(fields.get("csrf") or "")):
+        log.warning("dashboard.csrf_refused", user=viewer.user_id)
+        return web.json_response({"ok": False, "text": "stale or missing form token: reload the page"}, status=403)
+    try:
+        command = build({k: str(v).strip() for k, v in fields.items()})
+    except ValueError as exc:
+        reply_text, ok = str(exc), False
+    else:
+        reply = await run_command(rt, viewer, command)
+        reply_text, ok = reply.text, reply.ok
+    if wants_json or viewer.via_header:
+        return web.json_response({"ok": ok, "text": reply_text}, status=200 if ok else 400)
+    query = {"days": fields.get("days") or DEFAULT_DAYS, "msg": reply_text[:1500], "ok": "1" if ok else "0"}
+    return see_other(f"/dashboard?{urlencode(query)}#controls")
+
+
+def kill_command(fields: dict[str, str]) -> str:
+    mode = fields.get("mode", "").lower()
+    if mode not in ("on", "off", "retrieval-only"):
+        raise ValueError("mode must be on, off or retrieval-only")
+    target = fields.get("target") or "everywhere"
+    if " " in target:
+        raise ValueError("where: one scope, e.g. everywhere or slack:C0123ABCD")
+    return " ".join(p for p in ("kill", mode, target, fields.get("reason", "")[:200]) if p)
+
+
+def rollback_command(fields: dict[str, str]) -> str:
+    name = fields.get("release", "")
+    if " " in name:
+        raise ValueError("a release name has no spaces")
+    return f"rollback {name}".strip()
+
+
+async def action_kill(request: web.Request) -> web.StreamResponse:
+    return await _action(request, kill_command)
+
+
+async def action_rollback(request: web.Request) -> web.StreamResponse:
+    return await _action(request, rollback_command)
+
+
+def setup(app: web.Application, rt: Runtime) -> None:
+    app[RT] = rt
+    app.router.add_get("/dashboard", page)
+    app.router.add_get("/dashboard/api/overview", api_overview)
+    app.router.add_get("/dashboard/api/gaps", api_gaps)
+    app.router.add_get("/dashboard/api/drift", api_drift)
+    app.router.add_get("/dashboard/api/releases", api_releases)
+    app.router.add_get("/dashboard/api/switches", api_switches)
+    app.router.add_get("/dashboard/api/audit", api_audit)
+    app.router.add_post("/dashboard/actions/kill", action_kill)
+    app.router.add_post("/dashboard/actions/rollback", action_rollback)
+    if not auth.configured(rt.settings):
+        log.info("dashboard.off", hint="set DESKMATE_DASHBOARD_TOKEN or DESKMATE_DASHBOARD_SSO_HEADER")

@@ -1,0 +1,194 @@
+"""The dashboard page: plain HTML with inline SVG charts and two forms; no script, nothing from the internet."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from playbooks.dashboard.charts import Marker, Series, bar_chart, histogram_chart, line_chart
+
+WINDOWS = (7, 14, 30, 90)
+STATUS_COLORS = {"answered": "#16a34a", "not_found": "#d97706", "maintenance": "#6b7280", "error": "#dc2626"}
+
+STYLE = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f8fafc;color:#0f172a}
+header{display:flex;gap:1.5rem;align-items:center;padding:.8rem 1.5rem;background:#0f172a;color:#f8fafc}
+header h1{font-size:1.15rem;margin:0}header .who{margin-left:auto;opacity:.8}
+main{padding:1rem 1.5rem;max-width:1400px}section{margin:0 0 1.6rem}h2{font-size:1.05rem;margin:.2rem 0 .6rem}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:1rem}
+.card{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:.7rem .9rem}
+.card h3{font-size:.92rem;margin:0 0 .3rem}.kpis{display:flex;gap:1rem;flex-wrap:wrap}
+.kpi{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:.5rem .9rem;min-width:120px}
+.kpi b{display:block;font-size:1.25rem}svg.chart{width:100%;height:auto}
+svg .grid{stroke:#e2e8f0}svg .tick,svg .legend{font-size:11px;fill:#475569}
+table{border-collapse:collapse;width:100%;background:#fff}td,th{border:1px solid #e2e8f0;padding:.3rem .5rem;
+text-align:left;vertical-align:top}th{background:#f1f5f9}.muted{color:#64748b}.flag{color:#fff;background:#dc2626;
+border-radius:4px;padding:.1rem .45rem}.ok{color:#fff;background:#16a34a;border-radius:4px;padding:.1rem .45rem}
+.flash{padding:.6rem .9rem;border-radius:6px;margin-bottom:1rem;white-space:pre-wrap}.flash.good{background:#dcfce7}
+.flash.bad{background:#fee2e2}form.inline{display:flex;gap:.5rem;flex-wrap:wrap;align-items:end}
+label{display:flex;flex-direction:column;font-size:.85rem;gap:.15rem}ul{margin:.2rem 0;padding-left:1.1rem}
+"""
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.0f}%"
+
+
+def _money(v: float) -> str:
+    return f"${v:.2f}" if v >= 1 or v == 0 else f"${v:.3f}"
+
+
+def release_markers(overview: dict[str, Any]) -> list[Marker]:
+    out = []
+    for e in overview["release_events"]:
+        if e["day"] is None or e["action"] == "bootstrap":
+            continue
+        color = "#dc2626" if e["action"] == "rollback" else "#2563eb"
+        out.append(Marker(e["day"], f"{e['action']}: {e['previous']} → {e['release']} by {e['actor']} at {e['at']}",
+                          color))
+    return out
+
+
+def charts(overview: dict[str, Any]) -> dict[str, str]:
+    labels = overview["labels"]
+    markers = release_markers(overview)
+    per_day = overview["answers_per_day"]
+    releases = overview["releases"]
+    budget = overview["cost_usd"]["budget"]
+    return {
+        "Answers per day": bar_chart(
+            "chart-answers", "Answers per day by outcome", labels,
+            [Series(s, per_day[s], STATUS_COLORS[s]) for s in per_day], markers=markers),
+        "👍 rate per release": line_chart(
+            "chart-up-rate", "Share of 👍 among votes, per release and day", labels,
+            [Series(name, r["up_rate"]) for name, r in releases.items()], y_max=1.0, y_format=_pct, markers=markers),
+        "LLM fallback rate per release": line_chart(
+            "chart-fallback-rate", "Share of LLM answers that fell back to excerpts, per release and day", labels,
+            [Series(name, r["fallback_rate"]) for name, r in releases.items()], y_max=1.0, y_format=_pct,
+            markers=markers),
+        "Latency (question → answer)": line_chart(
+            "chart-latency", "End-to-end latency p50 and p95, seconds", labels,
+            [Series("p50", overview["latency_s"]["p50"], "#2563eb"),
+             Series("p95", overview["latency_s"]["p95"], "#dc2626", dashed=True)],
+            y_format=lambda v: f"{v:.1f}s", markers=markers),
+        "LLM cost per day": bar_chart(
+            "chart-cost", "LLM cost per day (USD) against the daily budget", labels,
+            [Series("cost", overview["cost_usd"]["per_day"], "#7c3aed")], y_format=_money,
+            hline=(budget, f"budget {_money(budget)}") if budget else None),
+    }
+
+
+def _table(headers: list[str], rows: list[list[str]], empty: str) -> str:
+    if not rows:
+        return f'<p class="muted">{escape(empty)}</p>'
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def gaps_html(gaps: dict[str, Any]) -> str:
+    rows = []
+    for g in gaps["groups"]:
+        others = "".join(f"<li>{escape(q)}</li>" for q in g["questions"][1:])
+        sources = "".join(f'<li>{escape(s["title"])}{" › " + escape(s["heading"]) if s["heading"] and s["heading"] != s["title"] else ""}'
+                          f' <span class="muted">({escape(s["location"])}, ×{s["count"]})</span></li>'
+                          for s in g["sources"]) or '<span class="muted">nothing retrieved</span>'
+        reasons = ", ".join(f"{escape(r)} ×{c}" for r, c in g["reasons"].items()) or "—"
+        rows.append([str(g["count"]), f"<b>{escape(g['label'])}</b>" + (f"<ul>{others}</ul>" if others else ""),
+                     f"{g['unanswered']} unanswered, {g['downvoted']} 👎", reasons,
+                     f"<ul>{sources}</ul>" if g["sources"] else sources])
+    note = (f'<p class="muted">{gaps["questions"]} questions, grouped by '
+            f'{"meaning (embeddings)" if gaps["method"] == "embedding" else "shared words"}.</p>')
+    return note + _table(["asked", "question (and other phrasings)", "outcome", "👎 reasons", "sources it found"],
+                         rows, "No unanswered or 👎 questions in this window.")
+
+
+def drift_html(drift: dict[str, Any]) -> str:
+    badge = ('<span class="flag">shifted</span>' if drift["flagged"] else '<span class="ok">stable</span>'
+             if drift["ks"] is not None and "not enough" not in drift["reason"] else '<span class="muted">—</span>')
+    tw, lw = drift["this_week"], drift["last_week"]
+    chart = histogram_chart("chart-drift", "Top retrieval score: this week vs last week", drift["edges"],
+                            [Series(f"this week (n={tw['n']})", tw["hist"], "#2563eb"),
+                             Series(f"last week (n={lw['n']})", lw["hist"], "#94a3b8")])
+
+    def fmt(v: Any) -> str:
+        return "—" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    stats = (f"<p>{badge} {escape(drift['reason'])}</p><p class='muted'>mean {fmt(tw['mean'])} vs {fmt(lw['mean'])}"
+             f" (shift {fmt(drift['mean_shift'])}), KS D={fmt(drift['ks'])}, p={fmt(drift['p_value'])}; flagged at "
+             f"p&lt;{drift['alpha']} or |shift|≥{drift['mean_shift_threshold']} with ≥{drift['min_samples']} "
+             f"answers a week.</p>")
+    return f'<div class="card" id="drift-card">{stats}{chart}</div>'
+
+
+def controls_html(releases: dict[str, Any], csrf: str, days: int) -> str:
+    options = "".join(f'<option value="{escape(r["name"])}">{escape(r["name"])}</option>'
+                      for r in releases["releases"] if not r["active"])
+    hidden = f'<input type="hidden" name="csrf" value="{escape(csrf)}"><input type="hidden" name="days" value="{days}">'
+    return f"""<div class="grid"><div class="card"><h3>Kill-switch</h3>
+<form class="inline" method="post" action="/dashboard/actions/kill" id="kill-form">{hidden}
+<label>mode<select name="mode"><option>on</option><option>retrieval-only</option><option>off</option></select></label>
+<label>where<input name="target" placeholder="everywhere, or slack:C0123…" size="22"></label>
+<label>reason<input name="reason" size="28"></label><button type="submit">Set</button></form></div>
+<div class="card"><h3>Rollback</h3><form class="inline" method="post" action="/dashboard/actions/rollback" id="rollback-form">
+{hidden}<label>to release<select name="release"><option value="">the previous one</option>{options}</select></label>
+<button type="submit">Roll back</button></form>
+<p class="muted">Both go through the admin command handler and are written to the audit log.</p></div></div>"""
+
+
+def releases_html(releases: dict[str, Any]) -> str:
+    rows = [[("<b>" + escape(r["name"]) + "</b> ✓" if r["active"] else escape(r["name"])), escape(r["model"]),
+             escape(str(r["index_version"] if r["index_version"] is not None else "latest")), str(r["retrieval_k"]),
+             str(r["answers"]), f"{r['up']} / {r['down']}", str(r["fallbacks"]), escape(r["created_at"] or ""),
+             escape(r["notes"] or "")] for r in releases["releases"]]
+    history = [[escape(e["at"] or ""), escape(e["action"]) + (" (forced)" if e["forced"] else ""),
+                escape(str(e["previous"] or "")), escape(e["release"]), escape(e["actor"])] for e in releases["history"]]
+    return (_table(["release", "model", "index", "k", "answers", "👍 / 👎", "fallbacks", "created", "notes"], rows,
+                   "No releases yet.")
+            + "<h3>Changes</h3>" + _table(["when", "action", "from", "to", "by"], history, "No changes yet."))
+
+
+def switches_html(switches: list[dict[str, Any]]) -> str:
+    rows = [[escape(s["scope"]), escape(s["mode"]) + (" (lapsed)" if s["expired"] else ""), escape(s["reason"]),
+             escape(s["set_by"]) + (" (automatic)" if s["automatic"] else ""), escape(s["set_at"] or "")]
+            for s in switches]
+    return _table(["scope", "mode", "reason", "set by", "since"], rows, "No switches: Deskmate answers everywhere.")
+
+
+def audit_html(entries: list[dict[str, Any]]) -> str:
+    rows = [[escape(e["at"] or ""), escape(e["actor"]), escape(e["where"]), f"<code>{escape(e['command'])}</code>",
+             "yes" if e["allowed"] else "<b>refused</b>", escape(e["before"]), escape(e["after"]), escape(e["detail"])]
+            for e in entries]
+    return _table(["when", "who", "where", "command", "allowed", "before", "after", "detail"], rows, "Empty.")
+
+
+def render(*, viewer_label: str, days: int, overview: dict[str, Any], gaps: dict[str, Any], drift: dict[str, Any],
+           releases: dict[str, Any], switches: list[dict[str, Any]], audit: list[dict[str, Any]], csrf: str,
+           flash: tuple[str, bool] | None) -> str:
+    totals = overview["totals"]
+    answered = totals.get("answered", 0) + totals.get("not_found", 0)
+    votes = sum(r["votes"] for r in overview["releases"].values())
+    global_mode = next((s["mode"] for s in switches if s["scope"] == "global" and not s["expired"]), "on")
+    kpis = [("answers", str(answered)), ("not found", str(totals.get("not_found", 0))), ("votes", str(votes)),
+            ("LLM cost", _money(overview["cost_usd"]["total"])), ("active release", overview["active_release"]),
+            ("kill-switch (global)", global_mode)]
+    kpi_html = "".join(f'<div class="kpi"><span class="muted">{escape(k)}</span><b>{escape(v)}</b></div>' for k, v in kpis)
+    chart_html = "".join(f'<div class="card"><h3>{escape(title)}</h3>{svg}</div>' for title, svg in charts(overview).items())
+    window_options = "".join(f'<option value="{d}"{" selected" if d == days else ""}>last {d} days</option>'
+                             for d in WINDOWS)
+    flash_html = (f'<div class="flash {"good" if flash[1] else "bad"}" id="flash">{escape(flash[0])}</div>'
+                  if flash else "")
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Deskmate — operations</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head><body>
+<header><h1>Deskmate operations</h1><form method="get" action="/dashboard"><select name="days" id="window">{window_options}
+</select> <button type="submit">Show</button></form><span class="who">signed in: {escape(viewer_label)}</span></header>
+<main>{flash_html}
+<section id="overview"><h2>Overview, {escape(overview['labels'][0])} – {escape(overview['labels'][-1])}</h2>
+<div class="kpis">{kpi_html}</div><div class="grid" style="margin-top:1rem">{chart_html}</div></section>
+<section id="gaps"><h2>Knowledge gaps</h2>{gaps_html(gaps)}</section>
+<section id="drift"><h2>Retrieval drift</h2>{drift_html(drift)}</section>
+<section id="controls"><h2>Controls</h2>{controls_html(releases, csrf, days)}</section>
+<section id="releases"><h2>Releases</h2>{releases_html(releases)}</section>
+<section id="switches"><h2>Kill-switches</h2>{switches_html(switches)}</section>
+<section id="audit"><h2>Audit log</h2>{audit_html(audit)}</section>
+</main></body></html>"""
