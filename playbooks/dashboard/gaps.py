@@ -3,10 +3,11 @@
 This is the list a documentation owner works from: each group shows how often it was asked, a few phrasings,
 the 👎 reasons, and the sources retrieval did find (what was close, and evidently not enough).
 
-Grouping embeds the questions with the knowledge base's own embedder (loaded in the web process only when the
-dashboard first asks for gaps) and joins a question to the first group whose centroid is within
-``threshold`` cosine similarity; if the embedder cannot be loaded it falls back to content-word overlap
-(Jaccard), which groups rephrasings less well but needs nothing.
+Grouping embeds each distinct question once with the knowledge base's own embedder (loaded in the web process
+only when the dashboard first asks for gaps) and puts two questions in one group when their cosine similarity
+reaches ``EMBEDDING_THRESHOLD`` (single linkage: the result does not depend on the order questions came in). If
+the embedder cannot be loaded it falls back to content-word overlap (Jaccard), which groups rephrasings less
+well but needs nothing. At most ``MAX_QUESTIONS`` recent questions are grouped.
 """
 
 from __future__ import annotations
@@ -51,8 +52,6 @@ class Asked:
 @dataclass
 class Group:
     members: list[Asked] = field(default_factory=list)
-    centroid: Any = None
-    words: set[str] = field(default_factory=set)
 
     def to_json(self) -> dict[str, Any]:
         phrasings = Counter(m.question.strip() for m in self.members)
@@ -100,40 +99,60 @@ async def load_asked(db: Database, window: Window) -> list[Asked]:
                   top_score=r.top_score, at=iso(r.answered_at)) for r in rows]
 
 
-def group_by_embedding(asked: list[Asked], vectors: Any, threshold: float = EMBEDDING_THRESHOLD) -> list[Group]:
+def normalized(text: str) -> str:
+    return " ".join(_WORD.findall(text.lower()))
+
+
+def _components(n: int, linked: Any) -> list[list[int]]:
+    """Connected components of ``n`` items where ``linked(i, j)`` (single linkage: order never matters)."""
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(n):
+        for j in range(i + 1, n):
+            if find(i) != find(j) and linked(i, j):
+                parent[find(j)] = find(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(find(i), []).append(i)
+    return list(groups.values())
+
+
+def _group(asked: list[Asked], linked_unique: Any, uniques: list[str]) -> list[Group]:
+    index = {u: k for k, u in enumerate(uniques)}
+    members: dict[int, list[Asked]] = {}
+    for item in asked:
+        members.setdefault(index[normalized(item.question)], []).append(item)
+    return [Group(members=[m for k in comp for m in members[k]]) for comp in _components(len(uniques), linked_unique)]
+
+
+def unique_questions(asked: list[Asked]) -> list[str]:
+    return list(dict.fromkeys(normalized(a.question) for a in asked))
+
+
+def group_by_embedding(asked: list[Asked], uniques: list[str], vectors: Any,
+                       threshold: float = EMBEDDING_THRESHOLD) -> list[Group]:
+    """``vectors``: unit-length embeddings of ``uniques`` (the same question asked twice is embedded once)."""
     import numpy as np
 
-    groups: list[Group] = []
-    for item, vec in zip(asked, vectors):
-        best, best_sim = None, threshold
-        for g in groups:
-            sim = float(np.dot(g.centroid, vec) / (np.linalg.norm(g.centroid) or 1.0))
-            if sim >= best_sim:
-                best, best_sim = g, sim
-        if best is None:
-            groups.append(Group(members=[item], centroid=np.array(vec, dtype=float)))
-        else:
-            best.members.append(item)
-            best.centroid = best.centroid + (vec - best.centroid) / len(best.members)
-    return groups
+    sims = np.asarray(vectors, dtype=np.float32) @ np.asarray(vectors, dtype=np.float32).T
+    return _group(asked, lambda i, j: sims[i, j] >= threshold, uniques)
 
 
 def group_by_words(asked: list[Asked], threshold: float = JACCARD_THRESHOLD) -> list[Group]:
-    groups: list[Group] = []
-    for item in asked:
-        words = content_words(item.question)
-        best, best_sim = None, threshold
-        for g in groups:
-            union = len(words | g.words)
-            sim = len(words & g.words) / union if union else 1.0
-            if sim >= best_sim:
-                best, best_sim = g, sim
-        if best is None:
-            groups.append(Group(members=[item], words=set(words)))
-        else:
-            best.members.append(item)
-            best.words |= words
-    return groups
+    uniques = unique_questions(asked)
+    words = [content_words(u) for u in uniques]
+
+    def linked(i: int, j: int) -> bool:
+        union = len(words[i] | words[j])
+        return (len(words[i] & words[j]) / union if union else 1.0) >= threshold
+
+    return _group(asked, linked, uniques)
 
 
 def _embed(settings: Settings, texts: list[str]) -> Any:
@@ -151,8 +170,9 @@ async def knowledge_gaps(db: Database, settings: Settings, window: Window, *, li
     groups: list[Group] = []
     if asked and method in ("auto", "embedding"):
         try:
-            vectors = await asyncio.to_thread(_embed, settings, [a.question for a in asked])
-            groups, used = group_by_embedding(asked, vectors), "embedding"
+            uniques = unique_questions(asked)
+            vectors = await asyncio.to_thread(_embed, settings, uniques)
+            groups, used = group_by_embedding(asked, uniques, vectors), "embedding"
         except Exception as exc:  # noqa: BLE001 - gaps still show, grouped more coarsely
             if method == "embedding":
                 raise

@@ -19,7 +19,7 @@ main{padding:1rem 1.5rem;max-width:1400px}section{margin:0 0 1.6rem}h2{font-size
 .card{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:.7rem .9rem}
 .card h3{font-size:.92rem;margin:0 0 .3rem}.kpis{display:flex;gap:1rem;flex-wrap:wrap}
 .kpi{background:#fff;border:1px solid #e2e8f0;border-radius:8px;padding:.5rem .9rem;min-width:120px}
-.kpi b{display:block;font-size:1.25rem}svg.chart{width:100%;height:auto}
+.kpi b{display:block;font-size:1.25rem}svg.chart{width:100%;height:auto}#drift-card svg.chart{max-width:760px}
 svg .grid{stroke:#e2e8f0}svg .tick,svg .legend{font-size:11px;fill:#475569}
 table{border-collapse:collapse;width:100%;background:#fff}td,th{border:1px solid #e2e8f0;padding:.3rem .5rem;
 text-align:left;vertical-align:top}th{background:#f1f5f9}.muted{color:#64748b}.flag{color:#fff;background:#dc2626;
@@ -59,8 +59,8 @@ def charts(overview: dict[str, Any]) -> dict[str, str]:
         "Answers per day": bar_chart(
             "chart-answers", "Answers per day by outcome", labels,
             [Series(s, per_day[s], STATUS_COLORS[s]) for s in per_day], markers=markers),
-        "👍 rate per release": line_chart(
-            "chart-up-rate", "Share of 👍 among votes, per release and day", labels,
+        "Up-vote rate per release": line_chart(
+            "chart-up-rate", "Share of up-votes among votes, per release and day", labels,
             [Series(name, r["up_rate"]) for name, r in releases.items()], y_max=1.0, y_format=_pct, markers=markers),
         "LLM fallback rate per release": line_chart(
             "chart-fallback-rate", "Share of LLM answers that fell back to excerpts, per release and day", labels,
@@ -95,12 +95,12 @@ def gaps_html(gaps: dict[str, Any]) -> str:
                           for s in g["sources"]) or '<span class="muted">nothing retrieved</span>'
         reasons = ", ".join(f"{escape(r)} ×{c}" for r, c in g["reasons"].items()) or "—"
         rows.append([str(g["count"]), f"<b>{escape(g['label'])}</b>" + (f"<ul>{others}</ul>" if others else ""),
-                     f"{g['unanswered']} unanswered, {g['downvoted']} 👎", reasons,
+                     f"{g['unanswered']} unanswered, {g['downvoted']} down-voted", reasons,
                      f"<ul>{sources}</ul>" if g["sources"] else sources])
     note = (f'<p class="muted">{gaps["questions"]} questions, grouped by '
             f'{"meaning (embeddings)" if gaps["method"] == "embedding" else "shared words"}.</p>')
-    return note + _table(["asked", "question (and other phrasings)", "outcome", "👎 reasons", "sources it found"],
-                         rows, "No unanswered or 👎 questions in this window.")
+    return note + _table(["asked", "question (and other phrasings)", "outcome", "down-vote reasons", "sources it found"],
+                         rows, "No unanswered or down-voted questions in this window.")
 
 
 def drift_html(drift: dict[str, Any]) -> str:
@@ -143,7 +143,7 @@ def releases_html(releases: dict[str, Any]) -> str:
              escape(r["notes"] or "")] for r in releases["releases"]]
     history = [[escape(e["at"] or ""), escape(e["action"]) + (" (forced)" if e["forced"] else ""),
                 escape(str(e["previous"] or "")), escape(e["release"]), escape(e["actor"])] for e in releases["history"]]
-    return (_table(["release", "model", "index", "k", "answers", "👍 / 👎", "fallbacks", "created", "notes"], rows,
+    return (_table(["release", "model", "index", "k", "answers", "up / down", "fallbacks", "created", "notes"], rows,
                    "No releases yet.")
             + "<h3>Changes</h3>" + _table(["when", "action", "from", "to", "by"], history, "No changes yet."))
 
