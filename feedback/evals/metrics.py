@@ -139,6 +139,27 @@ class ItemResult:
             return 1.0 if self.declined else 0.0
         return 0.0 if self.declined else (self.correctness or 0.0)
 
+    @property
+    def problem(self) -> str | None:
+        """What went visibly wrong, if anything (token F1 alone is not a problem: wording differs)."""
+        if self.error:
+            return "failed"
+        if self.repeated_rejected:
+            return "gave the rejected answer again"
+        if not self.scored:
+            return None
+        if self.answerable is False:
+            return None if self.declined else "answered an unanswerable question"
+        if self.declined:
+            return "declined an answerable question"
+        if not self.recall:
+            return "retrieved no relevant document"
+        if not self.cites_relevant:
+            return "cites no relevant document"
+        if self.judge is not None and self.judge < 0.5:
+            return "judged incorrect"
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"correctness": self.correctness, "score": self.score}
 
@@ -197,8 +218,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("abstention_unanswerable", "Declined unanswerable", help="unanswerable items answered 'not found'"),
     Metric("answered_answerable", "Answered answerable", help="answerable items not declined"),
     Metric("abstention_accuracy", "Abstention accuracy", help="items where declining or not was right"),
-    Metric("regression_repeats", "Repeated 👎 answers", higher_is_better=False,
-           help="regression items given the rejected answer again"),
+    Metric("regression_repeats", "Repeated rejected answers", higher_is_better=False,
+           help="👎 regression items given the rejected answer again"),
     Metric("latency_p50_ms", "Latency p50", higher_is_better=False, unit="ms"),
     Metric("latency_p95_ms", "Latency p95", higher_is_better=False, unit="ms"),
     Metric("cost_per_answer_usd", "Cost per answer", higher_is_better=False, unit="usd"),

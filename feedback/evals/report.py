@@ -69,14 +69,15 @@ def print_run(console: Console, result: EvalResult, *, worst: int = 8) -> None:
     console.print(f"fallback rate {fmt('', extra.get('fallback_rate'))} · errors {extra.get('errors')} · "
                   f"total cost ${extra.get('cost_total_usd', 0):.4f} (+ judge ${extra.get('judge_cost_usd', 0):.4f})"
                   + (f" · stored as eval run #{result.run_id}" if result.run_id else ""))
-    low = sorted((i for i in result.items if i.score is not None and i.score < 0.5), key=lambda i: (i.score, i.qid))
-    if low and worst:
-        items = Table(title=f"Weakest items ({len(low)} scored below 0.5; showing {min(worst, len(low))})")
-        for col in ("qid", "question", "status", "score", "cited", "relevant"):
+    problems = [i for i in result.items if i.problem]
+    if problems and worst:
+        items = Table(title=f"Items with a problem ({len(problems)} of {len(result.items)}; "
+                            f"showing {min(worst, len(problems))})")
+        for col in ("qid", "question", "problem", "cited", "relevant"):
             items.add_column(col, overflow="fold")
-        for i in low[:worst]:
-            items.add_row(i.qid, i.question[:60], i.status or (i.error or "")[:30], f"{i.score:.2f}",
-                          ", ".join(i.cited_doc_ids) or "—", ", ".join(i.relevant_doc_ids) or "(unanswerable)")
+        for i in problems[:worst]:
+            items.add_row(i.qid, i.question[:60], i.problem or "", ", ".join(i.cited_doc_ids) or "—",
+                          ", ".join(i.relevant_doc_ids) or "(unanswerable)")
         console.print(items)
 
 
@@ -302,14 +303,14 @@ def render_html(results: list[EvalResult], *, title: str | None = None) -> str:
     # items of each run
     for i, r in enumerate(results):
         out.append(f"<h2><i class=swatch style='background:{PALETTE[i % len(PALETTE)]}'></i>Items — {_e(r.release)}</h2>"
-                   "<div class=card><table><tr><th>qid</th><th>question</th><th>status</th><th class=num>recall</th>"
-                   "<th class=num>F1</th><th class=num>judge</th><th>cited</th><th>relevant</th><th class=num>ms</th></tr>")
+                   "<div class=card><table><tr><th>qid</th><th>question</th><th>status</th><th>problem</th>"
+                   "<th class=num>recall</th><th class=num>F1</th><th class=num>judge</th><th>cited</th><th>relevant</th>"
+                   "<th class=num>ms</th></tr>")
         for item in r.items:
-            score = item.score
-            css = "" if score is None else ("loss" if score < 0.5 else "")
+            css = "loss" if item.problem else ""
             status = item.error and f"error: {item.error[:60]}" or item.status + (" (fallback)" if item.fallback else "")
             out.append(f"<tr class='{css}'><td>{_e(item.qid)}</td><td title='{_e(item.answer[:600])}'>{_e(item.question)}</td>"
-                       f"<td>{_e(status)}</td><td class=num>{_e(fmt('', item.recall))}</td>"
+                       f"<td>{_e(status)}</td><td>{_e(item.problem or '')}</td><td class=num>{_e(fmt('', item.recall))}</td>"
                        f"<td class=num>{_e(fmt('', item.f1))}</td><td class=num>{_e(fmt('', item.judge))}</td>"
                        f"<td>{_e(', '.join(item.cited_doc_ids) or '—')}</td>"
                        f"<td>{_e(', '.join(item.relevant_doc_ids) or ('(unanswerable)' if item.answerable is False else '?'))}</td>"
