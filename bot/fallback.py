@@ -124,7 +124,10 @@ def split_sentences(text: str) -> list[str]:
             blocks.append(" ".join(paragraph))
             paragraph.clear()
 
+    header: list[str] | None = None  # the current table's column names
     for line in text.splitlines():
+        if not line.strip().startswith("|") and not _TABLE_RULE.match(line):
+            header = None
         if (
             not line.strip()
             or _HEADING.match(line)
@@ -138,7 +141,13 @@ def split_sentences(text: str) -> list[str]:
         if line.strip().startswith("|"):  # a table row reads as one "sentence" of its cells
             flush()
             cells = [c.strip() for c in line.strip().strip("|").split("|") if c.strip()]
-            blocks.append(": ".join(cells[:1]) + (" — " + "; ".join(cells[1:]) if len(cells) > 1 else ""))
+            if header is None:
+                header = cells
+                continue
+            # each data row carries its column names, so "Portugal — Annual leave per calendar year: 25
+            # working days" matches a question about annual leave and reads on its own when quoted
+            named = [f"{h}: {c}" if h and h.lower() != c.lower() else c for h, c in zip(header[1:], cells[1:])]
+            blocks.append(cells[0] + (" — " + "; ".join(named) if named else ""))
             continue
         if _LIST_ITEM.match(line):
             flush()
@@ -180,7 +189,12 @@ def _shorten(sentence: str, limit: int) -> str:
     return f"{cut}…"
 
 
-def _score(sentences: list[_Sentence], query: set[str], passage_terms: list[set[str]]) -> None:
+_NUMBER = re.compile(r"\d")
+_QUANTITY_QUESTION = re.compile(r"\b(how (many|much|long|often|far|soon|late|early)|when|what time|which date|deadline)\b", re.I)
+
+
+def _score(sentences: list[_Sentence], query: set[str], passage_terms: list[set[str]],
+           wants_number: bool = False) -> None:
     """Query-term overlap, weighted by rarity among the candidates (a term in every sentence tells little),
     for the sentence and for its whole passage, plus a little for retrieval rank."""
     sentence_terms = [terms(s.text) for s in sentences]
@@ -199,6 +213,7 @@ def _score(sentences: list[_Sentence], query: set[str], passage_terms: list[set[
             + 0.1 / (1 + s.passage_rank)  # earlier passages were ranked more relevant
             + (0.03 if s.position == 0 else 0.0)  # a passage's first sentence tends to state its point
             - (0.1 if len(s.text) < MIN_SENTENCE_CHARS else 0.0)
+            + (0.15 if wants_number and _NUMBER.search(s.text) else 0.0)  # "how many days": quote the figure
         )
 
 
@@ -212,7 +227,8 @@ def pick_sentences(question: str, passages: list[Passage]) -> list[_Sentence]:
     ]
     if not candidates:
         return []
-    _score(candidates, query, [terms(p.text) for p in passages[:MAX_PASSAGES]])
+    _score(candidates, query, [terms(p.text) for p in passages[:MAX_PASSAGES]],
+           wants_number=bool(_QUANTITY_QUESTION.search(question)))
     ranked = sorted(candidates, key=lambda s: (-s.score, s.passage_rank, s.position))
     best = ranked[0].score
     relevant = [s for s in ranked if s.overlap > 0 and s.score >= 0.4 * best]
