@@ -158,3 +158,17 @@ def test_strip_markdown() -> None:
     assert (
         strip_markdown("Use _Self Service_ and ![logo](a.png) <b>now</b>") == "Use Self Service and logo now"
     )
+
+
+def test_table_rows_are_quoted_with_their_column_names() -> None:
+    from knowledge.passage import Passage
+
+    text = ("| Where you are employed | Annual leave per calendar year |\n|---|---|\n"
+            "| Portugal | **25 working days** |\n| Canada | **20 working days** |\n\n"
+            "Sick days do not reduce your annual leave.")
+    passage = Passage(chunk_id="p#0", doc_id="people/annual-leave", kb="t", knowledge_set="people", title="Leave",
+                      location="https://x/leave", heading="How much leave you get", text=text, score=1.0,
+                      index_version=1, dense_score=0.6)
+    answer, sources = extractive_answer("how many days of annual leave do I get in Canada?", [passage], "test")
+    assert "Canada — Annual leave per calendar year: 20 working days" in answer
+    assert sources[0].doc_id == "people/annual-leave"
