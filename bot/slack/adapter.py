@@ -1,19 +1,25 @@
 """What the Slack listeners share: where a question may be answered, and how it is handed to the worker.
 
-:meth:`SlackAdapter.submit` is the ack-side half of an answer: record the question (its Slack event id is the
-idempotency key, so a redelivered event stops here), post the "Looking through the handbook…" placeholder in
-the thread, keep its ``ts`` in the question's ``reply_target`` for the worker to replace, then enqueue. The
-placeholder is posted before enqueueing so the worker can never answer before it exists; if anything between
-recording and enqueueing dies, the queue's sweeper enqueues the pending question later.
+:meth:`SlackAdapter.submit` is the ack-side half of an answer, run by bolt after the ack:
+1. claim the event id in Redis (``SET NX``) — a redelivered event (``X-Slack-Retry-Num``) stops here;
+2. post the "Looking through the handbook…" placeholder in the thread (paced per channel);
+3. record the pending question once, its ``reply_target`` holding the placeholder's ``ts`` for the worker to
+   replace — the event id is the interaction's unique idempotency key, the second guard against duplicates;
+4. enqueue (the event id is the job id). If Redis is down, the queue's sweeper enqueues it later.
+The placeholder exists before the job does, so the worker can never answer before it. A question that cannot be
+recorded (the database is unreachable) turns the placeholder into a short apology: never a silent failure.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from sqlmodel import select
 
 from bot.channel_policy import EffectivePolicy, resolve_policy
@@ -23,12 +29,19 @@ from bot.queue import enqueue, record_question
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.slack.pacing import ChannelPacer
-from bot.slack.rendering import render_placeholder
+from bot.slack.rendering import render_notice, render_placeholder
 from feedback.models import Interaction
 
 log = get_logger(__name__)
 
 CHANNEL_TYPE_TTL_S = 600
+CLAIM_PREFIX = "deskmate:slack:event:"
+CLAIM_TTL_S = 24 * 3600  # Slack stops redelivering an event within hours
+#: Database sessions the listeners of one process hold at once: below the pool size (5 + 10 overflow), so a
+#: burst of events queues here instead of exhausting the pool and piling onto SQLite's write lock.
+DB_SLOTS = 8
+RECORD_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 4.0)
+RECORD_FAILED_REPLY = "Sorry — I couldn't take your question just now. Please ask again in a minute."
 SLACK_CHANNEL_TYPES = ("channel", "group", "im", "mpim")
 
 
@@ -51,6 +64,7 @@ class SlackAdapter:
     rt: Runtime
     client: AsyncWebClient
     pacer: ChannelPacer
+    _db_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(DB_SLOTS))
 
     @property
     def settings(self) -> Settings:
@@ -85,12 +99,12 @@ class SlackAdapter:
         return kind
 
     async def policy(self, channel: str, channel_type: str) -> EffectivePolicy:
-        async with self.rt.db.asession() as session:
+        async with self._db_slots, self.rt.db.asession() as session:
             return await resolve_policy(session, Platform.SLACK.value, channel, channel_type)
 
     async def deskmate_in_thread(self, channel: str, thread_ts: str) -> bool:
         """Has Deskmate been asked in this thread before (then a reply there is a follow-up)?"""
-        async with self.rt.db.asession() as session:
+        async with self._db_slots, self.rt.db.asession() as session:
             stmt = select(Interaction.id).where(Interaction.platform == Platform.SLACK.value,
                                                 Interaction.channel == channel, Interaction.thread == thread_ts).limit(1)
             return (await session.exec(stmt)).first() is not None
@@ -114,26 +128,73 @@ class SlackAdapter:
 
     # --- handing a question to the worker -------------------------------------------------------------
     async def submit(self, question: Question, *, placeholder: bool = True) -> int | None:
-        """Record, show progress, enqueue. Returns the interaction id, or None for a redelivered event."""
-        interaction_id, duplicate = await record_question(self.rt.db, question)
-        if duplicate:
-            log.info("slack.duplicate_event", key=question.idempotency_key, interaction_id=interaction_id)
+        """Claim, show progress, record, enqueue. Returns the interaction id, or None for a redelivered
+        event (or one that could not be recorded — the user is told so in the thread)."""
+        key = question.idempotency_key
+        if await self._claim(key) is False:
+            log.info("slack.duplicate_event", key=key)
             return None
+        placeholder_ts = None
         if placeholder:
-            ts = await self.post(question.channel, thread_ts=question.reply_target.get("thread_ts"),
-                                 **render_placeholder())
-            if ts:
-                question.reply_target["placeholder_ts"] = ts
-                await self._save_payload(interaction_id, question)
-        enqueued = await enqueue(self.rt.redis, interaction_id, question.idempotency_key)
+            placeholder_ts = await self.post(question.channel, thread_ts=question.reply_target.get("thread_ts"),
+                                             **render_placeholder())
+            if placeholder_ts:
+                question.reply_target["placeholder_ts"] = placeholder_ts
+        try:
+            interaction_id, duplicate = await self._record(question)
+        except (DBAPIError, SQLAlchemyTimeout) as exc:
+            log.error("slack.record_failed", key=key, error=str(exc)[:300])
+            await self._release(key)
+            await self._withdraw(question, placeholder_ts, RECORD_FAILED_REPLY)
+            return None
+        if duplicate:  # the Redis claim was unavailable; the database caught the redelivery
+            log.info("slack.duplicate_event", key=key, interaction_id=interaction_id)
+            await self._withdraw(question, placeholder_ts, None)
+            return None
+        enqueued = await enqueue(self.rt.redis, interaction_id, key)
         log.info("slack.question", interaction_id=interaction_id, channel=question.channel,
                  channel_type=question.channel_type, enqueued=enqueued, question=redact(question.text))
         return interaction_id
 
-    async def _save_payload(self, interaction_id: int, question: Question) -> None:
-        async with self.rt.db.asession() as session:
-            row = await session.get(Interaction, interaction_id)
-            if row is not None:
-                row.question_payload = question.model_dump(mode="json")
-                session.add(row)
-                await session.commit()
+    async def _claim(self, key: str) -> bool | None:
+        """Redis ``SET NX`` on the event key: True = first delivery, False = seen, None = Redis unavailable
+        (then the unique key in the database is the only guard)."""
+        try:
+            return bool(await self.rt.redis.set(f"{CLAIM_PREFIX}{key}", b"1", nx=True, ex=CLAIM_TTL_S))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("slack.claim_unavailable", error=str(exc))
+            return None
+
+    async def _release(self, key: str) -> None:
+        try:
+            await self.rt.redis.delete(f"{CLAIM_PREFIX}{key}")
+        except Exception:  # noqa: BLE001
+            pass
+
+    async def _record(self, question: Question) -> tuple[int, bool]:
+        """The pending interaction, written once with its final payload; retried while SQLite is busy."""
+        for attempt, delay in enumerate((*RECORD_BACKOFF_S, None)):
+            try:
+                async with self._db_slots:
+                    return await record_question(self.rt.db, question)
+            except (OperationalError, SQLAlchemyTimeout) as exc:
+                if delay is None:
+                    raise
+                log.warning("slack.record_retry", attempt=attempt + 1, error=str(exc)[:200])
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _withdraw(self, question: Question, placeholder_ts: str | None, reply: str | None) -> None:
+        """Take back a placeholder: replace it with ``reply``, or delete it."""
+        if not placeholder_ts:
+            if reply:
+                await self.ephemeral(question.channel, question.user, reply,
+                                     thread_ts=question.reply_target.get("thread_ts"))
+            return
+        try:
+            if reply:
+                await self.client.chat_update(channel=question.channel, ts=placeholder_ts, **render_notice(reply))
+            else:
+                await self.client.chat_delete(channel=question.channel, ts=placeholder_ts)
+        except SlackApiError as exc:
+            log.warning("slack.withdraw_failed", error=exc.response.get("error"))

@@ -238,6 +238,12 @@ class FakeSlack:
         self.messages[(channel, ts)] = message
         return {"ok": True, "channel": channel, "ts": ts, "text": args.get("text", ""), "message": message}
 
+    def _m_chat_delete(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))
+        if self.messages.pop((channel, ts), None) is None:
+            return {"ok": False, "error": "message_not_found"}
+        return {"ok": True, "channel": channel, "ts": ts}
+
     def _m_chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         if not args.get("user"):
             return {"ok": False, "error": "user_not_in_channel"}

@@ -315,3 +315,40 @@ async def test_placeholder_failure_still_answers_in_the_thread(slack_stack: Stac
     answer = await slack_api.wait_for("chat.postMessage", lambda c: c.response.get("ok") is True)
     assert answer.args["thread_ts"] == event["event"]["ts"] and "[1]" in answer.text_of_blocks
     assert slack_api.calls_to("chat.update") == []
+
+
+async def test_without_redis_claims_the_database_still_answers_a_redelivery_once(
+        slack_stack: Stack, slack: SlackClient, slack_api: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.slack.adapter import SlackAdapter
+
+    async def unavailable(self: SlackAdapter, key: str) -> None:
+        return None
+
+    monkeypatch.setattr(SlackAdapter, "_claim", unavailable)
+    event = mention("How do I book travel?")
+    await slack.event(event)
+    first = await slack_api.wait_for("chat.postMessage")
+    await slack_api.wait_for("chat.update", ts=first.response["ts"])
+    await slack.event(event, retry_num=1)
+    second = await slack_api.wait_for("chat.postMessage", count=2)
+    deleted = await slack_api.wait_for("chat.delete")
+    assert deleted.args["ts"] == second.response["ts"], "the redelivery's placeholder is taken back"
+    assert len(await slack_stack.interactions()) == 1 and len(slack_api.calls_to("chat.update")) == 1
+
+
+async def test_question_that_cannot_be_recorded_gets_an_apology(
+        slack_stack: Stack, slack: SlackClient, slack_api: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from bot.slack import adapter as adapter_module
+
+    async def locked(*_args: Any, **_kwargs: Any) -> Any:
+        raise OperationalError("INSERT …", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(adapter_module, "record_question", locked)
+    monkeypatch.setattr(adapter_module, "RECORD_BACKOFF_S", (0.01,))
+    await slack.event(mention("How do I book travel?"))
+    placeholder = await slack_api.wait_for("chat.postMessage")
+    apology = await slack_api.wait_for("chat.update", ts=placeholder.response["ts"])
+    assert "couldn't take your question" in apology.args["text"]
+    assert await slack_stack.interactions() == []
