@@ -87,3 +87,33 @@ async def test_feedback_is_promoted_into_the_golden_set(db: Database, tmp_path: 
     assert [i.qid for i in load_golden(path)] == [i.qid for i in promotion.added], "what is written loads back"
     again = promote_feedback(await labelled_rows(db), load_golden(path))
     assert again.added == [] and again.skipped["already in the set"] == 4
+
+
+async def test_promote_and_validate_golden_commands(db: Database, settings, tmp_path: Path, monkeypatch) -> None:
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from feedback import cli as feedback_cli
+
+    monkeypatch.setattr(feedback_cli, "get_settings", lambda: settings)
+    good = await add_interaction(db, question="whats the per diem in the US", answer="USD 80 a day [1].")
+    await record_vote(db, interaction_id=good, user="U1", platform="slack", label="up")
+    target = tmp_path / "golden" / "promoted.jsonl"
+    runner = CliRunner()
+
+    def invoke(args: list[str]):
+        return asyncio.to_thread(runner.invoke, feedback_cli.feedback_app, args)
+
+    dry = await invoke(["promote-golden", "--into", str(target), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.stdout.splitlines()[0])["answer"] == "USD 80 a day." and not target.exists()
+    wrote = await invoke(["promote-golden", "--into", str(target)])
+    assert wrote.exit_code == 0 and "Added 1 items" in " ".join(wrote.output.split())
+    again = await invoke(["promote-golden", "--into", str(target)])
+    assert "Added 0 items" in " ".join(again.output.split()) and len(target.read_text().splitlines()) == 1
+    valid = await invoke(["validate-golden", str(target)])
+    assert valid.exit_code == 0 and "valid" in valid.stdout
+    target.write_text('{"qid": "x"}\n')
+    invalid = await invoke(["validate-golden", str(target)])
+    assert invalid.exit_code == 1 and "question must be a non-empty string" in invalid.output
