@@ -70,7 +70,10 @@ def worker_options(settings: Settings) -> dict[str, Any]:
     interval = max(1, int(settings.sweeper_interval_s))
     return dict(
         functions=[func(answer, name=ANSWER_JOB, timeout=settings.job_timeout_s, max_tries=settings.job_max_tries)],
-        cron_jobs=[cron(sweep, second=set(range(0, 60, interval)), run_at_startup=True, unique=True, timeout=60)],
+        # arq holds every job's in-progress key for (the longest function timeout + 10 s), and that is how long a
+        # dead worker's job waits before another worker takes it: the sweep must not raise that bound
+        cron_jobs=[cron(sweep, second=set(range(0, 60, interval)), run_at_startup=True, unique=True,
+                        timeout=min(60.0, settings.job_timeout_s))],
         on_startup=startup,
         on_shutdown=shutdown,
         redis_settings=redis_settings(settings),

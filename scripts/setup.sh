@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install Deskmate into ./.venv (idempotent). Usage: scripts/setup.sh [--test]
-#   --test  also the test extras and the system packages the tests need (redis-server, chromium).
+#   --test  also the test extras and the system packages the tests need (redis-server, chromium, postgresql).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +24,7 @@ if [ "${1:-}" = "--test" ]; then
   need=()
   command -v redis-server >/dev/null || need+=(redis-server)
   [ -x /usr/bin/chromium ] || need+=(chromium)
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)  # tests/test_scale_out.py
   [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 fi
 
