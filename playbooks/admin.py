@@ -67,7 +67,7 @@ class AdminReply:
 HELP = """**Deskmate admin commands**
 
 - `status` — active release, kill-switches, last hour's answers, 👍/👎, fallback and error rates, spend today
-- `kill on|off|retrieval-only [#channel|here]` — everywhere by default; `off` = maintenance reply, `retrieval-only` = no LLM (cited excerpts); add a reason after the channel
+- `kill on|off|retrieval-only [#channel|here]` — everywhere by default; `off` = maintenance reply, `retrieval-only` = no LLM (cited excerpts); add a reason after the channel (or after `everywhere`)
 - `releases` — releases with their feedback and eval results, and recent changes
 - `rollback [NAME]` — back to the previously active release, or to NAME
 - `promote NAME [--force]` — make NAME active (`--force` overrides the quality gate; audited)
@@ -188,7 +188,11 @@ async def _kill(rt: Runtime, actor: AdminActor, args: list[str], session: AsyncS
         raise ValueError("Usage: `kill on|off|retrieval-only [#channel|here] [reason]`")
     mode = parse_mode(args[0])
     rest = args[1:]
-    word = rest.pop(0) if rest and looks_like_target(rest[0]) else None
+    if rest and not looks_like_target(rest[0]):
+        # "kill on general" must not silently mean "on everywhere": make the admin say which
+        raise TargetError(f"`{rest[0]}` is not a channel I recognise. Name one (`#channel`, `here`, `<#C0123>`) "
+                          f"or say `everywhere`, then the reason: `kill {mode.value} everywhere {' '.join(rest)}`")
+    word = rest.pop(0) if rest else None
     target = await resolve_target(word, platform=actor.platform, channel=actor.channel, settings=rt.settings)
     reason = " ".join(rest)[:255]
     previous = await session.get(Switch, target.scope)
@@ -219,8 +223,10 @@ async def _rollback(rt: Runtime, actor: AdminActor, args: list[str], session: As
 
 
 async def _promote(rt: Runtime, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
-    names = [a for a in args if not a.startswith("--")]
-    force = "--force" in args
+    # "--force" may arrive as "—force" (smart punctuation in chat clients)
+    flags = [a for a in args if a.startswith(("-", "—", "–"))]
+    names = [a for a in args if a not in flags]
+    force = any(f.lstrip("-—–").lower() in ("force", "f") for f in flags)
     if len(names) != 1:
         raise ValueError("Usage: `promote NAME [--force]` (see `releases`)")
     try:

@@ -300,3 +300,23 @@ async def test_unknown_command_reply(web_rt: Runtime) -> None:
     assert not reply.ok and "I don't know `frobnicate`" in reply.text and "`rollback [NAME]`" in reply.text
     empty = await run(web_rt, "")
     assert empty.ok and "Deskmate admin commands" in empty.text
+
+
+async def test_a_word_that_is_not_a_channel_is_refused_rather_than_read_as_everywhere(web_rt: Runtime) -> None:
+    await run(web_rt, "kill off")
+    reply = await run(web_rt, "kill on general")
+    assert not reply.ok and "`general` is not a channel" in reply.text and "kill on everywhere general" in reply.text
+    async with web_rt.db.asession() as session:
+        assert (await session.get(Switch, "global")).mode == "off"  # type: ignore[union-attr]
+    assert (await run(web_rt, "kill on everywhere storm is over")).ok
+
+
+async def test_force_survives_smart_punctuation(web_rt: Runtime) -> None:
+    async with web_rt.db.asession() as session:
+        await create_release(session, web_rt.settings, "r2", actor="test", notes="x")
+    register_gate(lambda *_: (False, "no eval"))
+    try:
+        reply = await run(web_rt, "promote r2 —force")
+        assert reply.ok and "promoted anyway" in reply.text
+    finally:
+        register_gate(None)
