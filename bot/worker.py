@@ -20,6 +20,7 @@ from bot.queue import ANSWER_JOB, sweep_pending
 from bot.redis_conn import redis_settings
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings, get_settings
+from playbooks.guard import guard_cron
 
 log = get_logger(__name__)
 
@@ -72,8 +73,12 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         functions=[func(answer, name=ANSWER_JOB, timeout=settings.job_timeout_s, max_tries=settings.job_max_tries)],
         # arq holds every job's in-progress key for (the longest function timeout + 10 s), and that is how long a
         # dead worker's job waits before another worker takes it: the sweep must not raise that bound
-        cron_jobs=[cron(sweep, second=set(range(0, 60, interval)), run_at_startup=True, unique=True,
-                        timeout=min(60.0, settings.job_timeout_s))],
+        cron_jobs=[
+            cron(sweep, second=set(range(0, 60, interval)), run_at_startup=True, unique=True,
+                 timeout=min(60.0, settings.job_timeout_s)),
+            # alerts and the budget switch's daily reset must not depend on answers succeeding
+            cron(guard_cron, second={0, 30}, unique=True, timeout=min(60.0, settings.job_timeout_s)),
+        ],
         on_startup=startup,
         on_shutdown=shutdown,
         redis_settings=redis_settings(settings),
