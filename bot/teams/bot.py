@@ -181,8 +181,9 @@ class DeskmateTeamsBot(TeamsActivityHandler):
                                               value={"code": "BadRequest", "message": "Not a Deskmate action."})
         outcome, notice = await self._apply(turn_context, action)
         if outcome is None:
-            return AdaptiveCardInvokeResponse(status_code=HTTPStatus.OK, type="application/vnd.microsoft.activity.message",
-                                              value="That answer is no longer available here.")  # type: ignore[arg-type]
+            return AdaptiveCardInvokeResponse(status_code=HTTPStatus.NOT_FOUND, type="application/vnd.microsoft.error",
+                                              value={"code": "NotFound",
+                                                     "message": "That answer is not available in this conversation."})
         card = answer_card(answer_from_row(outcome.row), state=outcome.state, notice=notice)
         return AdaptiveCardInvokeResponse(status_code=HTTPStatus.OK, type="application/vnd.microsoft.card.adaptive",
                                           value=card)

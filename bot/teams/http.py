@@ -56,7 +56,9 @@ class MessagesEndpoint:
             log.exception("teams.turn_failed", activity_type=activity.type)
             return web.json_response({"error": "internal error"}, status=500)
         if invoke_response is not None:
-            payload = serializer_helper(invoke_response.body) if invoke_response.body is not None else None
+            body = invoke_response.body
+            # the activity handler already serialized it to a dict; a handler may also return a model
+            payload = serializer_helper(body) if hasattr(body, "serialize") else body
             if payload is None:
                 return web.Response(status=int(invoke_response.status))
             return web.json_response(payload, status=int(invoke_response.status))

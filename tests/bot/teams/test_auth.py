@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 from botframework.connector.auth import ChannelValidation, MicrosoftAppCredentials
 
+from bot.queue import ANSWER_JOB
 from bot.settings import Settings
 from tests.bot.teams.conftest import activity, post, recorded, settle, teams_settings
 from tests.fakes.botframework import FakeConnector, OpenIdServer, start_openid_server
@@ -38,7 +39,8 @@ async def secured(make_settings: Callable[..., Settings], openid: OpenIdServer) 
 
 async def nothing_happened(stack: Stack, connector: FakeConnector) -> None:
     assert await stack.interactions() == []
-    assert await stack.web_runtime.redis.zcard("arq:queue") == 0
+    queued = await stack.web_runtime.redis.queued_jobs()
+    assert [job.function for job in queued if job.function == ANSWER_JOB] == []
     assert connector.calls == []
 
 

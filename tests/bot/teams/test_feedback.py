@@ -130,7 +130,7 @@ async def test_vote_for_an_answer_from_another_conversation_is_refused(teams_sta
     intruder["conversation"] = dict(intruder["conversation"], id="a:some-other-chat")
     response = await post(teams_stack, intruder)
     assert response.status_code == 200
-    assert response.json()["type"] == "application/vnd.microsoft.activity.message"
+    assert response.json()["type"] == "application/vnd.microsoft.error" and response.json()["statusCode"] == 404
     assert await feedback_rows(teams_stack) == []
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.bot.teams.conftest import activity, post, recorded
+from tests.bot.teams.conftest import activity, post, recorded, settle
 from tests.fakes.botframework import FakeConnector
 from tests.stack import Stack
 
@@ -46,6 +46,7 @@ async def test_personal_message_gets_placeholder_then_answer_card_in_place(teams
     assert all(a["fallback"]["type"] == "Action.Submit" and a["fallback"]["data"] == a["data"] for a in actions)
     assert any(a["data"]["deskmate"] == "escalate" for a in actions)
 
+    await settle(teams_stack)
     [row] = await teams_stack.interactions()
     assert row.platform == "teams" and row.status == "answered" and row.question == QUESTION
     assert row.question_payload["channel_type"] == "personal"
@@ -80,8 +81,6 @@ async def test_redelivered_activity_gets_one_answer(teams_stack: Stack, connecto
     await teams_stack.wait_final(row.id)
     await connector.wait_for(lambda calls: [c for c in calls if c.kind == "update"])
     assert (await post(teams_stack, body)).status_code == 200  # a third time, after the answer went out
-    from tests.bot.teams.conftest import settle
-
     await settle(teams_stack)
     assert len(await teams_stack.interactions()) == 1
     placeholders = [c for c in connector.messages() if c.kind == "reply"]
