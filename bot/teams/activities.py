@@ -6,8 +6,8 @@ Teams shapes (recorded in ``shared/fixtures/teams``):
 - in a channel, ``conversation.id`` is ``19:…@thread.…;messageid=<root post id>`` — the reply chain — and
   ``channelData.channel.id`` is the channel;
 - ``from.aadObjectId`` is the user's Azure AD object id (``from.id`` is a Teams-scoped ``29:…`` id);
-- a mention of the bot is an entity ``{"type": "mention", "mentioned": {"id": <recipient id>}, "text": "<at>Name</at>"}``
-  and that ``text`` appears verbatim in ``activity.text``.
+- a mention of the bot is an entity ``{"type": "mention", "mentioned": {"id": <recipient id>},
+  "text": "<at>Name</at>"}`` and that ``text`` appears verbatim in ``activity.text``.
 """
 
 from __future__ import annotations

@@ -177,7 +177,8 @@ class DeskmateTeamsBot(TeamsActivityHandler):
                                       invoke_value: AdaptiveCardInvokeValue) -> AdaptiveCardInvokeResponse:
         action = parse_card_action((invoke_value.action or {}).get("data"))
         if action is None:
-            return AdaptiveCardInvokeResponse(status_code=HTTPStatus.BAD_REQUEST, type="application/vnd.microsoft.error",
+            return AdaptiveCardInvokeResponse(status_code=HTTPStatus.BAD_REQUEST,
+                                              type="application/vnd.microsoft.error",
                                               value={"code": "BadRequest", "message": "Not a Deskmate action."})
         outcome, notice = await self._apply(turn_context, action)
         if outcome is None:

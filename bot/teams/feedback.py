@@ -86,21 +86,21 @@ async def apply_card_action(db: Database, action: CardAction, *, user: str, chan
     if row is None:
         log.warning("teams.feedback_unknown_answer", interaction_id=action.interaction_id)
         return None
-    platform = Platform.TEAMS.value
+    platform, iid = Platform.TEAMS.value, row.id
+    assert iid is not None
     try:
         if action.verb == Verb.VOTE:
-            label = action.label if action.label in ("up", "down") else None
-            if label is None:
+            if action.label not in ("up", "down"):
                 return ActionOutcome(row, CardState.OPEN, error="unknown vote")
-            await record_vote(db, interaction_id=row.id, user=user, platform=platform, label=label)  # type: ignore[arg-type]
-            return ActionOutcome(row, CardState.ASK_REASON if label == "down" else CardState.THANKS_UP)
+            await record_vote(db, interaction_id=iid, user=user, platform=platform, label=action.label)
+            return ActionOutcome(row, CardState.ASK_REASON if action.label == "down" else CardState.THANKS_UP)
         if action.verb == Verb.REASON:
             reason = action.reason if action.reason in DOWN_REASONS else "other"
-            await record_vote(db, interaction_id=row.id, user=user, platform=platform, label="down",  # type: ignore[arg-type]
-                              reason=reason, comment=action.comment)
+            await record_vote(db, interaction_id=iid, user=user, platform=platform, label="down", reason=reason,
+                              comment=action.comment)
             return ActionOutcome(row, CardState.THANKS_DOWN)
         if action.verb == Verb.ESCALATE:
-            await mark_escalated(db, interaction_id=row.id, user=user, platform=platform)  # type: ignore[arg-type]
+            await mark_escalated(db, interaction_id=iid, user=user, platform=platform)
             return ActionOutcome(row, CardState.ESCALATED)
     except VoteError as exc:
         log.warning("teams.feedback_refused", error=str(exc))

@@ -26,6 +26,7 @@ MANIFEST_TEMPLATE = APP_PACKAGE_DIR / "manifest.json"
 PLACEHOLDER = re.compile(r"\{\{([A-Z_]+)\}\}")
 VERSION_FORMAT = re.compile(r"^\d+\.\d+\.\d+$")
 EXAMPLE_URL = "https://example.com/deskmate"
+DEFAULT_OUTPUT = Path("dist/deskmate-teams.zip")
 
 err = Console(stderr=True)
 
@@ -66,7 +67,8 @@ def default_version() -> str:
 
 def render_manifest(*, bot_id: str, teams_app_id: str | None = None, app_name: str = "Deskmate",
                     version: str | None = None, developer_name: str = "Deskmate", website_url: str = EXAMPLE_URL,
-                    privacy_url: str = EXAMPLE_URL + "/privacy", terms_url: str = EXAMPLE_URL + "/terms") -> dict[str, Any]:
+                    privacy_url: str = EXAMPLE_URL + "/privacy",
+                    terms_url: str = EXAMPLE_URL + "/terms") -> dict[str, Any]:
     version = version or default_version()
     if not VERSION_FORMAT.match(version):
         raise PackageError(f"version must look like 1.0.0, not {version!r}")
@@ -100,9 +102,11 @@ app = typer.Typer(help="Microsoft Teams: the app package.", no_args_is_help=True
 
 @app.command("package")
 def package_command(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the zip.")] = Path("dist/deskmate-teams.zip"),
-    app_id: Annotated[Optional[str], typer.Option(help="The Azure bot's app id (default: DESKMATE_TEAMS_APP_ID).")] = None,
-    teams_app_id: Annotated[Optional[str], typer.Option(help="The Teams app's own id (default: the bot app id).")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the zip.")] = DEFAULT_OUTPUT,
+    app_id: Annotated[Optional[str], typer.Option(help="The Azure bot's app id (default: DESKMATE_TEAMS_APP_ID).")
+                      ] = None,
+    teams_app_id: Annotated[Optional[str], typer.Option(help="The Teams app's own id (default: the bot app id).")
+                            ] = None,
     name: Annotated[Optional[str], typer.Option(help="Name shown in Teams (default: DESKMATE_TEAMS_APP_NAME).")] = None,
     version: Annotated[Optional[str], typer.Option(help="App version, e.g. 1.0.1 — raise it for every upload.")] = None,
     developer_name: Annotated[str, typer.Option(envvar="DESKMATE_TEAMS_DEVELOPER_NAME")] = "Deskmate",
@@ -128,4 +132,5 @@ def package_command(
     if EXAMPLE_URL in (website_url, privacy_url, terms_url):
         err.print("[yellow]Using placeholder developer links; set --website-url, --privacy-url and --terms-url "
                   "(or DESKMATE_TEAMS_*_URL) to your own pages.[/yellow]")
-    typer.echo(f"Wrote {path} — upload it in Teams (Apps → Manage your apps → Upload an app) or the Teams admin center.")
+    typer.echo(f"Wrote {path} — upload it in the Teams admin center (Teams apps → Manage apps → Upload new app) "
+               "or in Teams (Apps → Manage your apps → Upload an app).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,6 +11,7 @@ from botbuilder.schema import Activity
 
 from bot.question import Answer, Question, Source
 from bot.teams.activities import build_question
+from bot.teams import delivery as delivery_module
 from bot.teams.delivery import TeamsDeliverer
 from tests.bot.teams.conftest import activity
 from tests.conftest import settings_for
@@ -67,12 +69,22 @@ async def test_updates_that_keep_failing_fall_back_to_a_new_message(deliverer: T
     assert [c.kind for c in connector.calls] == ["update"] * 4 + ["send"]
 
 
+class RecordingLog:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def __getattr__(self, level: str) -> Callable[..., None]:
+        return lambda event, **_kw: self.events.append((level, event))
+
+
 async def test_total_failure_is_reported_not_raised(deliverer: TeamsDeliverer, connector: FakeConnector,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    recording = RecordingLog()
+    monkeypatch.setattr(delivery_module, "log", recording)
     connector.fail_next(503, times=100)
     result = await deliverer.deliver(question(connector), ANSWER)
     assert result["ok"] is False and "503" in result["error"]
-    assert "teams.delivery_failed" in capsys.readouterr().out
+    assert ("error", "teams.delivery_failed") in recording.events
     assert len(connector.calls) == 8, "every try was made (4 updates, 4 sends)"
 
 
