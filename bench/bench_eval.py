@@ -58,10 +58,17 @@ def ingest(settings: Settings, folder: Path) -> float:
     return time.perf_counter() - started
 
 
-def figures_row(label: str, result: EvalResult) -> str:
-    s = result.summary
-    cells = [label, str(s["n"])] + [fmt(m.key, s.get(m.key)) for m in METRICS if m.key != "regression_repeats"]
-    return "| " + " | ".join(cells) + " |"
+def figures_table(columns: list[tuple[str, EvalResult]]) -> str:
+    """A Markdown table: one row per metric, one column per (set, release)."""
+    lines = ["| metric | " + " | ".join(label for label, _ in columns) + " |",
+             "|---|" + "---:|" * len(columns),
+             "| items (answerable / unanswerable) | " + " | ".join(
+                 f"{r.summary['n']} ({r.summary['n_answerable']} / {r.summary['n_unanswerable']})" for _, r in columns) + " |"]
+    for m in METRICS:
+        if m.key == "regression_repeats":
+            continue
+        lines.append(f"| {m.label} | " + " | ".join(fmt(m.key, r.summary.get(m.key)) for _, r in columns) + " |")
+    return "\n".join(lines)
 
 
 def save(name: str, results: list[EvalResult]) -> None:
@@ -72,7 +79,7 @@ def save(name: str, results: list[EvalResult]) -> None:
     console.print(f"[dim]wrote {OUT / name}.json and .html[/dim]")
 
 
-async def bench_sample() -> list[str]:
+async def bench_sample() -> list[tuple[str, EvalResult]]:
     from feedback.db import get_database
     from feedback.gate import evaluate_gate
     from playbooks.releases import active_release, create_release, get_release
@@ -95,10 +102,10 @@ async def bench_sample() -> list[str]:
     gate = await evaluate_gate(settings, "blind", active="initial")
     console.print(f"[bold]Gate on 'blind' (k=0):[/bold] {'passed' if gate.ok else 'refused'} — {gate.message}")
     await db.aclose()
-    return [figures_row("sample (44)", initial), figures_row("sample, min score 0.4", strict)]
+    return [("sample, `initial`", initial), ("sample, `strict` (min score 0.4)", strict)]
 
 
-async def bench_18f() -> list[str]:
+async def bench_18f() -> list[tuple[str, EvalResult]]:
     from feedback.golden import parse_golden
 
     settings = settings_for("18f", "18f")
@@ -113,7 +120,7 @@ async def bench_18f() -> list[str]:
     from feedback.db import get_database
 
     await get_database(settings.database_url_resolved()).aclose()
-    return [figures_row("18F FAQ (100)", result)]
+    return [("18F FAQ, `initial`", result)]
 
 
 def main() -> None:
@@ -127,18 +134,14 @@ def main() -> None:
 
     configure_logging(settings_for("sample", "default"))
     logging.getLogger().setLevel(logging.WARNING)
-    rows: list[str] = []
+    columns: list[tuple[str, EvalResult]] = []
     if args.only in (None, "sample"):
-        rows += asyncio.run(bench_sample())
+        columns += asyncio.run(bench_sample())
     if args.only in (None, "18f"):
-        rows += asyncio.run(bench_18f())
+        columns += asyncio.run(bench_18f())
     mode = "Claude + judge" if os.environ.get("DESKMATE_ANTHROPIC_API_KEY") else "no API key: extractive fallback, no judge"
-    header = ["set", "n"] + [m.label for m in METRICS if m.key != "regression_repeats"]
     print(f"\nFigures ({mode}):\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    print("\n".join(rows))
-
+    print(figures_table(columns))
 
 if __name__ == "__main__":
     main()

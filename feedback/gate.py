@@ -121,7 +121,7 @@ def find_regressions(settings: Settings, active: dict[str, Any], candidate: dict
         c_value = 0.0 if c is None else c
         if METRIC_BY_KEY[key].higher_is_better:
             if c_value < a - tol - 1e-9:
-                found.append(Regression(key, a, c, f"−{tol:.3f}"))
+                found.append(Regression(key, a, c, f"-{tol:.3f}"))
         elif c_value > a + tol + 1e-9:
             found.append(Regression(key, a, c, f"+{tol:.3f}"))
     a_p95, c_p95 = active.get("latency_p95_ms"), candidate.get("latency_p95_ms")

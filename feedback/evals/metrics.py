@@ -219,7 +219,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("answered_answerable", "Answered answerable", help="answerable items not declined"),
     Metric("abstention_accuracy", "Abstention accuracy", help="items where declining or not was right"),
     Metric("regression_repeats", "Repeated rejected answers", higher_is_better=False,
-           help="👎 regression items given the rejected answer again"),
+           help="regression items (voted down) given the rejected answer again"),
     Metric("latency_p50_ms", "Latency p50", higher_is_better=False, unit="ms"),
     Metric("latency_p95_ms", "Latency p95", higher_is_better=False, unit="ms"),
     Metric("cost_per_answer_usd", "Cost per answer", higher_is_better=False, unit="usd"),
