@@ -9,8 +9,9 @@ the Slack Web API (``tests/fakes/slack_api.py``) that receives the placeholders 
 signs and sends the events, as Slack would (``X-Slack-Signature`` v0, fresh timestamp), and times each one
 from sending the request to receiving the complete response: the ack Slack waits for (limit 3,000 ms).
 
-Every event has its own id and channel, so every one is recorded, gets a placeholder and is answered by the
-worker while later events are still arriving; the run ends when all answers were delivered (or a timeout).
+Every event has its own id (and, by default, its own channel: no policy or channel-type cache hits, no
+per-channel pacing), so every one is recorded, gets a placeholder and is answered by the worker while later
+events are still arriving; the run ends when all answers were delivered (or a timeout).
 The sample knowledge base is ingested into ``--data-dir`` on the first run (about a minute), then reused.
 """
 
@@ -69,13 +70,19 @@ def sign(body: str) -> dict[str, str]:
     return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}", "Content-Type": "application/json"}
 
 
-def event(template: dict[str, Any], i: int, run: str) -> str:
+def event(template: dict[str, Any], i: int, run: str, channels: int = 0) -> str:
     body = copy.deepcopy(template)
     ts = f"{int(time.time())}.{i:06d}"
     body["event_id"] = f"EvBench{run}{i:06d}"
-    body["event"].update(text=f"<@W111> {QUESTIONS[i % len(QUESTIONS)]}", channel=f"CBENCH{i:05d}", ts=ts,
+    body["event"].update(text=f"<@W111> {QUESTIONS[i % len(QUESTIONS)]}", channel=f"CBENCH{(i % channels) if channels else i:05d}", ts=ts,
                          event_ts=ts, user="W222")
     return json.dumps(body)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -104,7 +111,8 @@ async def counts(session: aiohttp.ClientSession, slack_url: str) -> dict[str, in
         return await response.json()
 
 
-async def drive(web_url: str, slack_url: str, events: int, concurrency: int, warmup: int) -> dict[str, Any]:
+async def drive(web_url: str, slack_url: str, events: int, concurrency: int, warmup: int,
+                web_pid: int, channels: int = 0) -> dict[str, Any]:
     template = json.loads(FIXTURE.read_text())
     run = str(int(time.time()))
     latencies: list[float] = []
@@ -112,7 +120,7 @@ async def drive(web_url: str, slack_url: str, events: int, concurrency: int, war
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         async def send(i: int, record: bool) -> None:
-            body = event(template, i, run)
+            body = event(template, i, run, channels)
             headers = sign(body)
             started = time.perf_counter()
             async with session.post(f"{web_url}/slack/events", data=body.encode(), headers=headers) as response:
@@ -124,7 +132,12 @@ async def drive(web_url: str, slack_url: str, events: int, concurrency: int, war
 
         for i in range(warmup):  # first request: bolt's auth.test, connection set-up
             await send(90000 + i, record=False)
+        await asyncio.sleep(2)  # let the warm-up answers finish, then measure the web process at rest
+        idle_before = cpu_seconds(web_pid)
+        await asyncio.sleep(3)
+        idle_cpu_per_s = (cpu_seconds(web_pid) - idle_before) / 3
         before = await counts(session, slack_url)
+        cpu_before = cpu_seconds(web_pid)
         semaphore = asyncio.Semaphore(concurrency)
 
         async def limited(i: int) -> None:
@@ -134,6 +147,7 @@ async def drive(web_url: str, slack_url: str, events: int, concurrency: int, war
         started = time.perf_counter()
         await asyncio.gather(*(limited(i) for i in range(events)))
         send_s = time.perf_counter() - started
+        web_cpu_s = cpu_seconds(web_pid) - cpu_before  # acks and the intake work done meanwhile
         deadline = time.monotonic() + max(120, events * 0.5)
         delivered = 0
         while time.monotonic() < deadline:
@@ -143,8 +157,10 @@ async def drive(web_url: str, slack_url: str, events: int, concurrency: int, war
                 break
             await asyncio.sleep(0.25)
         answered_s = time.perf_counter() - started
+        web_cpu_total_s = cpu_seconds(web_pid) - cpu_before
     return {"latencies": latencies, "statuses": statuses, "send_s": send_s, "delivered": delivered,
-            "answered_s": answered_s}
+            "answered_s": answered_s, "web_cpu_s": web_cpu_s, "web_cpu_total_s": web_cpu_total_s,
+            "web_idle_cpu_per_s": idle_cpu_per_s}
 
 
 def main() -> None:
@@ -152,6 +168,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--channels", type=int, default=0, help="distinct channels (0 = one per event)")
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "deskmate-bench-slack")
     args = parser.parse_args()
 
@@ -185,7 +202,7 @@ def main() -> None:
         asyncio.run(wait_http(f"http://127.0.0.1:{web_port}/healthz"))
         asyncio.run(wait_http(f"http://127.0.0.1:{slack_port}/_counts"))
         result = asyncio.run(drive(f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{slack_port}",
-                                   args.events, args.concurrency, args.warmup))
+                                   args.events, args.concurrency, args.warmup, web.pid, args.channels))
     finally:
         for proc in (web, worker):
             proc.terminate()
@@ -206,6 +223,9 @@ def main() -> None:
     print(f"  ack p99            {percentile(lat, 99):7.1f} ms")
     print(f"  ack max            {max(lat):7.1f} ms")
     print(f"  events/s sent      {args.events / result['send_s']:7.1f}")
+    busy = result["web_cpu_total_s"] - result["web_idle_cpu_per_s"] * result["answered_s"]
+    print(f"  web CPU per event  {busy / args.events * 1000:7.1f} ms (ack + intake: claim, placeholder, record, "
+          f"enqueue; the process's idle use, {result['web_idle_cpu_per_s'] * 100:.0f}% of a CPU, subtracted)")
     print(f"  answers delivered  {result['delivered']}/{args.events} in {result['answered_s']:.1f} s")
 
 

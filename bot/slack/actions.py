@@ -160,28 +160,22 @@ async def on_escalate(adapter: SlackAdapter, body: dict[str, Any], respond: Asyn
 def register(app: AsyncApp, adapter: SlackAdapter) -> None:
     async def vote_up(ack: AsyncAck, body: dict, respond: AsyncRespond) -> None:
         await ack()
-        await _guard(on_vote_up(adapter, body, respond))
+        await adapter.after_ack(on_vote_up(adapter, body, respond), "vote_up")
 
     async def vote_down(ack: AsyncAck, body: dict, respond: AsyncRespond) -> None:
         await ack()
-        await _guard(on_vote_down(adapter, body, respond))
+        await adapter.after_ack(on_vote_down(adapter, body, respond), "vote_down")
 
     async def escalate(ack: AsyncAck, body: dict, respond: AsyncRespond) -> None:
         await ack()
-        await _guard(on_escalate(adapter, body, respond))
+        await adapter.after_ack(on_escalate(adapter, body, respond), "escalate")
 
     async def feedback_submitted(ack: AsyncAck, body: dict, view: dict) -> None:
         await ack()  # closes the modal
-        await _guard(on_feedback_submitted(adapter, body, view))
+        await adapter.after_ack(on_feedback_submitted(adapter, body, view), "feedback_modal")
 
     app.action(VOTE_UP)(vote_up)
     app.action(VOTE_DOWN)(vote_down)
     app.action(ESCALATE)(escalate)
     app.view(FEEDBACK_VIEW)(feedback_submitted)
 
-
-async def _guard(coro: Any) -> None:
-    try:
-        await coro
-    except Exception:  # noqa: BLE001 - already acknowledged: log, don't raise into bolt
-        log.exception("slack.action_failed")

@@ -13,6 +13,7 @@ recorded (the database is unreachable) turns the placeholder into a short apolog
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,8 @@ CLAIM_TTL_S = 24 * 3600  # Slack stops redelivering an event within hours
 #: Database sessions the listeners of one process hold at once: below the pool size (5 + 10 overflow), so a
 #: burst of events queues here instead of exhausting the pool and piling onto SQLite's write lock.
 DB_SLOTS = 8
+POLICY_CACHE_S = 10.0
+POLICY_CACHE_SIZE = 2000
 RECORD_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 4.0)
 RECORD_FAILED_REPLY = "Sorry — I couldn't take your question just now. Please ask again in a minute."
 SLACK_CHANNEL_TYPES = ("channel", "group", "im", "mpim")
@@ -65,6 +68,30 @@ class SlackAdapter:
     client: AsyncWebClient
     pacer: ChannelPacer
     _db_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(DB_SLOTS))
+    _policies: dict[tuple[str, str], tuple[float, EffectivePolicy]] = field(default_factory=dict)
+    _inflight: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    # --- work after the ack -----------------------------------------------------------------------------
+    async def after_ack(self, coro: Any, what: str) -> None:
+        """Run a listener's post-ack work: tracked (a shutting-down process finishes it first, see
+        :meth:`drain`) and never raising into bolt, which could only log it tersely."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            await coro
+        except Exception:  # noqa: BLE001
+            log.exception("slack.listener_failed", what=what)
+        finally:
+            if task is not None:
+                self._inflight.discard(task)
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait for acknowledged events still being handed to the worker (Slack will not resend them)."""
+        pending = {t for t in self._inflight if not t.done()}
+        if pending:
+            log.info("slack.draining", pending=len(pending))
+            await asyncio.wait(pending, timeout=timeout_s)
 
     @property
     def settings(self) -> Settings:
@@ -99,8 +126,20 @@ class SlackAdapter:
         return kind
 
     async def policy(self, channel: str, channel_type: str) -> EffectivePolicy:
+        """The channel's policy for intake (answer at all? every message?), cached for ``POLICY_CACHE_S``:
+        a burst of events in a channel costs one query. The worker re-reads it for every answer, so which
+        sources may be cited is never stale."""
+        key = (channel, channel_type)
+        now = time.monotonic()
+        cached = self._policies.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         async with self._db_slots, self.rt.db.asession() as session:
-            return await resolve_policy(session, Platform.SLACK.value, channel, channel_type)
+            policy = await resolve_policy(session, Platform.SLACK.value, channel, channel_type)
+        if len(self._policies) >= POLICY_CACHE_SIZE:
+            self._policies.clear()
+        self._policies[key] = (now + POLICY_CACHE_S, policy)
+        return policy
 
     async def deskmate_in_thread(self, channel: str, thread_ts: str) -> bool:
         """Has Deskmate been asked in this thread before (then a reply there is a follow-up)?"""

@@ -103,13 +103,17 @@ async def on_command(adapter: SlackAdapter, ack: AsyncAck, body: dict[str, Any],
 
 def register(app: AsyncApp, adapter: SlackAdapter) -> None:
     async def command(ack: AsyncAck, body: dict, respond: AsyncRespond) -> None:
-        try:
-            await on_command(adapter, ack, body, respond)
-        except Exception:  # noqa: BLE001
-            log.exception("slack.command_failed")
-            try:
-                await respond(text=":warning: Sorry — that didn't work. Please try again.", response_type="ephemeral")
-            except Exception:  # noqa: BLE001
-                pass
+        await adapter.after_ack(_with_apology(adapter, ack, body, respond), "command")
 
     app.command(adapter.settings.slack_command)(command)
+
+
+async def _with_apology(adapter: SlackAdapter, ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+    try:
+        await on_command(adapter, ack, body, respond)
+    except Exception:  # noqa: BLE001 - the user gets a reply, the log the trace
+        log.exception("slack.command_failed")
+        try:
+            await respond(text=":warning: Sorry — that didn't work. Please try again.", response_type="ephemeral")
+        except Exception:  # noqa: BLE001
+            pass

@@ -57,6 +57,7 @@ def setup(app: web.Application, rt: Runtime) -> None:
         if socket is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(socket.close(), 5)
+        await adapter.drain()
         await close_session(adapter.client)
 
     app.cleanup_ctx.append(lifecycle)

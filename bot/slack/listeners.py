@@ -144,13 +144,13 @@ async def on_assistant_thread_started(adapter: SlackAdapter, event: dict[str, An
 
 def register(app: AsyncApp, adapter: SlackAdapter) -> None:
     async def app_mention(body: dict, event: dict, context: AsyncBoltContext) -> None:
-        await _guard(on_app_mention(adapter, body, event, context), event)
+        await adapter.after_ack(on_app_mention(adapter, body, event, context), "app_mention")
 
     async def message(body: dict, event: dict, context: AsyncBoltContext) -> None:
-        await _guard(on_message(adapter, body, event, context), event)
+        await adapter.after_ack(on_message(adapter, body, event, context), "message")
 
     async def assistant_thread_started(event: dict) -> None:
-        await _guard(on_assistant_thread_started(adapter, event), event)
+        await adapter.after_ack(on_assistant_thread_started(adapter, event), "assistant_thread_started")
 
     async def acknowledged_only() -> None:
         return None
@@ -160,10 +160,3 @@ def register(app: AsyncApp, adapter: SlackAdapter) -> None:
     app.event("assistant_thread_started")(assistant_thread_started)
     app.event("assistant_thread_context_changed")(acknowledged_only)
 
-
-async def _guard(coro: Any, event: dict[str, Any]) -> None:
-    """Events are acknowledged already: an exception here can only be logged (bolt would log it tersely)."""
-    try:
-        await coro
-    except Exception:  # noqa: BLE001
-        log.exception("slack.event_failed", event_type=event.get("type"), channel=event.get("channel"))

@@ -80,5 +80,6 @@ async def run_socket_mode(settings: Settings) -> None:
         await socket.run_forever()
     finally:
         await socket.close()
+        await adapter.drain()
         await close_session(adapter.client)
         await rt.aclose()

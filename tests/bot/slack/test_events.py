@@ -352,3 +352,27 @@ async def test_question_that_cannot_be_recorded_gets_an_apology(
     apology = await slack_api.wait_for("chat.update", ts=placeholder.response["ts"])
     assert "couldn't take your question" in apology.args["text"]
     assert await slack_stack.interactions() == []
+
+
+async def test_shutdown_finishes_acknowledged_events(slack_settings: Callable[..., Settings],
+                                                     slack_api: FakeSlack) -> None:
+    from feedback.db import Database
+
+    settings = slack_settings()
+    async with running_stack(settings, worker=False) as stack:
+        slack_api.rate_limit_once("chat.postMessage", retry_after=1)  # keep the intake busy past shutdown
+        response = await SlackClient(stack.client).event(mention("How do I book travel?"))
+        assert response.status_code == 200
+    # acked, so Slack will not resend it: the web process finished handing it over before it stopped
+    placeholder = slack_api.calls_to("chat.postMessage")[-1]
+    assert placeholder.status == 200
+    db = Database(settings.database_url_resolved())
+    try:
+        async with db.asession() as session:
+            from sqlmodel import select
+
+            rows = list((await session.exec(select(Interaction))).all())
+    finally:
+        await db.aclose()
+    assert len(rows) == 1 and rows[0].status == "pending"
+    assert rows[0].question_payload["reply_target"]["placeholder_ts"] == placeholder.response["ts"]
