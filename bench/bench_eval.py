@@ -33,7 +33,7 @@ from bot.settings import SAMPLE_KNOWLEDGE_DIR, Settings  # noqa: E402
 from feedback.evals.metrics import METRICS  # noqa: E402
 from feedback.evals.report import fmt, print_comparison, print_run, render_html  # noqa: E402
 from feedback.evals.runner import EvalResult, compare, run_eval  # noqa: E402
-from feedback.golden import SAMPLE_GOLDEN, load_golden  # noqa: E402
+from feedback.golden import SAMPLE_GOLDEN  # noqa: E402
 
 OUT = ROOT / "data" / "bench" / "eval"
 console = Console(width=130)

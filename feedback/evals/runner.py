@@ -23,7 +23,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import col, select
 
 from bot.log import get_logger
 from bot.pipeline import compose_for_release
@@ -31,7 +30,7 @@ from bot.runtime import Runtime
 from bot.settings import Settings
 from feedback.db import Database, get_database
 from feedback.evals.judge import Judge
-from feedback.evals.metrics import METRICS, ItemResult, score_item, summarize
+from feedback.evals.metrics import METRICS, ItemResult, clean_answer, score_item, summarize
 from feedback.golden import GoldenItem, load_golden
 from feedback.models import EvalRun, Release
 from knowledge.retrieval import SearchFilter
@@ -200,8 +199,6 @@ async def answer_item(rt: Runtime, release: Release, item: GoldenItem, judge: Ju
         if result.declined:
             result.judge, result.judge_reason = 0.0, "declined an answerable question"
         else:
-            from feedback.evals.metrics import clean_answer
-
             verdict = await judge.grade(item.question, item.answer, clean_answer(result.answer))
             result.judge, result.judge_reason, result.judge_cost_usd = verdict.score, verdict.reason, verdict.cost_usd
     return result
