@@ -81,6 +81,7 @@ async def test_eval_with_claude_cites_and_is_judged(make_settings, fake_anthropi
     assert s["judge_score"] == 1.0 and s["citation_coverage"] == 1.0 and s["cost_per_answer_usd"] > 0
     assert result.fingerprint["generation"] == "llm:claude-sonnet-5-5" and "judge-v1" in result.fingerprint["judge"]
     assert len(fake_anthropic.message_requests) == 2
+    assert render_html([result]).count("<svg") == 3, "bars, latency and cost distributions"
 
 
 async def test_compare_reports_wins_and_losses(settings: Settings, small_golden: Path, db) -> None:
