@@ -1,13 +1,14 @@
-"""``deskmate slack …``: Socket Mode on its own, and the app manifest to paste into api.slack.com."""
+"""``deskmate slack …``: Socket Mode on its own, the app manifest, and per-channel policy."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
-app = typer.Typer(help="Slack: Socket Mode and the app manifest.", no_args_is_help=True)
+app = typer.Typer(help="Slack: Socket Mode, the app manifest, per-channel policy.", no_args_is_help=True)
 
 MANIFEST = Path(__file__).with_name("manifest.yaml")
 
@@ -40,3 +41,52 @@ def manifest_command() -> None:
     if command != "/deskmate":
         text = text.replace("command: /deskmate", f"command: {command}")
     typer.echo(text, nl=False)
+
+
+@app.command("channel")
+def channel_command(
+    channel: Annotated[str, typer.Argument(help="Channel id, e.g. C0123ABCD (channel details → bottom).")],
+    enable: Annotated[Optional[bool], typer.Option("--enable/--disable", help="Answer in this channel at all.")] = None,
+    respond_to: Annotated[Optional[str], typer.Option(help="'mentions' (default) or 'all' top-level messages.")] = None,
+    sets: Annotated[Optional[str], typer.Option(help="Comma-separated knowledge sets it may cite; 'all' = every set.")] = None,
+    sources: Annotated[Optional[str], typer.Option(help="'public' (only sources marked public), 'all', or 'default' "
+                                                        "(by channel type: public channels → public).")] = None,
+) -> None:
+    """Show or change one channel's policy (changes are audited)."""
+    from bot.settings import get_settings
+    from bot.slack.channels import UNSET, configure_channel
+    from feedback.db import get_database
+
+    source_values = {"public": True, "all": False, "default": None}
+    if sources is not None and sources not in source_values:
+        raise typer.BadParameter("--sources must be public, all or default")
+    db = get_database(get_settings().database_url_resolved())
+    db.migrate()
+    changes = dict(
+        enabled=UNSET if enable is None else enable,
+        respond_to=UNSET if respond_to is None else respond_to,
+        knowledge_sets=UNSET if sets is None else (None if sets == "all" else [s.strip() for s in sets.split(",") if s.strip()]),
+        public_only=UNSET if sources is None else source_values[sources],
+    )
+    try:
+        before, after = asyncio.run(configure_channel(db, channel, **changes))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(f"{channel}: {after}" if before == after else f"{channel}: {before}  →  {after}")
+
+
+@app.command("channels")
+def channels_command() -> None:
+    """Slack channels with their own policy (all others use the defaults)."""
+    from bot.settings import get_settings
+    from bot.slack.channels import describe, list_policies
+    from feedback.db import get_database
+
+    db = get_database(get_settings().database_url_resolved())
+    db.migrate()
+    rows = asyncio.run(list_policies(db))
+    if not rows:
+        typer.echo("No channel has its own policy: defaults everywhere (enabled, mentions, public channels see "
+                   "public sources only).")
+    for row in rows:
+        typer.echo(f"{row.channel}: {describe(row)}")

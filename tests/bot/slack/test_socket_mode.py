@@ -46,3 +46,24 @@ async def test_events_api_envelope_over_a_local_websocket(slack_settings: Callab
         assert "/deskmate ask" in command_ack["payload"]["text"]
         assert len(await stack.interactions()) == 1
         assert len(slack_api.calls_to("chat.update")) == 1
+
+
+async def test_deskmate_slack_socket_runs_socket_mode_on_its_own(slack_settings: Callable[..., Settings],
+                                                                 slack_api: FakeSlack) -> None:
+    import asyncio
+    import contextlib
+
+    from bot.slack.socket_mode import run_socket_mode
+
+    settings = slack_settings(slack_app_token="xapp-1-test", slack_signing_secret=None)
+    task = asyncio.create_task(run_socket_mode(settings))
+    try:
+        await slack_api.wait_socket_connected(timeout=30)
+        envelope_id = await slack_api.send_envelope("events_api", mention("How do I book travel?"))
+        assert await slack_api.wait_for_ack(envelope_id) == {"envelope_id": envelope_id}
+        placeholder = await slack_api.wait_for("chat.postMessage")
+        assert placeholder.args["channel"] == PUBLIC
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
