@@ -549,13 +549,18 @@ class Tracer:
         value: float,
         comment: str | None = None,
         data_type: Literal["NUMERIC", "BOOLEAN"] | None = None,
+        score_id: str | None = None,
     ) -> None:
-        """A score on a trace, e.g. :data:`FEEDBACK_SCORE` 1 for 👍, 0 for 👎; sent in the background."""
+        """A score on a trace, e.g. :data:`FEEDBACK_SCORE` 1 for 👍, 0 for 👎; sent in the background.
+
+        With a stable ``score_id`` (e.g. derived from the feedback row) a changed vote replaces the earlier
+        score instead of adding a second one."""
         if not self.enabled or self._client is None or not trace_id:
             return
         try:
             self._client.create_score(
-                trace_id=trace_id, name=name, value=float(value), comment=comment, data_type=data_type
+                trace_id=trace_id, name=name, value=float(value), comment=comment, data_type=data_type,
+                score_id=score_id,
             )
         except Exception as exc:
             self._outage.sdk_error("score", exc)

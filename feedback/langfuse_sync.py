@@ -16,7 +16,6 @@ The last two use the SDK's REST client (``langfuse.api``) only: no OpenTelemetry
 from __future__ import annotations
 
 import hashlib
-import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,24 +48,17 @@ def send_vote_score(tracer: Any, *, trace_id: str | None, label: str, reason: st
                     feedback_id: int | None = None) -> bool:
     """The vote as the ``user_feedback`` score on its trace (no-op without a tracer, Langfuse or trace id).
 
-    A 👎 reason travels as the score's comment. When the tracer accepts ``score_id`` the score id is stable per
-    feedback row, so a changed vote replaces the earlier score in Langfuse instead of adding a second one.
+    A 👎 reason travels as the score's comment. The score id is stable per feedback row, so a changed vote
+    replaces the earlier score in Langfuse instead of adding a second one.
     """
     if tracer is None or not trace_id or label not in ("up", "down") or not getattr(tracer, "enabled", False):
         return False
     kwargs: dict[str, Any] = {"trace_id": trace_id, "name": FEEDBACK_SCORE, "value": score_value(label),
                               "comment": reason}
-    if feedback_id is not None and _accepts_score_id(tracer):
+    if feedback_id is not None:
         kwargs["score_id"] = score_id(feedback_id, trace_id)
     tracer.score(**kwargs)
     return True
-
-
-def _accepts_score_id(tracer: Any) -> bool:
-    try:
-        return "score_id" in inspect.signature(tracer.score).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def api_client(settings: Settings, *, timeout_s: float = 10.0) -> LangfuseAPI:

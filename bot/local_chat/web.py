@@ -16,6 +16,7 @@ from bot.local_chat.answers import interaction_view
 from bot.question import Platform, Question
 from bot.queue import submit
 from bot.runtime import Runtime
+from feedback.langfuse_sync import send_vote_score
 from feedback.votes import DOWN_REASONS, VoteError, record_vote
 
 PAGE = Path(__file__).with_name("page.html")
@@ -83,9 +84,8 @@ async def feedback(request: web.Request) -> web.Response:
                                    comment=body.get("comment") or None)
     except (VoteError, ValueError) as exc:
         return web.json_response({"error": str(exc)}, status=400)
-    if rt.tracer is not None and result.trace_id:
-        rt.tracer.score(trace_id=result.trace_id, name="user_feedback", value=1.0 if result.feedback.label == "up" else 0.0,
-                        comment=result.feedback.reason)
+    send_vote_score(rt.tracer, trace_id=result.trace_id, label=result.feedback.label, reason=result.feedback.reason,
+                    feedback_id=result.feedback.id)
     return web.json_response({"ok": True, "changed": result.changed})
 
 
