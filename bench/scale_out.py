@@ -292,7 +292,7 @@ async def ask_all(cluster: Cluster, n: int, *, tag: str, questions: list[str] = 
 
     Each question ends with a unique ``(tag-i)``, so LLM requests can be matched to questions.
     """
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=50)) as client:
         async def ask(i: int) -> int:
             web = cluster.webs[i % len(cluster.webs)]
             r = await client.post(cluster.url(web) + "/chat/api/ask",
@@ -321,28 +321,42 @@ async def wait_all_final(cluster: Cluster, ids: list[int], timeout_s: float = 60
     return [done[i] for i in ids]
 
 
+async def measure(cluster: Cluster, n: int, tag: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    ids = await ask_all(cluster, n, tag=tag)
+    views = await wait_all_final(cluster, ids)
+    wall = time.perf_counter() - started
+    statuses: dict[str, int] = {}
+    for v in views:
+        statuses[v["status"]] = statuses.get(v["status"], 0) + 1
+    asked = set(ids)
+    return {"questions": n, "statuses": statuses, "wall_s": round(wall, 1), "answers_per_s": round(n / wall, 2),
+            "answers_per_min": round(60 * n / wall), "per_worker": {w.name: len(w.handled() & asked)
+                                                                    for w in cluster.workers}}
+
+
 async def bench(args: argparse.Namespace) -> None:
+    """One cluster; the workers are added one at a time and the same load is measured at each count."""
     from tests.fakes.anthropic_server import Reply, start_fake_anthropic
 
+    counts = sorted(int(w) for w in args.workers.split(","))
     async with start_fake_anthropic() as llm:
         llm.always(Reply.answer(delay_s=args.llm_latency))
-        for workers in (int(w) for w in args.workers.split(",")):
-            root = Path(tempfile.mkdtemp(prefix="deskmate-scale-"))
-            async with start_cluster(root, llm.url, webs=args.webs, workers=workers, worker_max_jobs=args.max_jobs,
-                                     job_timeout_s=max(60, 4 * args.llm_latency)) as cluster:
-                await wait_all_final(cluster, await ask_all(cluster, 2, tag="warm"))
-                started = time.perf_counter()
-                ids = await ask_all(cluster, args.questions, tag=f"w{workers}")
-                views = await wait_all_final(cluster, ids)
-                wall = time.perf_counter() - started
-                per_worker = {w.name: len(w.handled()) for w in cluster.workers}
-            shutil.rmtree(root, ignore_errors=True)
-            print(json.dumps({"webs": args.webs, "workers": workers, "max_jobs": args.max_jobs,
-                              "llm_latency_s": args.llm_latency, "questions": args.questions,
-                              "answered": sum(v["status"] == "answered" for v in views),
-                              "wall_s": round(wall, 1), "answers_per_s": round(args.questions / wall, 2),
-                              "answers_per_min": round(60 * args.questions / wall), "per_worker": per_worker,
-                              "startup": cluster.timings}), flush=True)
+        root = Path(tempfile.mkdtemp(prefix="deskmate-scale-"))
+        async with start_cluster(root, llm.url, webs=args.webs, workers=counts[0], knowledge=args.knowledge,
+                                 worker_max_jobs=args.max_jobs, job_timeout_s=max(120, 10 * args.llm_latency)) as cluster:
+            print(json.dumps({"startup_s": cluster.timings}), flush=True)
+            await measure(cluster, 2 * len(cluster.workers), "warm")
+            for count in counts:
+                while len(cluster.workers) < count:
+                    cluster.start_worker()
+                await cluster.wait_ready()
+                await measure(cluster, 2 * count, f"warm{count}")  # each new worker loads the index
+                result = await measure(cluster, args.questions, f"w{count}")
+                print(json.dumps({"webs": args.webs, "workers": count, "max_jobs": args.max_jobs,
+                                  "llm_latency_s": args.llm_latency, "load_avg_1m": round(os.getloadavg()[0], 1),
+                                  **result}), flush=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:
@@ -352,6 +366,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=60)
     parser.add_argument("--llm-latency", type=float, default=2.0)
     parser.add_argument("--max-jobs", type=int, default=20, help="answers in flight per worker (arq max_jobs)")
+    parser.add_argument("--knowledge", type=Path, default=SAMPLE, help="folder to ingest (default: the sample)")
     asyncio.run(bench(parser.parse_args()))
 
 

@@ -86,13 +86,18 @@ def _table(headers: list[str], rows: list[list[str]], empty: str) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def source_label(source: dict[str, Any]) -> str:
+    heading = source["heading"]
+    return f"{source['title']} › {heading}" if heading and heading != source["title"] else source["title"]
+
+
 def gaps_html(gaps: dict[str, Any]) -> str:
     rows = []
     for g in gaps["groups"]:
         others = "".join(f"<li>{escape(q)}</li>" for q in g["questions"][1:])
-        sources = "".join(f'<li>{escape(s["title"])}{" › " + escape(s["heading"]) if s["heading"] and s["heading"] != s["title"] else ""}'
-                          f' <span class="muted">({escape(s["location"])}, ×{s["count"]})</span></li>'
-                          for s in g["sources"]) or '<span class="muted">nothing retrieved</span>'
+        sources = "".join(f'<li>{escape(source_label(s))} <span class="muted">({escape(s["location"])}, '
+                          f'×{s["count"]})</span></li>' for s in g["sources"])
+        sources = sources or '<span class="muted">nothing retrieved</span>'
         reasons = ", ".join(f"{escape(r)} ×{c}" for r, c in g["reasons"].items()) or "—"
         rows.append([str(g["count"]), f"<b>{escape(g['label'])}</b>" + (f"<ul>{others}</ul>" if others else ""),
                      f"{g['unanswered']} unanswered, {g['downvoted']} down-voted", reasons,

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from bot.settings import Settings
 from feedback.models import AuditEntry, Feedback, Interaction, Release, ReleaseEvent, Switch
 from playbooks.dashboard.drift import compare
 from playbooks.dashboard.gaps import group_by_words, knowledge_gaps
