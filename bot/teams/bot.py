@@ -152,7 +152,12 @@ class DeskmateTeamsBot(TeamsActivityHandler):
         added: list[ChannelAccount] = activity.members_added or []
         if not bot_id or not any(member.id == bot_id for member in added):
             return
-        if not await self.rt.redis.set(GREETED_KEY.format(activity.id), "1", nx=True, ex=86_400):
+        try:
+            first = await self.rt.redis.set(GREETED_KEY.format(activity.id), "1", nx=True, ex=86_400)
+        except Exception as exc:  # noqa: BLE001 - Redis down: greeting twice beats not greeting
+            log.warning("teams.greeting_dedupe_unavailable", error=str(exc))
+            first = True
+        if not first:
             return  # a redelivered install event
         log.info("teams.installed", conversation_type=getattr(activity.conversation, "conversation_type", None))
         await self._send_quietly(turn_context, text_activity(greeting(self.rt.settings.teams_app_name)))

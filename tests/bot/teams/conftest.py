@@ -62,12 +62,15 @@ async def teams_stack(make_settings: Callable[..., Settings]) -> AsyncIterator[S
 
 
 async def settle(stack: Stack, timeout_s: float = 30.0) -> None:
-    """Wait for the worker's in-flight jobs: arq's ``Worker.close()`` cancels them and re-raises the
-    ``CancelledError`` (tests/stack.py closes the worker as soon as a test returns)."""
+    """Wait until every question is answered and the worker has no job in flight, so that no answer of this
+    test is delivered during the next one (arq's ``Worker.close()`` does not reliably stop a running job)."""
     if stack.worker is None:
         return
     deadline = time.monotonic() + timeout_s
-    while any(not task.done() for task in stack.worker.tasks.values()) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        pending = [row for row in await stack.interactions() if row.status == "pending"]
+        if not pending and all(task.done() for task in stack.worker.tasks.values()):
+            return
         await asyncio.sleep(0.02)
 
 
