@@ -170,7 +170,7 @@ class DeskmateTeamsBot(TeamsActivityHandler):
         activity = turn_context.activity
         row = await apply_reactions(self.rt.db, [r.type for r in message_reactions if r.type],
                                     message_id=activity.reply_to_id or "", user=user_of(activity),
-                                    channel=channel_of(activity))
+                                    channel=channel_of(activity), tracer=self.rt.tracer)
         if row is not None:
             log.info("teams.reaction_vote", interaction_id=row.id)
 
@@ -221,7 +221,8 @@ class DeskmateTeamsBot(TeamsActivityHandler):
 
     async def _apply(self, turn_context: TurnContext, action: CardAction) -> tuple[ActionOutcome | None, str | None]:
         activity = turn_context.activity
-        outcome = await apply_card_action(self.rt.db, action, user=user_of(activity), channel=channel_of(activity))
+        outcome = await apply_card_action(self.rt.db, action, user=user_of(activity), channel=channel_of(activity),
+                                          tracer=self.rt.tracer)
         if outcome is None:
             return None, None
         if outcome.error:

@@ -17,8 +17,9 @@ from bot.log import get_logger
 from bot.question import Answer, AnswerStatus, Platform, Source
 from bot.teams.cards import DATA_KEY, CardState, Verb
 from feedback.db import Database
+from feedback.langfuse_sync import send_vote_score
 from feedback.models import Interaction
-from feedback.votes import DOWN_REASONS, VoteError, mark_escalated, record_vote
+from feedback.votes import DOWN_REASONS, VoteError, VoteResult, mark_escalated, record_vote
 
 log = get_logger(__name__)
 
@@ -80,7 +81,17 @@ class ActionOutcome:
     error: str | None = None
 
 
-async def apply_card_action(db: Database, action: CardAction, *, user: str, channel: str) -> ActionOutcome | None:
+def _score(tracer: Any, result: VoteResult) -> None:
+    """The vote as the Langfuse ``user_feedback`` score of the answer's trace (no-op without Langfuse)."""
+    try:
+        send_vote_score(tracer, trace_id=result.trace_id, label=result.feedback.label, reason=result.feedback.reason,
+                        feedback_id=result.feedback.id)
+    except Exception as exc:  # noqa: BLE001 - the vote is recorded; tracing must not fail the click
+        log.warning("teams.feedback_score_failed", error=str(exc))
+
+
+async def apply_card_action(db: Database, action: CardAction, *, user: str, channel: str,
+                            tracer: Any = None) -> ActionOutcome | None:
     """Record what the action says; returns the card state to show, or None when the answer is unknown here."""
     row = await load_interaction(db, action.interaction_id, channel=channel)
     if row is None:
@@ -92,12 +103,12 @@ async def apply_card_action(db: Database, action: CardAction, *, user: str, chan
         if action.verb == Verb.VOTE:
             if action.label not in ("up", "down"):
                 return ActionOutcome(row, CardState.OPEN, error="unknown vote")
-            await record_vote(db, interaction_id=iid, user=user, platform=platform, label=action.label)
+            _score(tracer, await record_vote(db, interaction_id=iid, user=user, platform=platform, label=action.label))
             return ActionOutcome(row, CardState.ASK_REASON if action.label == "down" else CardState.THANKS_UP)
         if action.verb == Verb.REASON:
             reason = action.reason if action.reason in DOWN_REASONS else "other"
-            await record_vote(db, interaction_id=iid, user=user, platform=platform, label="down", reason=reason,
-                              comment=action.comment)
+            _score(tracer, await record_vote(db, interaction_id=iid, user=user, platform=platform, label="down",
+                                             reason=reason, comment=action.comment))
             return ActionOutcome(row, CardState.THANKS_DOWN)
         if action.verb == Verb.ESCALATE:
             await mark_escalated(db, interaction_id=iid, user=user, platform=platform)
@@ -128,8 +139,8 @@ async def find_by_message(db: Database, *, channel: str, message_id: str) -> Int
     return None
 
 
-async def apply_reactions(db: Database, reactions: list[str], *, message_id: str, user: str,
-                          channel: str) -> Interaction | None:
+async def apply_reactions(db: Database, reactions: list[str], *, message_id: str, user: str, channel: str,
+                          tracer: Any = None) -> Interaction | None:
     """Record reactions added to an answer as votes; returns the interaction, or None if not an answer."""
     labels = [REACTION_LABELS[r] for r in reactions if r in REACTION_LABELS]
     if not labels or not message_id:
@@ -138,5 +149,6 @@ async def apply_reactions(db: Database, reactions: list[str], *, message_id: str
     if row is None or row.id is None:
         log.info("teams.reaction_not_on_answer", message_id=message_id)
         return None
-    await record_vote(db, interaction_id=row.id, user=user, platform=Platform.TEAMS.value, label=labels[-1])
+    _score(tracer, await record_vote(db, interaction_id=row.id, user=user, platform=Platform.TEAMS.value,
+                                     label=labels[-1]))
     return row

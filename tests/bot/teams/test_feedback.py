@@ -50,9 +50,30 @@ def card_inputs(card: dict) -> list[str]:
     return [e["id"] for e in card["body"] if e["type"].startswith("Input.")]
 
 
+class RecordingTracer:
+    enabled = True
+
+    def __init__(self) -> None:
+        self.scores: list[dict[str, Any]] = []
+
+    def score(self, **kwargs: Any) -> None:
+        self.scores.append(kwargs)
+
+    def shutdown(self) -> None:
+        pass
+
+
 async def test_thumbs_down_invoke_records_feedback_and_refreshes_the_card_asking_why(teams_stack: Stack,
                                                                                     connector: FakeConnector) -> None:
     row, message_id, question = await ask(teams_stack, connector)
+    async with teams_stack.db.asession() as session:  # as if Langfuse had traced the answer
+        stored = await session.get(Interaction, row.id)
+        assert stored is not None
+        stored.trace_id = "trace-123"
+        session.add(stored)
+        await session.commit()
+    tracer = RecordingTracer()
+    teams_stack.web_runtime.tracer = tracer
     vote = execute_invoke(question, connector, message_id, {"deskmate": "vote", "iid": row.id, "label": "down"})
     response = await post(teams_stack, vote)
     assert response.status_code == 200, response.text
@@ -69,6 +90,9 @@ async def test_thumbs_down_invoke_records_feedback_and_refreshes_the_card_asking
     assert card_inputs(response.json()["value"]) == []
     [fb] = await feedback_rows(teams_stack)
     assert (fb.label, fb.reason, fb.comment) == ("down", "outdated", "policy changed in May")
+    assert [(s["trace_id"], s["value"], s["comment"]) for s in tracer.scores] == [
+        ("trace-123", 0.0, None), ("trace-123", 0.0, "outdated")], "each vote is the trace's user_feedback score"
+    assert len({s["score_id"] for s in tracer.scores}) == 1, "one score per feedback row, replaced on change"
 
     up = execute_invoke(question, connector, message_id, {"deskmate": "vote", "iid": row.id, "label": "up"})
     assert (await post(teams_stack, up)).status_code == 200
