@@ -163,8 +163,14 @@ async def test_two_webs_and_two_workers_answer_once_obey_switches_and_survive_a_
         assert all(r.status in InteractionStatus.FINAL for r in rows)
         attempts = {r.id: r.attempts for r in rows}
         assert attempts.pop(victim_id) == 2 and set(attempts.values()) == {1}, attempts
-        done = Counter(ln["interaction_id"] for w in cluster.workers for ln in w.log_lines()
-                       if ln.get("event") == "pipeline.done")
+        def done_lines() -> Counter[int]:
+            return Counter(ln["interaction_id"] for w in cluster.workers for ln in w.log_lines()
+                           if ln.get("event") == "pipeline.done")
+
+        for _ in range(100):  # the row is final a moment before the job logs pipeline.done
+            if set(done := done_lines()) >= {r.id for r in rows}:
+                break
+            await asyncio.sleep(0.1)
         assert set(done.values()) == {1} and set(done) == {r.id for r in rows}, done  # one answer each
         calls = llm_calls(fake_anthropic)
         for row in rows:

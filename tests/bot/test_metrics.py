@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,8 +24,10 @@ from tests.stack import running_stack
 
 async def job_finished(stack: Any, timeout_s: float = 10) -> None:
     """The row is final before the job returns (delivery, hooks): wait until the arq queue is empty."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while await stack.web_runtime.redis.zcard("arq:queue") and asyncio.get_running_loop().time() < deadline:
+    deadline = time.time() + timeout_s
+    # a job stays in the queue until it returns; later scores are the sweeper's next runs
+    while await stack.web_runtime.redis.zcount("arq:queue", "-inf", int(time.time() * 1000)):
+        assert time.time() < deadline, "the job did not finish"
         await asyncio.sleep(0.05)
 
 
@@ -112,7 +115,7 @@ async def test_a_jobs_log_lines_carry_the_interaction_id_and_not_the_question(
     make_settings: Callable[..., Settings], fake_anthropic: Any
 ) -> None:
     """JSON logs as in production: every line the job writes names the interaction; the text is never logged."""
-    question = "Where is the secret quarterly zebra roadmap kept?"
+    question = "How much is the meal per diem when I travel to Zanzibar?"
     fake_anthropic.always(Reply.server_error())  # an LLM failure → warning lines and the fallback, all in the job
     settings = make_settings(anthropic_api_key="sk-test", anthropic_base_url=fake_anthropic.url, llm_max_retries=0,
                              log_format="json", log_level="INFO")  # production's level (DEBUG adds drivers' lines)
@@ -125,13 +128,14 @@ async def test_a_jobs_log_lines_carry_the_interaction_id_and_not_the_question(
         async with running_stack(settings) as stack:
             asked = await stack.client.post("/chat/api/ask", json={"text": question})
             row = await stack.wait_final(asked.json()["interaction_id"])
+            await job_finished(stack)
     finally:
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
         structlog.configure(**saved_config)
         configure_logging_flag_reset()
     output = buffer.getvalue()
-    assert question not in output and "zebra" not in output
+    assert question not in output and "Zanzibar" not in output
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     job_lines = [ln for ln in lines if str(ln.get("event", "")).startswith(("pipeline.", "answer.", "llm."))
                  or ln.get("logger", "").startswith(("bot.pipeline", "bot.answering", "bot.llm", "bot.worker"))]
