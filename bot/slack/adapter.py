@@ -41,6 +41,7 @@ CLAIM_TTL_S = 24 * 3600  # Slack stops redelivering an event within hours
 #: Database sessions the listeners of one process hold at once: below the pool size (5 + 10 overflow), so a
 #: burst of events queues here instead of exhausting the pool and piling onto SQLite's write lock.
 DB_SLOTS = 8
+INTAKE_SLOTS = 4
 POLICY_CACHE_S = 10.0
 POLICY_CACHE_SIZE = 2000
 RECORD_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 4.0)
@@ -70,16 +71,23 @@ class SlackAdapter:
     _db_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(DB_SLOTS))
     _policies: dict[tuple[str, str], tuple[float, EffectivePolicy]] = field(default_factory=dict)
     _inflight: set[asyncio.Task[Any]] = field(default_factory=set)
+    _intake_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(INTAKE_SLOTS))
 
     # --- work after the ack -----------------------------------------------------------------------------
-    async def after_ack(self, coro: Any, what: str) -> None:
+    async def after_ack(self, coro: Any, what: str, *, bounded: bool = False) -> None:
         """Run a listener's post-ack work: tracked (a shutting-down process finishes it first, see
-        :meth:`drain`) and never raising into bolt, which could only log it tersely."""
+        :meth:`drain`) and never raising into bolt, which could only log it tersely. ``bounded`` work (event
+        intake) runs at most ``INTAKE_SLOTS`` at a time, so that during a burst the event loop keeps
+        answering Slack's requests promptly instead of queueing each ack behind hundreds of intake steps."""
         task = asyncio.current_task()
         if task is not None:
             self._inflight.add(task)
         try:
-            await coro
+            if bounded:
+                async with self._intake_slots:
+                    await coro
+            else:
+                await coro
         except Exception:  # noqa: BLE001
             log.exception("slack.listener_failed", what=what)
         finally:

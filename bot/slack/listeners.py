@@ -144,10 +144,10 @@ async def on_assistant_thread_started(adapter: SlackAdapter, event: dict[str, An
 
 def register(app: AsyncApp, adapter: SlackAdapter) -> None:
     async def app_mention(body: dict, event: dict, context: AsyncBoltContext) -> None:
-        await adapter.after_ack(on_app_mention(adapter, body, event, context), "app_mention")
+        await adapter.after_ack(on_app_mention(adapter, body, event, context), "app_mention", bounded=True)
 
     async def message(body: dict, event: dict, context: AsyncBoltContext) -> None:
-        await adapter.after_ack(on_message(adapter, body, event, context), "message")
+        await adapter.after_ack(on_message(adapter, body, event, context), "message", bounded=True)
 
     async def assistant_thread_started(event: dict) -> None:
         await adapter.after_ack(on_assistant_thread_started(adapter, event), "assistant_thread_started")

@@ -36,6 +36,17 @@ async def only_interaction(stack: Stack, timeout_s: float = 10.0) -> Interaction
     return await stack.wait_final(rows[0].id)
 
 
+async def delivered(stack: Stack, interaction_id: int, timeout_s: float = 10.0) -> dict[str, Any]:
+    """The interaction's delivery record (written just after the answer is posted)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        async with stack.db.asession() as session:
+            row = await session.get(Interaction, interaction_id)
+        if row is not None and row.delivery or asyncio.get_running_loop().time() > deadline:
+            return row.delivery if row is not None else {}
+        await asyncio.sleep(0.05)
+
+
 def answer_update(slack_api: FakeSlack, placeholder: Call) -> Callable[[Call], bool]:
     def is_answer(call: Call) -> bool:
         return call.args.get("ts") == placeholder.response["ts"] and call.response.get("ok") is True
@@ -80,7 +91,7 @@ async def test_mention_gets_placeholder_then_answer_with_sources_and_buttons(
                                "deskmate_escalate": str(row.id)}
     labels = [b for b in blocks if b["type"] == "context" and "Automatic excerpt" in b["elements"][0]["text"]]
     assert labels, "no API key: the extractive fallback is labelled as such"
-    assert row.delivery["method"] == "chat.update"
+    assert (await delivered(slack_stack, row.id))["method"] == "chat.update"
     assert len(slack_api.calls_to("chat.postMessage")) == 1, "the answer replaced the placeholder"
 
 
@@ -270,12 +281,12 @@ async def test_rate_limited_update_is_retried_after_retry_after(slack_stack: Sta
     slack_api.rate_limit_once("chat.update", retry_after=1)
     await slack.event(mention("How do I book travel?"))
     placeholder = await slack_api.wait_for("chat.postMessage")
-    delivered = await slack_api.wait_for("chat.update", lambda c: c.status == 200, ts=placeholder.response["ts"])
+    retried = await slack_api.wait_for("chat.update", lambda c: c.status == 200, ts=placeholder.response["ts"])
     limited = slack_api.calls_to("chat.update")[0]
     assert limited.status == 429
-    assert delivered.at - limited.at >= 1.0, "waited Retry-After before retrying"
+    assert retried.at - limited.at >= 1.0, "waited Retry-After before retrying"
     row = await slack_stack.wait_final((await slack_stack.interactions())[0].id)
-    assert row.delivery.get("method") == "chat.update"
+    assert (await delivered(slack_stack, row.id)).get("method") == "chat.update"
 
 
 @pytest.mark.parametrize("secret,age_s", [("forged-secret", 0), (None, 60 * 10)], ids=["forged", "stale"])
