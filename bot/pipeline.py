@@ -177,10 +177,16 @@ class AnswerPipeline:
         return answer
 
     async def deliver(self, question: Question, answer: Answer) -> dict[str, Any]:
+        """Hand the answer to its platform. The answer is already recorded (final), so a retry of the job
+        would skip it: a deliverer that raises is recorded as a failed delivery instead of failing the job."""
         deliverer = self.rt.deliverers.get(question.platform)
         if deliverer is None:
             return {}
-        return await deliverer.deliver(question, answer) or {}
+        try:
+            return await deliverer.deliver(question, answer) or {}
+        except Exception as exc:  # noqa: BLE001 - recorded on the interaction and logged with the traceback
+            log.exception("pipeline.delivery_failed", platform=question.platform.value)
+            return {"ok": False, "error": repr(exc)[:500]}
 
     async def record(self, interaction_id: int, answer: Answer, passages: list[Passage], release: Release,
                      switch_reason: str | None = None) -> None:

@@ -60,5 +60,5 @@ def test_unknown_model_costs_nothing_and_warns_once(recorded: RecordingLog) -> N
 
 
 def test_known_model_does_not_warn(recorded: RecordingLog) -> None:
-    cost_usd("claude-opus-4-1-20250805", USAGE, DEFAULT_PRICES)
+    cost_usd("claude-haiku-4-5-20251001", USAGE, DEFAULT_PRICES)
     assert recorded.warnings == []
