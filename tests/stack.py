@@ -67,6 +67,10 @@ async def running_worker(settings: Settings) -> AsyncIterator[Any]:
             task.result()
         yield worker
     finally:
+        # let jobs still running finish, so none is cancelled mid-answer or lands in the next test
+        deadline = time.monotonic() + 15
+        while getattr(worker, "job_tasks", None) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await worker.close()
         task.cancel()
