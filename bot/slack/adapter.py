@@ -25,6 +25,7 @@ from sqlmodel import select
 
 from bot.channel_policy import EffectivePolicy, resolve_policy
 from bot.log import get_logger, redact
+from bot.pipeline import hash_user
 from bot.question import Platform, Question
 from bot.queue import enqueue, record_question
 from bot.runtime import Runtime
@@ -149,11 +150,13 @@ class SlackAdapter:
         self._policies[key] = (now + POLICY_CACHE_S, policy)
         return policy
 
-    async def deskmate_in_thread(self, channel: str, thread_ts: str) -> bool:
-        """Has Deskmate been asked in this thread before (then a reply there is a follow-up)?"""
+    async def asked_in_thread(self, channel: str, thread_ts: str, user: str) -> bool:
+        """Did ``user`` ask Deskmate in this thread before? Then their reply there is a follow-up. Replies by
+        others are conversation between people (they can still mention @Deskmate)."""
         async with self._db_slots, self.rt.db.asession() as session:
             stmt = select(Interaction.id).where(Interaction.platform == Platform.SLACK.value,
-                                                Interaction.channel == channel, Interaction.thread == thread_ts).limit(1)
+                                                Interaction.channel == channel, Interaction.thread == thread_ts,
+                                                Interaction.user_hash == hash_user(user)).limit(1)
             return (await session.exec(stmt)).first() is not None
 
     # --- talking back ---------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """Slack events → questions.
 
 Answered: ``app_mention`` in channels; every message in a DM (``message.im``, including the Assistant panel's
-threads); replies in a channel thread where Deskmate was already asked (no new mention needed); top-level
-messages in channels whose policy says ``respond_to: all``. Ignored: Deskmate's own messages, other bots
-(unless ``slack_answer_bots``), edits, deletions and every other subtype. Events are acknowledged by bolt
-before these run, so nothing here counts against Slack's 3-second limit.
+threads); replies in a channel thread by someone who already asked Deskmate there (no new mention needed,
+unless the reply mentions someone else); top-level messages in channels whose policy says ``respond_to: all``.
+Ignored: Deskmate's own messages, other bots (unless ``slack_answer_bots``), edits, deletions and every other
+subtype. Events are acknowledged by bolt before these run, so nothing here counts against Slack's 3-second
+limit.
 """
 
 from __future__ import annotations
@@ -117,8 +118,9 @@ async def on_message(adapter: SlackAdapter, body: dict[str, Any], event: dict[st
     if context.bot_user_id and f"<@{context.bot_user_id}" in (event.get("text") or ""):
         return  # the app_mention event for the same message answers it
     is_reply = bool(thread_ts) and thread_ts != event.get("ts")
-    if is_reply and not await adapter.deskmate_in_thread(channel, thread_ts):
-        return
+    if is_reply and (_MENTION.search(event.get("text") or "")
+                     or not await adapter.asked_in_thread(channel, thread_ts, event.get("user", ""))):
+        return  # addressed to someone else, or not a thread where this person asked Deskmate
     channel_type = await adapter.channel_type(channel, event.get("channel_type", ""),
                                               ext_shared=bool(body.get("is_ext_shared_channel")))
     policy = await adapter.policy(channel, channel_type)

@@ -130,14 +130,17 @@ async def test_thread_follow_up_without_mention_is_answered_with_the_earlier_tur
     async with running_stack(settings) as stack:
         slack = SlackClient(stack.client)
         first = mention("How much is the daily meal allowance when I travel?")
+        root = first["event"]["ts"]
         await slack.event(first)
         first_placeholder = await slack_api.wait_for("chat.postMessage")
         await slack_api.wait_for("chat.update", ts=first_placeholder.response["ts"])
-        root = first["event"]["ts"]
 
-        # a reply in an unrelated thread, and a top-level message: not for Deskmate
+        # not for Deskmate: a reply in an unrelated thread, a top-level message, a colleague's reply in the
+        # thread, and the asker's reply to that colleague
         await slack.event(channel_message("lunch anyone?", thread_ts="1500000000.000100"))
         await slack.event(channel_message("And for hotels?"))
+        await slack.event(channel_message("It is 40 a day, I think", thread_ts=root, user="W333"))
+        await slack.event(channel_message("<@W333> thanks!", thread_ts=root))
         follow_up = channel_message("And is there a limit for hotels?", thread_ts=root)
         await slack.event(follow_up)
 
