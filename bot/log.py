@@ -47,7 +47,7 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
-    for noisy in ("httpx", "httpcore", "chromadb", "urllib3", "arq.worker", "alembic", "opentelemetry", "bm25s"):
+    for noisy in ("httpx", "httpcore", "chromadb", "urllib3", "arq.worker", "alembic", "opentelemetry", "bm25s", "aiosqlite"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
