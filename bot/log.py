@@ -47,7 +47,9 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
-    for noisy in ("httpx", "httpcore", "chromadb", "urllib3", "arq.worker", "alembic", "opentelemetry", "bm25s", "aiosqlite"):
+    noisy_loggers = ("httpx", "httpcore", "chromadb", "urllib3", "arq.worker", "alembic", "opentelemetry", "bm25s",
+                     "aiosqlite")  # aiosqlite logs SQL parameters, which hold message text
+    for noisy in noisy_loggers:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
