@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from sqlmodel import select
 
-from bot.channel_policy import EffectivePolicy, resolve_policy
+from bot.channel_policy import EffectivePolicy, default_public_only, resolve_policy
 from bot.log import get_logger, redact
 from bot.pipeline import hash_user
 from bot.question import Platform, Question
@@ -33,6 +33,7 @@ from bot.settings import Settings
 from bot.slack.pacing import ChannelPacer
 from bot.slack.rendering import render_notice, render_placeholder
 from feedback.models import Interaction
+from knowledge.retrieval import SearchFilter
 
 log = get_logger(__name__)
 
@@ -127,6 +128,9 @@ class SlackAdapter:
         except SlackApiError as exc:
             log.warning("slack.channel_type_unknown", channel=channel, error=exc.response.get("error"))
             return "channel"
+        except Exception as exc:  # noqa: BLE001 - Slack unreachable: fail closed
+            log.warning("slack.channel_type_unknown", channel=channel, error=repr(exc))
+            return "channel"
         kind = classify_conversation(response.get("channel") or {})
         try:
             await self.rt.redis.set(key, kind, ex=CHANNEL_TYPE_TTL_S)
@@ -143,8 +147,15 @@ class SlackAdapter:
         cached = self._policies.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
-        async with self._db_slots, self.rt.db.asession() as session:
-            policy = await resolve_policy(session, Platform.SLACK.value, channel, channel_type)
+        try:
+            async with self._db_slots, self.rt.db.asession() as session:
+                policy = await resolve_policy(session, Platform.SLACK.value, channel, channel_type)
+        except (DBAPIError, SQLAlchemyTimeout) as exc:
+            # go on with the defaults: recording the question will tell the user if the database is down,
+            # and the worker applies the real policy to whatever it answers
+            log.warning("slack.policy_unavailable", channel=channel, error=str(exc)[:200])
+            return EffectivePolicy(enabled=True, respond_to="mentions",
+                                   search_filter=SearchFilter(public_only=default_public_only(channel_type)))
         if len(self._policies) >= POLICY_CACHE_SIZE:
             self._policies.clear()
         self._policies[key] = (now + POLICY_CACHE_S, policy)
@@ -153,11 +164,15 @@ class SlackAdapter:
     async def asked_in_thread(self, channel: str, thread_ts: str, user: str) -> bool:
         """Did ``user`` ask Deskmate in this thread before? Then their reply there is a follow-up. Replies by
         others are conversation between people (they can still mention @Deskmate)."""
-        async with self._db_slots, self.rt.db.asession() as session:
-            stmt = select(Interaction.id).where(Interaction.platform == Platform.SLACK.value,
-                                                Interaction.channel == channel, Interaction.thread == thread_ts,
-                                                Interaction.user_hash == hash_user(user)).limit(1)
-            return (await session.exec(stmt)).first() is not None
+        try:
+            async with self._db_slots, self.rt.db.asession() as session:
+                stmt = select(Interaction.id).where(Interaction.platform == Platform.SLACK.value,
+                                                    Interaction.channel == channel, Interaction.thread == thread_ts,
+                                                    Interaction.user_hash == hash_user(user)).limit(1)
+                return (await session.exec(stmt)).first() is not None
+        except (DBAPIError, SQLAlchemyTimeout) as exc:
+            log.warning("slack.thread_lookup_failed", error=str(exc)[:200])
+            return False
 
     # --- talking back ---------------------------------------------------------------------------------
     async def post(self, channel: str, *, thread_ts: str | None = None, **message: Any) -> str | None:
@@ -168,13 +183,16 @@ class SlackAdapter:
         except SlackApiError as exc:
             log.error("slack.post_failed", channel=channel, error=exc.response.get("error"))
             return None
+        except Exception as exc:  # noqa: BLE001 - network trouble after the client's retries
+            log.error("slack.post_failed", channel=channel, error=repr(exc))
+            return None
         return str(response.get("ts") or "") or None
 
     async def ephemeral(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> None:
         try:
             await self.client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
-        except SlackApiError as exc:
-            log.warning("slack.ephemeral_failed", channel=channel, error=exc.response.get("error"))
+        except Exception as exc:  # noqa: BLE001 - a hint the user may miss; nothing was recorded
+            log.warning("slack.ephemeral_failed", channel=channel, error=repr(exc))
 
     # --- handing a question to the worker -------------------------------------------------------------
     async def submit(self, question: Question, *, placeholder: bool = True) -> int | None:
@@ -246,5 +264,5 @@ class SlackAdapter:
                 await self.client.chat_update(channel=question.channel, ts=placeholder_ts, **render_notice(reply))
             else:
                 await self.client.chat_delete(channel=question.channel, ts=placeholder_ts)
-        except SlackApiError as exc:
-            log.warning("slack.withdraw_failed", error=exc.response.get("error"))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("slack.withdraw_failed", error=repr(exc))
