@@ -30,6 +30,7 @@ from bot.slack.rendering import (
     feedback_modal,
 )
 from feedback.models import Interaction
+from feedback.langfuse_sync import send_vote_score
 from feedback.votes import DOWN_REASONS, VoteError, mark_escalated, record_vote
 
 log = get_logger(__name__)
@@ -65,10 +66,8 @@ async def vote(adapter: SlackAdapter, body: dict[str, Any], label: str, *, reaso
     except VoteError as exc:
         log.warning("slack.vote_refused", error=str(exc), interaction_id=interaction_id)
         return False
-    tracer = adapter.rt.tracer
-    if tracer is not None and result.trace_id:
-        tracer.score(trace_id=result.trace_id, name="user_feedback", value=1.0 if label == "up" else 0.0,
-                     comment=result.feedback.reason)
+    send_vote_score(adapter.rt.tracer, trace_id=result.trace_id, label=result.feedback.label,
+                    reason=result.feedback.reason, feedback_id=result.feedback.id)
     return True
 
 
