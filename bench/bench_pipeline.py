@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -28,15 +29,30 @@ from bot.local_chat.web import local_question  # noqa: E402
 from bot.queue import submit  # noqa: E402
 from bot.runtime import build_runtime  # noqa: E402
 from bot.settings import Settings  # noqa: E402
-from feedback.models import Interaction  # noqa: E402
+from feedback.models import Interaction, InteractionStatus  # noqa: E402
 from tests.fakes.anthropic_server import Reply, start_fake_anthropic  # noqa: E402
 from tests.fakes.redis_server import start_redis_server  # noqa: E402
-from tests.stack import running_worker, wait_final  # noqa: E402
+from tests.stack import running_worker  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))], 1)
+
+
+async def wait_all_final(rt: object, ids: list[int], timeout_s: float) -> list[Interaction]:
+    """One polling query for all questions (hundreds of concurrent pollers would starve the worker's pool)."""
+    from sqlmodel import col, select
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        async with rt.db.asession() as session:  # type: ignore[attr-defined]
+            rows = list((await session.exec(select(Interaction).where(col(Interaction.id).in_(ids)))).all())
+        if all(r.status in InteractionStatus.FINAL for r in rows) and len(rows) == len(ids):
+            return rows
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{sum(r.status not in InteractionStatus.FINAL for r in rows)} questions unanswered")
+        await asyncio.sleep(0.1)
 
 
 async def run_level(base: dict, level: int, llm_latency_s: float, questions: list[str]) -> dict:
@@ -48,10 +64,15 @@ async def run_level(base: dict, level: int, llm_latency_s: float, questions: lis
         async with running_worker(settings):
             n = level * 3
             started = time.perf_counter()
-            submitted = await asyncio.gather(*(
-                submit(rt.db, rt.redis, local_question(questions[i % len(questions)], f"bench-{level}-{i}"))
-                for i in range(n)))
-            rows: list[Interaction] = await asyncio.gather(*(wait_final(rt.db, s.interaction_id, 600) for s in submitted))
+            gate = asyncio.Semaphore(20)  # as a web process's connection pool would
+
+            async def ask(i: int) -> Any:
+                async with gate:
+                    return await submit(rt.db, rt.redis,
+                                        local_question(questions[i % len(questions)], f"bench-{level}-{i}"))
+
+            submitted = await asyncio.gather(*(ask(i) for i in range(n)))
+            rows = await wait_all_final(rt, [s.interaction_id for s in submitted], timeout_s=900)
             wall = time.perf_counter() - started
     finally:
         await rt.aclose()
