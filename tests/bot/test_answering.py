@@ -14,26 +14,11 @@ from bot.settings import DEFAULT_PRICES, Settings
 from knowledge.passage import Passage
 from tests.fakes.anthropic_server import FakeAnthropic, Reply, start_fake_anthropic
 from tests.fakes.redis_server import RedisServer, start_redis_server
+from tests.bot.passages import passage
 
 MIN_SCORE = 0.3
 CONFIG = GenerationConfig(model="claude-haiku-4-5", max_tokens=512, timeout_s=2.0)
 LABEL = "_Automatic excerpt — not written by the AI model"
-
-
-def passage(n: int, title: str, heading: str, text: str, score: float) -> Passage:
-    slug = title.lower().replace(" ", "-")
-    return Passage(
-        chunk_id=f"{slug}-{n}",
-        doc_id=slug,
-        kb="default",
-        knowledge_set="handbook",
-        title=title,
-        location=f"https://intranet.example.com/{slug}#{heading.lower().replace(' ', '-')}",
-        heading=heading,
-        text=text,
-        score=score,
-        index_version=3,
-    )
 
 
 PASSAGES = [

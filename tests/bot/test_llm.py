@@ -17,24 +17,9 @@ from bot.llm import (
 from knowledge.passage import Passage
 from tests.fakes.anthropic_server import FakeAnthropic, Reply, start_fake_anthropic
 from tests.fakes.redis_server import free_port
+from tests.bot.passages import passage
 
 CONFIG = GenerationConfig(model="claude-haiku-4-5", max_tokens=512, timeout_s=2.0)
-
-
-def passage(n: int, title: str, heading: str, text: str, score: float) -> Passage:
-    slug = title.lower().replace(" ", "-")
-    return Passage(
-        chunk_id=f"{slug}-{n}",
-        doc_id=slug,
-        kb="default",
-        knowledge_set="handbook",
-        title=title,
-        location=f"https://intranet.example.com/{slug}#{heading.lower().replace(' ', '-')}",
-        heading=heading,
-        text=text,
-        score=score,
-        index_version=3,
-    )
 
 
 PASSAGES = [
