@@ -11,7 +11,6 @@ from bot.llm import GenerationConfig, Turn
 from bot.pricing import cost_usd
 from bot.question import AnswerStatus
 from bot.settings import DEFAULT_PRICES, Settings
-from knowledge.passage import Passage
 from tests.fakes.anthropic_server import FakeAnthropic, Reply, start_fake_anthropic
 from tests.fakes.redis_server import RedisServer, start_redis_server
 from tests.bot.passages import passage

@@ -14,7 +14,6 @@ from bot.llm import (
     build_messages,
     generate,
 )
-from knowledge.passage import Passage
 from tests.fakes.anthropic_server import FakeAnthropic, Reply, start_fake_anthropic
 from tests.fakes.redis_server import free_port
 from tests.bot.passages import passage
