@@ -121,23 +121,21 @@ class GateRefused(ReleaseError):
         self.result = result
 
 
-async def activate(session: AsyncSession, settings: Settings, name: str, *, actor: str, action: str,
-                   forced: bool = False, gate: PromotionGate | None = None) -> tuple[str, str]:
-    """Point the active release at ``name``; returns (before, after).
-
-    With a ``gate`` (see :mod:`playbooks.gate`) the gate is asked first; its refusal raises
-    :class:`GateRefused` unless ``forced``.
-    """
+async def _switchable(session: AsyncSession, settings: Settings, name: str) -> tuple[Release, Release]:
+    """The release ``name`` and the active one, refusing a missing or already active target."""
     release = await get_release(session, name)
     if release is None:
         raise ReleaseError(f"release '{name}' does not exist (see `deskmate release list`)")
     current = await active_release(session, settings)
     if current.name == name:
         raise ReleaseError(f"release '{name}' is already active")
-    if gate is not None:
-        result = await run_gate(gate, session, settings, release, current)
-        if not result.ok and not forced:
-            raise GateRefused(result)
+    return release, current
+
+
+async def activate(session: AsyncSession, settings: Settings, name: str, *, actor: str, action: str,
+                   forced: bool = False) -> tuple[str, str]:
+    """Point the active release at ``name``; returns (before, after). No gate: see :func:`promote`."""
+    release, current = await _switchable(session, settings, name)
     if release.index_version is not None:
         from knowledge.index import IndexNotFound, IndexStore
 
@@ -162,12 +160,7 @@ async def promote(session: AsyncSession, settings: Settings, name: str, *, actor
                   gate: PromotionGate | None | object = DEFAULT_GATE) -> Promotion:
     """Make ``name`` the active release after asking the promotion gate (default: :func:`resolve_gate`)."""
     chosen = resolve_gate() if gate is DEFAULT_GATE else gate
-    release = await get_release(session, name)
-    if release is None:
-        raise ReleaseError(f"release '{name}' does not exist (see `deskmate release list`)")
-    current = await active_release(session, settings)
-    if current.name == name:
-        raise ReleaseError(f"release '{name}' is already active")
+    release, current = await _switchable(session, settings, name)
     result = await run_gate(chosen, session, settings, release, current)  # type: ignore[arg-type]
     if not result.ok and not force:
         raise GateRefused(result)
