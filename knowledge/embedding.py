@@ -61,8 +61,11 @@ MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6
 #: The original all-MiniLM-L6-v2 ``tokenizer.json``, bundled (see ``knowledge/assets/NOTICE.md``).
 TOKENIZER_PATH = Path(__file__).resolve().parent / "assets" / "minilm-tokenizer.json"
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
-#: The model's position-embedding table has 512 rows; it was trained on sequences of up to 256 tokens.
+#: The model's position-embedding table has 512 rows. It was trained on sequences of up to 128 tokens;
+#: sentence-transformers truncates at 256 by default (see docs/benchmarks.md for what each limit costs).
 _MODEL_MAX_POSITIONS = 512
+#: Texts tokenized and length-sorted together in one pass of :meth:`OnnxMiniLMEmbedder.embed`.
+_SORT_WINDOW = 4096
 
 
 class EmbeddingModelError(RuntimeError):
@@ -171,7 +174,8 @@ def _onnx_session(model_path: Path, threads: int) -> onnxruntime.InferenceSessio
 class OnnxMiniLMEmbedder:
     """all-MiniLM-L6-v2 (int8 ONNX) on onnxruntime: 384-d, L2-normalised, mean-pooled.
 
-    ``max_tokens`` truncates each text (special tokens included); the model was trained at 256.
+    ``max_tokens`` truncates each text (special tokens included). The model was trained on 128-token
+    sequences; 256 is sentence-transformers' default limit for it and Deskmate's (docs/benchmarks.md).
     ``threads`` is onnxruntime's intra-op thread count (0 = one per available core).
     ``batch_size`` is the number of texts per model call after length sorting.
     The model and tokenizer are verified against their pinned sha256 unless ``verify`` is false.
@@ -237,6 +241,13 @@ class OnnxMiniLMEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of texts, not a single string")
+        n = len(texts)
+        if n <= _SORT_WINDOW:
+            return self._embed_window(texts)
+        # Tokenizer output for a very long list would be held in memory all at once; sort in windows.
+        return np.concatenate([self._embed_window(texts[i : i + _SORT_WINDOW]) for i in range(0, n, _SORT_WINDOW)])
+
+    def _embed_window(self, texts: Sequence[str]) -> np.ndarray:
         n = len(texts)
         if n == 0:
             return np.zeros((0, self.dim), dtype=np.float32)

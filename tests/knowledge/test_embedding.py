@@ -63,6 +63,16 @@ def test_length_sorted_batching_keeps_the_callers_order(embedder: OnnxMiniLMEmbe
         assert float(row @ together[src]) >= 0.999
 
 
+def test_long_lists_are_sorted_in_windows(embedder: OnnxMiniLMEmbedder, monkeypatch) -> None:
+    import knowledge.embedding as embedding
+
+    whole = embedder.embed(TEXTS)
+    monkeypatch.setattr(embedding, "_SORT_WINDOW", 3)
+    windowed = embedder.embed(TEXTS)
+    assert windowed.shape == whole.shape
+    assert np.min(np.sum(windowed * whole, axis=1)) >= 0.999
+
+
 def test_truncation_at_max_tokens(embedder: OnnxMiniLMEmbedder) -> None:
     long_text = "word " * 2000
     assert embedder.token_counts([long_text, "hi"]) == [256, 3]
