@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = Path("/work/shared/corpora/handbook-18f-tts/markdown")
+sys.path.insert(0, str(ROOT))
+from bench.handbook_18f import MARKDOWN_DIR as CORPUS  # noqa: E402  (../shared, or DESKMATE_SHARED_DIR)
 _FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.DOTALL)
 
 
