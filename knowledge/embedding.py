@@ -177,7 +177,9 @@ class OnnxMiniLMEmbedder:
     ``max_tokens`` truncates each text (special tokens included). The model was trained on 128-token
     sequences; 256 is sentence-transformers' default limit for it and Deskmate's (docs/benchmarks.md).
     ``threads`` is onnxruntime's intra-op thread count (0 = one per available core).
-    ``batch_size`` is the number of texts per model call after length sorting.
+    ``batch_size`` is the number of texts per model call after length sorting. Throughput hardly depends on it
+    (the model is compute-bound), but memory does: attention buffers grow with batch × tokens², and
+    onnxruntime's arena keeps its peak (docs/benchmarks.md: 0.65 GB at 8, 1.8 GB at 32, 2.8 GB at 64).
     The model and tokenizer are verified against their pinned sha256 unless ``verify`` is false.
     """
 
@@ -192,7 +194,7 @@ class OnnxMiniLMEmbedder:
         tokenizer_path: str | Path | None = None,
         max_tokens: int = 256,
         threads: int = 0,
-        batch_size: int = 32,
+        batch_size: int = 8,
         verify: bool = True,
         model_sha256: str = MODEL_SHA256,
         tokenizer_sha256: str = TOKENIZER_SHA256,
