@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     embedding_batch_size: int = Field(
         8, description="Texts per embedding batch (8: as fast as 32 on 2 cores, peak RSS 0.65 GB not 1.8 GB)."
     )
-    embedding_max_tokens: int = Field(256, description="Token limit per text (the model was trained at 256).")
+    embedding_max_tokens: int = Field(256, description="Token limit per text (trained at 128; 256 keeps more of a long chunk, see docs/benchmarks.md).")
     embedding_threads: int = Field(0, description="ONNX intra-op threads; 0 = one per core.")
 
     # --- retrieval (defaults of the first release; releases carry their own) --------------------------
