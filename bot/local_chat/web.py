@@ -16,11 +16,11 @@ from bot.local_chat.answers import interaction_view
 from bot.question import Platform, Question
 from bot.queue import submit
 from bot.runtime import Runtime
+from bot.web import runtime_of
 from feedback.langfuse_sync import send_vote_score
 from feedback.votes import DOWN_REASONS, VoteError, record_vote
 
 PAGE = Path(__file__).with_name("page.html")
-RT = web.AppKey("local_chat_runtime", Runtime)
 
 
 def local_question(text: str, conversation_id: str, user: str = "local-user") -> Question:
@@ -50,7 +50,7 @@ async def _json(request: web.Request) -> dict:
 
 
 async def ask(request: web.Request) -> web.Response:
-    rt = request.app[RT]
+    rt = runtime_of(request)
     body = await _json(request)
     try:
         text = clean_question(str(body.get("text") or ""), rt.settings)
@@ -68,14 +68,14 @@ async def get_interaction(request: web.Request) -> web.Response:
         interaction_id = int(request.match_info["id"])
     except ValueError as exc:
         raise web.HTTPNotFound() from exc
-    view = await interaction_view(request.app[RT].db, interaction_id)
+    view = await interaction_view(runtime_of(request).db, interaction_id)
     if view is None:
         return web.json_response({"error": "no such question"}, status=404)
     return web.json_response(view)
 
 
 async def feedback(request: web.Request) -> web.Response:
-    rt = request.app[RT]
+    rt = runtime_of(request)
     body = await _json(request)
     try:
         result = await record_vote(rt.db, interaction_id=int(body.get("interaction_id", 0)),
@@ -94,7 +94,6 @@ async def reasons(_request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application, rt: Runtime) -> None:
-    app[RT] = rt
     app.router.add_get("/", to_chat)
     app.router.add_get("/chat", page)
     app.router.add_post("/chat/api/ask", ask)
