@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.handbook_18f import MARKDOWN_DIR, faq_items  # noqa: E402
-from bot.settings import SAMPLE_KNOWLEDGE_DIR, Settings  # noqa: E402
+from bot.core.settings import SAMPLE_KNOWLEDGE_DIR, Settings  # noqa: E402
 from feedback.evals.metrics import METRICS  # noqa: E402
 from feedback.evals.report import fmt, print_comparison, print_run, render_html  # noqa: E402
 from feedback.evals.runner import EvalResult, compare, run_eval  # noqa: E402
@@ -130,7 +130,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     import logging
 
-    from bot.log import configure_logging
+    from bot.core.log import configure_logging
 
     configure_logging(settings_for("sample", "default"))
     logging.getLogger().setLevel(logging.WARNING)

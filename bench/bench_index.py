@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.handbook_18f import MARKDOWN_DIR, faq_items  # noqa: E402
-from bot.settings import Settings  # noqa: E402
+from bot.core.settings import Settings  # noqa: E402
 from knowledge.index import IndexStore  # noqa: E402
 from knowledge.ingest import ingest  # noqa: E402
 from knowledge.retrieval import Retriever  # noqa: E402

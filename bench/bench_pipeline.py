@@ -15,21 +15,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bot.core.types import FINAL_STATUSES
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.handbook_18f import faq_items  # noqa: E402
+from bot.core.settings import Settings  # noqa: E402
 from bot.local_chat.web import local_question  # noqa: E402
 from bot.queue import submit  # noqa: E402
 from bot.runtime import build_runtime  # noqa: E402
-from bot.settings import Settings  # noqa: E402
-from feedback.models import Interaction, InteractionStatus  # noqa: E402
+from feedback.models import Interaction  # noqa: E402
 from tests.fakes.anthropic_server import Reply, start_fake_anthropic  # noqa: E402
 from tests.fakes.redis_server import start_redis_server  # noqa: E402
 from tests.stack import running_worker  # noqa: E402
@@ -48,10 +49,10 @@ async def wait_all_final(rt: object, ids: list[int], timeout_s: float) -> list[I
     while True:
         async with rt.db.asession() as session:  # type: ignore[attr-defined]
             rows = list((await session.exec(select(Interaction).where(col(Interaction.id).in_(ids)))).all())
-        if all(r.status in InteractionStatus.FINAL for r in rows) and len(rows) == len(ids):
+        if all(r.status in FINAL_STATUSES for r in rows) and len(rows) == len(ids):
             return rows
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{sum(r.status not in InteractionStatus.FINAL for r in rows)} questions unanswered")
+            raise TimeoutError(f"{sum(r.status not in FINAL_STATUSES for r in rows)} questions unanswered")
         await asyncio.sleep(0.1)
 
 

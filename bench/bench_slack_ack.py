@@ -173,8 +173,8 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
+    from bot.core.settings import Settings
     from bot.redis_conn import embedded_socket, ensure_embedded_redis, stop_embedded_redis
-    from bot.settings import Settings
 
     data_dir = args.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -186,7 +186,7 @@ def main() -> None:
                DESKMATE_REDIS_URL=f"unix://{embedded_socket(Settings(_env_file=None, data_dir=data_dir))}")  # type: ignore[call-arg]
     deskmate = str(Path(sys.executable).with_name("deskmate"))
     print(f"data dir {data_dir}; ingesting the sample knowledge base (incremental)…", flush=True)
-    from bot.settings import SAMPLE_KNOWLEDGE_DIR
+    from bot.core.settings import SAMPLE_KNOWLEDGE_DIR
 
     subprocess.run([deskmate, "ingest", str(SAMPLE_KNOWLEDGE_DIR)], env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
 

@@ -20,12 +20,12 @@ from anthropic import AsyncAnthropic
 from pydantic import BaseModel, Field
 
 from bot.breaker import CircuitBreaker
+from bot.core.log import get_logger
+from bot.core.pricing import cost_usd
+from bot.core.settings import Settings
+from bot.core.types import Source, Status, Usage
 from bot.fallback import extractive_answer
 from bot.llm import GenerationConfig, LLMError, LLMResult, Turn, generate
-from bot.log import get_logger
-from bot.pricing import cost_usd
-from bot.question import AnswerStatus, Source, Usage
-from bot.settings import Settings
 from knowledge.passage import Passage
 
 log = get_logger(__name__)
@@ -46,7 +46,7 @@ REASON_CIRCUIT_OPEN = "the AI model is unavailable (circuit open)"
 class ComposedAnswer(BaseModel):
     text: str
     sources: list[Source] = Field(default_factory=list)
-    status: AnswerStatus = AnswerStatus.ANSWERED
+    status: Status = Status.ANSWERED
     fallback: bool = False
     fallback_reason: str | None = None
     usage: Usage = Field(default_factory=Usage)
@@ -194,7 +194,7 @@ def not_found_answer(passages: list[Passage], explanation: str = "") -> Composed
         parts.append(explanation)
     if sources:
         parts.append(CLOSEST_SOURCES_TEXT)
-    return ComposedAnswer(text="\n\n".join(parts), sources=sources, status=AnswerStatus.NOT_FOUND)
+    return ComposedAnswer(text="\n\n".join(parts), sources=sources, status=Status.NOT_FOUND)
 
 
 def fallback_answer(question: str, passages: list[Passage], reason: str) -> ComposedAnswer:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import redis.asyncio
 
-from bot.log import get_logger
+from bot.core.log import get_logger
 
 log = get_logger(__name__)
 

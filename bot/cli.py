@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from bot.log import configure_logging, get_logger
-from bot.settings import Settings, get_settings
+from bot.core.log import configure_logging, get_logger
+from bot.core.settings import Settings, get_settings
 from bot.slack import cli as slack_cli
 from bot.teams import package as teams_package
 from feedback import cli as feedback_cli

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from bot.question import Answer, Question
+from bot.core.types import Answer, Question
 
 
 class Deliverer(Protocol):

@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from bot.question import Source
+from bot.core.types import Source
 from knowledge.passage import Passage
 
 #: Passages looked at for sentences (retrieval rank order).

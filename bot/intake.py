@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bot.settings import Settings
+from bot.core.settings import Settings
 
 EMPTY_REPLY = "Ask me a question about the handbook — for example “How do I book travel?”"
 

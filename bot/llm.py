@@ -23,9 +23,9 @@ import httpx2
 from anthropic import AsyncAnthropic
 from pydantic import BaseModel, Field, ValidationError
 
-from bot.log import get_logger
-from bot.question import Source, Usage
-from bot.settings import Settings
+from bot.core.log import get_logger
+from bot.core.settings import Settings
+from bot.core.types import Source, Usage
 from knowledge.passage import Passage
 
 log = get_logger(__name__)

@@ -32,11 +32,13 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from bot.log import get_logger
-from feedback.models import Feedback, Interaction, InteractionStatus, Switch, utcnow
+from bot.core.clock import utcnow
+from bot.core.log import get_logger
+from bot.core.types import Status
+from feedback.models import Feedback, Interaction, Switch
 
 if TYPE_CHECKING:
-    from bot.question import Answer
+    from bot.core.types import Answer
     from bot.runtime import Runtime
 
 log = get_logger(__name__)
@@ -210,7 +212,7 @@ class StateCollector(Collector):
                 select(Interaction.platform, Interaction.status, Interaction.fallback, func.count())
                 .group_by(Interaction.platform, Interaction.status, Interaction.fallback))).all()
             oldest_pending = (await session.exec(  # type: ignore[call-overload]
-                select(func.min(Interaction.created_at)).where(Interaction.status == InteractionStatus.PENDING))).one()
+                select(func.min(Interaction.created_at)).where(Interaction.status == Status.PENDING))).one()
             votes = (await session.exec(  # type: ignore[call-overload]
                 select(Feedback.label, func.count()).group_by(Feedback.label))).all()
             hour = await window_stats(session, now - timedelta(hours=1))
@@ -222,7 +224,7 @@ class StateCollector(Collector):
                                       labels=["platform", "status", "fallback"])
         pending = 0
         for platform, status, fallback, count in by_status:
-            if status == InteractionStatus.PENDING:
+            if status == Status.PENDING:
                 pending += int(count)
             else:
                 answers.add_metric([platform, status, str(bool(fallback)).lower()], int(count))
@@ -240,7 +242,7 @@ class StateCollector(Collector):
                                   "Over answers finished in the last hour: fallback (LLM answers that fell back), "
                                   "not_found (of answers) and error (of questions) rates.", labels=["kind"])
         rates.add_metric(["fallback"], round(hour.fallback_rate, 4))
-        not_found = hour.by_status.get(InteractionStatus.NOT_FOUND, 0)
+        not_found = hour.by_status.get(Status.NOT_FOUND, 0)
         rates.add_metric(["not_found"], round(not_found / hour.answered, 4) if hour.answered else 0.0)
         rates.add_metric(["error"], round(hour.error_rate, 4))
         hour_g = GaugeMetricFamily("deskmate_answers_1h", "Questions finished in the last hour.")

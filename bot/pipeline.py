@@ -16,11 +16,12 @@ from sqlalchemy import inspect as sa_inspect
 from sqlmodel import col, select
 
 from bot.answering import ComposedAnswer, not_found_answer
-from bot.log import get_logger, redact
-from bot.llm import GenerationConfig, Turn
-from bot.question import Answer, AnswerStatus, Question
 from bot.channel_policy import resolve_policy
-from feedback.models import Interaction, InteractionStatus, Release, utcnow
+from bot.core.clock import utcnow
+from bot.core.log import get_logger, redact
+from bot.core.types import FINAL_STATUSES, Answer, Question, Status
+from bot.llm import GenerationConfig, Turn
+from feedback.models import Interaction, Release
 from knowledge.index import IndexNotFound
 from knowledge.passage import Passage
 from knowledge.retrieval import FusionConfig, SearchFilter
@@ -98,7 +99,7 @@ class AnswerPipeline:
                 select(Interaction)
                 .where(Interaction.platform == interaction.platform, Interaction.channel == interaction.channel,
                        Interaction.thread == interaction.thread, col(Interaction.id) < interaction.id,
-                       col(Interaction.status).in_([InteractionStatus.ANSWERED, InteractionStatus.NOT_FOUND]))
+                       col(Interaction.status).in_([Status.ANSWERED, Status.NOT_FOUND]))
                 .order_by(col(Interaction.id).desc())
                 .limit(pairs)
             )
@@ -119,7 +120,7 @@ class AnswerPipeline:
             if interaction is None:
                 log.warning("pipeline.missing_interaction", interaction_id=interaction_id)
                 return None
-            if interaction.status in InteractionStatus.FINAL:
+            if interaction.status in FINAL_STATUSES:
                 log.info("pipeline.already_final", interaction_id=interaction_id, status=interaction.status)
                 return None
             interaction.attempts += 1
@@ -138,7 +139,7 @@ class AnswerPipeline:
         latency: dict[str, float] = {}
         passages: list[Passage] = []
         if mode == Mode.OFF or not policy.enabled:
-            answer = Answer(text=rt.settings.maintenance_message, status=AnswerStatus.MAINTENANCE,
+            answer = Answer(text=rt.settings.maintenance_message, status=Status.MAINTENANCE,
                             release=release.name)
         else:
             with rt.tracer.answer_trace(interaction_id=interaction_id, question=question.text, user=question.user,
@@ -202,7 +203,7 @@ class AnswerPipeline:
             row.release = release.name
             row.index_version = passages[0].index_version if passages else release.index_version
             row.fallback = answer.fallback
-            row.fallback_reason = answer.fallback_reason or (switch_reason if answer.status == AnswerStatus.MAINTENANCE else None)
+            row.fallback_reason = answer.fallback_reason or (switch_reason if answer.status == Status.MAINTENANCE else None)
             row.latency_ms = dict(answer.latency_ms)
             row.input_tokens = answer.usage.input_tokens
             row.output_tokens = answer.usage.output_tokens
@@ -236,9 +237,9 @@ class AnswerPipeline:
         """The job failed for good: record it and tell the user in their thread (never a silent failure)."""
         async with self.rt.db.asession() as session:
             row = await session.get(Interaction, interaction_id)
-            if row is None or row.status in InteractionStatus.FINAL:
+            if row is None or row.status in FINAL_STATUSES:
                 return
-            row.status = InteractionStatus.ERROR
+            row.status = Status.ERROR
             row.error = error[:4000]
             row.answered_at = utcnow()
             session.add(row)

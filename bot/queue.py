@@ -17,11 +17,12 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from bot.log import get_logger
+from bot.core.clock import utcnow
+from bot.core.log import get_logger
+from bot.core.types import Question, Status
 from bot.pipeline import hash_user
-from bot.question import Question
 from feedback.db import Database
-from feedback.models import Interaction, InteractionStatus, utcnow
+from feedback.models import Interaction
 
 log = get_logger(__name__)
 
@@ -85,7 +86,7 @@ async def sweep_pending(db: Database, redis: ArqRedis, *, min_age_s: float, limi
     cutoff = utcnow() - timedelta(seconds=min_age_s)
     async with db.asession() as session:
         stmt = (select(Interaction.id, Interaction.idempotency_key)
-                .where(Interaction.status == InteractionStatus.PENDING, col(Interaction.created_at) < cutoff)
+                .where(Interaction.status == Status.PENDING, col(Interaction.created_at) < cutoff)
                 .order_by(col(Interaction.id)).limit(limit))
         rows = list((await session.exec(stmt)).all())
     requeued = 0

@@ -16,8 +16,8 @@ from urllib.parse import urlparse
 import redis
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
-from bot.log import get_logger
-from bot.settings import Settings
+from bot.core.log import get_logger
+from bot.core.settings import Settings
 
 log = get_logger(__name__)
 

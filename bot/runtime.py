@@ -12,11 +12,11 @@ from typing import Any
 
 from arq.connections import ArqRedis
 
+from bot.core.log import get_logger
+from bot.core.settings import Settings
+from bot.core.types import Answer, Platform
 from bot.delivery import Deliverer
-from bot.log import get_logger
-from bot.question import Answer, Platform
 from bot.redis_conn import connect
-from bot.settings import Settings
 from feedback.db import Database, get_database
 
 log = get_logger(__name__)

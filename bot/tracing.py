@@ -40,9 +40,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from bot.log import get_logger
-from bot.question import Usage
-from bot.settings import Settings
+from bot.core.log import get_logger
+from bot.core.settings import Settings
+from bot.core.types import Usage
 from knowledge.passage import Passage
 
 if TYPE_CHECKING:  # importing langfuse has side effects (a handler on the httpx logger): only when enabled

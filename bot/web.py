@@ -15,9 +15,9 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import text
 
-from bot.log import get_logger
+from bot.core.log import get_logger
+from bot.core.settings import Settings
 from bot.runtime import Runtime, build_runtime
-from bot.settings import Settings
 
 log = get_logger(__name__)
 

@@ -14,12 +14,12 @@ from arq import Retry, cron
 from arq.worker import Worker, func
 
 from bot import metrics
-from bot.log import configure_logging, get_logger
+from bot.core.log import configure_logging, get_logger
+from bot.core.settings import Settings, get_settings
 from bot.pipeline import AnswerPipeline
 from bot.queue import ANSWER_JOB, sweep_pending
 from bot.redis_conn import redis_settings
 from bot.runtime import Runtime, build_runtime
-from bot.settings import Settings, get_settings
 from playbooks.guard import guard_cron
 
 log = get_logger(__name__)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 from rich.console import Console
 
-from bot.settings import Settings, get_settings
+from bot.core.settings import Settings, get_settings
 
 err = Console(stderr=True)
 out = Console()

@@ -20,8 +20,9 @@ from typing import IO, Any
 
 from sqlmodel import col, select
 
+from bot.core.types import Status
 from feedback.db import Database
-from feedback.models import Feedback, Interaction, InteractionStatus
+from feedback.models import Feedback, Interaction
 from feedback.votes import LABELS
 
 FORMATS = ("jsonl", "csv")
@@ -58,7 +59,7 @@ def strip_markers(text: str) -> str:
 
 def citations_of(interaction: Interaction) -> list[dict[str, Any]]:
     """The sources an answer cites. A "not found" reply lists the closest sources, which are not citations."""
-    if interaction.status != InteractionStatus.ANSWERED:
+    if interaction.status != Status.ANSWERED:
         return []
     return [dict(s) for s in interaction.sources or []]
 

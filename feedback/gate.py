@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlmodel import col, select
 
-from bot.settings import Settings
+from bot.core.settings import Settings
 from feedback.evals.metrics import METRIC_BY_KEY
 from feedback.evals.runner import EvalResult, file_sha256, fingerprint, run_eval
 from feedback.golden import SAMPLE_GOLDEN

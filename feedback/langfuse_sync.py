@@ -19,8 +19,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bot.log import get_logger
-from bot.settings import Settings
+from bot.core.log import get_logger
+from bot.core.settings import Settings
 from bot.tracing import FEEDBACK_SCORE
 
 if TYPE_CHECKING:

@@ -7,26 +7,14 @@ Redis only holds the queue and short-lived caches.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class InteractionStatus:
-    """Lifecycle of a question: pending → (answered | not_found | maintenance | error)."""
-
-    PENDING = "pending"
-    ANSWERED = "answered"
-    NOT_FOUND = "not_found"
-    MAINTENANCE = "maintenance"
-    ERROR = "error"
-    FINAL = (ANSWERED, NOT_FOUND, MAINTENANCE, ERROR)
+from bot.core.clock import utcnow
+from bot.core.types import Status
 
 
 class Interaction(SQLModel, table=True):
@@ -41,7 +29,7 @@ class Interaction(SQLModel, table=True):
     user_hash: str = Field(default="", max_length=64)
     question: str = Field(sa_column=Column(Text, nullable=False))
     question_payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    status: str = Field(default=InteractionStatus.PENDING, index=True, max_length=32)
+    status: str = Field(default=Status.PENDING.value, index=True, max_length=32)
     answer: str | None = Field(default=None, sa_column=Column(Text))
     sources: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     passages: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from sqlmodel import select
 
-from bot.log import get_logger
+from bot.core.clock import utcnow
+from bot.core.log import get_logger
 from bot.pipeline import hash_user
 from feedback.db import Database
-from feedback.models import Feedback, Interaction, utcnow
+from feedback.models import Feedback, Interaction
 
 log = get_logger(__name__)
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bot.settings import get_settings
+from bot.core.settings import get_settings
 from knowledge.evaluation import evaluate_retrieval, load_qrels
 from knowledge.index import IndexNotFound, IndexStore
 from knowledge.ingest import IngestReport, ingest

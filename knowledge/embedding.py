@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import onnxruntime
     import tokenizers
 
-    from bot.settings import Settings
+    from bot.core.settings import Settings
 
 __all__ = [
     "DEFAULT_BACKEND",
@@ -407,7 +407,7 @@ class DeskmateEmbeddingFunction(EmbeddingFunction[Documents]):
 
     def __init__(self, embedder: Embedder | None = None) -> None:
         if embedder is None:
-            from bot.settings import get_settings
+            from bot.core.settings import get_settings
 
             embedder = get_embedder(get_settings())
         self._embedder = embedder
@@ -447,7 +447,7 @@ class DeskmateEmbeddingFunction(EmbeddingFunction[Documents]):
     def build_from_config(config: dict[str, Any]) -> DeskmateEmbeddingFunction:
         # Chroma calls this whenever it reads a collection's configuration (each add/query by text without
         # an explicit function), so it must be cheap: get_embedder's cache makes it so.
-        from bot.settings import get_settings
+        from bot.core.settings import get_settings
 
         DeskmateEmbeddingFunction.validate_config(config)
         backend = config["backend"]

@@ -30,8 +30,8 @@ from typing import Any
 import bm25s
 import numpy as np
 
-from bot.log import get_logger
-from bot.settings import Settings
+from bot.core.log import get_logger
+from bot.core.settings import Settings
 from knowledge.chunking import Chunk, indexed_text
 
 log = get_logger(__name__)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bot.log import get_logger
+from bot.core.log import get_logger
 from knowledge.chunking import chunk_document, indexed_text
 from knowledge.index import ChunkRecord, IndexStore, Manifest, now_iso, records_for
 from knowledge.sources import SkippedFile, SourceDocument, scan

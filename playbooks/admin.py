@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.log import get_logger
+from bot.core.log import get_logger
 from feedback.models import Admin, Switch
 from playbooks import audit
 from playbooks.killswitch import parse_mode, set_mode

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import col, select
 
-from bot.log import get_logger
+from bot.core.log import get_logger
 from feedback.models import Alert
 from playbooks.status import utc_now
 
 if TYPE_CHECKING:
+    from bot.core.settings import Settings
     from bot.runtime import Runtime
-    from bot.settings import Settings
 
 log = get_logger(__name__)
 

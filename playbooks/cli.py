@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
-from bot.settings import Settings, get_settings
+from bot.core.settings import Settings, get_settings
 
 out = Console()
 err = Console(stderr=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from bot.log import get_logger
+from bot.core.log import get_logger
 from feedback.models import Switch
 from playbooks import audit
 from playbooks.alerts import last_alert, raise_alert
@@ -26,7 +26,7 @@ from playbooks.releases import ReleaseError, active_release, previous_release_na
 from playbooks.status import day_start, downvotes_over_last, spend_today, utc_now, window_stats
 
 if TYPE_CHECKING:
-    from bot.question import Answer
+    from bot.core.types import Answer
     from bot.runtime import Runtime
 
 log = get_logger(__name__)

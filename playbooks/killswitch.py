@@ -20,7 +20,8 @@ from sqlalchemy import delete
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from feedback.models import Switch, utcnow
+from bot.core.clock import utcnow
+from feedback.models import Switch
 
 GLOBAL_SCOPE = "global"
 

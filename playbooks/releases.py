@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.settings import Settings
+from bot.core.settings import Settings
 from feedback.models import Release, ReleaseEvent
 from playbooks.gate import GateResult, PromotionGate, resolve_gate, run_gate
 

@@ -14,13 +14,21 @@ from feedback.models import AuditEntry, Release, Switch
 from playbooks.killswitch import GLOBAL_SCOPE, Mode, is_expired, list_switches
 from playbooks.releases import active_release, list_releases, release_history
 from playbooks.status import (
-    ReleaseFigures, day_start, downvotes_over_last, format_metrics, next_reset, pct, release_figures, spend_today,
-    utc_now, window_stats,
+    ReleaseFigures,
+    day_start,
+    downvotes_over_last,
+    format_metrics,
+    next_reset,
+    pct,
+    release_figures,
+    spend_today,
+    utc_now,
+    window_stats,
 )
 from playbooks.targets import scope_label
 
 if TYPE_CHECKING:
-    from bot.settings import Settings
+    from bot.core.settings import Settings
 
 
 def hhmm(at: datetime | None) -> str:

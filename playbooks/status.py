@@ -14,7 +14,8 @@ from sqlalchemy import case, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from feedback.models import EvalRun, Feedback, Interaction, InteractionStatus
+from bot.core.types import Status
+from feedback.models import EvalRun, Feedback, Interaction
 
 #: Fallback reasons that are chosen, not suffered: they say nothing about the LLM provider's health.
 #: (Mirrors bot.answering.REASON_NO_KEY / REASON_RETRIEVAL_ONLY; kept literal so the web process stays light.)
@@ -57,15 +58,15 @@ class WindowStats:
 
     @property
     def answered(self) -> int:
-        return self.by_status.get(InteractionStatus.ANSWERED, 0) + self.by_status.get(InteractionStatus.NOT_FOUND, 0)
+        return self.by_status.get(Status.ANSWERED, 0) + self.by_status.get(Status.NOT_FOUND, 0)
 
     @property
     def errors(self) -> int:
-        return self.by_status.get(InteractionStatus.ERROR, 0)
+        return self.by_status.get(Status.ERROR, 0)
 
     @property
     def maintenance(self) -> int:
-        return self.by_status.get(InteractionStatus.MAINTENANCE, 0)
+        return self.by_status.get(Status.MAINTENANCE, 0)
 
     @property
     def error_rate(self) -> float:
@@ -87,7 +88,7 @@ async def window_stats(session: AsyncSession, since: datetime) -> WindowStats:
     for status, fallback, reason, count, cost in (await session.exec(stmt)).all():  # type: ignore[call-overload]
         stats.by_status[status] = stats.by_status.get(status, 0) + int(count)
         stats.cost_usd += float(cost or 0.0)
-        if status not in (InteractionStatus.ANSWERED, InteractionStatus.NOT_FOUND):
+        if status not in (Status.ANSWERED, Status.NOT_FOUND):
             continue
         if fallback and reason in INTENTIONAL_FALLBACKS:
             continue

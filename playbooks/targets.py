@@ -11,11 +11,11 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bot.log import get_logger
+from bot.core.log import get_logger
 from playbooks.killswitch import GLOBAL_SCOPE, channel_scope
 
 if TYPE_CHECKING:
-    from bot.settings import Settings
+    from bot.core.settings import Settings
 
 log = get_logger(__name__)
 

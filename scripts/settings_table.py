@@ -1,4 +1,4 @@
-"""Print (or --write into README.md) the configuration table generated from bot.settings.Settings."""
+"""Print (or --write into README.md) the configuration table generated from bot.core.settings.Settings."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic_core import PydanticUndefined
 
-from bot.settings import SAMPLE_KNOWLEDGE_DIR, Settings
+from bot.core.settings import SAMPLE_KNOWLEDGE_DIR, Settings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- settings:start -->", "<!-- settings:end -->"
@@ -24,7 +24,7 @@ def default_text(field: object) -> str:
     if default == SAMPLE_KNOWLEDGE_DIR:
         return "the bundled sample (`knowledge/sample`)"
     if isinstance(default, dict) and default and hasattr(next(iter(default.values())), "model_dump"):
-        return "built-in price table (see `bot/settings.py`)"
+        return "built-in price table (see `bot/core/settings.py`)"
     if isinstance(default, (list, dict)):
         return f"`{json.dumps(default)}`" if default else "empty"
     text = str(default)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis as redis_sync
 
-from bot.settings import SAMPLE_KNOWLEDGE_DIR, Settings
+from bot.core.settings import SAMPLE_KNOWLEDGE_DIR, Settings
 from tests.fakes.redis_server import RedisServer, start_redis_server
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")

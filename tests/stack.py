@@ -12,12 +12,13 @@ from typing import Any
 import httpx
 from aiohttp import web
 
+from bot.core.settings import Settings
+from bot.core.types import FINAL_STATUSES
 from bot.runtime import Runtime, build_runtime
-from bot.settings import Settings
 from bot.web import create_app
 from bot.worker import build_worker
 from feedback.db import Database
-from feedback.models import Interaction, InteractionStatus
+from feedback.models import Interaction
 
 
 @dataclass
@@ -47,7 +48,7 @@ async def wait_final(db: Database, interaction_id: int, timeout_s: float = 30.0)
     while True:
         async with db.asession() as session:
             row = await session.get(Interaction, interaction_id)
-        if row is not None and row.status in InteractionStatus.FINAL:
+        if row is not None and row.status in FINAL_STATUSES:
             return row
         if time.monotonic() > deadline:
             raise TimeoutError(f"interaction {interaction_id} still {row.status if row else 'missing'}")

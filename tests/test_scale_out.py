@@ -30,9 +30,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import col, select
 
 from bench.scale_out import DASHBOARD_TOKEN, SAMPLE, Cluster, Proc, ask_all, start_cluster, wait_all_final
-from bot.settings import Settings
+from bot.core.settings import Settings
+from bot.core.types import FINAL_STATUSES
 from feedback.db import Database
-from feedback.models import Interaction, InteractionStatus
+from feedback.models import Interaction
 from tests.fakes.anthropic_server import Reply
 
 pytestmark = pytest.mark.slow
@@ -160,7 +161,7 @@ async def test_two_webs_and_two_workers_answer_once_obey_switches_and_survive_a_
             rows = list((await session.exec(select(Interaction).order_by(col(Interaction.id)))).all())
         asked = stream + killed + promoted + rolled_back + [recovered]
         assert len(rows) == len(asked) == len({r.idempotency_key for r in rows})
-        assert all(r.status in InteractionStatus.FINAL for r in rows)
+        assert all(r.status in FINAL_STATUSES for r in rows)
         attempts = {r.id: r.attempts for r in rows}
         assert attempts.pop(victim_id) == 2 and set(attempts.values()) == {1}, attempts
         def done_lines() -> Counter[int]:

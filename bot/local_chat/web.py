@@ -11,9 +11,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from bot.core.types import Platform, Question
 from bot.intake import QuestionRejected, clean_question
 from bot.local_chat.answers import interaction_view
-from bot.question import Platform, Question
 from bot.queue import submit
 from bot.runtime import Runtime
 from bot.web import runtime_of

@@ -16,8 +16,8 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 
-from bot.log import get_logger
-from bot.question import Platform, Question
+from bot.core.log import get_logger
+from bot.core.types import Platform, Question
 from bot.slack.adapter import SlackAdapter
 from bot.slack.mrkdwn import escape, markdown_to_mrkdwn
 from bot.slack.rendering import (
@@ -29,8 +29,8 @@ from bot.slack.rendering import (
     VOTE_UP,
     feedback_modal,
 )
-from feedback.models import Interaction
 from feedback.langfuse_sync import send_vote_score
+from feedback.models import Interaction
 from feedback.votes import DOWN_REASONS, VoteError, mark_escalated, record_vote
 
 log = get_logger(__name__)

@@ -24,12 +24,12 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from sqlmodel import select
 
 from bot.channel_policy import EffectivePolicy, default_public_only, resolve_policy
-from bot.log import get_logger, redact
+from bot.core.log import get_logger, redact
+from bot.core.settings import Settings
+from bot.core.types import Platform, Question
 from bot.pipeline import hash_user
-from bot.question import Platform, Question
 from bot.queue import enqueue, record_question
 from bot.runtime import Runtime
-from bot.settings import Settings
 from bot.slack.pacing import ChannelPacer
 from bot.slack.rendering import render_notice, render_placeholder
 from feedback.models import Interaction

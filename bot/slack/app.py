@@ -13,8 +13,8 @@ import logging
 
 from slack_bolt.async_app import AsyncApp
 
+from bot.core.settings import Settings
 from bot.runtime import Runtime
-from bot.settings import Settings
 from bot.slack import actions, commands, listeners
 from bot.slack.adapter import SlackAdapter
 from bot.slack.client import web_client

@@ -12,7 +12,7 @@ from typing import Any
 from sqlmodel import col, select
 
 from bot.channel_policy import get_policy_row, set_policy
-from bot.question import Platform
+from bot.core.types import Platform
 from feedback.db import Database
 from feedback.models import ChannelPolicy
 

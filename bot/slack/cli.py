@@ -18,7 +18,7 @@ def socket_command() -> None:
     """Connect to Slack over Socket Mode (needs DESKMATE_SLACK_BOT_TOKEN and DESKMATE_SLACK_APP_TOKEN).
 
     Run a worker too (`deskmate worker`). `deskmate web` also connects by itself when the app token is set."""
-    from bot.settings import get_settings
+    from bot.core.settings import get_settings
     from bot.slack.socket_mode import run_socket_mode
 
     settings = get_settings()
@@ -34,7 +34,7 @@ def socket_command() -> None:
 @app.command("manifest")
 def manifest_command() -> None:
     """Print the Slack app manifest (create the app at api.slack.com/apps → From a manifest)."""
-    from bot.settings import get_settings
+    from bot.core.settings import get_settings
 
     text = MANIFEST.read_text()
     command = get_settings().slack_command
@@ -53,7 +53,7 @@ def channel_command(
                                                         "(by channel type: public channels → public).")] = None,
 ) -> None:
     """Show or change one channel's policy (changes are audited)."""
-    from bot.settings import get_settings
+    from bot.core.settings import get_settings
     from bot.slack.channels import UNSET, configure_channel
     from feedback.db import get_database
 
@@ -78,7 +78,7 @@ def channel_command(
 @app.command("channels")
 def channels_command() -> None:
     """Slack channels with their own policy (all others use the defaults)."""
-    from bot.settings import get_settings
+    from bot.core.settings import get_settings
     from bot.slack.channels import describe, list_policies
     from feedback.db import get_database
 

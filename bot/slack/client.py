@@ -23,8 +23,8 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.log import get_logger
-from bot.settings import Settings
+from bot.core.log import get_logger
+from bot.core.settings import Settings
 
 log = get_logger(__name__)
 

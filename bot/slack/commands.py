@@ -11,9 +11,9 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
+from bot.core.log import get_logger
+from bot.core.types import Platform, Question
 from bot.intake import QuestionRejected, clean_question
-from bot.log import get_logger
-from bot.question import Platform, Question
 from bot.slack.adapter import SlackAdapter
 from bot.slack.listeners import DISABLED_REPLY
 from bot.slack.mrkdwn import escape

@@ -16,10 +16,10 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.log import get_logger
-from bot.question import Answer, Platform, Question
+from bot.core.log import get_logger
+from bot.core.settings import Settings
+from bot.core.types import Answer, Platform, Question
 from bot.runtime import Runtime
-from bot.settings import Settings
 from bot.slack.client import close_session, ensure_session, web_client, webhook_client
 from bot.slack.pacing import ChannelPacer, pacer_for
 from bot.slack.rendering import render_answer, render_notice

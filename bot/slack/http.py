@@ -16,7 +16,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 
-from bot.log import get_logger
+from bot.core.log import get_logger
 from bot.runtime import Runtime
 from bot.slack.app import build_app, configured
 from bot.slack.client import close_session, ensure_session

@@ -16,10 +16,10 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 
+from bot.core.log import get_logger
+from bot.core.settings import Settings
+from bot.core.types import Platform, Question
 from bot.intake import QuestionRejected, clean_question
-from bot.log import get_logger
-from bot.question import Platform, Question
-from bot.settings import Settings
 from bot.slack.adapter import SlackAdapter
 
 log = get_logger(__name__)

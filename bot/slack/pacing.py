@@ -10,7 +10,7 @@ import time
 
 from redis.exceptions import RedisError
 
-from bot.log import get_logger
+from bot.core.log import get_logger
 
 log = get_logger(__name__)
 

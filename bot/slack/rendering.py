@@ -1,4 +1,4 @@
-"""An :class:`~bot.question.Answer` → a Block Kit message; also the placeholder, notices and the 👎 modal.
+"""An :class:`~bot.core.types.Answer` → a Block Kit message; also the placeholder, notices and the 👎 modal.
 
 Slack's limits shape this module: a section's text is at most 3,000 characters (longer answers become several
 sections), a message has at most 50 blocks, a button's value at most 2,000 characters (it carries only the
@@ -12,8 +12,8 @@ import json
 import re
 from typing import Any
 
+from bot.core.types import Answer, Source, Status
 from bot.fallback import fallback_label
-from bot.question import Answer, AnswerStatus, Source
 from bot.slack.mrkdwn import escape, escape_link_text, markdown_to_mrkdwn, split_text
 from feedback.votes import DOWN_REASONS
 
@@ -47,11 +47,11 @@ def plain(text: str, limit: int = 75) -> dict[str, Any]:
 
 def label_for(answer: Answer) -> str | None:
     """The visible label above an answer that is not a normal, model-written one."""
-    if answer.status == AnswerStatus.MAINTENANCE:
+    if answer.status == Status.MAINTENANCE:
         return ":double_vertical_bar: *Deskmate is paused* — this is an automatic reply."
-    if answer.status == AnswerStatus.NOT_FOUND:
+    if answer.status == Status.NOT_FOUND:
         return ":mag: *Not found in the handbook* — I won't guess; the closest sources are listed below."
-    if answer.status == AnswerStatus.ERROR:
+    if answer.status == Status.ERROR:
         return ":warning: *Something went wrong* while answering."
     if answer.fallback:
         reason = f" ({escape(answer.fallback_reason)})" if answer.fallback_reason else ""
@@ -111,7 +111,7 @@ def render_answer(answer: Answer, *, ask_a_human: bool = False) -> dict[str, Any
     label = label_for(answer)
     head: Blocks = [context(label)] if label else []
     tail: Blocks = sources_blocks(answer.sources)
-    if answer.interaction_id is not None and answer.status in (AnswerStatus.ANSWERED, AnswerStatus.NOT_FOUND):
+    if answer.interaction_id is not None and answer.status in (Status.ANSWERED, Status.NOT_FOUND):
         tail.append(feedback_actions(answer.interaction_id, ask_a_human=ask_a_human))
     room = MAX_BLOCKS - len(head) - len(tail)
     pieces = split_text(body, SECTION_LIMIT)

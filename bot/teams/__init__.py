@@ -1,9 +1,9 @@
 """Microsoft Teams: a thin Bot Framework adapter in front of the platform-neutral pipeline.
 
 - :mod:`bot.teams.adapter` — the ``CloudAdapter`` and request authentication (JWT with an app id; none without)
-- :mod:`bot.teams.activities` — Teams activity → :class:`~bot.question.Question` (mentions, threads, ids)
+- :mod:`bot.teams.activities` — Teams activity → :class:`~bot.core.types.Question` (mentions, threads, ids)
 - :mod:`bot.teams.bot` — the activity handler: questions, greeting, feedback, admin commands
-- :mod:`bot.teams.cards` — :class:`~bot.question.Answer` → Adaptive Card
+- :mod:`bot.teams.cards` — :class:`~bot.core.types.Answer` → Adaptive Card
 - :mod:`bot.teams.feedback` — 👍/👎, reasons, reactions and "Ask a human" on an answer
 - :mod:`bot.teams.delivery` — the worker's deliverer: updates the placeholder in place, with retries
 - :mod:`bot.teams.http` — ``POST /api/messages`` on the web process

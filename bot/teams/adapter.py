@@ -19,8 +19,8 @@ from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFramewo
 from botbuilder.schema import Activity, ConversationReference
 from botframework.connector.auth import AuthenticateRequestResult
 
-from bot.log import get_logger
-from bot.settings import Settings
+from bot.core.log import get_logger
+from bot.core.settings import Settings
 
 log = get_logger(__name__)
 

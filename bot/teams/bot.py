@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from http import HTTPStatus
+
 from botbuilder.core import BotAdapter, CardFactory, InvokeResponse, TurnContext
 from botbuilder.core.teams import TeamsActivityHandler
 from botbuilder.schema import (
@@ -29,8 +30,8 @@ from botbuilder.schema import (
 )
 from sqlmodel import select
 
+from bot.core.log import get_logger, redact
 from bot.intake import QuestionRejected, clean_question
-from bot.log import get_logger, redact
 from bot.queue import submit
 from bot.runtime import Runtime
 from bot.teams.activities import (

@@ -1,4 +1,4 @@
-"""Rendering an :class:`~bot.question.Answer` as an Adaptive Card (schema 1.5) for Teams.
+"""Rendering an :class:`~bot.core.types.Answer` as an Adaptive Card (schema 1.5) for Teams.
 
 The card holds the answer, its numbered sources, the fallback / not-found label and the feedback actions:
 👍 / 👎 / "Ask a human" are ``Action.Execute`` (Universal Actions → an ``adaptiveCard/action`` invoke, answered
@@ -13,7 +13,7 @@ import json
 from enum import StrEnum
 from typing import Any
 
-from bot.question import Answer, AnswerStatus, Source
+from bot.core.types import Answer, Source, Status
 from feedback.votes import DOWN_REASONS
 
 CARD_VERSION = "1.5"
@@ -65,7 +65,7 @@ def source_line(source: Source) -> str:
 
 
 def status_label(answer: Answer) -> str | None:
-    if answer.status == AnswerStatus.NOT_FOUND:
+    if answer.status == Status.NOT_FOUND:
         return "🔍 Not found in the handbook — nothing here answers this, so I won't guess."
     if answer.fallback:
         reason = f" ({answer.fallback_reason})" if answer.fallback_reason else ""
@@ -133,7 +133,7 @@ def _build(answer: Answer, text: str, sources: list[Source], state: CardState, n
         body.append(_text("\n\n".join(source_line(s) for s in sources), size="Small", spacing="Small"))
     if notice:
         body.append(_text(notice, size="Small", isSubtle=True))
-    interactive = answer.interaction_id is not None and answer.status in (AnswerStatus.ANSWERED, AnswerStatus.NOT_FOUND)
+    interactive = answer.interaction_id is not None and answer.status in (Status.ANSWERED, Status.NOT_FOUND)
     if interactive:
         assert answer.interaction_id is not None
         body += _feedback_section(answer.interaction_id, state)

@@ -17,8 +17,8 @@ from botbuilder.core import BotAdapter, CardFactory, TurnContext
 from botbuilder.schema import Activity, ActivityTypes, ConversationReference
 from botframework.connector.aio import ConnectorClient
 
-from bot.log import get_logger
-from bot.question import Answer, Platform, Question
+from bot.core.log import get_logger
+from bot.core.types import Answer, Platform, Question
 from bot.runtime import Runtime
 from bot.teams.adapter import TeamsAdapter
 from bot.teams.cards import answer_card

@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from bot.log import get_logger
-from bot.question import Answer, AnswerStatus, Platform, Source
+from bot.core.log import get_logger
+from bot.core.types import Answer, Platform, Source, Status
 from bot.teams.cards import DATA_KEY, CardState, Verb
 from feedback.db import Database
 from feedback.langfuse_sync import send_vote_score
@@ -57,9 +57,9 @@ def parse_card_action(data: Any) -> CardAction | None:
 def answer_from_row(row: Interaction) -> Answer:
     """Rebuild the answer a card shows from the recorded interaction (to refresh the card)."""
     try:
-        status = AnswerStatus(row.status)
+        status = Status(row.status)
     except ValueError:
-        status = AnswerStatus.ERROR
+        status = Status.ERROR
     return Answer(interaction_id=row.id, text=row.answer or "", status=status, fallback=row.fallback,
                   fallback_reason=row.fallback_reason, release=row.release, model=row.model,
                   sources=[Source.model_validate(s) for s in row.sources or []])

@@ -13,7 +13,7 @@ from aiohttp import web
 from botbuilder.core import serializer_helper
 from botbuilder.schema import Activity
 
-from bot.log import get_logger
+from bot.core.log import get_logger
 from bot.runtime import Runtime
 from bot.teams.adapter import TeamsAdapter, Unauthorized
 from bot.teams.bot import DeskmateTeamsBot

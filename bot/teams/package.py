@@ -115,7 +115,7 @@ def package_command(
     terms_url: Annotated[str, typer.Option(envvar="DESKMATE_TEAMS_TERMS_URL")] = EXAMPLE_URL + "/terms",
 ) -> None:
     """Build the Teams app zip (manifest + icons) to upload in Teams or the Teams admin center."""
-    from bot.settings import get_settings
+    from bot.core.settings import get_settings
 
     settings = get_settings()
     bot_id = app_id or settings.teams_app_id

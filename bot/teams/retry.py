@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from msrest.exceptions import ClientRequestError, HttpOperationError
 
-from bot.log import get_logger
+from bot.core.log import get_logger
 
 log = get_logger(__name__)
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 from anthropic import AsyncAnthropic
 
-from bot.log import get_logger
-from bot.pricing import cost_usd
-from bot.question import Usage
-from bot.settings import Settings
+from bot.core.log import get_logger
+from bot.core.pricing import cost_usd
+from bot.core.settings import Settings
+from bot.core.types import Usage
 
 log = get_logger(__name__)
 

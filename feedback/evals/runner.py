@@ -23,11 +23,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-
-from bot.log import get_logger
+from bot.core.log import get_logger
+from bot.core.settings import Settings
 from bot.pipeline import compose_for_release
 from bot.runtime import Runtime
-from bot.settings import Settings
 from feedback.db import Database, get_database
 from feedback.evals.judge import Judge
 from feedback.evals.metrics import METRICS, ItemResult, clean_answer, score_item, summarize

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from bot.log import get_logger
+from bot.core.log import get_logger
 from bot.runtime import Runtime
 from playbooks.dashboard import auth
 from playbooks.dashboard.data import Window, audit_view, overview, releases_view, switches_view

@@ -14,15 +14,15 @@ authenticated by a Bearer header need none (a browser never sends that header cr
 from __future__ import annotations
 
 import hashlib
-import json as _json
 import hmac
+import json as _json
 import secrets
 from dataclasses import dataclass
 from typing import Literal
 
 from aiohttp import web
 
-from bot.settings import Settings
+from bot.core.settings import Settings
 
 SESSION_COOKIE = "deskmate_dashboard"
 CSRF_COOKIE = "deskmate_csrf"

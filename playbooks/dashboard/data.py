@@ -15,16 +15,17 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from bot.settings import Settings
+from bot.core.settings import Settings
+from bot.core.types import Status
 from feedback.db import Database
-from feedback.models import AuditEntry, Feedback, Interaction, InteractionStatus, Release, ReleaseEvent
+from feedback.models import AuditEntry, Feedback, Interaction, Release, ReleaseEvent
 from playbooks.killswitch import is_expired, list_switches
 from playbooks.releases import active_release, list_releases
 from playbooks.status import INTENTIONAL_FALLBACKS, day_start, release_figures
 
 MAX_DAYS = 90
-STATUSES = (InteractionStatus.ANSWERED, InteractionStatus.NOT_FOUND, InteractionStatus.MAINTENANCE,
-            InteractionStatus.ERROR)
+STATUSES = (Status.ANSWERED, Status.NOT_FOUND, Status.MAINTENANCE,
+            Status.ERROR)
 
 
 def aware(moment: datetime | None) -> datetime | None:
@@ -108,7 +109,7 @@ async def overview(db: Database, settings: Settings, window: Window) -> dict[str
             continue
         per_status[status][i] += 1
         cost[i] += float(cost_usd or 0.0)
-        if status in (InteractionStatus.ANSWERED, InteractionStatus.NOT_FOUND):
+        if status in (Status.ANSWERED, Status.NOT_FOUND):
             created_at, answered_at = aware(created), aware(answered)
             if created_at and answered_at:
                 latencies[i].append(max(0.0, (answered_at - created_at).total_seconds()))
@@ -119,7 +120,7 @@ async def overview(db: Database, settings: Settings, window: Window) -> dict[str
         for label in labels_by_id.get(iid, []):
             if label in ("up", "down"):
                 fig[label][i] += 1
-        if status in (InteractionStatus.ANSWERED, InteractionStatus.NOT_FOUND) and not (
+        if status in (Status.ANSWERED, Status.NOT_FOUND) and not (
                 fallback and reason in INTENTIONAL_FALLBACKS):
             fig["llm"][i] += 1
             fig["fallbacks"][i] += int(bool(fallback))

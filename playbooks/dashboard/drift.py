@@ -17,8 +17,9 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from bot.core.types import Status
 from feedback.db import Database
-from feedback.models import Interaction, InteractionStatus
+from feedback.models import Interaction
 
 BINS = 20
 ALPHA = 0.01
@@ -100,7 +101,7 @@ async def score_drift(db: Database, now: datetime | None = None) -> dict[str, An
         rows = (await session.exec(  # type: ignore[call-overload]
             select(Interaction.answered_at, Interaction.top_score)
             .where(col(Interaction.answered_at) >= two_weeks_ago, col(Interaction.top_score).is_not(None),
-                   col(Interaction.status).in_([InteractionStatus.ANSWERED, InteractionStatus.NOT_FOUND])))).all()
+                   col(Interaction.status).in_([Status.ANSWERED, Status.NOT_FOUND])))).all()
     this_week, last_week = [], []
     for answered_at, score in rows:
         at = answered_at if answered_at.tzinfo else answered_at.replace(tzinfo=timezone.utc)

@@ -21,10 +21,11 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from bot.log import get_logger
-from bot.settings import Settings
+from bot.core.log import get_logger
+from bot.core.settings import Settings
+from bot.core.types import Status
 from feedback.db import Database
-from feedback.models import Feedback, Interaction, InteractionStatus
+from feedback.models import Feedback, Interaction
 from playbooks.dashboard.data import Window, iso
 
 log = get_logger(__name__)
@@ -92,9 +93,9 @@ async def load_asked(db: Database, window: Window) -> list[Asked]:
         rows = (await session.exec(
             select(Interaction)
             .where(col(Interaction.answered_at) >= window.start,
-                   (Interaction.status == InteractionStatus.NOT_FOUND) | col(Interaction.id).in_(list(reasons) or [-1]))
+                   (Interaction.status == Status.NOT_FOUND) | col(Interaction.id).in_(list(reasons) or [-1]))
             .order_by(col(Interaction.id).desc()).limit(MAX_QUESTIONS))).all()
-    return [Asked(interaction_id=r.id or 0, question=r.question, unanswered=r.status == InteractionStatus.NOT_FOUND,
+    return [Asked(interaction_id=r.id or 0, question=r.question, unanswered=r.status == Status.NOT_FOUND,
                   downvoted=(r.id in reasons), reasons=reasons.get(r.id or 0, []), passages=list(r.passages or []),
                   top_score=r.top_score, at=iso(r.answered_at)) for r in rows]
 

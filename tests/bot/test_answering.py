@@ -7,13 +7,13 @@ import pytest
 import redis.asyncio
 
 from bot.answering import NOT_FOUND_TEXT, AnswerEngine
+from bot.core.pricing import cost_usd
+from bot.core.settings import DEFAULT_PRICES, Settings
+from bot.core.types import Status
 from bot.llm import GenerationConfig, Turn
-from bot.pricing import cost_usd
-from bot.question import AnswerStatus
-from bot.settings import DEFAULT_PRICES, Settings
+from tests.bot.passages import passage
 from tests.fakes.anthropic_server import FakeAnthropic, Reply, start_fake_anthropic
 from tests.fakes.redis_server import RedisServer, start_redis_server
-from tests.bot.passages import passage
 
 MIN_SCORE = 0.3
 CONFIG = GenerationConfig(model="claude-haiku-4-5", max_tokens=512, timeout_s=2.0)
@@ -116,7 +116,7 @@ async def test_answer_with_citations_usage_and_cost(fake: FakeAnthropic, engine:
         )
     )
     answer = await compose(engine)
-    assert answer.status is AnswerStatus.ANSWERED
+    assert answer.status is Status.ANSWERED
     assert not answer.fallback and answer.fallback_reason is None and answer.error is None
     assert (
         "Book flights and hotels through Navan" in answer.text
@@ -174,7 +174,7 @@ async def test_nothing_relevant_retrieved_is_not_found_without_a_call(
 ) -> None:
     low = [p.model_copy(update={"score": 0.1}) for p in PASSAGES]
     answer = await engine.compose("What is the dress code?", [], low, CONFIG, min_score=MIN_SCORE)
-    assert answer.status is AnswerStatus.NOT_FOUND
+    assert answer.status is Status.NOT_FOUND
     assert answer.text.startswith(NOT_FOUND_TEXT)
     assert "closest sources" in answer.text
     assert [s.heading for s in answer.sources] == ["Travel", "Meals", "Annual leave"]  # at most three
@@ -184,7 +184,7 @@ async def test_nothing_relevant_retrieved_is_not_found_without_a_call(
 
 async def test_no_passages_is_not_found(fake: FakeAnthropic, engine: AnswerEngine) -> None:
     answer = await engine.compose("What is the dress code?", [], [], CONFIG, min_score=MIN_SCORE)
-    assert answer.status is AnswerStatus.NOT_FOUND
+    assert answer.status is Status.NOT_FOUND
     assert answer.sources == [] and "closest sources" not in answer.text
     assert fake.requests == []
 
@@ -192,7 +192,7 @@ async def test_no_passages_is_not_found(fake: FakeAnthropic, engine: AnswerEngin
 async def test_model_says_not_found(fake: FakeAnthropic, engine: AnswerEngine) -> None:
     fake.script(Reply.not_found("NOT_FOUND The documents cover travel and meals, not parking."))
     answer = await compose(engine, "Is parking at the airport reimbursed?")
-    assert answer.status is AnswerStatus.NOT_FOUND
+    assert answer.status is Status.NOT_FOUND
     assert answer.text.startswith(NOT_FOUND_TEXT)
     assert "The documents cover travel and meals, not parking." in answer.text
     assert "NOT_FOUND" not in answer.text
@@ -211,7 +211,7 @@ async def test_no_api_key_falls_back_with_a_label(redis_client: redis.asyncio.Re
     answer = await compose(engine)
     assert answer.fallback and answer.fallback_reason == "no API key configured"
     assert answer.text.startswith(f"{LABEL} (no API key configured)._")
-    assert answer.status is AnswerStatus.ANSWERED
+    assert answer.status is Status.ANSWERED
     assert "Submit receipts in Navan within 30 days of the trip." in answer.text
     assert answer.sources and answer.sources[0].heading == "Travel" and answer.sources[0].quote
     assert answer.sources[-1].heading != "Laptops"  # below min_score: never quoted
@@ -255,7 +255,7 @@ async def test_transient_error_falls_back_and_counts_against_the_breaker(
     assert answer.fallback and answer.fallback_reason == reason
     assert answer.text.startswith(f"{LABEL} ({reason})._")
     assert answer.error and "transient=True" in answer.error
-    assert answer.sources and answer.status is AnswerStatus.ANSWERED
+    assert answer.sources and answer.status is Status.ANSWERED
     assert answer.llm_latency_ms is not None
     assert await redis_client.hget("deskmate:breaker:anthropic", "failures") == b"1"
 
@@ -312,7 +312,7 @@ async def test_breaker_opens_then_half_opens(fake: FakeAnthropic, redis_client: 
     assert await engine.breaker.state() == "half_open"  # type: ignore[union-attr]
     fake.always(Reply.answer())
     answer = await compose(engine)
-    assert not answer.fallback and answer.status is AnswerStatus.ANSWERED
+    assert not answer.fallback and answer.status is Status.ANSWERED
     assert len(fake.requests) == 3
     assert await engine.breaker.state() == "closed"  # type: ignore[union-attr]
     await engine.close()
@@ -343,6 +343,6 @@ async def test_answers_while_redis_is_down(fake: FakeAnthropic) -> None:
         engine = AnswerEngine(make_settings(fake), client)
         server.stop()
         answer = await compose(engine)
-        assert not answer.fallback and answer.status is AnswerStatus.ANSWERED
+        assert not answer.fallback and answer.status is Status.ANSWERED
         await engine.close()
         await client.aclose()

@@ -14,9 +14,9 @@ import httpx
 import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.log import configure_logging
+from bot.core.log import configure_logging
+from bot.core.settings import Settings
 from bot.metrics import BREAKER_NAME, StateCollector
-from bot.settings import Settings
 from tests.fakes.anthropic_server import Reply
 from tests.fakes.redis_server import free_port
 from tests.stack import running_stack
@@ -150,6 +150,6 @@ async def test_a_jobs_log_lines_carry_the_interaction_id_and_not_the_question(
 
 def configure_logging_flag_reset() -> None:
     """configure_logging set the module's message-text flag from the test settings; put the default back."""
-    import bot.log
+    import bot.core.log
 
-    bot.log._log_message_text = False
+    bot.core.log._log_message_text = False

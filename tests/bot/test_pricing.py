@@ -1,9 +1,9 @@
 import pytest
 
 from bot import pricing
-from bot.pricing import cost_usd, find_price
-from bot.question import Usage
-from bot.settings import DEFAULT_PRICES, ModelPrice
+from bot.core.pricing import cost_usd, find_price
+from bot.core.settings import DEFAULT_PRICES, ModelPrice
+from bot.core.types import Usage
 
 USAGE = Usage(input_tokens=1_000, output_tokens=500, cache_read_tokens=2_000, cache_write_tokens=400)
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 import bot.tracing as tracing
-from bot.question import Usage
-from bot.settings import Settings
+from bot.core.settings import Settings
+from bot.core.types import Usage
 from bot.tracing import FEEDBACK_SCORE, Tracer, hash_user
 from knowledge.passage import Passage
 from tests.fakes.langfuse_server import FakeLangfuse, free_port, start_fake_langfuse

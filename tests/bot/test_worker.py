@@ -9,10 +9,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from bot.queue import submit
+from bot.core.settings import Settings
+from bot.core.types import Status
 from bot.local_chat.web import local_question
-from bot.settings import Settings
-from feedback.models import InteractionStatus
+from bot.queue import submit
 from tests.fakes.anthropic_server import Reply
 from tests.fakes.redis_server import RedisServer
 from tests.stack import Stack, running_stack
@@ -77,7 +77,7 @@ async def test_model_says_not_found_and_unrelated_questions_are_marked_unanswere
         declined = await ask(stack, "Who won the football world cup in 1998?")
         rows = await stack.interactions()
     assert declined["status"] == "not_found"
-    assert rows[0].status == InteractionStatus.NOT_FOUND
+    assert rows[0].status == Status.NOT_FOUND
 
 
 async def test_redelivered_question_is_answered_once(stack: Stack) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.settings import Settings
+from bot.core.settings import Settings
 from feedback.db import Database, get_database
 from tests.feedback.helpers import write_golden
 

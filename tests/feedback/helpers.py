@@ -8,8 +8,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bot.core.clock import utcnow
 from feedback.db import Database
-from feedback.models import Interaction, utcnow
+from feedback.models import Interaction
 
 #: A golden set small enough for many eval runs: three answerable items, two unanswerable.
 SMALL_GOLDEN = [

@@ -10,7 +10,7 @@ import pytest
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from bot.settings import Settings
+from bot.core.settings import Settings
 from feedback import cli as feedback_cli
 from feedback.evals.judge import RUBRIC, parse_verdict
 from feedback.evals.metrics import clean_answer, percentile, token_f1

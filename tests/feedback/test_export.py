@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bot.settings import Settings
+from bot.core.settings import Settings
 from feedback import cli as feedback_cli
 from feedback.db import Database
 from feedback.export import labelled_rows, parse_since, render

@@ -9,8 +9,8 @@ import pytest
 from sqlmodel import col, select
 from typer.testing import CliRunner
 
+from bot.core.settings import Settings
 from bot.runtime import Runtime
-from bot.settings import Settings
 from feedback import cli as feedback_cli
 from feedback.db import Database
 from feedback.gate import check_promotion, evaluate_gate, find_regressions, promotion_gate, tolerances

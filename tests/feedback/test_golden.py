@@ -9,14 +9,22 @@ import pytest
 
 from feedback.db import Database
 from feedback.export import labelled_rows
-from feedback.golden import (SAMPLE_GOLDEN, GoldenError, check_doc_ids, load_golden, parse_golden, promote_feedback,
-                             summary, write_golden)
+from feedback.golden import (
+    SAMPLE_GOLDEN,
+    GoldenError,
+    check_doc_ids,
+    load_golden,
+    parse_golden,
+    promote_feedback,
+    summary,
+    write_golden,
+)
 from feedback.votes import record_vote
 from tests.feedback.helpers import add_interaction
 
 
 def test_bundled_sample_set_is_valid_and_matches_the_sample_knowledge_base(sample_data_dir: Path) -> None:
-    from bot.settings import Settings
+    from bot.core.settings import Settings
     from knowledge.index import IndexStore
 
     items = load_golden(SAMPLE_GOLDEN)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
-from bot.settings import Settings
+from bot.core.settings import Settings
 from bot.tracing import FEEDBACK_SCORE, Tracer
 from feedback.db import Database
 from feedback.export import labelled_rows

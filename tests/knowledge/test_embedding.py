@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from bot.settings import Settings
+from bot.core.settings import Settings
 from knowledge.embedding import (
     MODEL_SHA256,
     TOKENIZER_PATH,

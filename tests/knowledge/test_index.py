@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bot.settings import SAMPLE_KNOWLEDGE_DIR
+from bot.core.settings import SAMPLE_KNOWLEDGE_DIR
 from knowledge.index import IndexNotFound, IndexStore
 from knowledge.ingest import ingest
 from knowledge.retrieval import Retriever, SearchFilter

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.settings import SAMPLE_KNOWLEDGE_DIR
+from bot.core.settings import SAMPLE_KNOWLEDGE_DIR
 from knowledge.sources import DocumentSkipped, load_document, scan
 
 MAX = 1_000_000

@@ -8,16 +8,16 @@ import signal
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.question import Platform, Question
+from bot.core.settings import SAMPLE_KNOWLEDGE_DIR, Settings
+from bot.core.types import Platform, Question
 from bot.queue import submit
 from bot.runtime import Runtime, build_runtime
-from bot.settings import SAMPLE_KNOWLEDGE_DIR, Settings
 from feedback.models import Interaction
 from playbooks.admin import AdminActor, AdminReply, handle_admin_command
 from tests.conftest import settings_for

@@ -9,9 +9,11 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from bot.core.clock import utcnow
+from bot.core.settings import Settings
+from bot.core.types import Status
 from bot.runtime import Runtime
-from bot.settings import Settings
-from feedback.models import AuditEntry, Feedback, Interaction, InteractionStatus, ReleaseEvent, Switch, utcnow
+from feedback.models import AuditEntry, Feedback, Interaction, ReleaseEvent, Switch
 from playbooks.admin import AdminActor, is_admin_command, split_command
 from playbooks.gate import GateResult, register_gate
 from playbooks.killswitch import effective_mode
@@ -37,14 +39,14 @@ async def test_kill_off_in_one_channel_gives_that_channel_the_maintenance_reply_
 
         noisy = await ask_in(rt, "CNOISY")
         quiet = await ask_in(rt, "CQUIET")
-        assert noisy.status == InteractionStatus.MAINTENANCE
+        assert noisy.status == Status.MAINTENANCE
         assert noisy.answer == stack.settings.maintenance_message
         assert noisy.fallback_reason == "payroll answers are wrong", "the switch's reason is recorded on the question"
-        assert quiet.status == InteractionStatus.ANSWERED and quiet.sources
+        assert quiet.status == Status.ANSWERED and quiet.sources
 
         assert (await run(rt, "kill on <#CNOISY|noisy>")).ok
         again = await ask_in(rt, "CNOISY")
-        assert again.status == InteractionStatus.ANSWERED
+        assert again.status == Status.ANSWERED
         entries = await audit_log(rt)
     assert [(e.actor, e.where, e.after) for e in entries] == [
         ("slack:UADMIN (alice)", "slack:COPS", "slack:CNOISY=off"),
@@ -61,7 +63,7 @@ async def test_kill_is_obeyed_by_the_next_message_within_a_second(make_settings:
         assert (await run(rt, "kill off")).ok
         row = await ask_in(rt, "CANY")
         elapsed = time.monotonic() - started
-        assert row.status == InteractionStatus.MAINTENANCE
+        assert row.status == Status.MAINTENANCE
         assert elapsed < 1.0, f"kill → maintenance reply took {elapsed:.2f} s"
 
         # what the worker reads per message costs milliseconds, so no cache is needed in front of it
@@ -185,7 +187,7 @@ async def test_global_retrieval_only_stops_llm_calls_and_on_restores_them(
         rt = stack.web_runtime
         assert (await run(rt, "kill retrieval-only")).ok
         row = await ask_in(rt, "C1")
-        assert row.status == InteractionStatus.ANSWERED and row.fallback and row.fallback_reason == "retrieval-only mode"
+        assert row.status == Status.ANSWERED and row.fallback and row.fallback_reason == "retrieval-only mode"
         assert fake_anthropic.message_requests == []
         assert (await run(rt, "kill on")).ok
         row = await ask_in(rt, "C1")

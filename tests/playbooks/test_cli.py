@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import playbooks.cli as playbooks_cli
 from bot.cli import app
-from bot.settings import Settings, get_settings
+from bot.core.settings import Settings, get_settings
 from feedback.db import get_database
 from feedback.models import AuditEntry, EvalRun, Release, Switch
 from playbooks.gate import register_gate

@@ -11,9 +11,10 @@ from typing import Any
 
 from sqlmodel import col, select
 
+from bot.core.clock import utcnow
+from bot.core.settings import Settings
 from bot.runtime import Runtime, build_runtime
-from bot.settings import Settings
-from feedback.models import Alert, AuditEntry, Feedback, Interaction, Switch, utcnow
+from feedback.models import Alert, AuditEntry, Feedback, Interaction, Switch
 from playbooks import guard
 from playbooks.killswitch import Mode, effective_mode, set_mode
 from playbooks.releases import activate, create_release

@@ -14,15 +14,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bot.core.settings import Settings
 from bot.llm import DEFAULT_PROMPT_TEMPLATE
 from bot.runtime import build_runtime
-from bot.settings import Settings
 from playbooks.releases import create_release
 from tests.conftest import settings_for
 from tests.playbooks.conftest import (
-    ADMIN, ADMIN_IDS, NEW_MARKER, OLD_MARKER, QUESTION, ask_in, passages_text, run, system_prompt,
+    ADMIN,
+    ADMIN_IDS,
+    NEW_MARKER,
+    OLD_MARKER,
+    QUESTION,
+    ask_in,
+    passages_text,
+    run,
+    system_prompt,
 )
-
 
 
 async def test_rollback_changes_prompt_and_index_of_the_next_answer_in_another_worker_process(

@@ -15,13 +15,19 @@ from typing import Any
 import pytest
 from sqlmodel import col, select
 
-from bot.settings import Settings
-from feedback.models import AuditEntry, Interaction, InteractionStatus, Switch
+from bot.core.settings import Settings
+from bot.core.types import Status
+from feedback.models import AuditEntry, Interaction, Switch
 from tests.bot.slack.conftest import HUMAN, SIGNING_SECRET, SlackClient, mention, sign, slash_command
 from tests.conftest import settings_for
 from tests.fakes.slack_api import FakeSlack, start_fake_slack
 from tests.playbooks.conftest import (
-    NEW_MARKER, OLD_MARKER, QUESTION, create_old_and_new_releases, passages_text, system_prompt,
+    NEW_MARKER,
+    OLD_MARKER,
+    QUESTION,
+    create_old_and_new_releases,
+    passages_text,
+    system_prompt,
 )
 from tests.stack import Stack, running_stack
 
@@ -88,7 +94,7 @@ async def test_admin_kills_one_channel_and_it_gets_the_maintenance_reply_while_a
 
         noisy = await mention_and_wait(stack, TRAVEL, NOISY)
         quiet = await mention_and_wait(stack, TRAVEL, QUIET)
-        assert noisy.status == InteractionStatus.MAINTENANCE and quiet.status == InteractionStatus.ANSWERED
+        assert noisy.status == Status.MAINTENANCE and quiet.status == Status.ANSWERED
         delivered = {c.args.get("channel"): c.text_of_blocks for c in slack_api.calls_to("chat.update")}
         assert stack.settings.maintenance_message[:40] in delivered[NOISY]
         assert "[1]" in delivered[QUIET], "the other channel still gets a cited answer"

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 import pytest
 
-from bot.settings import Settings
+from bot.core.settings import Settings
 from tests.conftest import FIXTURES_DIR
 from tests.fakes.slack_api import BOT_USER_ID, FakeSlack, start_fake_slack
 from tests.stack import Stack, running_stack

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from bot.channel_policy import set_policy
-from bot.settings import Settings
+from bot.core.settings import Settings
 from feedback.models import Interaction
 from tests.bot.slack.conftest import (
     ALL,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.question import Answer, AnswerStatus, Source
+from bot.core.types import Answer, Source, Status
 from bot.slack.mrkdwn import markdown_to_mrkdwn, split_text
 from bot.slack.rendering import feedback_modal, render_answer, render_markdown
 
@@ -50,10 +50,10 @@ def test_labels_for_fallback_not_found_and_maintenance() -> None:
                                          "\n\n> Meals are €40 [1]", sources=SOURCES[:1]))
     assert "Automatic excerpt" in fallback["blocks"][0]["elements"][0]["text"]
     assert fallback["blocks"][1]["text"]["text"] == "> Meals are €40 [1]", "the label is not shown twice"
-    not_found = render_answer(Answer(interaction_id=2, status=AnswerStatus.NOT_FOUND, text="I couldn't find this."))
+    not_found = render_answer(Answer(interaction_id=2, status=Status.NOT_FOUND, text="I couldn't find this."))
     assert "Not found" in not_found["blocks"][0]["elements"][0]["text"]
     assert not_found["blocks"][-1]["type"] == "actions"
-    paused = render_answer(Answer(interaction_id=3, status=AnswerStatus.MAINTENANCE, text="Paused."))
+    paused = render_answer(Answer(interaction_id=3, status=Status.MAINTENANCE, text="Paused."))
     assert "paused" in paused["blocks"][0]["elements"][0]["text"]
     assert all(b["type"] != "actions" for b in paused["blocks"]), "nothing to rate on a maintenance reply"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bot.settings import Settings
+from bot.core.settings import Settings
 from tests.bot.slack.conftest import PUBLIC, mention, slash_command
 from tests.fakes.slack_api import FakeSlack
 from tests.stack import running_stack

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bot.settings import Settings
+from bot.core.settings import Settings
 from tests.conftest import FIXTURES_DIR
 from tests.fakes.botframework import FakeConnector, start_fake_connector
 from tests.stack import Stack, running_stack

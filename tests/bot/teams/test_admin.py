@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from sqlmodel import select
 
-from bot.settings import Settings
+from bot.core.settings import Settings
 from feedback.models import AuditEntry
 from tests.bot.teams.conftest import activity, post, settle, teams_settings
 from tests.fakes.botframework import FakeConnector

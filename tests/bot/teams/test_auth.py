@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 from botframework.connector.auth import ChannelValidation, MicrosoftAppCredentials
 
+from bot.core.settings import Settings
 from bot.queue import ANSWER_JOB
-from bot.settings import Settings
 from tests.bot.teams.conftest import activity, post, recorded, settle, teams_settings
 from tests.fakes.botframework import FakeConnector, OpenIdServer, start_openid_server
 from tests.stack import Stack, running_stack

@@ -6,7 +6,7 @@ import json
 
 from botbuilder.schema import Activity
 
-from bot.question import Answer, AnswerStatus, Source
+from bot.core.types import Answer, Source, Status
 from bot.teams.activities import build_question, channel_of, idempotency_key, strip_mentions, thread_of
 from bot.teams.cards import MAX_CARD_BYTES, CardState, answer_card, card_bytes
 from feedback.votes import DOWN_REASONS
@@ -45,13 +45,13 @@ def test_fallback_and_not_found_are_labelled() -> None:
     extractive = answer_card(Answer(interaction_id=1, text="> quote [1]", sources=sources(1), fallback=True,
                                     fallback_reason="LLM timed out"))
     assert "not written by the AI model (LLM timed out)" in texts(extractive)
-    missing = answer_card(Answer(interaction_id=2, text="I couldn't find this.", status=AnswerStatus.NOT_FOUND))
+    missing = answer_card(Answer(interaction_id=2, text="I couldn't find this.", status=Status.NOT_FOUND))
     assert "Not found in the handbook" in texts(missing)
     assert actions(missing), "a not-found answer can still be rated or escalated"
 
 
 def test_maintenance_and_errors_have_no_feedback_buttons() -> None:
-    card = answer_card(Answer(interaction_id=3, text="Paused for maintenance.", status=AnswerStatus.MAINTENANCE))
+    card = answer_card(Answer(interaction_id=3, text="Paused for maintenance.", status=Status.MAINTENANCE))
     assert actions(card) == []
 
 

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 from botbuilder.schema import Activity
 
-from bot.question import Answer, Question, Source
-from bot.teams.activities import build_question
+from bot.core.types import Answer, Question, Source
 from bot.teams import delivery as delivery_module
+from bot.teams.activities import build_question
 from bot.teams.delivery import TeamsDeliverer
 from tests.bot.teams.conftest import activity
 from tests.conftest import settings_for

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlmodel import select
 
-from bot.settings import Settings
+from bot.core.settings import Settings
 from feedback.models import Feedback, Interaction
 from tests.bot.teams.conftest import activity, post, settle, teams_settings
 from tests.fakes.botframework import FakeConnector

@@ -40,7 +40,7 @@ def test_package_refuses_bad_values(tmp_path: Path) -> None:
 def test_cli_builds_the_zip_from_the_configured_app_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import bot.cli
     from bot.cli import app
-    from bot.settings import get_settings
+    from bot.core.settings import get_settings
 
     # the CLI's callback would point logging at CliRunner's stream, which is closed afterwards
     monkeypatch.setattr(bot.cli, "configure_logging", lambda _settings: None)

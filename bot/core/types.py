@@ -1,4 +1,4 @@
-"""The platform-neutral question and answer every chat surface translates to and from.
+"""The platform-neutral types every layer shares: the question, the answer, its sources, usage and status.
 
 Adapters (Slack, Teams, local chat) build a :class:`Question`, the worker produces an :class:`Answer`, and
 renderers turn the answer into Block Kit, an Adaptive Card or text. Nothing platform-specific passes this line
@@ -11,8 +11,6 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
-
-from knowledge.passage import Passage
 
 
 class Platform(StrEnum):
@@ -39,11 +37,25 @@ class Question(BaseModel):
     ephemeral: bool = False
 
 
-class AnswerStatus(StrEnum):
+class Status(StrEnum):
+    """Where a question stands: pending → (answered | not_found | maintenance | error).
+
+    The same values are an answer's outcome and the recorded interaction's status.
+    """
+
+    PENDING = "pending"  # recorded, waiting for (or in) the worker
     ANSWERED = "answered"
     NOT_FOUND = "not_found"  # the sources do not answer it: honest "I don't know"
     MAINTENANCE = "maintenance"  # kill-switch off: the maintenance reply
     ERROR = "error"
+
+    @property
+    def is_final(self) -> bool:
+        return self is not Status.PENDING
+
+
+#: Statuses after which a question is never answered again (a redelivered job is skipped).
+FINAL_STATUSES: frozenset[str] = frozenset(s.value for s in Status if s.is_final)
 
 
 class Source(BaseModel):
@@ -74,7 +86,7 @@ class Answer(BaseModel):
     interaction_id: int | None = None
     text: str
     sources: list[Source] = Field(default_factory=list)
-    status: AnswerStatus = AnswerStatus.ANSWERED
+    status: Status = Status.ANSWERED
     fallback: bool = False  # extractive: not written by the model
     fallback_reason: str | None = None
     release: str | None = None
@@ -82,4 +94,3 @@ class Answer(BaseModel):
     latency_ms: dict[str, float] = Field(default_factory=dict)
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float = 0.0
-    passages: list[Passage] = Field(default_factory=list, exclude=True)

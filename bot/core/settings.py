@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The bundled sample knowledge base (a fictional company's handbook).
-SAMPLE_KNOWLEDGE_DIR = Path(__file__).resolve().parent.parent / "knowledge" / "sample"
+SAMPLE_KNOWLEDGE_DIR = Path(__file__).resolve().parents[2] / "knowledge" / "sample"
 
 
 class ModelPrice(BaseModel):

@@ -6,9 +6,9 @@ the alias (``claude-sonnet-4-5``), so a model is priced by the longest table key
 
 from __future__ import annotations
 
-from bot.log import get_logger
-from bot.question import Usage
-from bot.settings import ModelPrice
+from bot.core.log import get_logger
+from bot.core.settings import ModelPrice
+from bot.core.types import Usage
 
 log = get_logger(__name__)
 

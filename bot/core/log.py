@@ -12,7 +12,7 @@ import sys
 
 import structlog
 
-from bot.settings import Settings
+from bot.core.settings import Settings
 
 _log_message_text = False
 
