@@ -1,12 +1,61 @@
-"""Checks every chat surface applies to a message before it becomes a question."""
+"""Intake: how a message from any chat surface becomes a question the worker will answer exactly once.
+
+Slack, Teams and the local chat all hand their :class:`~bot.core.types.Question` to :meth:`Intake.submit`:
+
+1. **check** the text (:func:`clean_question`: empty or huge messages get a clear reply, never a job);
+2. **claim** the platform's idempotency key in Redis (``SET NX``): a redelivered event stops here. Redis being
+   down is not fatal: the unique key in the database is the second guard;
+3. **prepare** (optional, the adapter's own step, e.g. Slack posts its placeholder so the worker can replace it);
+4. **record** the pending interaction, retried while the database is busy — a question that is recorded is
+   never lost, even if Redis is down (the sweeper enqueues it later);
+5. **enqueue** the answer job (the idempotency key is the job id).
+
+The adapter decides what the user sees from :class:`Submitted`. The channel policy an adapter needs before
+deciding to answer at all (enabled? every message or mentions only?) is :meth:`Intake.policy`, cached briefly
+per process; the worker re-reads it for every answer, so which sources may be cited is never stale.
+
+Example::
+
+    intake = Intake(settings, interactions, redis)
+    submitted = await intake.submit(question, prepare=post_placeholder)
+    if submitted.outcome is Outcome.UNRECORDED:
+        ...  # tell the user to ask again
+"""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
 
+from arq.connections import ArqRedis
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
+
+from bot.core.log import get_logger, redact
 from bot.core.settings import Settings
+from bot.core.types import Question
+from bot.queue import enqueue
+from feedback.interactions import InteractionStore
+from playbooks.channel_policy import EffectivePolicy, default_public_only, resolve_policy
+from knowledge.retrieval import SearchFilter
+
+log = get_logger(__name__)
 
 EMPTY_REPLY = "Ask me a question about the handbook — for example “How do I book travel?”"
+RECORD_FAILED_REPLY = "Sorry — I couldn't take your question just now. Please ask again in a minute."
+
+CLAIM_PREFIX = "deskmate:intake:claim:"
+CLAIM_TTL_S = 24 * 3600  # platforms stop redelivering an event within hours
+#: Database sessions intake holds at once in one process: below the pool size (5 + 10 overflow), so a burst
+#: of events queues here instead of exhausting the pool and piling onto SQLite's write lock.
+DB_SLOTS = 8
+RECORD_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 4.0)
+POLICY_CACHE_S = 10.0
+POLICY_CACHE_SIZE = 2000
 
 
 class QuestionRejected(ValueError):
@@ -30,3 +79,113 @@ def clean_question(text: str | None, settings: Settings) -> str:
             "too_long",
         )
     return cleaned
+
+
+class Outcome(StrEnum):
+    NEW = "new"  # recorded now (and enqueued unless Redis is down: then the sweeper enqueues it)
+    DUPLICATE = "duplicate"  # this idempotency key was seen before: nothing new recorded or enqueued
+    UNRECORDED = "unrecorded"  # the database could not take it: the user must be told to ask again
+
+
+@dataclass(frozen=True)
+class Submitted:
+    outcome: Outcome
+    interaction_id: int | None = None
+    enqueued: bool = False
+
+    @property
+    def duplicate(self) -> bool:
+        return self.outcome is Outcome.DUPLICATE
+
+
+Prepare = Callable[[Question], Awaitable[None]]
+
+
+class Intake:
+    def __init__(self, settings: Settings, interactions: InteractionStore, redis: ArqRedis) -> None:
+        self.settings = settings
+        self.interactions = interactions
+        self.redis = redis
+        self._db_slots = asyncio.Semaphore(DB_SLOTS)
+        self._policies: dict[tuple[str, str, str], tuple[float, EffectivePolicy]] = {}
+
+    async def submit(self, question: Question, *, prepare: Prepare | None = None) -> Submitted:
+        """Claim, prepare, record, enqueue (see the module docstring)."""
+        key = question.idempotency_key
+        if await self._claim(key) is False:
+            log.info("intake.duplicate", platform=question.platform.value, stage="claim")
+            return Submitted(Outcome.DUPLICATE)
+        if prepare is not None:
+            await prepare(question)
+        try:
+            interaction_id, duplicate = await self._record(question)
+        except (DBAPIError, SQLAlchemyTimeout) as exc:
+            log.error("intake.record_failed", platform=question.platform.value, error=str(exc)[:300])
+            await self._release(key)
+            return Submitted(Outcome.UNRECORDED)
+        if duplicate:  # the Redis claim was unavailable or expired; the database caught the redelivery
+            log.info("intake.duplicate", platform=question.platform.value, stage="database",
+                     interaction_id=interaction_id)
+            return Submitted(Outcome.DUPLICATE, interaction_id)
+        enqueued = await enqueue(self.redis, interaction_id, key)
+        log.info("intake.question", platform=question.platform.value, interaction_id=interaction_id,
+                 channel_type=question.channel_type, enqueued=enqueued, question=redact(question.text))
+        return Submitted(Outcome.NEW, interaction_id, enqueued)
+
+    async def policy(self, platform: str, channel: str, channel_type: str) -> EffectivePolicy:
+        """The channel's policy for intake (answer at all? every message?), cached for ``POLICY_CACHE_S``:
+        a burst of events in a channel costs one query. If the database is unreachable the defaults apply
+        (recording the question will then tell the user; the worker applies the real policy)."""
+        key = (platform, channel, channel_type)
+        now = time.monotonic()
+        cached = self._policies.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            async with self._db_slots, self.interactions.db.asession() as session:
+                policy = await resolve_policy(session, platform, channel, channel_type)
+        except (DBAPIError, SQLAlchemyTimeout) as exc:
+            log.warning("intake.policy_unavailable", platform=platform, error=str(exc)[:200])
+            return EffectivePolicy(enabled=True, respond_to="mentions",
+                                   search_filter=SearchFilter(public_only=default_public_only(channel_type)))
+        if len(self._policies) >= POLICY_CACHE_SIZE:
+            self._policies.clear()
+        self._policies[key] = (now + POLICY_CACHE_S, policy)
+        return policy
+
+    async def asked_in_thread(self, platform: str, channel: str, thread: str, user: str) -> bool:
+        """Did ``user`` ask in this thread before? False when the database cannot tell."""
+        try:
+            async with self._db_slots:
+                return await self.interactions.asked_in_thread(platform, channel, thread, user)
+        except (DBAPIError, SQLAlchemyTimeout) as exc:
+            log.warning("intake.thread_lookup_failed", platform=platform, error=str(exc)[:200])
+            return False
+
+    async def _claim(self, key: str) -> bool | None:
+        """True = first delivery, False = seen before, None = Redis unavailable."""
+        try:
+            return bool(await self.redis.set(f"{CLAIM_PREFIX}{key}", b"1", nx=True, ex=CLAIM_TTL_S))
+        except Exception as exc:  # noqa: BLE001 - the database's unique key is the second guard
+            log.warning("intake.claim_unavailable", error=str(exc)[:200])
+            return None
+
+    async def _release(self, key: str) -> None:
+        """Forget a claim whose question could not be recorded, so the platform's retry is taken."""
+        try:
+            await self.redis.delete(f"{CLAIM_PREFIX}{key}")
+        except Exception:  # noqa: BLE001
+            log.warning("intake.release_failed")
+
+    async def _record(self, question: Question) -> tuple[int, bool]:
+        """The pending interaction, written once; retried while the database is busy (SQLite's write lock)."""
+        for attempt, delay in enumerate((*RECORD_BACKOFF_S, None)):
+            try:
+                async with self._db_slots:
+                    return await self.interactions.record_pending(question)
+            except (OperationalError, SQLAlchemyTimeout) as exc:
+                if delay is None:
+                    raise
+                log.warning("intake.record_retry", attempt=attempt + 1, error=str(exc)[:200])
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")

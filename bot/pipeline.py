@@ -16,7 +16,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlmodel import col, select
 
 from bot.answering import ComposedAnswer, not_found_answer
-from bot.channel_policy import resolve_policy
+from playbooks.channel_policy import resolve_policy
 from bot.core.clock import utcnow
 from bot.core.log import get_logger, redact
 from bot.core.types import FINAL_STATUSES, Answer, Question, Status

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
         "auto", description="auto = json in production, console in development."
     )
     log_message_text: bool = Field(False, description="Write users' message text to logs (off by default).")
+    user_hash_salt: str = Field(
+        "deskmate-development-salt",
+        description="Secret key of the pseudonymous user ids stored and traced (HMAC-SHA256). Set a long random "
+        "value before going live; changing it later makes earlier votes unattributable.",
+    )
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite file under data_dir.")
     redis_url: str | None = Field(
         None, description="redis:// or unix:// URL; unset = start an embedded redis-server under data_dir."

@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from sqlmodel import select
 
-from bot.channel_policy import EffectivePolicy, default_public_only, resolve_policy
+from playbooks.channel_policy import EffectivePolicy, default_public_only, resolve_policy
 from bot.core.log import get_logger, redact
 from bot.core.settings import Settings
 from bot.core.types import Platform, Question

@@ -1,6 +1,6 @@
 """Per-channel policy for Slack channels, as operators set it (``deskmate slack channel …``).
 
-A channel without a row gets the defaults of :mod:`bot.channel_policy` (enabled; mentions only; public channels
+A channel without a row gets the defaults of :mod:`playbooks.channel_policy` (enabled; mentions only; public channels
 see only sources marked public). A row overrides any of them; every change is written to the audit log.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from bot.channel_policy import get_policy_row, set_policy
+from playbooks.channel_policy import get_policy_row, set_policy
 from bot.core.types import Platform
 from feedback.db import Database
 from feedback.models import ChannelPolicy

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bot.channel_policy import set_policy
+from playbooks.channel_policy import set_policy
 from bot.core.settings import Settings
 from feedback.models import Interaction
 from tests.bot.slack.conftest import (

@@ -1,0 +1,212 @@
+"""The one owner of the ``Interaction`` table's SQL: a question's life from pending to final, and lookups.
+
+Every chat surface and the worker go through :class:`InteractionStore`:
+
+- intake: :meth:`~InteractionStore.record_pending` (the platform's idempotency key is unique, so a redelivered
+  event finds the first row instead of creating a second), :meth:`~InteractionStore.asked_in_thread`;
+- the worker: :meth:`~InteractionStore.begin_attempt`, :meth:`~InteractionStore.thread_history`,
+  :meth:`~InteractionStore.finalize`, :meth:`~InteractionStore.set_trace`,
+  :meth:`~InteractionStore.set_delivery`, :meth:`~InteractionStore.fail`;
+- the sweeper: :meth:`~InteractionStore.stale_pending`;
+- feedback surfaces: :meth:`~InteractionStore.get`, :meth:`~InteractionStore.recent_in_channel`.
+
+Users are stored as :func:`bot.core.identity.hash_user` pseudonyms under the store's salt.
+
+Example::
+
+    store = InteractionStore(db, user_salt=settings.user_hash_salt)
+    interaction_id, duplicate = await store.record_pending(question)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from bot.core.clock import utcnow
+from bot.core.identity import hash_user
+from bot.core.types import FINAL_STATUSES, Answer, Question, Status
+from feedback.db import Database
+from feedback.models import Interaction
+from knowledge.passage import Passage
+
+#: Passage text kept per recorded passage (enough for evaluation exports and the gaps view).
+PASSAGE_TEXT_CHARS = 2000
+ERROR_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier question of a thread and what Deskmate answered."""
+
+    question: str
+    answer: str | None
+
+
+def relevance(passages: list[Passage]) -> float:
+    """An absolute relevance estimate of the best passage: its cosine similarity to the question.
+
+    Fused scores are relative to the query's other candidates, so they cannot tell "nothing relevant" from
+    "the best of a good lot"; the dense cosine can.
+    """
+    return max((p.dense_score or 0.0 for p in passages), default=0.0)
+
+
+class InteractionStore:
+    def __init__(self, db: Database, *, user_salt: str) -> None:
+        self.db = db
+        self.user_salt = user_salt
+
+    def user_hash(self, user: str) -> str:
+        return hash_user(user, self.user_salt)
+
+    # --- intake ---------------------------------------------------------------------------------------
+    async def record_pending(self, question: Question) -> tuple[int, bool]:
+        """Insert the pending interaction; returns ``(id, duplicate)``. A duplicate idempotency key returns the
+        first row's id and ``duplicate=True``."""
+        async with self.db.asession() as session:
+            row = Interaction(
+                idempotency_key=question.idempotency_key, platform=question.platform.value,
+                workspace=question.workspace, channel=question.channel, thread=question.thread,
+                user_hash=self.user_hash(question.user), question=question.text,
+                question_payload=question.model_dump(mode="json"),
+            )
+            session.add(row)
+            try:
+                await session.commit()
+                assert row.id is not None
+                return row.id, False
+            except IntegrityError:
+                await session.rollback()
+        existing = await self.id_for_key(question.idempotency_key)
+        if existing is None:  # the conflicting row vanished (deleted by an operator): a real error
+            raise LookupError(f"idempotency key conflict without a row: {question.idempotency_key!r}")
+        return existing, True
+
+    async def id_for_key(self, idempotency_key: str) -> int | None:
+        async with self.db.asession() as session:
+            stmt = select(Interaction.id).where(Interaction.idempotency_key == idempotency_key)
+            return (await session.exec(stmt)).first()
+
+    async def asked_in_thread(self, platform: str, channel: str, thread: str, user: str) -> bool:
+        """Did ``user`` ask Deskmate in this thread before?"""
+        async with self.db.asession() as session:
+            stmt = (select(Interaction.id)
+                    .where(Interaction.platform == platform, Interaction.channel == channel,
+                           Interaction.thread == thread, Interaction.user_hash == self.user_hash(user))
+                    .limit(1))
+            return (await session.exec(stmt)).first() is not None
+
+    # --- reading ----------------------------------------------------------------------------------------
+    async def get(self, interaction_id: int) -> Interaction | None:
+        async with self.db.asession() as session:
+            return await session.get(Interaction, interaction_id)
+
+    async def recent_in_channel(self, platform: str, channel: str, limit: int) -> list[Interaction]:
+        """The channel's latest interactions, newest first."""
+        async with self.db.asession() as session:
+            stmt = (select(Interaction)
+                    .where(Interaction.platform == platform, Interaction.channel == channel)
+                    .order_by(col(Interaction.id).desc()).limit(limit))
+            return list((await session.exec(stmt)).all())
+
+    # --- the worker -------------------------------------------------------------------------------------
+    async def begin_attempt(self, interaction_id: int) -> Interaction | None:
+        """Count an attempt and return the row; None when it is missing or already final (a redelivered
+        job is never answered twice)."""
+        async with self.db.asession() as session:
+            row = await session.get(Interaction, interaction_id)
+            if row is None or row.status in FINAL_STATUSES:
+                return None
+            row.attempts += 1
+            session.add(row)
+            await session.commit()
+            await session.refresh(row)
+            return row
+
+    async def thread_history(self, row: Interaction, *, pairs: int) -> list[Turn]:
+        """Earlier answered turns of the same thread, oldest first, at most ``pairs``."""
+        if not row.thread or pairs <= 0:
+            return []
+        async with self.db.asession() as session:
+            stmt = (
+                select(Interaction.question, Interaction.answer)
+                .where(Interaction.platform == row.platform, Interaction.channel == row.channel,
+                       Interaction.thread == row.thread, col(Interaction.id) < row.id,
+                       col(Interaction.status).in_([Status.ANSWERED.value, Status.NOT_FOUND.value]))
+                .order_by(col(Interaction.id).desc())
+                .limit(pairs)
+            )
+            rows = list((await session.exec(stmt)).all())
+        return [Turn(question=q, answer=a) for q, a in reversed(rows)]
+
+    async def finalize(self, interaction_id: int, answer: Answer, passages: list[Passage], *,
+                       index_version: int | None, switch_reason: str | None = None) -> None:
+        """Record the answer: the row becomes final (a retried job will not answer it again)."""
+        async with self.db.asession() as session:
+            row = await session.get(Interaction, interaction_id)
+            if row is None:
+                raise LookupError(f"no interaction {interaction_id}")
+            row.status = answer.status.value
+            row.answer = answer.text
+            row.sources = [s.model_dump() for s in answer.sources]
+            row.passages = [p.model_dump(exclude={"text"}) | {"text": p.text[:PASSAGE_TEXT_CHARS]} for p in passages]
+            row.top_score = relevance(passages) if passages else None
+            row.model = answer.model
+            row.release = answer.release
+            row.index_version = passages[0].index_version if passages else index_version
+            row.fallback = answer.fallback
+            row.fallback_reason = answer.fallback_reason or (
+                switch_reason if answer.status == Status.MAINTENANCE else None)
+            row.latency_ms = dict(answer.latency_ms)
+            row.input_tokens = answer.usage.input_tokens
+            row.output_tokens = answer.usage.output_tokens
+            row.cache_read_tokens = answer.usage.cache_read_tokens
+            row.cache_write_tokens = answer.usage.cache_write_tokens
+            row.cost_usd = answer.cost_usd
+            row.answered_at = utcnow()
+            session.add(row)
+            await session.commit()
+
+    async def set_trace(self, interaction_id: int, trace_id: str) -> None:
+        await self._update(interaction_id, trace_id=trace_id)
+
+    async def set_delivery(self, interaction_id: int, delivery: dict[str, Any], latency_ms: dict[str, float]) -> None:
+        await self._update(interaction_id, delivery=delivery, latency_ms=dict(latency_ms))
+
+    async def fail(self, interaction_id: int, error: str) -> Question | None:
+        """Mark a pending question failed for good; returns its question (None if it was already final)."""
+        async with self.db.asession() as session:
+            row = await session.get(Interaction, interaction_id)
+            if row is None or row.status in FINAL_STATUSES:
+                return None
+            row.status = Status.ERROR.value
+            row.error = error[:ERROR_CHARS]
+            row.answered_at = utcnow()
+            session.add(row)
+            await session.commit()
+            return Question.model_validate(row.question_payload)
+
+    # --- the sweeper ------------------------------------------------------------------------------------
+    async def stale_pending(self, *, min_age_s: float, limit: int) -> list[tuple[int, str]]:
+        """``(id, idempotency_key)`` of questions pending for longer than ``min_age_s``, oldest first."""
+        cutoff = utcnow() - timedelta(seconds=min_age_s)
+        async with self.db.asession() as session:
+            stmt = (select(Interaction.id, Interaction.idempotency_key)
+                    .where(Interaction.status == Status.PENDING.value, col(Interaction.created_at) < cutoff)
+                    .order_by(col(Interaction.id)).limit(limit))
+            return [(int(i), k) for i, k in (await session.exec(stmt)).all() if i is not None]
+
+    async def _update(self, interaction_id: int, **values: Any) -> None:
+        async with self.db.asession() as session:
+            row = await session.get(Interaction, interaction_id)
+            if row is None:
+                return
+            for name, value in values.items():
+                setattr(row, name, value)
+            session.add(row)
+            await session.commit()
