@@ -2,8 +2,8 @@
 
 Order of decisions in :meth:`AnswerEngine.compose`:
 
-1. nothing relevant retrieved (no passage, or the best is below ``min_score``) → an honest "not found" with
-   the closest sources, and no LLM call;
+1. no passage (the pipeline already dropped questions whose best passage is below the release's
+   ``min_score``) → an honest "not found", and no LLM call;
 2. retrieval-only mode, no API key, or the circuit breaker open → the extractive fallback;
 3. otherwise Claude; a transient failure (after the SDK's own retries) counts against the breaker, and any
    failure falls back to the extractive answer rather than reaching the user as an error;
@@ -17,13 +17,12 @@ import time
 
 import redis.asyncio
 from anthropic import AsyncAnthropic
-from pydantic import BaseModel, Field
 
 from bot.breaker import CircuitBreaker
 from bot.core.log import get_logger
 from bot.core.pricing import cost_usd
 from bot.core.settings import Settings
-from bot.core.types import Source, Status, Usage
+from bot.core.types import Answer, Source, Status
 from bot.fallback import extractive_answer
 from bot.llm import GenerationConfig, LLMError, LLMResult, Turn, generate
 from knowledge.passage import Passage
@@ -42,18 +41,6 @@ REASON_NO_KEY = "no API key configured"
 REASON_RETRIEVAL_ONLY = "retrieval-only mode"
 REASON_CIRCUIT_OPEN = "the AI model is unavailable (circuit open)"
 
-
-class ComposedAnswer(BaseModel):
-    text: str
-    sources: list[Source] = Field(default_factory=list)
-    status: Status = Status.ANSWERED
-    fallback: bool = False
-    fallback_reason: str | None = None
-    usage: Usage = Field(default_factory=Usage)
-    cost_usd: float = 0.0
-    model: str | None = None
-    llm_latency_ms: float | None = None
-    error: str | None = None
 
 
 class AnswerEngine:
@@ -101,12 +88,12 @@ class AnswerEngine:
         passages: list[Passage],
         config: GenerationConfig,
         *,
-        min_score: float,
         allow_llm: bool = True,
-    ) -> ComposedAnswer:
-        if not passages or max(p.score for p in passages) < min_score:
+    ) -> Answer:
+        """The answer to ``question`` from ``passages`` (already judged relevant by the caller)."""
+        if not passages:
             return not_found_answer(passages)
-        relevant = [p for p in passages if p.score >= min_score]  # what the fallback may quote
+        relevant = passages  # what the fallback may quote
         if not allow_llm:
             return fallback_answer(question, relevant, REASON_RETRIEVAL_ONLY)
         if self.client is None:
@@ -149,12 +136,12 @@ class AnswerEngine:
         else:
             await self.breaker.record_failure()
 
-    def _from_result(self, result: LLMResult, passages: list[Passage], latency_ms: float) -> ComposedAnswer:
+    def _from_result(self, result: LLMResult, passages: list[Passage], latency_ms: float) -> Answer:
         cost = cost_usd(result.model, result.usage, self.settings.model_prices)
         if result.not_found:
             answer = not_found_answer(passages, explanation=result.text)
         else:
-            answer = ComposedAnswer(text=result.text, sources=result.sources)
+            answer = Answer(text=result.text, sources=result.sources)
         answer.usage = result.usage
         answer.cost_usd = cost
         answer.model = result.model
@@ -185,7 +172,7 @@ def closest_sources(passages: list[Passage], limit: int = CLOSEST_SOURCES) -> li
     return sources
 
 
-def not_found_answer(passages: list[Passage], explanation: str = "") -> ComposedAnswer:
+def not_found_answer(passages: list[Passage], explanation: str = "") -> Answer:
     """The honest "I don't know": what was not found, the model's note if any, and the closest sources."""
     sources = closest_sources(passages)
     parts = [NOT_FOUND_TEXT]
@@ -194,13 +181,13 @@ def not_found_answer(passages: list[Passage], explanation: str = "") -> Composed
         parts.append(explanation)
     if sources:
         parts.append(CLOSEST_SOURCES_TEXT)
-    return ComposedAnswer(text="\n\n".join(parts), sources=sources, status=Status.NOT_FOUND)
+    return Answer(text="\n\n".join(parts), sources=sources, status=Status.NOT_FOUND)
 
 
-def fallback_answer(question: str, passages: list[Passage], reason: str) -> ComposedAnswer:
+def fallback_answer(question: str, passages: list[Passage], reason: str) -> Answer:
     text, sources = extractive_answer(question, passages, reason)
     log.info("answer_fallback", reason=reason)
-    return ComposedAnswer(text=text, sources=sources, fallback=True, fallback_reason=reason)
+    return Answer(text=text, sources=sources, fallback=True, fallback_reason=reason)
 
 
 def _ms_since(started: float) -> float:

@@ -116,8 +116,8 @@ async def timing_middleware(request: web.Request,
             ACK_LATENCY.labels(platform).observe(elapsed)
 
 
-async def after_answer(rt: Runtime, interaction_id: int, answer: Answer) -> None:
-    """Worker hook (``rt.after_answer``): stage latencies, tokens and cost of one finished answer."""
+async def after_answer(interaction_id: int, answer: Answer) -> None:
+    """Worker hook (``Runtime.after_answer``): stage latencies, tokens and cost of one finished answer."""
     for stage, ms in (answer.latency_ms or {}).items():
         STAGE_LATENCY.labels(stage).observe(max(0.0, float(ms)) / 1000.0)
     WORKER_ANSWERS.labels(answer.status.value, str(bool(answer.fallback)).lower()).inc()

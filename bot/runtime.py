@@ -1,27 +1,38 @@
 """The components one process builds from its settings, shared by its jobs and request handlers.
 
 Nothing here is a source of truth: the database and Redis are. A web process builds the light parts (database,
-Redis); a worker also loads the embedder, the index and the LLM client — once per process, not per job.
+Redis, the interaction store and intake); a worker also loads the embedder, the index, the LLM client and the
+tracer — once per process, not per job — and registers the deliverers of the configured chat surfaces.
+This is the one place where the layers are wired together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
 from dataclasses import dataclass, field
-from typing import Any
 
 from arq.connections import ArqRedis
 
+from bot.answering import AnswerEngine
 from bot.core.log import get_logger
 from bot.core.settings import Settings
 from bot.core.types import Answer, Platform
 from bot.delivery import Deliverer
+from bot.intake import Intake
+from bot.pipeline import AfterAnswerHook, AnswerPipeline
 from bot.redis_conn import connect
+from bot.slack.delivery import slack_deliverer
+from bot.teams.delivery import teams_deliverer
+from bot.tracing import Tracer
 from feedback.db import Database, get_database
+from feedback.interactions import InteractionStore
+from feedback.votes import Votes
+from knowledge.config import KnowledgeConfig
+from knowledge.index import IndexStore
+from knowledge.retrieval import Retriever
+from playbooks.guard import after_answer as guard_after_answer
 
 log = get_logger(__name__)
-
-AfterAnswerHook = Callable[["Runtime", int, Answer], Awaitable[None]]
 
 
 @dataclass
@@ -29,12 +40,30 @@ class Runtime:
     settings: Settings
     db: Database
     redis: ArqRedis
-    store: Any = None  # knowledge.index.IndexStore (worker)
-    retriever: Any = None  # knowledge.retrieval.Retriever (worker)
-    engine: Any = None  # bot.answering.AnswerEngine (worker)
-    tracer: Any = None  # bot.tracing.Tracer (worker)
+    store: IndexStore | None = None  # worker
+    retriever: Retriever | None = None  # worker
+    engine: AnswerEngine | None = None  # worker
+    tracer: Tracer | None = None  # built by build_runtime for every process (votes score their traces)
     deliverers: dict[Platform, Deliverer] = field(default_factory=dict)
     after_answer: list[AfterAnswerHook] = field(default_factory=list)
+    interactions: InteractionStore = field(init=False)
+    intake: Intake = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.interactions = InteractionStore(self.db, user_salt=self.settings.user_hash_salt)
+        self.intake = Intake(self.settings, self.interactions, self.redis)
+
+    @property
+    def votes(self) -> Votes:
+        """The one vote path (record, then score the trace)."""
+        return Votes(self.db, user_salt=self.settings.user_hash_salt, scores=self.tracer)
+
+    def answer_pipeline(self) -> AnswerPipeline:
+        """The pipeline over this runtime's parts (a worker runtime: see :func:`build_runtime`)."""
+        if self.retriever is None or self.engine is None or self.tracer is None:
+            raise RuntimeError("this runtime was built without the answering parts (worker=False)")
+        return AnswerPipeline(self.settings, self.db, self.interactions, self.retriever, self.engine, self.tracer,
+                              self.deliverers, self.after_answer)
 
     async def aclose(self) -> None:
         for deliverer in self.deliverers.values():
@@ -53,58 +82,31 @@ async def build_runtime(settings: Settings, *, worker: bool) -> Runtime:
     db = get_database(settings.database_url_resolved())
     db.migrate()
     redis = await connect(settings)
-    rt = Runtime(settings=settings, db=db, redis=redis)
+    rt = Runtime(settings=settings, db=db, redis=redis, tracer=Tracer(settings))
     if worker:
-        import asyncio
-
-        from bot.answering import AnswerEngine
-        from bot.tracing import Tracer
-        from knowledge.index import IndexStore
-        from knowledge.retrieval import Retriever
-
-        rt.store = IndexStore(settings)
+        rt.store = IndexStore(KnowledgeConfig.from_settings(settings))
         rt.retriever = Retriever(rt.store)
-        await asyncio.to_thread(warm_up, rt)
+        await asyncio.to_thread(warm_up, rt.store, settings.kb_name)
         rt.engine = AnswerEngine(settings, redis)
-        rt.tracer = Tracer(settings)
-        for register in _deliverer_factories():
-            register(rt)
-        for hook in _after_answer_hooks():
-            rt.after_answer.append(hook)
+        slack = slack_deliverer(settings, redis)
+        if slack is not None:
+            rt.deliverers[Platform.SLACK] = slack
+        rt.deliverers[Platform.TEAMS] = teams_deliverer(settings)
+        rt.after_answer.append(_guard_hook(rt))
     return rt
 
 
-def warm_up(rt: Runtime) -> None:
+def _guard_hook(rt: Runtime) -> AfterAnswerHook:
+    async def guard(interaction_id: int, answer: Answer) -> None:
+        await guard_after_answer(rt, interaction_id, answer)
+
+    return guard
+
+
+def warm_up(store: IndexStore, kb: str) -> None:
     """Load the embedding model and the latest index now, so the first question is not the slow one."""
-    rt.store.embedder.embed(["warm up"])
+    store.embedder.embed(["warm up"])
     try:
-        rt.store.load(rt.settings.kb_name)
+        store.load(kb)
     except LookupError as exc:
-        log.warning("runtime.no_index", kb=rt.settings.kb_name, error=str(exc))
-
-
-def _deliverer_factories() -> list[Callable[[Runtime], None]]:
-    """Chat surfaces that can deliver answers, each registering itself when it is configured."""
-    factories: list[Callable[[Runtime], None]] = []
-    try:
-        from bot.slack.delivery import register as slack_register
-
-        factories.append(slack_register)
-    except ImportError:
-        pass
-    try:
-        from bot.teams.delivery import register as teams_register
-
-        factories.append(teams_register)
-    except ImportError:
-        pass
-    return factories
-
-
-def _after_answer_hooks() -> list[AfterAnswerHook]:
-    try:
-        from playbooks.guard import after_answer
-
-        return [after_answer]
-    except ImportError:
-        return []
+        log.warning("runtime.no_index", kb=kb, error=str(exc))

@@ -23,7 +23,9 @@ log = get_logger(__name__)
 
 RUNTIME_KEY = web.AppKey("runtime", Runtime)
 
-#: Optional modules that add routes; a missing module is skipped (it is not part of this build).
+#: The plugin point of the web process: modules that add their routes with ``setup(app, runtime)`` (each one
+#: decides from the settings whether it is configured). Imported by name, because they import
+#: :func:`runtime_of` from here.
 SURFACES = ("bot.local_chat.web", "bot.slack.http", "bot.teams.http", "bot.metrics", "playbooks.dashboard")
 
 
@@ -74,23 +76,13 @@ def create_app(rt: Runtime, surfaces: tuple[str, ...] = SURFACES) -> web.Applica
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     for name in surfaces:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):
-                continue
-            raise
-        module.setup(app, rt)
+        importlib.import_module(name).setup(app, rt)
     return app
 
 
 async def serve(settings: Settings, *, runtime: Runtime | None = None) -> tuple[web.AppRunner, Runtime]:
     """Start the web server; returns the runner (call ``cleanup()``) and the runtime."""
     rt = runtime or await build_runtime(settings, worker=False)
-    if rt.tracer is None:
-        from bot.tracing import Tracer
-
-        rt.tracer = Tracer(settings)
     app = create_app(rt)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

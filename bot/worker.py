@@ -29,8 +29,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or get_settings()
     rt = await build_runtime(settings, worker=True)
     ctx["runtime"] = rt
-    ctx["pipeline"] = AnswerPipeline(rt)
     rt.after_answer.append(metrics.after_answer)
+    ctx["pipeline"] = rt.answer_pipeline()
     ctx["metrics_runner"] = await metrics.start_worker_metrics(rt)
     log.info("worker.ready", max_jobs=settings.worker_max_jobs)
 
@@ -45,7 +45,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 async def answer(ctx: dict[str, Any], interaction_id: int) -> str:
     pipeline: AnswerPipeline = ctx["pipeline"]
-    settings = pipeline.rt.settings
+    settings = pipeline.settings
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(interaction_id=interaction_id, job_try=ctx.get("job_try", 1))
     try:
@@ -63,7 +63,7 @@ async def answer(ctx: dict[str, Any], interaction_id: int) -> str:
 
 async def sweep(ctx: dict[str, Any]) -> int:
     rt: Runtime = ctx["runtime"]
-    return await sweep_pending(rt.db, rt.redis, min_age_s=rt.settings.sweeper_min_age_s)
+    return await sweep_pending(rt.interactions, rt.redis, min_age_s=rt.settings.sweeper_min_age_s)
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:

@@ -40,7 +40,7 @@ ERROR_CHARS = 4000
 
 
 @dataclass(frozen=True)
-class Turn:
+class Exchange:
     """One earlier question of a thread and what Deskmate answered."""
 
     question: str
@@ -128,7 +128,7 @@ class InteractionStore:
             await session.refresh(row)
             return row
 
-    async def thread_history(self, row: Interaction, *, pairs: int) -> list[Turn]:
+    async def thread_history(self, row: Interaction, *, pairs: int) -> list[Exchange]:
         """Earlier answered turns of the same thread, oldest first, at most ``pairs``."""
         if not row.thread or pairs <= 0:
             return []
@@ -142,7 +142,7 @@ class InteractionStore:
                 .limit(pairs)
             )
             rows = list((await session.exec(stmt)).all())
-        return [Turn(question=q, answer=a) for q, a in reversed(rows)]
+        return [Exchange(question=q, answer=a) for q, a in reversed(rows)]
 
     async def finalize(self, interaction_id: int, answer: Answer, passages: list[Passage], *,
                        index_version: int | None, switch_reason: str | None = None) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Protocol, TYPE_CHECKING, Any
 
 from bot.core.log import get_logger
 from bot.core.settings import Settings
@@ -44,14 +44,24 @@ def score_id(feedback_id: int | None, trace_id: str) -> str:
     return "deskmate-fb-" + hashlib.sha256(f"{feedback_id}:{trace_id}".encode()).hexdigest()[:24]
 
 
-def send_vote_score(tracer: Any, *, trace_id: str | None, label: str, reason: str | None = None,
+class ScoreSink(Protocol):
+    """Where vote scores go: the tracer (``bot.tracing.Tracer``) when Langfuse is configured."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    def score(self, *, trace_id: str, name: str, value: float, comment: str | None = None,
+              score_id: str | None = None) -> None: ...
+
+
+def send_vote_score(tracer: ScoreSink | None, *, trace_id: str | None, label: str, reason: str | None = None,
                     feedback_id: int | None = None) -> bool:
     """The vote as the ``user_feedback`` score on its trace (no-op without a tracer, Langfuse or trace id).
 
     A 👎 reason travels as the score's comment. The score id is stable per feedback row, so a changed vote
     replaces the earlier score in Langfuse instead of adding a second one.
     """
-    if tracer is None or not trace_id or label not in ("up", "down") or not getattr(tracer, "enabled", False):
+    if tracer is None or not trace_id or label not in ("up", "down") or not tracer.enabled:
         return False
     kwargs: dict[str, Any] = {"trace_id": trace_id, "name": FEEDBACK_SCORE, "value": score_value(label),
                               "comment": reason}

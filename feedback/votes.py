@@ -1,4 +1,14 @@
-"""Recording 👍/👎 votes: one label per (interaction, user); a changed vote updates it, never counts twice."""
+"""The one vote path: 👍/👎 and "Ask a human", from every chat surface.
+
+:class:`Votes` records one label per (interaction, user) — a changed vote updates it, never counts twice — and
+then sends the vote as the ``user_feedback`` score on the answer's trace (when tracing is on). Slack, Teams and
+the local chat all call :meth:`Votes.vote` and :meth:`Votes.escalate`; none of them touches the tables.
+
+Example::
+
+    votes = Votes(db, user_salt=settings.user_hash_salt, scores=tracer)
+    result = await votes.vote(interaction_id=42, user="U123", platform="slack", label="down", reason="outdated")
+"""
 
 from __future__ import annotations
 
@@ -8,8 +18,9 @@ from sqlmodel import select
 
 from bot.core.clock import utcnow
 from bot.core.log import get_logger
-from bot.pipeline import hash_user
+from bot.core.identity import hash_user
 from feedback.db import Database
+from feedback.langfuse_sync import ScoreSink, send_vote_score
 from feedback.models import Feedback, Interaction
 
 log = get_logger(__name__)
@@ -38,12 +49,13 @@ class VoteResult:
 
 
 async def record_vote(db: Database, *, interaction_id: int, user: str, platform: str, label: str,
-                      reason: str | None = None, comment: str | None = None) -> VoteResult:
+                      user_salt: str, reason: str | None = None, comment: str | None = None) -> VoteResult:
+    """Store the vote (without sending a score: :meth:`Votes.vote` does both)."""
     if label not in LABELS:
         raise VoteError(f"label must be 'up' or 'down', not {label!r}")
     if reason is not None and reason not in DOWN_REASONS:
         raise VoteError(f"unknown reason {reason!r}")
-    user_hash = hash_user(user)
+    user_hash = hash_user(user, user_salt)
     async with db.asession() as session:
         interaction = await session.get(Interaction, interaction_id)
         if interaction is None:
@@ -68,9 +80,9 @@ async def record_vote(db: Database, *, interaction_id: int, user: str, platform:
         return VoteResult(row, changed, interaction.trace_id)
 
 
-async def mark_escalated(db: Database, *, interaction_id: int, user: str, platform: str) -> None:
+async def mark_escalated(db: Database, *, interaction_id: int, user: str, platform: str, user_salt: str) -> None:
     """Remember that someone asked a human about this answer (stored on their feedback row)."""
-    user_hash = hash_user(user)
+    user_hash = hash_user(user, user_salt)
     async with db.asession() as session:
         stmt = select(Feedback).where(Feedback.interaction_id == interaction_id, Feedback.user_hash == user_hash)
         row = (await session.exec(stmt)).first()
@@ -81,3 +93,26 @@ async def mark_escalated(db: Database, *, interaction_id: int, user: str, platfo
         row.updated_at = utcnow()
         session.add(row)
         await session.commit()
+
+
+class Votes:
+    """Record a vote, then score its trace: the one path every chat surface uses."""
+
+    def __init__(self, db: Database, *, user_salt: str, scores: ScoreSink | None = None) -> None:
+        self.db = db
+        self.user_salt = user_salt
+        self.scores = scores
+
+    async def vote(self, *, interaction_id: int, user: str, platform: str, label: str, reason: str | None = None,
+                   comment: str | None = None) -> VoteResult:
+        """Raises :class:`VoteError` for an unknown label, reason or interaction."""
+        result = await record_vote(self.db, interaction_id=interaction_id, user=user, platform=platform,
+                                   label=label, user_salt=self.user_salt, reason=reason, comment=comment)
+        send_vote_score(self.scores, trace_id=result.trace_id, label=result.feedback.label,
+                        reason=result.feedback.reason, feedback_id=result.feedback.id)
+        return result
+
+    async def escalate(self, *, interaction_id: int, user: str, platform: str) -> None:
+        """Remember that ``user`` asked a human about this answer."""
+        await mark_escalated(self.db, interaction_id=interaction_id, user=user, platform=platform,
+                             user_salt=self.user_salt)

@@ -94,3 +94,5 @@ class Answer(BaseModel):
     latency_ms: dict[str, float] = Field(default_factory=dict)
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float = 0.0
+    llm_latency_ms: float | None = Field(None, exclude=True)  # the model call alone, when there was one
+    error: str | None = Field(None, exclude=True)  # what went wrong with the model, when the answer fell back

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.asyncio import Redis
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.log import get_logger
 from bot.core.settings import Settings
 from bot.core.types import Answer, Platform, Question
-from bot.runtime import Runtime
 from bot.slack.client import close_session, ensure_session, web_client, webhook_client
 from bot.slack.pacing import ChannelPacer, pacer_for
 from bot.slack.rendering import render_answer, render_notice
@@ -89,8 +89,8 @@ class SlackDeliverer:
         await close_session(self.client)
 
 
-def register(rt: Runtime) -> None:
-    """Called by :func:`bot.runtime.build_runtime` in the worker; a no-op unless a bot token is configured."""
-    if not rt.settings.slack_bot_token:
-        return
-    rt.deliverers[Platform.SLACK] = SlackDeliverer(rt.settings, pacer_for(rt.redis, rt.settings))
+def slack_deliverer(settings: Settings, redis: Redis) -> SlackDeliverer | None:
+    """The worker's Slack deliverer (built by :func:`bot.runtime.build_runtime`); None without a bot token."""
+    if not settings.slack_bot_token:
+        return None
+    return SlackDeliverer(settings, pacer_for(redis, settings))

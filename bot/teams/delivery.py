@@ -19,7 +19,7 @@ from botframework.connector.aio import ConnectorClient
 
 from bot.core.log import get_logger
 from bot.core.types import Answer, Platform, Question
-from bot.runtime import Runtime
+from bot.core.settings import Settings
 from bot.teams.adapter import TeamsAdapter
 from bot.teams.cards import answer_card
 from bot.teams.retry import describe, own_retries, with_retries
@@ -96,8 +96,7 @@ class ProactiveSender:
 
 
 class TeamsDeliverer:
-    def __init__(self, rt: Runtime, adapter: TeamsAdapter | None = None) -> None:
-        settings = rt.settings
+    def __init__(self, settings: Settings, adapter: TeamsAdapter | None = None) -> None:
         self.sender = ProactiveSender(adapter or TeamsAdapter(settings), attempts=settings.teams_delivery_attempts,
                                       backoff_s=settings.teams_delivery_backoff_s)
 
@@ -126,6 +125,6 @@ class TeamsDeliverer:
         return None
 
 
-def register(rt: Runtime) -> None:
-    """Called by :func:`bot.runtime.build_runtime` in the worker."""
-    rt.deliverers[Platform.TEAMS] = TeamsDeliverer(rt)
+def teams_deliverer(settings: Settings) -> TeamsDeliverer:
+    """The worker's Teams deliverer (built by :func:`bot.runtime.build_runtime`)."""
+    return TeamsDeliverer(settings)

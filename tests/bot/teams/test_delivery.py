@@ -21,7 +21,7 @@ from tests.fakes.botframework import FakeConnector
 @pytest.fixture
 def deliverer(tmp_path: Path) -> TeamsDeliverer:
     settings = settings_for(tmp_path, teams_delivery_attempts=4, teams_delivery_backoff_s=0.01)
-    return TeamsDeliverer(SimpleNamespace(settings=settings))  # type: ignore[arg-type]
+    return TeamsDeliverer(settings)
 
 
 def question(connector: FakeConnector, placeholder_id: str | None = "placeholder-1") -> Question:
