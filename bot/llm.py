@@ -24,7 +24,6 @@ from anthropic import AsyncAnthropic
 from pydantic import BaseModel, Field, ValidationError
 
 from bot.core.log import get_logger
-from bot.core.settings import Settings
 from bot.core.types import Source, Usage
 from knowledge.passage import Passage
 
@@ -75,15 +74,6 @@ class GenerationConfig(BaseModel):
     prompt_template: str = Field(DEFAULT_PROMPT_TEMPLATE, description="The system prompt.")
     prompt_version: str = DEFAULT_PROMPT_VERSION
     timeout_s: float = Field(30.0, description="Per attempt; the SDK retries on top of it.")
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> GenerationConfig:
-        return cls(
-            model=settings.anthropic_model,
-            max_tokens=settings.llm_max_tokens,
-            temperature=settings.llm_temperature,
-            timeout_s=settings.llm_timeout_s,
-        )
 
 
 class Turn(BaseModel):

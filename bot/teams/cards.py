@@ -17,7 +17,6 @@ from bot.core.types import Answer, Source, Status
 from feedback.votes import DOWN_REASONS
 
 CARD_VERSION = "1.5"
-CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 MAX_CARD_BYTES = 20_000  # well under Teams' ~28 KB message limit, leaving room for the activity envelope
 MAX_SOURCES = 8
 DATA_KEY = "deskmate"  # every action's data carries {"deskmate": <action>, "iid": <interaction id>, …}
@@ -139,10 +138,6 @@ def _build(answer: Answer, text: str, sources: list[Source], state: CardState, n
         body += _feedback_section(answer.interaction_id, state)
     return {"type": "AdaptiveCard", "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
             "version": CARD_VERSION, "msteams": {"width": "Full"}, "body": body}
-
-
-def card_attachment(card: dict[str, Any]) -> dict[str, Any]:
-    return {"contentType": CARD_CONTENT_TYPE, "content": card}
 
 
 def card_bytes(card: dict[str, Any]) -> int:
