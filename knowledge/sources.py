@@ -112,7 +112,7 @@ def _first_heading(text: str) -> str | None:
 
 
 def _html_to_text(html: str) -> tuple[str, dict[str, Any]]:
-    from bs4 import BeautifulSoup
+    from bs4 import BeautifulSoup  # noqa: PLC0415 - only for HTML files
 
     soup = BeautifulSoup(html, "html.parser")
     meta: dict[str, Any] = {}
@@ -144,8 +144,8 @@ def _html_to_text(html: str) -> tuple[str, dict[str, Any]]:
 
 
 def _pdf_to_text(path: Path) -> tuple[str, dict[str, Any]]:
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf import PdfReader  # noqa: PLC0415 - only for PDF files
+    from pypdf.errors import PdfReadError  # noqa: PLC0415
 
     try:
         reader = PdfReader(str(path))
@@ -156,8 +156,8 @@ def _pdf_to_text(path: Path) -> tuple[str, dict[str, Any]]:
             text = (page.extract_text() or "").strip()
             if text:
                 pages.append(f"## Page {number}\n\n{text}")
-        info = reader.metadata or {}
-        meta = {"title": str(info.title)} if getattr(info, "title", None) else {}
+        info = reader.metadata
+        meta: dict[str, Any] = {"title": str(info.title)} if info is not None and info.title else {}
     except DocumentSkipped:
         raise
     except (PdfReadError, ValueError, KeyError, OSError) as exc:

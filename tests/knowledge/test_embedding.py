@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from bot.core.settings import Settings
+from knowledge import embedding
+from knowledge.config import EmbeddingConfig
 from knowledge.embedding import (
     MODEL_SHA256,
     TOKENIZER_PATH,
@@ -124,13 +125,26 @@ def test_tampered_model_is_refused(tmp_path) -> None:
 
 
 def test_get_embedder_is_cached_per_configuration() -> None:
-    a = get_embedder(Settings())
-    assert get_embedder(Settings()) is a
-    short = get_embedder(Settings(embedding_max_tokens=128))
+    a = get_embedder(EmbeddingConfig())
+    assert get_embedder(EmbeddingConfig()) is a
+    assert get_embedder(EmbeddingConfig(model="another/model")) is a  # the ONNX backend has one model
+    short = get_embedder(EmbeddingConfig(max_tokens=128))
     assert short is not a and short.max_tokens == 128  # type: ignore[attr-defined]
     assert short._session is a._session  # type: ignore[attr-defined]  # one model load per process
     with pytest.raises(ValueError):
-        get_embedder(Settings(embedding_max_tokens=1000))
+        get_embedder(EmbeddingConfig(max_tokens=1000))
+
+
+def test_a_reopened_collection_reuses_the_process_embedder(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Chroma rebuilds the function from the stored config (backend, model, max_tokens); threads and batch size
+    # are the process's, from its last get_embedder call, so no second embedder (or model load) appears.
+    monkeypatch.setattr(embedding, "_process_config", embedding._process_config)  # restored afterwards
+    embedder = get_embedder(EmbeddingConfig(batch_size=3))
+    config = DeskmateEmbeddingFunction(embedder).get_config()
+    assert DeskmateEmbeddingFunction.build_from_config(config).embedder is embedder
+    assert DeskmateEmbeddingFunction().embedder is embedder
+    short = DeskmateEmbeddingFunction.build_from_config({**config, "max_tokens": 128}).embedder
+    assert short is not embedder and short.batch_size == 3  # type: ignore[attr-defined]
 
 
 def test_sentence_transformers_backend_is_optional() -> None:

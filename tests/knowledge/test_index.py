@@ -11,10 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.core.settings import SAMPLE_KNOWLEDGE_DIR
+from knowledge.config import KnowledgeConfig
 from knowledge.index import IndexNotFound, IndexStore
 from knowledge.ingest import ingest
 from knowledge.retrieval import Retriever, SearchFilter
-from tests.conftest import settings_for
 
 DOCS = {
     "travel/per-diem.md": "---\ntitle: Per diem\n---\n## Meals\n\nThe daily meal allowance is EUR 60 in Europe.\n",
@@ -23,6 +23,11 @@ DOCS = {
     "engineering/on-call.md": "---\ntitle: On-call\nvisibility: restricted\n---\n## Pay\n\n"
                               "The on-call allowance is EUR 250 per week.\n",
 }
+
+
+def config_for(data_dir: Path, index_keep_versions: int = 3) -> KnowledgeConfig:
+    return KnowledgeConfig(index_dir=data_dir / "index", chroma_dir=data_dir / "chroma",
+                           index_keep_versions=index_keep_versions)
 
 
 @pytest.fixture
@@ -36,7 +41,7 @@ def kb_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(tmp_path: Path) -> IndexStore:
-    return IndexStore(settings_for(tmp_path / "data", index_keep_versions=2))
+    return IndexStore(config_for(tmp_path / "data", index_keep_versions=2))
 
 
 def test_incremental_reingest_embeds_only_what_changed(store: IndexStore, kb_dir: Path) -> None:
@@ -93,13 +98,13 @@ def test_filters_by_knowledge_set_and_visibility(store: IndexStore, kb_dir: Path
 
 def test_persisted_index_reopens_in_a_new_process_state(store: IndexStore, kb_dir: Path, tmp_path: Path) -> None:
     ingest(store, kb_dir, kb="t")
-    reopened = IndexStore(settings_for(tmp_path / "data"))
+    reopened = IndexStore(config_for(tmp_path / "data"))
     top = Retriever(reopened).search("meal allowance", kb="t", k=1)[0]
     assert top.doc_id == "travel/per-diem" and top.heading == "Meals" and top.title == "Per diem"
 
 
 def test_cli_search_json_and_ingest(sample_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bot import settings as settings_module
+    from bot.core import settings as settings_module
     from bot.cli import app
 
     monkeypatch.setenv("DESKMATE_DATA_DIR", str(sample_data_dir))
