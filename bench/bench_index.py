@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.handbook_18f import MARKDOWN_DIR, faq_items  # noqa: E402
 from bot.core.settings import Settings  # noqa: E402
+from knowledge.config import KnowledgeConfig  # noqa: E402
 from knowledge.index import IndexStore  # noqa: E402
 from knowledge.ingest import ingest  # noqa: E402
 from knowledge.retrieval import Retriever  # noqa: E402
@@ -62,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = Settings(_env_file=None, data_dir=args.data_dir)  # type: ignore[call-arg]
-    store = IndexStore(settings)
+    store = IndexStore(KnowledgeConfig.from_settings(settings))
     if not (args.reuse and store.latest_version("bench") is not None):
         if args.data_dir.exists():
             shutil.rmtree(args.data_dir)

@@ -18,6 +18,7 @@ from sqlalchemy import text
 from bot.core.log import get_logger
 from bot.core.settings import Settings
 from bot.runtime import Runtime, build_runtime
+from knowledge.config import KnowledgeConfig
 
 log = get_logger(__name__)
 
@@ -58,7 +59,7 @@ async def readyz(request: web.Request) -> web.Response:
     async def index_ping() -> None:
         from knowledge.index import IndexStore
 
-        store = IndexStore(rt.settings)
+        store = IndexStore(KnowledgeConfig.from_settings(rt.settings))
         if store.latest_version(rt.settings.kb_name) is None:
             raise LookupError(f"no index for knowledge base '{rt.settings.kb_name}'")
         if rt.settings.chroma_url:

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from bot.core.settings import Settings, get_settings
+from knowledge.config import KnowledgeConfig
 
 err = Console(stderr=True)
 out = Console()
@@ -176,7 +177,7 @@ def validate_golden_command(
     if kb:
         from knowledge.index import IndexStore
 
-        data = IndexStore(get_settings()).load(kb)
+        data = IndexStore(KnowledgeConfig.from_settings(get_settings())).load(kb)
         problems = check_doc_ids(items, {c.doc_id for c in data.chunks})
         if problems:
             raise _fail("\n".join(problems))

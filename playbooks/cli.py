@@ -20,6 +20,7 @@ from rich.markdown import Markdown
 from rich.table import Table
 
 from bot.core.settings import Settings, get_settings
+from knowledge.config import KnowledgeConfig
 
 out = Console()
 err = Console(stderr=True)
@@ -196,7 +197,7 @@ def parse_index_version(value: str | None, settings: Settings, kb: str) -> int |
 
     if value is None:
         return None
-    store = IndexStore(settings)
+    store = IndexStore(KnowledgeConfig.from_settings(settings))
     try:
         if value.strip().lower() == "latest":
             return store.resolve_version(kb, None)

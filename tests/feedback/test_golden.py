@@ -25,11 +25,13 @@ from tests.feedback.helpers import add_interaction
 
 def test_bundled_sample_set_is_valid_and_matches_the_sample_knowledge_base(sample_data_dir: Path) -> None:
     from bot.core.settings import Settings
+    from knowledge.config import KnowledgeConfig
     from knowledge.index import IndexStore
 
     items = load_golden(SAMPLE_GOLDEN)
     assert summary(items) == {"items": 44, "answerable": 33, "unanswerable": 11, "needs_review": 0, "regression": 0}
-    doc_ids = {c.doc_id for c in IndexStore(Settings(_env_file=None, data_dir=sample_data_dir)).load("default").chunks}
+    config = KnowledgeConfig.from_settings(Settings(_env_file=None, data_dir=sample_data_dir))
+    doc_ids = {c.doc_id for c in IndexStore(config).load("default").chunks}
     assert check_doc_ids(items, doc_ids) == []
 
 

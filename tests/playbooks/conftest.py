@@ -16,7 +16,6 @@ import pytest
 
 from bot.core.settings import SAMPLE_KNOWLEDGE_DIR, Settings
 from bot.core.types import Platform, Question
-from bot.queue import submit
 from bot.runtime import Runtime, build_runtime
 from feedback.models import Interaction
 from playbooks.admin import AdminActor, AdminReply, handle_admin_command
@@ -41,8 +40,8 @@ async def ask_in(rt: Runtime, channel: str, text: str = "How much is the daily m
     """Submit a question in ``channel`` through the real queue and wait for the worker's recorded answer."""
     question = Question(idempotency_key=f"test:{uuid.uuid4().hex}", platform=platform, workspace="T1",
                         channel=channel, thread="", user="U_ASKER", text=text, channel_type="im")
-    submitted = await submit(rt.db, rt.redis, question)
-    assert submitted.enqueued
+    submitted = await rt.intake.submit(question)
+    assert submitted.enqueued and submitted.interaction_id is not None
     return await wait_final(rt.db, submitted.interaction_id, timeout_s)
 
 
@@ -86,6 +85,7 @@ NEW_MARKER = "Release marker: NEW-PROMPT."
 @pytest.fixture
 def two_version_data_dir(sample_data_dir: Path, tmp_path: Path) -> Path:
     """A copy of the shared sample index plus version 2, which adds one document (incremental: one embedded)."""
+    from knowledge.config import KnowledgeConfig
     from knowledge.index import IndexStore
     from knowledge.ingest import ingest
 
@@ -94,7 +94,7 @@ def two_version_data_dir(sample_data_dir: Path, tmp_path: Path) -> Path:
     docs = tmp_path / "kb"
     shutil.copytree(SAMPLE_KNOWLEDGE_DIR, docs)
     (docs / "people" / "plotter-room.md").write_text(NEW_DOC, encoding="utf-8")
-    report = ingest(IndexStore(settings_for(data_dir)), docs, kb="default")
+    report = ingest(IndexStore(KnowledgeConfig.from_settings(settings_for(data_dir))), docs, kb="default")
     assert report.version == 2 and report.chunks_embedded <= 3
     return data_dir
 
