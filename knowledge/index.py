@@ -7,9 +7,9 @@ Layout under ``KnowledgeConfig.index_dir``::
     <kb>/v<N>/bm25/           the bm25s index (loaded memory-mapped)
 
 Chroma holds the vectors in collection ``dm_<kb>_v<N>`` (embedded ``PersistentClient`` in
-``KnowledgeConfig.chroma_dir``, or a server when ``chroma_url`` is set: ``DESKMATE_CHROMA_URL``). A new version copies the vectors of unchanged documents from the
-previous one, so only new and changed documents are embedded; older versions are kept
-(``DESKMATE_INDEX_KEEP_VERSIONS``) so that rolling back is a pointer change.
+``KnowledgeConfig.chroma_dir``, or a server at ``chroma_url``). A new version copies the vectors of unchanged
+documents from the previous one, so only new and changed documents are embedded; older versions are kept
+(``index_keep_versions``) so that rolling back is a pointer change.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from urllib.parse import urlparse
 
 import bm25s
 import chromadb
-import Stemmer
 import numpy as np
 import numpy.typing as npt
+import Stemmer
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
 from chromadb.api.types import Embeddable, EmbeddingFunction

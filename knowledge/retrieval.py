@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from chromadb.api.types import Where
+from chromadb.base_types import InclusionExclusionOperator, LiteralValue
 
 from knowledge.embedding import Vector
 from knowledge.index import IndexStore, VersionData, bm25_tokenize
@@ -50,10 +52,13 @@ class SearchFilter:
     knowledge_sets: list[str] | None = None
     public_only: bool = False
 
-    def chroma_where(self) -> dict[str, Any] | None:
-        clauses: list[dict[str, Any]] = []
+    def chroma_where(self) -> Where | None:
+        clauses: list[Where] = []
         if self.knowledge_sets is not None:
-            clauses.append({"knowledge_set": {"$in": list(self.knowledge_sets) or ["\x00none"]}})
+            in_sets: dict[InclusionExclusionOperator, list[LiteralValue]] = {
+                "$in": [*self.knowledge_sets] or ["\x00none"]
+            }
+            clauses.append({"knowledge_set": in_sets})
         if self.public_only:
             clauses.append({"public": True})
         if not clauses:
