@@ -5,11 +5,15 @@
 - ``make_settings``: Settings for a test — the shared index, a fresh SQLite database, the test's Redis.
 - ``fake_anthropic``: a local Messages API server (reset per test).
 - ``stack``: the web process and a worker, in this event loop, on free ports (see tests/stack.py).
+- ``database``: a fresh SQLite database with the schema, in the test's tmp dir (copied from one migrated once).
+- ``arq_redis``: an arq pool on the test's (flushed) Redis, closed after the test.
+- ``sample_retriever``: a :class:`~knowledge.retrieval.Retriever` over the shared sample index (read-only).
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,12 +56,13 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture(scope="session")
 def sample_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample knowledge base ingested once (kb "default"); tests must not modify this index."""
+    from knowledge.config import KnowledgeConfig
     from knowledge.index import IndexStore
     from knowledge.ingest import ingest
 
     data_dir = tmp_path_factory.mktemp("sample-data")
     settings = settings_for(data_dir)
-    report = ingest(IndexStore(settings), SAMPLE_KNOWLEDGE_DIR, kb="default")
+    report = ingest(IndexStore(KnowledgeConfig.from_settings(settings)), SAMPLE_KNOWLEDGE_DIR, kb="default")
     assert report.created_version and report.chunks_total > 50
     return data_dir
 
@@ -102,3 +107,56 @@ async def stack(make_settings: Callable[..., Settings]) -> AsyncIterator[Any]:
 
     async with running_stack(make_settings()) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file with the schema migrated once per session (``database`` copies it: migrating costs ~0.2 s)."""
+    from feedback.db import Database
+
+    path = tmp_path_factory.mktemp("schema") / "template.db"
+    template = Database(f"sqlite:///{path}")
+    template.migrate()
+    template.engine.dispose()
+    return path
+
+
+@pytest.fixture
+async def database(migrated_sqlite: Path, tmp_path: Path) -> AsyncIterator[Any]:
+    """A fresh, migrated SQLite :class:`~feedback.db.Database` of this test's own (in-process, no server)."""
+    from feedback.db import Database
+
+    target = tmp_path / "unit.db"
+    source, copy = sqlite3.connect(migrated_sqlite), sqlite3.connect(target)
+    try:
+        source.backup(copy)  # consistent even with the template in WAL mode
+    finally:
+        source.close()
+        copy.close()
+    db = Database(f"sqlite:///{target}")
+    try:
+        yield db
+    finally:
+        await db.aclose()
+
+
+@pytest.fixture
+async def arq_redis(redis_url: str) -> AsyncIterator[Any]:
+    """An arq pool (``enqueue_job`` + the redis.asyncio API) on the test's freshly flushed Redis."""
+    from arq.connections import RedisSettings, create_pool
+
+    pool = await create_pool(RedisSettings.from_dsn(redis_url), retry=0)
+    try:
+        yield pool
+    finally:
+        await pool.aclose()
+
+
+@pytest.fixture(scope="session")
+def sample_retriever(sample_data_dir: Path) -> Any:
+    """Hybrid retrieval over the shared sample index (kb "default"); tests must not modify the index."""
+    from knowledge.config import KnowledgeConfig
+    from knowledge.index import IndexStore
+    from knowledge.retrieval import Retriever
+
+    return Retriever(IndexStore(KnowledgeConfig.from_settings(settings_for(sample_data_dir))))
