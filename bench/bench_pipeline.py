@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.handbook_18f import faq_items  # noqa: E402
 from bot.core.settings import Settings  # noqa: E402
 from bot.local_chat.web import local_question  # noqa: E402
-from bot.queue import submit  # noqa: E402
 from bot.runtime import build_runtime  # noqa: E402
 from feedback.models import Interaction  # noqa: E402
 from tests.fakes.anthropic_server import Reply, start_fake_anthropic  # noqa: E402
@@ -69,8 +68,8 @@ async def run_level(base: dict, level: int, llm_latency_s: float, questions: lis
 
             async def ask(i: int) -> Any:
                 async with gate:
-                    return await submit(rt.db, rt.redis,
-                                        local_question(questions[i % len(questions)], f"bench-{level}-{i}"))
+                    return await rt.intake.submit(
+                        local_question(questions[i % len(questions)], f"bench-{level}-{i}"))
 
             submitted = await asyncio.gather(*(ask(i) for i in range(n)))
             rows = await wait_all_final(rt, [s.interaction_id for s in submitted], timeout_s=900)

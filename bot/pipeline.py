@@ -23,6 +23,7 @@ from bot.answering import not_found_answer
 from bot.core.types import Answer, Platform, Question, Status, Usage
 from bot.delivery import Deliverer
 from bot.llm import GenerationConfig, Turn
+from bot.status_text import FAILURE_NOTICE
 from feedback.db import Database
 from feedback.interactions import Exchange, InteractionStore, relevance
 from feedback.models import Release
@@ -34,9 +35,6 @@ from playbooks.killswitch import Mode, effective_mode
 from playbooks.releases import active_release
 
 log = get_logger(__name__)
-
-FAILURE_NOTICE = ("Sorry — something went wrong while answering. The team has been notified; "
-                  "please try again in a few minutes.")
 
 
 class Searcher(Protocol):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from feedback.models import ChannelPolicy
@@ -29,6 +29,12 @@ class EffectivePolicy:
 async def get_policy_row(session: AsyncSession, platform: str, channel: str) -> ChannelPolicy | None:
     stmt = select(ChannelPolicy).where(ChannelPolicy.platform == platform, ChannelPolicy.channel == channel)
     return (await session.exec(stmt)).first()
+
+
+async def list_policies(session: AsyncSession, platform: str) -> list[ChannelPolicy]:
+    """The platform's channels that have their own policy row, by channel id."""
+    stmt = select(ChannelPolicy).where(ChannelPolicy.platform == platform).order_by(col(ChannelPolicy.channel))
+    return list((await session.exec(stmt)).all())
 
 
 def default_public_only(channel_type: str) -> bool:

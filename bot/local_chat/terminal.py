@@ -1,4 +1,8 @@
-"""`deskmate chat`: talk to Deskmate in the terminal, through the same queue and worker as every surface."""
+"""`deskmate chat`: talk to Deskmate in the terminal, through the same intake, queue and worker as every surface.
+
+Votes go through :class:`feedback.votes.Votes` like everywhere else (recorded, then scored on the answer's trace);
+status labels are :mod:`bot.status_text`'s.
+"""
 
 from __future__ import annotations
 
@@ -10,37 +14,61 @@ from typing import Any
 
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 
+from bot.core.types import Platform, Status
+from bot.intake import RECORD_FAILED_REPLY, QuestionRejected, clean_question
 from bot.local_chat.answers import interaction_view
 from bot.local_chat.web import local_question
-from bot.intake import QuestionRejected, clean_question
-from bot.queue import submit
 from bot.runtime import Runtime
-from feedback.votes import record_vote
+from feedback.votes import VoteError
 
 console = Console()
 
+LOCAL_USER = "local-user"
+
+
+class NotRecorded(RuntimeError):
+    """The question could not be recorded (the database is unreachable)."""
+
 
 async def ask_and_wait(rt: Runtime, text: str, conversation: str, timeout_s: float = 180.0) -> dict[str, Any]:
-    submitted = await submit(rt.db, rt.redis, local_question(text, conversation))
+    submitted = await rt.intake.submit(local_question(text, conversation, user=LOCAL_USER))
+    interaction_id = submitted.interaction_id
+    if interaction_id is None:
+        raise NotRecorded(RECORD_FAILED_REPLY)
     deadline = time.monotonic() + timeout_s
     delay = 0.05
     while time.monotonic() < deadline:
-        view = await interaction_view(rt.db, submitted.interaction_id)
-        if view and view["status"] != "pending":
+        view = await interaction_view(rt.interactions, interaction_id)
+        if view and view["status"] != Status.PENDING:
             return view
         await asyncio.sleep(delay)
         delay = min(0.5, delay * 1.5)
-    raise TimeoutError(f"no answer after {timeout_s:.0f} s — is a worker running? (interaction {submitted.interaction_id})")
+    raise TimeoutError(f"no answer after {timeout_s:.0f} s — is a worker running? (interaction {interaction_id})")
 
 
 def print_answer(view: dict[str, Any]) -> None:
-    if view["status"] == "not_found":
-        console.print("[yellow]Not found in the knowledge base[/yellow]")
-    console.print(Markdown(view["answer"] or view.get("error") or ""))
+    label = view.get("label")
+    if label:
+        console.print(f"[yellow]{escape(label['icon'])} [bold]{escape(label['title'])}[/bold] — "
+                      f"{escape(label['detail'])}[/yellow]")
+    console.print(Markdown(view.get("error") or view.get("text") or view["answer"] or ""))
     for s in view["sources"]:
         heading = f" › {s['heading']}" if s.get("heading") and s["heading"] != s["title"] else ""
-        console.print(f"  [bold][{s['number']}][/bold] {s['title']}{heading}  [dim]{s['location']}[/dim]")
+        console.print(f"  [bold][{s['number']}][/bold] {escape(s['title'] + heading)}  "
+                      f"[dim]{escape(s['location'])}[/dim]")
+
+
+async def vote(rt: Runtime, interaction_id: int, answer: str) -> None:
+    """``y`` / ``n`` → a vote, recorded and scored like a click on Slack or Teams."""
+    if answer not in ("y", "n"):
+        return
+    try:
+        await rt.votes.vote(interaction_id=interaction_id, user=LOCAL_USER, platform=Platform.LOCAL.value,
+                            label="up" if answer == "y" else "down")
+    except VoteError as exc:
+        console.print(f"[red]{escape(str(exc))}[/red]")
 
 
 async def chat_loop(rt: Runtime, questions: list[str] | None = None) -> int:
@@ -61,19 +89,21 @@ async def chat_loop(rt: Runtime, questions: list[str] | None = None) -> int:
             if not pending:
                 return 0
             text = pending.pop(0)
-            console.print(f"[bold green]you>[/bold green] {text}")
+            console.print(f"[bold green]you>[/bold green] {escape(text)}")
         try:
             text = clean_question(text, rt.settings)
         except QuestionRejected as exc:
-            console.print(f"[red]{exc.reply}[/red]")
+            console.print(f"[red]{escape(exc.reply)}[/red]")
             continue
-        view = await ask_and_wait(rt, text, conversation)
+        try:
+            view = await ask_and_wait(rt, text, conversation)
+        except NotRecorded as exc:
+            console.print(f"[red]{escape(str(exc))}[/red]")
+            continue
         print_answer(view)
-        if interactive and view["status"] in ("answered", "not_found"):
-            vote = (await asyncio.to_thread(console.input, "[dim]helpful? (y/n, Enter to skip)[/dim] ")).strip().lower()
-            if vote in ("y", "n"):
-                await record_vote(rt.db, interaction_id=view["interaction_id"], user="local-user", platform="local",
-                                  label="up" if vote == "y" else "down")
+        if interactive and view["status"] in (Status.ANSWERED, Status.NOT_FOUND):
+            answer = (await asyncio.to_thread(console.input, "[dim]helpful? (y/n, Enter to skip)[/dim] "))
+            await vote(rt, view["interaction_id"], answer.strip().lower())
         console.print()
         if not interactive:
             sys.stdout.flush()

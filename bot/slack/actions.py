@@ -1,4 +1,4 @@
-"""Clicks on an answer's buttons and the 👎 modal → feedback rows (evaluation labels) and escalations.
+"""Clicks on an answer's buttons and the 👎 modal → votes and escalations (through :class:`feedback.votes.Votes`).
 
 👍 records an "up" vote. 👎 records a "down" vote at once (closing the modal still counts) and opens a modal
 asking what was wrong; its submission adds the reason and comment to the same row. "Ask a human" posts the
@@ -29,9 +29,14 @@ from bot.slack.rendering import (
     VOTE_UP,
     feedback_modal,
 )
-from feedback.langfuse_sync import send_vote_score
-from feedback.models import Interaction
-from feedback.votes import DOWN_REASONS, VoteError, mark_escalated, record_vote
+from bot.status_text import (
+    NO_SUPPORT_CHANNEL,
+    SUPPORT_UNREACHABLE,
+    VOTE_DOWN_THANKS,
+    VOTE_UP_THANKS,
+    escalated,
+)
+from feedback.votes import DOWN_REASONS, VoteError
 
 log = get_logger(__name__)
 
@@ -61,19 +66,17 @@ async def vote(adapter: SlackAdapter, body: dict[str, Any], label: str, *, reaso
         log.warning("slack.vote_without_interaction", action=action.get("action_id"))
         return False
     try:
-        result = await record_vote(adapter.rt.db, interaction_id=interaction_id, user=user,
-                                   platform=Platform.SLACK.value, label=label, reason=reason, comment=comment)
+        await adapter.rt.votes.vote(interaction_id=interaction_id, user=user, platform=Platform.SLACK.value,
+                                    label=label, reason=reason, comment=comment)
     except VoteError as exc:
         log.warning("slack.vote_refused", error=str(exc), interaction_id=interaction_id)
         return False
-    send_vote_score(adapter.rt.tracer, trace_id=result.trace_id, label=result.feedback.label,
-                    reason=result.feedback.reason, feedback_id=result.feedback.id)
     return True
 
 
 async def on_vote_up(adapter: SlackAdapter, body: dict[str, Any], respond: AsyncRespond) -> None:
     if await vote(adapter, body, "up"):
-        await _respond(respond, ":+1: Thanks — glad it helped.")
+        await _respond(respond, f":+1: {VOTE_UP_THANKS}")
 
 
 async def on_vote_down(adapter: SlackAdapter, body: dict[str, Any], respond: AsyncRespond) -> None:
@@ -88,7 +91,7 @@ async def on_vote_down(adapter: SlackAdapter, body: dict[str, Any], respond: Asy
     except (SlackApiError, KeyError) as exc:
         log.warning("slack.modal_failed", error=str(exc))
         await vote(adapter, body, "down")
-        await _respond(respond, ":-1: Thanks — noted. Sorry the answer didn't help.")
+        await _respond(respond, f":-1: {VOTE_DOWN_THANKS}")
         return
     await vote(adapter, body, "down")
 
@@ -120,11 +123,9 @@ async def on_escalate(adapter: SlackAdapter, body: dict[str, Any], respond: Asyn
     if interaction_id is None:
         return
     if not settings.slack_support_channel:
-        await _respond(respond, "No support channel is configured, so I can't pass this on. "
-                                "Please ask the support team directly.")
+        await _respond(respond, NO_SUPPORT_CHANNEL)
         return
-    async with adapter.rt.db.asession() as session:
-        row = await session.get(Interaction, interaction_id)
+    row = await adapter.rt.interactions.get(interaction_id)
     if row is None:
         return
     question = Question.model_validate(row.question_payload)
@@ -148,28 +149,27 @@ async def on_escalate(adapter: SlackAdapter, body: dict[str, Any], respond: Asyn
     text = "\n".join(lines)
     posted = await adapter.post(settings.slack_support_channel, text=text,
                                 blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}])
-    await mark_escalated(adapter.rt.db, interaction_id=interaction_id, user=clicker, platform=Platform.SLACK.value)
+    await adapter.rt.votes.escalate(interaction_id=interaction_id, user=clicker, platform=Platform.SLACK.value)
     if posted:
-        await _respond(respond, f"I've asked the support team in <#{settings.slack_support_channel}>; "
-                                "someone will get back to you.")
+        await _respond(respond, escalated(f"<#{settings.slack_support_channel}>"))
     else:
-        await _respond(respond, "I couldn't reach the support channel. Please ask the support team directly.")
+        await _respond(respond, SUPPORT_UNREACHABLE)
 
 
 def register(app: AsyncApp, adapter: SlackAdapter) -> None:
-    async def vote_up(ack: AsyncAck, body: dict, respond: AsyncRespond) -> None:
+    async def vote_up(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         await adapter.after_ack(on_vote_up(adapter, body, respond), "vote_up")
 
-    async def vote_down(ack: AsyncAck, body: dict, respond: AsyncRespond) -> None:
+    async def vote_down(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         await adapter.after_ack(on_vote_down(adapter, body, respond), "vote_down")
 
-    async def escalate(ack: AsyncAck, body: dict, respond: AsyncRespond) -> None:
+    async def escalate(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await ack()
         await adapter.after_ack(on_escalate(adapter, body, respond), "escalate")
 
-    async def feedback_submitted(ack: AsyncAck, body: dict, view: dict) -> None:
+    async def feedback_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         await ack()  # closes the modal
         await adapter.after_ack(on_feedback_submitted(adapter, body, view), "feedback_modal")
 

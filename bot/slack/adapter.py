@@ -1,53 +1,42 @@
 """What the Slack listeners share: where a question may be answered, and how it is handed to the worker.
 
-:meth:`SlackAdapter.submit` is the ack-side half of an answer, run by bolt after the ack:
-1. claim the event id in Redis (``SET NX``) — a redelivered event (``X-Slack-Retry-Num``) stops here;
-2. post the "Looking through the handbook…" placeholder in the thread (paced per channel);
-3. record the pending question once, its ``reply_target`` holding the placeholder's ``ts`` for the worker to
-   replace — the event id is the interaction's unique idempotency key, the second guard against duplicates;
-4. enqueue (the event id is the job id). If Redis is down, the queue's sweeper enqueues it later.
-The placeholder exists before the job does, so the worker can never answer before it. A question that cannot be
-recorded (the database is unreachable) turns the placeholder into a short apology: never a silent failure.
+:meth:`SlackAdapter.submit` is the ack-side half of an answer, run by bolt after the ack. It hands the question to
+:meth:`bot.intake.Intake.submit` (claim the event id, record once, enqueue) with one Slack step of its own:
+before the question is recorded, the "Looking through the handbook…" placeholder is posted in the thread (paced
+per channel) and its ``ts`` written into the ``reply_target`` for the worker to replace — the placeholder exists
+before the job does, so the worker can never answer before it. Then, from the outcome:
+
+- a redelivered event (``X-Slack-Retry-Num``) that got as far as posting a placeholder takes it back silently;
+- a question that could not be recorded (the database is unreachable) turns the placeholder into a short
+  apology: never a silent failure.
+
+Which channels are answered at all is :meth:`bot.intake.Intake.policy`; whether someone asked in a thread before
+is :meth:`bot.intake.Intake.asked_in_thread`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
-from sqlmodel import select
 
-from playbooks.channel_policy import EffectivePolicy, default_public_only, resolve_policy
-from bot.core.log import get_logger, redact
+from bot.core.log import get_logger
 from bot.core.settings import Settings
 from bot.core.types import Platform, Question
-from bot.pipeline import hash_user
-from bot.queue import enqueue, record_question
+from bot.intake import RECORD_FAILED_REPLY, Intake, Outcome
 from bot.runtime import Runtime
 from bot.slack.pacing import ChannelPacer
 from bot.slack.rendering import render_notice, render_placeholder
-from feedback.models import Interaction
-from knowledge.retrieval import SearchFilter
+from playbooks.channel_policy import EffectivePolicy
 
 log = get_logger(__name__)
 
 CHANNEL_TYPE_TTL_S = 600
-CLAIM_PREFIX = "deskmate:slack:event:"
-CLAIM_TTL_S = 24 * 3600  # Slack stops redelivering an event within hours
-#: Database sessions the listeners of one process hold at once: below the pool size (5 + 10 overflow), so a
-#: burst of events queues here instead of exhausting the pool and piling onto SQLite's write lock.
-DB_SLOTS = 8
 INTAKE_SLOTS = 4
-POLICY_CACHE_S = 10.0
-POLICY_CACHE_SIZE = 2000
-RECORD_BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 4.0)
-RECORD_FAILED_REPLY = "Sorry — I couldn't take your question just now. Please ask again in a minute."
 SLACK_CHANNEL_TYPES = ("channel", "group", "im", "mpim")
 
 
@@ -70,13 +59,11 @@ class SlackAdapter:
     rt: Runtime
     client: AsyncWebClient
     pacer: ChannelPacer
-    _db_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(DB_SLOTS))
-    _policies: dict[tuple[str, str], tuple[float, EffectivePolicy]] = field(default_factory=dict)
     _inflight: set[asyncio.Task[Any]] = field(default_factory=set)
     _intake_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(INTAKE_SLOTS))
 
     # --- work after the ack -----------------------------------------------------------------------------
-    async def after_ack(self, coro: Any, what: str, *, bounded: bool = False) -> None:
+    async def after_ack(self, coro: Coroutine[Any, Any, None], what: str, *, bounded: bool = False) -> None:
         """Run a listener's post-ack work: tracked (a shutting-down process finishes it first, see
         :meth:`drain`) and never raising into bolt, which could only log it tersely. ``bounded`` work (event
         intake) runs at most ``INTAKE_SLOTS`` at a time, so that during a burst the event loop keeps
@@ -106,6 +93,10 @@ class SlackAdapter:
     @property
     def settings(self) -> Settings:
         return self.rt.settings
+
+    @property
+    def intake(self) -> Intake:
+        return self.rt.intake
 
     # --- where are we ---------------------------------------------------------------------------------
     async def channel_type(self, channel: str, hint: str = "", *, ext_shared: bool = False) -> str:
@@ -139,40 +130,13 @@ class SlackAdapter:
         return kind
 
     async def policy(self, channel: str, channel_type: str) -> EffectivePolicy:
-        """The channel's policy for intake (answer at all? every message?), cached for ``POLICY_CACHE_S``:
-        a burst of events in a channel costs one query. The worker re-reads it for every answer, so which
-        sources may be cited is never stale."""
-        key = (channel, channel_type)
-        now = time.monotonic()
-        cached = self._policies.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        try:
-            async with self._db_slots, self.rt.db.asession() as session:
-                policy = await resolve_policy(session, Platform.SLACK.value, channel, channel_type)
-        except (DBAPIError, SQLAlchemyTimeout) as exc:
-            # go on with the defaults: recording the question will tell the user if the database is down,
-            # and the worker applies the real policy to whatever it answers
-            log.warning("slack.policy_unavailable", channel=channel, error=str(exc)[:200])
-            return EffectivePolicy(enabled=True, respond_to="mentions",
-                                   search_filter=SearchFilter(public_only=default_public_only(channel_type)))
-        if len(self._policies) >= POLICY_CACHE_SIZE:
-            self._policies.clear()
-        self._policies[key] = (now + POLICY_CACHE_S, policy)
-        return policy
+        """The channel's policy for intake (answer at all? every message?): :meth:`Intake.policy`."""
+        return await self.intake.policy(Platform.SLACK.value, channel, channel_type)
 
     async def asked_in_thread(self, channel: str, thread_ts: str, user: str) -> bool:
         """Did ``user`` ask Deskmate in this thread before? Then their reply there is a follow-up. Replies by
         others are conversation between people (they can still mention @Deskmate)."""
-        try:
-            async with self._db_slots, self.rt.db.asession() as session:
-                stmt = select(Interaction.id).where(Interaction.platform == Platform.SLACK.value,
-                                                    Interaction.channel == channel, Interaction.thread == thread_ts,
-                                                    Interaction.user_hash == hash_user(user)).limit(1)
-                return (await session.exec(stmt)).first() is not None
-        except (DBAPIError, SQLAlchemyTimeout) as exc:
-            log.warning("slack.thread_lookup_failed", error=str(exc)[:200])
-            return False
+        return await self.intake.asked_in_thread(Platform.SLACK.value, channel, thread_ts, user)
 
     # --- talking back ---------------------------------------------------------------------------------
     async def post(self, channel: str, *, thread_ts: str | None = None, **message: Any) -> str | None:
@@ -196,61 +160,24 @@ class SlackAdapter:
 
     # --- handing a question to the worker -------------------------------------------------------------
     async def submit(self, question: Question, *, placeholder: bool = True) -> int | None:
-        """Claim, show progress, record, enqueue. Returns the interaction id, or None for a redelivered
-        event (or one that could not be recorded — the user is told so in the thread)."""
-        key = question.idempotency_key
-        if await self._claim(key) is False:
-            log.info("slack.duplicate_event", key=key)
-            return None
-        placeholder_ts = None
-        if placeholder:
-            placeholder_ts = await self.post(question.channel, thread_ts=question.reply_target.get("thread_ts"),
-                                             **render_placeholder())
-            if placeholder_ts:
-                question.reply_target["placeholder_ts"] = placeholder_ts
-        try:
-            interaction_id, duplicate = await self._record(question)
-        except (DBAPIError, SQLAlchemyTimeout) as exc:
-            log.error("slack.record_failed", key=key, error=str(exc)[:300])
-            await self._release(key)
+        """Hand the question to intake, the placeholder posted first. Returns the interaction id, or None for
+        a redelivered event (or one that could not be recorded — the user is told so in the thread)."""
+        submitted = await self.intake.submit(question, prepare=self._post_placeholder if placeholder else None)
+        placeholder_ts = question.reply_target.get("placeholder_ts")
+        if submitted.outcome is Outcome.UNRECORDED:
             await self._withdraw(question, placeholder_ts, RECORD_FAILED_REPLY)
             return None
-        if duplicate:  # the Redis claim was unavailable; the database caught the redelivery
-            log.info("slack.duplicate_event", key=key, interaction_id=interaction_id)
+        if submitted.outcome is Outcome.DUPLICATE:
             await self._withdraw(question, placeholder_ts, None)
             return None
-        enqueued = await enqueue(self.rt.redis, interaction_id, key)
-        log.info("slack.question", interaction_id=interaction_id, channel=question.channel,
-                 channel_type=question.channel_type, enqueued=enqueued, question=redact(question.text))
-        return interaction_id
+        return submitted.interaction_id
 
-    async def _claim(self, key: str) -> bool | None:
-        """Redis ``SET NX`` on the event key: True = first delivery, False = seen, None = Redis unavailable
-        (then the unique key in the database is the only guard)."""
-        try:
-            return bool(await self.rt.redis.set(f"{CLAIM_PREFIX}{key}", b"1", nx=True, ex=CLAIM_TTL_S))
-        except Exception as exc:  # noqa: BLE001
-            log.warning("slack.claim_unavailable", error=str(exc))
-            return None
-
-    async def _release(self, key: str) -> None:
-        try:
-            await self.rt.redis.delete(f"{CLAIM_PREFIX}{key}")
-        except Exception:  # noqa: BLE001
-            pass
-
-    async def _record(self, question: Question) -> tuple[int, bool]:
-        """The pending interaction, written once with its final payload; retried while SQLite is busy."""
-        for attempt, delay in enumerate((*RECORD_BACKOFF_S, None)):
-            try:
-                async with self._db_slots:
-                    return await record_question(self.rt.db, question)
-            except (OperationalError, SQLAlchemyTimeout) as exc:
-                if delay is None:
-                    raise
-                log.warning("slack.record_retry", attempt=attempt + 1, error=str(exc)[:200])
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+    async def _post_placeholder(self, question: Question) -> None:
+        """Intake's ``prepare`` step: the placeholder, whose ``ts`` the worker replaces with the answer."""
+        placeholder_ts = await self.post(question.channel, thread_ts=question.reply_target.get("thread_ts"),
+                                         **render_placeholder())
+        if placeholder_ts:
+            question.reply_target["placeholder_ts"] = placeholder_ts
 
     async def _withdraw(self, question: Question, placeholder_ts: str | None, reply: str | None) -> None:
         """Take back a placeholder: replace it with ``reply``, or delete it."""

@@ -1,7 +1,8 @@
 """Per-channel policy for Slack channels, as operators set it (``deskmate slack channel …``).
 
 A channel without a row gets the defaults of :mod:`playbooks.channel_policy` (enabled; mentions only; public channels
-see only sources marked public). A row overrides any of them; every change is written to the audit log.
+see only sources marked public). A row overrides any of them; every change is written to the audit log. The
+queries are :mod:`playbooks.channel_policy`'s; this module binds them to Slack and describes a row for the CLI.
 """
 
 from __future__ import annotations
@@ -9,12 +10,11 @@ from __future__ import annotations
 import getpass
 from typing import Any
 
-from sqlmodel import col, select
-
-from playbooks.channel_policy import get_policy_row, set_policy
 from bot.core.types import Platform
 from feedback.db import Database
-from feedback.models import ChannelPolicy
+from playbooks import audit
+from playbooks import channel_policy
+from playbooks.channel_policy import ChannelPolicy, get_policy_row, set_policy
 
 UNSET = object()
 
@@ -29,9 +29,9 @@ def describe(row: ChannelPolicy | None) -> str:
 
 
 async def list_policies(db: Database) -> list[ChannelPolicy]:
+    """Slack channels with their own policy row, by channel id."""
     async with db.asession() as session:
-        stmt = select(ChannelPolicy).where(ChannelPolicy.platform == Platform.SLACK.value).order_by(col(ChannelPolicy.channel))
-        return list((await session.exec(stmt)).all())
+        return await channel_policy.list_policies(session, Platform.SLACK.value)
 
 
 async def configure_channel(db: Database, channel: str, *, actor: str = "", **changes: Any) -> tuple[str, str]:
@@ -45,9 +45,6 @@ async def configure_channel(db: Database, channel: str, *, actor: str = "", **ch
         after = before
         if fields:
             after = describe(await set_policy(session, Platform.SLACK.value, channel, **fields))
-        from playbooks import audit
-
-        if fields:
             await audit.record(session, actor=actor or f"cli:{getpass.getuser()}", platform="cli",
                                where=f"slack:{channel}", command=f"slack channel {channel} {fields}",
                                allowed=True, before=before, after=after)

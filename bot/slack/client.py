@@ -12,6 +12,7 @@ import asyncio
 import random
 from typing import Any
 
+import aiohttp
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -87,8 +88,6 @@ def webhook_client(settings: Settings, url: str) -> AsyncWebhookClient:
 def ensure_session(client: AsyncWebClient, timeout_s: float = 15.0) -> None:
     """Give the client one pooled aiohttp session (slack_sdk opens a new one per call otherwise).
     Must run inside the event loop; close it with :func:`close_session`."""
-    import aiohttp
-
     if client.session is None or client.session.closed:
         client.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
 

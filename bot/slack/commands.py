@@ -17,7 +17,9 @@ from bot.intake import QuestionRejected, clean_question
 from bot.slack.adapter import SlackAdapter
 from bot.slack.listeners import DISABLED_REPLY
 from bot.slack.mrkdwn import escape
-from bot.slack.rendering import PLACEHOLDER_TEXT, render_markdown
+from bot.slack.rendering import render_markdown
+from bot.status_text import PLACEHOLDER
+from playbooks.admin import AdminActor, handle_admin_command
 
 log = get_logger(__name__)
 
@@ -63,11 +65,6 @@ async def ask(adapter: SlackAdapter, body: dict[str, Any], text: str, respond: A
 
 
 async def admin(adapter: SlackAdapter, body: dict[str, Any], text: str, respond: AsyncRespond) -> None:
-    try:
-        from playbooks.admin import AdminActor, handle_admin_command
-    except ImportError:
-        await respond(text="Admin commands are not available in this installation.", response_type="ephemeral")
-        return
     actor = AdminActor(platform=Platform.SLACK.value, user_id=body.get("user_id", ""),
                        channel=body.get("channel_id", ""), display_name=body.get("user_name", ""))
     try:
@@ -93,7 +90,7 @@ async def on_command(adapter: SlackAdapter, ack: AsyncAck, body: dict[str, Any],
         except QuestionRejected as exc:
             await ack(text=exc.reply, response_type="ephemeral")
             return
-        await ack(text=f":hourglass_flowing_sand: {PLACEHOLDER_TEXT} _“{escape(text[:200])}”_",
+        await ack(text=f"{PLACEHOLDER.with_icon} _“{escape(text[:200])}”_",
                   response_type="ephemeral")
         await ask(adapter, body, text, respond)
         return
@@ -102,7 +99,7 @@ async def on_command(adapter: SlackAdapter, ack: AsyncAck, body: dict[str, Any],
 
 
 def register(app: AsyncApp, adapter: SlackAdapter) -> None:
-    async def command(ack: AsyncAck, body: dict, respond: AsyncRespond) -> None:
+    async def command(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
         await adapter.after_ack(_with_apology(adapter, ack, body, respond), "command")
 
     app.command(adapter.settings.slack_command)(command)

@@ -19,7 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.log import get_logger
 from bot.core.settings import Settings
-from bot.core.types import Answer, Platform, Question
+from bot.core.types import Answer, Question
 from bot.slack.client import close_session, ensure_session, web_client, webhook_client
 from bot.slack.pacing import ChannelPacer, pacer_for
 from bot.slack.rendering import render_answer, render_notice

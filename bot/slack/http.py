@@ -20,6 +20,7 @@ from bot.core.log import get_logger
 from bot.runtime import Runtime
 from bot.slack.app import build_app, configured
 from bot.slack.client import close_session, ensure_session
+from bot.slack.socket_mode import SocketMode
 
 log = get_logger(__name__)
 
@@ -46,10 +47,8 @@ def setup(app: web.Application, rt: Runtime) -> None:
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         ensure_session(adapter.client)
-        socket = None
+        socket: SocketMode | None = None
         if settings.slack_app_token:
-            from bot.slack.socket_mode import SocketMode
-
             socket = SocketMode(bolt, settings)
             socket.start_in_background()
         log.info("slack.ready", http=bool(settings.slack_signing_secret), socket_mode=socket is not None)

@@ -108,12 +108,12 @@ async def on_message(adapter: SlackAdapter, body: dict[str, Any], event: dict[st
     if reason := ignored(event, context, adapter.settings):
         log.debug("slack.ignored", reason=reason)
         return
-    channel = event.get("channel", "")
-    thread_ts = event.get("thread_ts")
+    channel: str = event.get("channel") or ""
+    thread_ts: str = event.get("thread_ts") or ""
     if event.get("channel_type") == "im" or channel.startswith("D"):
         # a DM is a conversation: top-level messages share the channel as their thread, answered top-level
         await ask(adapter, body, event, context, channel_type="im", thread_key=thread_ts or channel,
-                  reply_thread_ts=thread_ts)
+                  reply_thread_ts=thread_ts or None)
         return
     if context.bot_user_id and f"<@{context.bot_user_id}" in (event.get("text") or ""):
         return  # the app_mention event for the same message answers it
@@ -126,7 +126,7 @@ async def on_message(adapter: SlackAdapter, body: dict[str, Any], event: dict[st
     policy = await adapter.policy(channel, channel_type)
     if not policy.enabled or (not is_reply and policy.respond_to != "all"):
         return
-    root = thread_ts if is_reply else event["ts"]
+    root: str = thread_ts if is_reply else event["ts"]
     await ask(adapter, body, event, context, channel_type=channel_type, thread_key=root, reply_thread_ts=root)
 
 
@@ -145,13 +145,13 @@ async def on_assistant_thread_started(adapter: SlackAdapter, event: dict[str, An
 
 
 def register(app: AsyncApp, adapter: SlackAdapter) -> None:
-    async def app_mention(body: dict, event: dict, context: AsyncBoltContext) -> None:
+    async def app_mention(body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
         await adapter.after_ack(on_app_mention(adapter, body, event, context), "app_mention", bounded=True)
 
-    async def message(body: dict, event: dict, context: AsyncBoltContext) -> None:
+    async def message(body: dict[str, Any], event: dict[str, Any], context: AsyncBoltContext) -> None:
         await adapter.after_ack(on_message(adapter, body, event, context), "message", bounded=True)
 
-    async def assistant_thread_started(event: dict) -> None:
+    async def assistant_thread_started(event: dict[str, Any]) -> None:
         await adapter.after_ack(on_assistant_thread_started(adapter, event), "assistant_thread_started")
 
     async def acknowledged_only() -> None:

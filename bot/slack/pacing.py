@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import time
 
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bot.core.log import get_logger
+from bot.core.settings import Settings
 
 log = get_logger(__name__)
 
@@ -30,7 +32,7 @@ return wait
 
 
 class ChannelPacer:
-    def __init__(self, redis: object, *, interval_s: float = 1.0, burst: int = 3, prefix: str = "deskmate:slack:pace") -> None:
+    def __init__(self, redis: Redis, *, interval_s: float = 1.0, burst: int = 3, prefix: str = "deskmate:slack:pace") -> None:
         self.redis = redis
         self.interval_ms = max(0, int(interval_s * 1000))
         self.burst_ms = max(0, burst - 1) * self.interval_ms
@@ -41,8 +43,9 @@ class ChannelPacer:
         if self.interval_ms <= 0 or not channel:
             return 0.0
         try:
-            wait_ms = await self.redis.eval(  # type: ignore[attr-defined]
-                _RESERVE, 1, f"{self.prefix}:{channel}", int(time.time() * 1000), self.interval_ms, self.burst_ms)
+            wait_ms = await self.redis.eval(  # type: ignore[misc]  # redis' stubs: Awaitable[str] | str
+                _RESERVE, 1, f"{self.prefix}:{channel}", str(int(time.time() * 1000)), str(self.interval_ms),
+                str(self.burst_ms))
         except (RedisError, OSError) as exc:
             log.warning("slack.pacing_unavailable", error=str(exc))
             return 0.0
@@ -55,6 +58,5 @@ class ChannelPacer:
             await asyncio.sleep(delay)
 
 
-def pacer_for(redis: object, settings: object) -> ChannelPacer:
-    return ChannelPacer(redis, interval_s=settings.slack_post_interval_s,  # type: ignore[attr-defined]
-                        burst=settings.slack_post_burst)  # type: ignore[attr-defined]
+def pacer_for(redis: Redis, settings: Settings) -> ChannelPacer:
+    return ChannelPacer(redis, interval_s=settings.slack_post_interval_s, burst=settings.slack_post_burst)

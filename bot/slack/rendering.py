@@ -3,7 +3,7 @@
 Slack's limits shape this module: a section's text is at most 3,000 characters (longer answers become several
 sections), a message has at most 50 blocks, a button's value at most 2,000 characters (it carries only the
 interaction id). Fallback, "not found" and maintenance answers carry a visible label so nobody mistakes an
-automatic excerpt for a written answer.
+automatic excerpt for a written answer; the wording of labels and the placeholder is :mod:`bot.status_text`'s.
 """
 
 from __future__ import annotations
@@ -13,15 +13,13 @@ import re
 from typing import Any
 
 from bot.core.types import Answer, Source, Status
-from bot.fallback import fallback_label
 from bot.slack.mrkdwn import escape, escape_link_text, markdown_to_mrkdwn, split_text
+from bot.status_text import PLACEHOLDER, StatusLabel, answer_body, answer_label
 from feedback.votes import DOWN_REASONS
 
 SECTION_LIMIT = 3000
 MAX_BLOCKS = 50
 NOTIFICATION_TEXT_LIMIT = 3000
-
-PLACEHOLDER_TEXT = "Looking through the handbook…"
 
 VOTE_UP = "deskmate_vote_up"
 VOTE_DOWN = "deskmate_vote_down"
@@ -45,28 +43,9 @@ def plain(text: str, limit: int = 75) -> dict[str, Any]:
     return {"type": "plain_text", "text": text[:limit], "emoji": True}
 
 
-def label_for(answer: Answer) -> str | None:
-    """The visible label above an answer that is not a normal, model-written one."""
-    if answer.status == Status.MAINTENANCE:
-        return ":double_vertical_bar: *Deskmate is paused* — this is an automatic reply."
-    if answer.status == Status.NOT_FOUND:
-        return ":mag: *Not found in the handbook* — I won't guess; the closest sources are listed below."
-    if answer.status == Status.ERROR:
-        return ":warning: *Something went wrong* while answering."
-    if answer.fallback:
-        reason = f" ({escape(answer.fallback_reason)})" if answer.fallback_reason else ""
-        return f":warning: *Automatic excerpt* — quoted from the sources, not written by the AI model{reason}."
-    return None
-
-
-def _without_fallback_label(answer: Answer) -> str:
-    """The fallback text starts with its own Markdown label; the Block Kit label replaces it."""
-    text = answer.text
-    if answer.fallback:
-        own = fallback_label(answer.fallback_reason or "")
-        text = text.removeprefix(own) if text.startswith(own) else re.sub(
-            r"\A_Automatic excerpt — not written by the AI model[^\n]*_\s*", "", text)
-    return text.strip()
+def label_mrkdwn(label: StatusLabel) -> str:
+    """A status label (worded by :mod:`bot.status_text`) as mrkdwn: icon, bold title, detail."""
+    return f"{label.icon} *{escape(label.title)}* — {escape(label.detail)}"
 
 
 def source_line(source: Source) -> str:
@@ -107,9 +86,10 @@ def feedback_actions(interaction_id: int, *, ask_a_human: bool) -> dict[str, Any
 
 def render_answer(answer: Answer, *, ask_a_human: bool = False) -> dict[str, Any]:
     """``{"text": ..., "blocks": [...]}`` for chat.postMessage / chat.update / a response_url."""
-    body = markdown_to_mrkdwn(_without_fallback_label(answer)) or "_(no answer text)_"
-    label = label_for(answer)
-    head: Blocks = [context(label)] if label else []
+    body = markdown_to_mrkdwn(answer_body(answer.text, fallback=answer.fallback,
+                                          fallback_reason=answer.fallback_reason)) or "_(no answer text)_"
+    label = answer_label(answer)
+    head: Blocks = [context(label_mrkdwn(label))] if label else []
     tail: Blocks = sources_blocks(answer.sources)
     if answer.interaction_id is not None and answer.status in (Status.ANSWERED, Status.NOT_FOUND):
         tail.append(feedback_actions(answer.interaction_id, ask_a_human=ask_a_human))
@@ -120,12 +100,8 @@ def render_answer(answer: Answer, *, ask_a_human: bool = False) -> dict[str, Any
         note = "\n_… (the answer was too long for Slack and was cut here)_"
         pieces[-1] = pieces[-1][: SECTION_LIMIT - len(note)] + note
     blocks = head + [mrkdwn_section(p) for p in pieces] + tail
-    text = (f"{_plain_label(label)}\n" if label else "") + body
+    text = (f"{escape(label.text)}\n" if label else "") + body
     return {"text": _truncate(text, NOTIFICATION_TEXT_LIMIT), "blocks": blocks}
-
-
-def _plain_label(label: str) -> str:
-    return re.sub(r":[a-z_+-]+: ", "", label).replace("*", "")
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -133,7 +109,7 @@ def _truncate(text: str, limit: int) -> str:
 
 
 def render_placeholder() -> dict[str, Any]:
-    return {"text": PLACEHOLDER_TEXT, "blocks": [context(f":hourglass_flowing_sand: {PLACEHOLDER_TEXT}")]}
+    return {"text": PLACEHOLDER.text, "blocks": [context(PLACEHOLDER.with_icon)]}
 
 
 def render_notice(message: str, *, emoji: str = ":warning:") -> dict[str, Any]:

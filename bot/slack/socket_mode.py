@@ -16,6 +16,9 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.core.log import get_logger
 from bot.core.settings import Settings
+from bot.runtime import build_runtime
+from bot.slack.app import build_app
+from bot.slack.client import close_session, ensure_session
 
 log = get_logger(__name__)
 
@@ -63,16 +66,11 @@ def _log_connect_result(task: asyncio.Task[None]) -> None:
 
 
 async def run_socket_mode(settings: Settings) -> None:
-    """``deskmate slack socket``: Socket Mode alone, with the web process's light runtime."""
-    from bot.runtime import build_runtime
-    from bot.slack.app import build_app
-    from bot.slack.client import close_session, ensure_session
-    from bot.tracing import Tracer
-
+    """``deskmate slack socket``: Socket Mode alone, with the web process's light runtime (its tracer scores
+    votes)."""
     if not (settings.slack_bot_token and settings.slack_app_token):
         raise SystemExit("Socket Mode needs DESKMATE_SLACK_BOT_TOKEN and DESKMATE_SLACK_APP_TOKEN.")
     rt = await build_runtime(settings, worker=False)
-    rt.tracer = Tracer(settings)
     bolt, adapter = build_app(rt)
     ensure_session(adapter.client)
     socket = SocketMode(bolt, settings)

@@ -1,8 +1,9 @@
 """The Teams activity handler: what Deskmate does with each kind of activity.
 
-- ``message`` — a question (the bot's @mention stripped): typing indicator, a placeholder reply, then the
-  question is recorded and enqueued; the worker replaces the placeholder with the answer. A redelivered
-  activity (same id in the same conversation) is ignored. ``admin …`` goes to the admin command handler.
+- ``message`` — a question (the bot's @mention stripped), handed to :meth:`bot.intake.Intake.submit`: a
+  redelivered activity (same id in the same conversation) is ignored; otherwise a typing indicator and a
+  placeholder reply are sent, then the question is recorded and enqueued and the worker replaces the
+  placeholder with the answer (if it cannot be recorded, the placeholder says so). ``admin …`` goes to the admin command handler.
   A message whose ``value`` is Deskmate card data is an ``Action.Submit`` from an older client: feedback.
 - ``conversationUpdate`` — a greeting when the bot itself is added (installed); everything else is ignored.
 - ``messageReaction`` — 👍/❤️ (up) and 😢/😠 (down) on an answer are votes.
@@ -28,16 +29,15 @@ from botbuilder.schema import (
     ConversationParameters,
     MessageReaction,
 )
-from sqlmodel import select
 
 from bot.core.log import get_logger, redact
-from bot.intake import QuestionRejected, clean_question
-from bot.queue import submit
+from bot.core.types import Question
+from bot.intake import RECORD_FAILED_REPLY, Outcome, QuestionRejected, clean_question
 from bot.runtime import Runtime
+from bot.status_text import NO_SUPPORT_CHANNEL, SUPPORT_UNREACHABLE
 from bot.teams.activities import (
     build_question,
     channel_of,
-    idempotency_key,
     strip_mentions,
     tenant_of,
     user_of,
@@ -52,7 +52,7 @@ from bot.teams.feedback import (
     parse_card_action,
 )
 from bot.teams.retry import describe, own_retries, with_retries
-from feedback.models import Interaction
+from feedback.interactions import Interaction
 from playbooks.admin import AdminActor, handle_admin_command, is_admin_command
 
 log = get_logger(__name__)
@@ -102,26 +102,39 @@ class DeskmateTeamsBot(TeamsActivityHandler):
             log.info("teams.question_rejected", reason=exc.reason)
             await turn_context.send_activity(exc.reply)
             return
-        key = idempotency_key(activity)
-        if await self._seen(key):
-            log.info("teams.redelivered", idempotency_key=key)
-            return
-        await self._send_quietly(turn_context, Activity(type=ActivityTypes.typing))
-        placeholder_id = await self._send_quietly(turn_context, text_activity(PLACEHOLDER_TEXT))
-        question = build_question(activity, question_text, placeholder_id=placeholder_id)
-        submitted = await submit(self.rt.db, self.rt.redis, question)
-        log.info("teams.question", interaction_id=submitted.interaction_id, duplicate=submitted.duplicate,
+        question = build_question(activity, question_text, placeholder_id=None)
+
+        async def show_progress(pending: Question) -> None:
+            """Intake's ``prepare`` step: typing, then the placeholder the worker replaces with the answer."""
+            await self._send_quietly(turn_context, Activity(type=ActivityTypes.typing))
+            pending.reply_target["placeholder_id"] = await self._send_quietly(turn_context,
+                                                                              text_activity(PLACEHOLDER_TEXT))
+
+        submitted = await self.rt.intake.submit(question, prepare=show_progress)
+        placeholder_id = question.reply_target.get("placeholder_id")
+        log.info("teams.question", interaction_id=submitted.interaction_id, outcome=submitted.outcome.value,
                  enqueued=submitted.enqueued, channel_type=question.channel_type, question=redact(question_text))
-        if submitted.duplicate and placeholder_id:  # lost a race with a redelivery: one placeholder is enough
+        if submitted.outcome is Outcome.DUPLICATE and placeholder_id:
+            # the database caught a redelivery (Redis could not): one placeholder is enough
             try:
                 await turn_context.delete_activity(placeholder_id)
             except Exception as exc:  # noqa: BLE001
                 log.warning("teams.placeholder_delete_failed", error=describe(exc))
+        elif submitted.outcome is Outcome.UNRECORDED:
+            await self._replace_quietly(turn_context, placeholder_id, text_activity(RECORD_FAILED_REPLY))
 
-    async def _seen(self, key: str) -> bool:
-        async with self.rt.db.asession() as session:
-            stmt = select(Interaction.id).where(Interaction.idempotency_key == key)
-            return (await session.exec(stmt)).first() is not None
+    async def _replace_quietly(self, turn_context: TurnContext, activity_id: str | None, activity: Activity) -> None:
+        """Update the message ``activity_id`` within the turn (or send ``activity`` when there is none)."""
+        if activity_id:
+            activity.id = activity_id
+            try:
+                await with_retries(lambda: turn_context.update_activity(activity), attempts=2, backoff_s=0.3,
+                                   what="teams.turn_update")
+                return
+            except Exception as exc:  # noqa: BLE001
+                log.warning("teams.turn_update_failed", error=describe(exc))
+                activity.id = None
+        await self._send_quietly(turn_context, activity)
 
     @staticmethod
     async def _send_quietly(turn_context: TurnContext, activity: Activity) -> str | None:
@@ -169,9 +182,9 @@ class DeskmateTeamsBot(TeamsActivityHandler):
     # --- reactions ----------------------------------------------------------------------------------------------
     async def on_reactions_added(self, message_reactions: list[MessageReaction], turn_context: TurnContext) -> None:
         activity = turn_context.activity
-        row = await apply_reactions(self.rt.db, [r.type for r in message_reactions if r.type],
+        row = await apply_reactions(self.rt.interactions, self.rt.votes, [r.type for r in message_reactions if r.type],
                                     message_id=activity.reply_to_id or "", user=user_of(activity),
-                                    channel=channel_of(activity), tracer=self.rt.tracer)
+                                    channel=channel_of(activity))
         if row is not None:
             log.info("teams.reaction_vote", interaction_id=row.id)
 
@@ -222,8 +235,8 @@ class DeskmateTeamsBot(TeamsActivityHandler):
 
     async def _apply(self, turn_context: TurnContext, action: CardAction) -> tuple[ActionOutcome | None, str | None]:
         activity = turn_context.activity
-        outcome = await apply_card_action(self.rt.db, action, user=user_of(activity), channel=channel_of(activity),
-                                          tracer=self.rt.tracer)
+        outcome = await apply_card_action(self.rt.interactions, self.rt.votes, action, user=user_of(activity),
+                                          channel=channel_of(activity))
         if outcome is None:
             return None, None
         if outcome.error:
@@ -238,7 +251,7 @@ class DeskmateTeamsBot(TeamsActivityHandler):
         """Start a thread in the support channel; returns a notice for the card when that was not possible."""
         support_channel = self.rt.settings.teams_support_channel
         if not support_channel:
-            return "No support channel is set up for Deskmate — please contact the support team directly."
+            return NO_SUPPORT_CHANNEL
         activity = turn_context.activity
         who = (activity.from_property.name if activity.from_property else None) or "Someone"
         answer = (row.answer or "")[:1500]
@@ -254,5 +267,5 @@ class DeskmateTeamsBot(TeamsActivityHandler):
                                backoff_s=0.5, what="teams.escalate")
         except Exception as exc:  # noqa: BLE001
             log.error("teams.escalation_post_failed", interaction_id=row.id, error=describe(exc))
-            return "I couldn't reach the support channel — please contact the support team directly."
+            return SUPPORT_UNREACHABLE
         return None

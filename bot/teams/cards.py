@@ -4,7 +4,8 @@ The card holds the answer, its numbered sources, the fallback / not-found label 
 👍 / 👎 / "Ask a human" are ``Action.Execute`` (Universal Actions → an ``adaptiveCard/action`` invoke, answered
 with a refreshed card) and each carries an ``Action.Submit`` ``fallback`` for clients without Universal Actions
 (those send a message activity whose ``value`` is the same data). Teams refuses messages over ~28 KB, so the
-card is kept under :data:`MAX_CARD_BYTES` by shortening the answer and dropping trailing sources.
+card is kept under :data:`MAX_CARD_BYTES` by shortening the answer and dropping trailing sources. Labels, the
+placeholder and acknowledgements are worded by :mod:`bot.status_text`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,15 @@ from enum import StrEnum
 from typing import Any
 
 from bot.core.types import Answer, Source, Status
+from bot.status_text import (
+    PLACEHOLDER,
+    VOTE_DOWN_THANKS,
+    VOTE_UP_THANKS,
+    StatusLabel,
+    answer_body,
+    answer_label,
+    escalated,
+)
 from feedback.votes import DOWN_REASONS
 
 CARD_VERSION = "1.5"
@@ -21,7 +31,7 @@ MAX_CARD_BYTES = 20_000  # well under Teams' ~28 KB message limit, leaving room 
 MAX_SOURCES = 8
 DATA_KEY = "deskmate"  # every action's data carries {"deskmate": <action>, "iid": <interaction id>, …}
 
-PLACEHOLDER_TEXT = "🔎 Looking that up in the handbook…"
+PLACEHOLDER_TEXT = PLACEHOLDER.with_icon
 
 
 class CardState(StrEnum):
@@ -63,13 +73,9 @@ def source_line(source: Source) -> str:
     return f"{source.number}. {label} — {source.location}" if source.location else f"{source.number}. {label}"
 
 
-def status_label(answer: Answer) -> str | None:
-    if answer.status == Status.NOT_FOUND:
-        return "🔍 Not found in the handbook — nothing here answers this, so I won't guess."
-    if answer.fallback:
-        reason = f" ({answer.fallback_reason})" if answer.fallback_reason else ""
-        return f"⚠️ Quoted from the sources, not written by the AI model{reason}."
-    return None
+def label_markdown(label: StatusLabel) -> str:
+    """A status label (worded by :mod:`bot.status_text`) as card Markdown: icon, bold title, detail."""
+    return f"{label.icon} **{label.title}** — {label.detail}"
 
 
 def _feedback_section(interaction_id: int, state: CardState) -> list[dict[str, Any]]:
@@ -91,20 +97,18 @@ def _feedback_section(interaction_id: int, state: CardState) -> list[dict[str, A
         ]
         return items
     if state == CardState.THANKS_UP:
-        items.append(_text("👍 Thanks — your feedback was recorded.", isSubtle=True, size="Small", separator=True))
+        items.append(_text(f"👍 {VOTE_UP_THANKS}", isSubtle=True, size="Small", separator=True))
     elif state == CardState.THANKS_DOWN:
-        items.append(_text("👎 Thanks — your feedback was recorded and will help fix this answer.",
-                           isSubtle=True, size="Small", separator=True))
+        items.append(_text(f"👎 {VOTE_DOWN_THANKS}", isSubtle=True, size="Small", separator=True))
     elif state == CardState.ESCALATED:
-        items.append(_text("🙋 A person from the support team has been asked to follow up.",
-                           isSubtle=True, size="Small", separator=True))
+        items.append(_text(f"🙋 {escalated()}", isSubtle=True, size="Small", separator=True))
     items.append({"type": "ActionSet", "actions": [vote_up, vote_down, ask_human]})
     return items
 
 
 def answer_card(answer: Answer, *, state: CardState = CardState.OPEN, notice: str | None = None) -> dict[str, Any]:
     """The Adaptive Card for an answer (kept under :data:`MAX_CARD_BYTES`)."""
-    text = answer.text
+    text = answer_body(answer.text, fallback=answer.fallback, fallback_reason=answer.fallback_reason)
     sources = list(answer.sources[:MAX_SOURCES])
     while True:
         card = _build(answer, text, sources, state, notice)
@@ -123,9 +127,10 @@ def answer_card(answer: Answer, *, state: CardState = CardState.OPEN, notice: st
 
 def _build(answer: Answer, text: str, sources: list[Source], state: CardState, notice: str | None) -> dict[str, Any]:
     body: list[dict[str, Any]] = []
-    label = status_label(answer)
+    label = answer_label(answer)
     if label:
-        body.append(_text(label, size="Small", color="Warning" if answer.fallback else "Default", isSubtle=True))
+        body.append(_text(label_markdown(label), size="Small", color="Warning" if label.warning else "Default",
+                          isSubtle=True))
     body.append(_text(text))
     if sources:
         body.append(_text("**Sources**", separator=True, spacing="Medium", size="Small"))

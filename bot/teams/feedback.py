@@ -1,9 +1,11 @@
 """Feedback on a Teams answer: card actions (👍 / 👎 / reason / "Ask a human") and message reactions.
 
-Every path ends in :func:`feedback.votes.record_vote` or :func:`feedback.votes.mark_escalated` — one label per
-(answer, user). A card action names its answer by interaction id; the answer must belong to the conversation the
-action came from, so a crafted payload cannot vote on someone else's answer. A reaction names the message it
-was added to (``replyToId``), which is the answer's activity id (the placeholder, updated in place).
+Every path ends in :meth:`feedback.votes.Votes.vote` (record the vote, then score the answer's trace) or
+:meth:`feedback.votes.Votes.escalate` — one label per (answer, user); answers are read through
+:class:`feedback.interactions.InteractionStore`. A card action names its answer by interaction id; the answer
+must belong to the conversation the action came from, so a crafted payload cannot vote on someone else's answer.
+A reaction names the message it was added to (``replyToId``), which is the answer's activity id (the
+placeholder, updated in place).
 """
 
 from __future__ import annotations
@@ -11,15 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlmodel import col, select
-
 from bot.core.log import get_logger
 from bot.core.types import Answer, Platform, Source, Status
 from bot.teams.cards import DATA_KEY, CardState, Verb
-from feedback.db import Database
-from feedback.langfuse_sync import send_vote_score
-from feedback.models import Interaction
-from feedback.votes import DOWN_REASONS, VoteError, VoteResult, mark_escalated, record_vote
+from feedback.interactions import Interaction, InteractionStore
+from feedback.votes import DOWN_REASONS, VoteError, Votes
 
 log = get_logger(__name__)
 
@@ -65,10 +63,10 @@ def answer_from_row(row: Interaction) -> Answer:
                   sources=[Source.model_validate(s) for s in row.sources or []])
 
 
-async def load_interaction(db: Database, interaction_id: int, *, channel: str) -> Interaction | None:
+async def load_interaction(interactions: InteractionStore, interaction_id: int, *,
+                           channel: str) -> Interaction | None:
     """The Teams interaction with this id, if it was asked in ``channel``."""
-    async with db.asession() as session:
-        row = await session.get(Interaction, interaction_id)
+    row = await interactions.get(interaction_id)
     if row is None or row.platform != Platform.TEAMS.value or row.channel != channel:
         return None
     return row
@@ -81,19 +79,10 @@ class ActionOutcome:
     error: str | None = None
 
 
-def _score(tracer: Any, result: VoteResult) -> None:
-    """The vote as the Langfuse ``user_feedback`` score of the answer's trace (no-op without Langfuse)."""
-    try:
-        send_vote_score(tracer, trace_id=result.trace_id, label=result.feedback.label, reason=result.feedback.reason,
-                        feedback_id=result.feedback.id)
-    except Exception as exc:  # noqa: BLE001 - the vote is recorded; tracing must not fail the click
-        log.warning("teams.feedback_score_failed", error=str(exc))
-
-
-async def apply_card_action(db: Database, action: CardAction, *, user: str, channel: str,
-                            tracer: Any = None) -> ActionOutcome | None:
+async def apply_card_action(interactions: InteractionStore, votes: Votes, action: CardAction, *, user: str,
+                            channel: str) -> ActionOutcome | None:
     """Record what the action says; returns the card state to show, or None when the answer is unknown here."""
-    row = await load_interaction(db, action.interaction_id, channel=channel)
+    row = await load_interaction(interactions, action.interaction_id, channel=channel)
     if row is None:
         log.warning("teams.feedback_unknown_answer", interaction_id=action.interaction_id)
         return None
@@ -103,15 +92,15 @@ async def apply_card_action(db: Database, action: CardAction, *, user: str, chan
         if action.verb == Verb.VOTE:
             if action.label not in ("up", "down"):
                 return ActionOutcome(row, CardState.OPEN, error="unknown vote")
-            _score(tracer, await record_vote(db, interaction_id=iid, user=user, platform=platform, label=action.label))
+            await votes.vote(interaction_id=iid, user=user, platform=platform, label=action.label)
             return ActionOutcome(row, CardState.ASK_REASON if action.label == "down" else CardState.THANKS_UP)
         if action.verb == Verb.REASON:
             reason = action.reason if action.reason in DOWN_REASONS else "other"
-            _score(tracer, await record_vote(db, interaction_id=iid, user=user, platform=platform, label="down",
-                                             reason=reason, comment=action.comment))
+            await votes.vote(interaction_id=iid, user=user, platform=platform, label="down", reason=reason,
+                             comment=action.comment)
             return ActionOutcome(row, CardState.THANKS_DOWN)
         if action.verb == Verb.ESCALATE:
-            await mark_escalated(db, interaction_id=iid, user=user, platform=platform)
+            await votes.escalate(interaction_id=iid, user=user, platform=platform)
             return ActionOutcome(row, CardState.ESCALATED)
     except VoteError as exc:
         log.warning("teams.feedback_refused", error=str(exc))
@@ -126,29 +115,23 @@ def _message_ids(row: Interaction) -> set[str]:
     return ids
 
 
-async def find_by_message(db: Database, *, channel: str, message_id: str) -> Interaction | None:
+async def find_by_message(interactions: InteractionStore, *, channel: str, message_id: str) -> Interaction | None:
     """The answer whose Teams message is ``message_id`` (searched among the channel's recent answers)."""
-    async with db.asession() as session:
-        stmt = (select(Interaction)
-                .where(Interaction.platform == Platform.TEAMS.value, Interaction.channel == channel)
-                .order_by(col(Interaction.id).desc()).limit(REACTION_LOOKBACK))
-        rows = list((await session.exec(stmt)).all())
-    for row in rows:
+    for row in await interactions.recent_in_channel(Platform.TEAMS.value, channel, REACTION_LOOKBACK):
         if message_id in _message_ids(row):
             return row
     return None
 
 
-async def apply_reactions(db: Database, reactions: list[str], *, message_id: str, user: str, channel: str,
-                          tracer: Any = None) -> Interaction | None:
+async def apply_reactions(interactions: InteractionStore, votes: Votes, reactions: list[str], *, message_id: str,
+                          user: str, channel: str) -> Interaction | None:
     """Record reactions added to an answer as votes; returns the interaction, or None if not an answer."""
     labels = [REACTION_LABELS[r] for r in reactions if r in REACTION_LABELS]
     if not labels or not message_id:
         return None
-    row = await find_by_message(db, channel=channel, message_id=message_id)
+    row = await find_by_message(interactions, channel=channel, message_id=message_id)
     if row is None or row.id is None:
         log.info("teams.reaction_not_on_answer", message_id=message_id)
         return None
-    _score(tracer, await record_vote(db, interaction_id=row.id, user=user, platform=Platform.TEAMS.value,
-                                     label=labels[-1]))
+    await votes.vote(interaction_id=row.id, user=user, platform=Platform.TEAMS.value, label=labels[-1])
     return row

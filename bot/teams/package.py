@@ -19,6 +19,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
+from bot.core.settings import get_settings
 from bot.teams.icons import color_icon, outline_icon
 
 APP_PACKAGE_DIR = Path(__file__).resolve().parent / "appPackage"
@@ -115,8 +116,6 @@ def package_command(
     terms_url: Annotated[str, typer.Option(envvar="DESKMATE_TEAMS_TERMS_URL")] = EXAMPLE_URL + "/terms",
 ) -> None:
     """Build the Teams app zip (manifest + icons) to upload in Teams or the Teams admin center."""
-    from bot.core.settings import get_settings
-
     settings = get_settings()
     bot_id = app_id or settings.teams_app_id
     if not bot_id:

@@ -12,7 +12,6 @@ from typing import Any
 from bot.core.settings import Settings
 from bot.core.types import Status
 from bot.local_chat.web import local_question
-from bot.queue import submit
 from tests.fakes.anthropic_server import Reply
 from tests.fakes.redis_server import RedisServer
 from tests.stack import Stack, running_stack
@@ -81,12 +80,13 @@ async def test_model_says_not_found_and_unrelated_questions_are_marked_unanswere
 
 
 async def test_redelivered_question_is_answered_once(stack: Stack) -> None:
+    intake = stack.web_runtime.intake
     question = local_question("How do I set up MFA?", "c1")
-    first = await submit(stack.db, stack.web_runtime.redis, question)
-    second = await submit(stack.db, stack.web_runtime.redis, question)
-    assert second.duplicate and second.interaction_id == first.interaction_id
+    first = await intake.submit(question)
+    second = await intake.submit(question)
+    assert first.interaction_id is not None and second.duplicate
     await stack.wait_final(first.interaction_id)
-    third = await submit(stack.db, stack.web_runtime.redis, question)
+    third = await intake.submit(question)
     assert third.duplicate
     rows = await stack.interactions()
     assert len(rows) == 1 and rows[0].attempts == 1

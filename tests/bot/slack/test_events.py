@@ -334,12 +334,12 @@ async def test_placeholder_failure_still_answers_in_the_thread(slack_stack: Stac
 
 async def test_without_redis_claims_the_database_still_answers_a_redelivery_once(
         slack_stack: Stack, slack: SlackClient, slack_api: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
-    from bot.slack.adapter import SlackAdapter
+    from bot.intake import Intake
 
-    async def unavailable(self: SlackAdapter, key: str) -> None:
+    async def unavailable(self: Intake, key: str) -> None:
         return None
 
-    monkeypatch.setattr(SlackAdapter, "_claim", unavailable)
+    monkeypatch.setattr(Intake, "_claim", unavailable)
     event = mention("How do I book travel?")
     await slack.event(event)
     first = await slack_api.wait_for("chat.postMessage")
@@ -355,13 +355,14 @@ async def test_question_that_cannot_be_recorded_gets_an_apology(
         slack_stack: Stack, slack: SlackClient, slack_api: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
     from sqlalchemy.exc import OperationalError
 
-    from bot.slack import adapter as adapter_module
+    from bot import intake
+    from feedback.interactions import InteractionStore
 
     async def locked(*_args: Any, **_kwargs: Any) -> Any:
         raise OperationalError("INSERT …", {}, Exception("database is locked"))
 
-    monkeypatch.setattr(adapter_module, "record_question", locked)
-    monkeypatch.setattr(adapter_module, "RECORD_BACKOFF_S", (0.01,))
+    monkeypatch.setattr(InteractionStore, "record_pending", locked)
+    monkeypatch.setattr(intake, "RECORD_BACKOFF_S", (0.01,))
     await slack.event(mention("How do I book travel?"))
     placeholder = await slack_api.wait_for("chat.postMessage")
     apology = await slack_api.wait_for("chat.update", ts=placeholder.response["ts"])

@@ -167,7 +167,7 @@ async def test_ask_a_human_starts_a_thread_in_the_support_channel(make_settings:
         response = await post(stack, escalate)
         assert response.status_code == 200
         texts = " ".join(e.get("text", "") for e in response.json()["value"]["body"])
-        assert "support team has been asked" in texts
+        assert "I've asked the support team" in texts
         [created] = connector.of_kind("create_conversation")
         assert created.body["channelData"]["channel"]["id"] == support
         assert QUESTION in created.body["activity"]["text"]
