@@ -58,3 +58,59 @@ async def test_health_and_readiness(stack: Stack) -> None:
     ready = await stack.client.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"] == {"redis": "ok", "database": "ok", "index": "ok"}
+
+
+async def test_page_carries_the_shared_status_wording(stack: Stack) -> None:
+    from bot.status_text import PLACEHOLDER, VOTE_UP_THANKS
+
+    page = (await stack.client.get("/chat")).text
+    assert "{{TEXTS}}" not in page
+    assert PLACEHOLDER.text in page and VOTE_UP_THANKS in page
+
+
+async def test_labels_come_from_status_text_and_the_text_drops_the_extractive_label(stack: Stack) -> None:
+    from bot.status_text import FALLBACK_TITLE
+
+    answer = await ask(stack, "How much is the daily meal allowance when I travel?")
+    assert answer["label"]["title"] == FALLBACK_TITLE and "no API key configured" in answer["label"]["detail"]
+    assert not answer["text"].startswith("_Automatic excerpt"), "the label is not shown twice"
+    assert answer["text"] and answer["text"] in answer["answer"]
+
+
+class RecordingTracer:
+    enabled = True
+
+    def __init__(self) -> None:
+        self.scores: list[dict] = []
+
+    def score(self, **kwargs: object) -> None:
+        self.scores.append(kwargs)
+
+    def shutdown(self) -> None:
+        pass
+
+
+async def test_terminal_chat_answers_and_its_vote_is_recorded_and_scored(stack: Stack) -> None:
+    from sqlmodel import select
+
+    from bot.local_chat import terminal
+    from feedback.models import Feedback, Interaction
+
+    rt = stack.web_runtime
+    with terminal.console.capture() as captured:
+        assert await terminal.chat_loop(rt, ["How do I connect to the VPN?"]) == 0
+    assert "you>" in captured.get() and "[1]" in captured.get()
+    [row] = await stack.interactions()
+    async with stack.db.asession() as session:  # as if Langfuse had traced the answer
+        stored = await session.get(Interaction, row.id)
+        assert stored is not None
+        stored.trace_id = "trace-local"
+        session.add(stored)
+        await session.commit()
+    tracer = RecordingTracer()
+    rt.tracer = tracer  # type: ignore[assignment]
+    await terminal.vote(rt, row.id, "n")
+    async with stack.db.asession() as session:
+        votes = list((await session.exec(select(Feedback))).all())
+    assert [(v.label, v.platform) for v in votes] == [("down", "local")]
+    assert [(s["trace_id"], s["value"]) for s in tracer.scores] == [("trace-local", 0.0)]
