@@ -22,7 +22,7 @@ from bot.breaker import CircuitBreaker
 from bot.core.log import get_logger
 from bot.core.pricing import cost_usd
 from bot.core.settings import Settings
-from bot.core.types import Answer, Source, Status
+from bot.core.types import NOT_FOUND_TEXT, Answer, Source, Status
 from bot.fallback import extractive_answer
 from bot.llm import GenerationConfig, LLMError, LLMResult, Turn, generate
 from knowledge.passage import Passage
@@ -32,7 +32,6 @@ log = get_logger(__name__)
 BREAKER_NAME = "anthropic"
 CLOSEST_SOURCES = 3
 
-NOT_FOUND_TEXT = "I couldn't find this in the handbook or the other documents I can search."
 CLOSEST_SOURCES_TEXT = "These are the closest sources I found; they may still help:"
 
 _MARKER = re.compile(r"\s?\[\d+\]")

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from feedback.evals.metrics import clean_answer
+
 #: The bundled golden set for the sample knowledge base (knowledge/sample/).
 SAMPLE_GOLDEN = Path(__file__).resolve().parent / "golden" / "sample.jsonl"
 
@@ -200,8 +202,6 @@ def promote_feedback(rows: list[dict[str, Any]], existing: list[GoldenItem]) -> 
     that keeps the rejected answer, so a release giving it again is caught. Questions already in the set are
     skipped.
     """
-    from feedback.evals.metrics import clean_answer
-
     result = Promotion()
     seen = {normalized_question(i.question) for i in existing}
     qids = {i.qid for i in existing}

@@ -21,12 +21,11 @@ from typing import Protocol, TYPE_CHECKING, Any
 
 from bot.core.log import get_logger
 from bot.core.settings import Settings
-from bot.tracing import FEEDBACK_SCORE
+from bot.core.types import FEEDBACK_SCORE
+from feedback.golden import GoldenItem
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # importing langfuse has side effects (a handler on the httpx logger): only when used
     from langfuse.api.client import LangfuseAPI
-
-    from feedback.golden import GoldenItem
 
 log = get_logger(__name__)
 
@@ -75,8 +74,8 @@ def api_client(settings: Settings, *, timeout_s: float = 10.0) -> LangfuseAPI:
     """Langfuse's REST client for the configured project."""
     if not settings.langfuse_enabled():
         raise LangfuseNotConfigured("Langfuse is not configured (set DESKMATE_LANGFUSE_PUBLIC_KEY and _SECRET_KEY)")
-    from langfuse import __version__ as sdk_version
-    from langfuse.api.client import LangfuseAPI
+    from langfuse import __version__ as sdk_version  # noqa: PLC0415 - side effects: only when used
+    from langfuse.api.client import LangfuseAPI  # noqa: PLC0415 - side effects: only when used
 
     return LangfuseAPI(
         base_url=settings.langfuse_host.rstrip("/"), username=settings.langfuse_public_key,
@@ -95,7 +94,7 @@ class PushResult:
 def push_scores(settings: Settings, rows: list[dict[str, Any]], *, client: LangfuseAPI | None = None,
                 batch_size: int = 100) -> PushResult:
     """The labels of exported rows as ``user_feedback`` scores on their traces (idempotent per feedback row)."""
-    from langfuse.api.scores.types import CreateScoreBatchResults, CreateScoreRequest
+    from langfuse.api.scores.types import CreateScoreBatchResults, CreateScoreRequest  # noqa: PLC0415 - side effects: only when used
 
     client = client or api_client(settings)
     result = PushResult()
@@ -173,7 +172,7 @@ def push_dataset(settings: Settings, name: str, items: list[dict[str, Any]], *, 
 
 
 def _ensure_dataset(client: LangfuseAPI, name: str, description: str) -> None:
-    from langfuse.api.core.api_error import ApiError
+    from langfuse.api.core.api_error import ApiError  # noqa: PLC0415 - side effects: only when used
 
     try:
         client.datasets.get(name)

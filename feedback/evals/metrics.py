@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bot.answering import NOT_FOUND_TEXT
+from bot.core.types import NOT_FOUND_TEXT
 from knowledge.evaluation import score_ranking
 
 # --- answer text -----------------------------------------------------------------------------------------
