@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from tests.bot.teams.conftest import activity, post, recorded, settle
 from tests.fakes.botframework import FakeConnector
 from tests.stack import Stack
@@ -147,3 +151,41 @@ async def test_unrelated_invokes_and_bad_requests_do_not_fail_the_endpoint(teams
     assert (await teams_stack.client.post("/api/messages", content=b"x",
                                           headers={"Content-Type": "text/plain"})).status_code == 415
     assert await teams_stack.interactions() == []
+
+
+async def test_question_that_cannot_be_recorded_turns_the_placeholder_into_an_apology(
+        teams_stack: Stack, connector: FakeConnector, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from bot import intake
+    from feedback.interactions import InteractionStore
+
+    async def locked(*_args: Any, **_kwargs: Any) -> Any:
+        raise OperationalError("INSERT …", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(InteractionStore, "record_pending", locked)
+    monkeypatch.setattr(intake, "RECORD_BACKOFF_S", (0.01,))
+    body = activity("message_personal", connector, text=QUESTION)
+    assert (await post(teams_stack, body)).status_code == 200
+    [placeholder] = [c for c in connector.calls if c.kind == "reply" and c.activity_type == "message"]
+    [apology] = connector.of_kind("update")
+    assert apology.activity_id == placeholder.response["id"] and apology.body["text"] == intake.RECORD_FAILED_REPLY
+    assert await teams_stack.interactions() == []
+
+
+async def test_without_redis_claims_the_database_still_catches_a_redelivery(
+        teams_stack: Stack, connector: FakeConnector, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.intake import Intake
+
+    async def unavailable(self: Intake, key: str) -> None:
+        return None
+
+    monkeypatch.setattr(Intake, "_claim", unavailable)
+    body = activity("message_personal", connector, text=QUESTION)
+    assert (await post(teams_stack, body)).status_code == 200
+    assert (await post(teams_stack, body)).status_code == 200
+    placeholders = [c for c in connector.calls if c.kind == "reply" and c.activity_type == "message"]
+    assert len(placeholders) == 2
+    [deleted] = connector.of_kind("delete")
+    assert deleted.activity_id == placeholders[1].response["id"], "the redelivery's placeholder is taken back"
+    assert len(await teams_stack.interactions()) == 1
