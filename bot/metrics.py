@@ -20,8 +20,8 @@ import asyncio
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Protocol
 
 from aiohttp import web
 from arq.constants import default_queue_name
@@ -29,17 +29,18 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, g
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func
-from sqlmodel import col, select
+from redis.asyncio import Redis
 
+from bot.breaker import CircuitBreaker
 from bot.core.clock import utcnow
 from bot.core.log import get_logger
-from bot.core.types import Status
-from feedback.models import Feedback, Interaction, Switch
-
-if TYPE_CHECKING:
-    from bot.core.types import Answer
-    from bot.runtime import Runtime
+from bot.core.settings import Settings
+from bot.core.types import Answer, Status
+from feedback.db import Database
+from feedback.stats import totals
+from playbooks.killswitch import GLOBAL_SCOPE, is_expired, list_switches
+from playbooks.releases import active_release
+from playbooks.status import spend_today, window_stats
 
 log = get_logger(__name__)
 
@@ -132,6 +133,19 @@ async def after_answer(interaction_id: int, answer: Answer) -> None:
 
 
 # --- shared state, read on scrape ----------------------------------------------------------------------
+class StateSource(Protocol):
+    """Where the shared figures are read (a process's ``Runtime`` has all three)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def db(self) -> Database: ...
+
+    @property
+    def redis(self) -> Redis: ...
+
+
 class StateCollector(Collector):
     """Figures read from the database and Redis; refreshed (async) by the handler, served (sync) by ``collect``.
 
@@ -140,7 +154,7 @@ class StateCollector(Collector):
     A source that cannot be read is reported as ``deskmate_state_up{source=…} 0`` instead of failing the scrape.
     """
 
-    def __init__(self, rt: Runtime, cache_s: float | None = None) -> None:
+    def __init__(self, rt: StateSource, cache_s: float | None = None) -> None:
         self.rt = rt
         self.cache_s = rt.settings.metrics_cache_s if cache_s is None else cache_s
         self._families: list[Metric] = []
@@ -176,8 +190,6 @@ class StateCollector(Collector):
             self._read_at = time.monotonic()
 
     async def _read_redis(self) -> list[Metric]:
-        from bot.breaker import CircuitBreaker
-
         redis = self.rt.redis
         now_ms = int(time.time() * 1000)
         # a job's score is when it is due: later scores are deferred (retry back-off, the sweeper's next run)
@@ -201,43 +213,32 @@ class StateCollector(Collector):
         return [queue, deferred, job_age, state]
 
     async def _read_database(self) -> list[Metric]:
-        from playbooks.killswitch import GLOBAL_SCOPE, is_expired
-        from playbooks.releases import active_release
-        from playbooks.status import spend_today, window_stats
-
         settings = self.rt.settings
         now = utcnow()
         async with self.rt.db.asession() as session:
-            by_status = (await session.exec(  # type: ignore[call-overload]
-                select(Interaction.platform, Interaction.status, Interaction.fallback, func.count())
-                .group_by(Interaction.platform, Interaction.status, Interaction.fallback))).all()
-            oldest_pending = (await session.exec(  # type: ignore[call-overload]
-                select(func.min(Interaction.created_at)).where(Interaction.status == Status.PENDING))).one()
-            votes = (await session.exec(  # type: ignore[call-overload]
-                select(Feedback.label, func.count()).group_by(Feedback.label))).all()
+            counted = await totals(session)
             hour = await window_stats(session, now - timedelta(hours=1))
             spent = await spend_today(session, now)
             release = await active_release(session, settings)
-            switches = list((await session.exec(select(Switch).order_by(col(Switch.scope)))).all())
+            switches = await list_switches(session)
 
         answers = CounterMetricFamily("deskmate_answers", "Questions that reached a final status, from the database.",
                                       labels=["platform", "status", "fallback"])
         pending = 0
-        for platform, status, fallback, count in by_status:
-            if status == Status.PENDING:
-                pending += int(count)
+        for row in counted.by_status:
+            if row.status == Status.PENDING:
+                pending += row.count
             else:
-                answers.add_metric([platform, status, str(bool(fallback)).lower()], int(count))
+                answers.add_metric([row.platform, row.status, str(row.fallback).lower()], row.count)
         pending_g = GaugeMetricFamily("deskmate_pending_questions", "Questions recorded and not answered yet.")
         pending_g.add_metric([], pending)
         pending_age = GaugeMetricFamily("deskmate_oldest_pending_question_age_seconds",
                                         "Age of the oldest unanswered question (0 when none).")
-        pending_age.add_metric([], round(_age_s(oldest_pending, now), 3))
+        pending_age.add_metric([], round(_age_s(counted.oldest_pending_at, now), 3))
         vote_g = GaugeMetricFamily("deskmate_feedback_votes", "Current 👍/👎 votes (a changed vote moves).",
                                    labels=["label"])
-        counts = {str(label): int(count) for label, count in votes}
         for label in ("up", "down"):
-            vote_g.add_metric([label], counts.get(label, 0))
+            vote_g.add_metric([label], counted.votes.get(label, 0))
         rates = GaugeMetricFamily("deskmate_answer_rate_1h",
                                   "Over answers finished in the last hour: fallback (LLM answers that fell back), "
                                   "not_found (of answers) and error (of questions) rates.", labels=["kind"])
@@ -272,7 +273,7 @@ class StateCollector(Collector):
         return families
 
 
-def _age_s(moment: Any, now: Any) -> float:
+def _age_s(moment: datetime | None, now: datetime) -> float:
     if moment is None:
         return 0.0
     if moment.tzinfo is None:  # SQLite returns naive UTC
@@ -300,14 +301,14 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def setup(app: web.Application, rt: Runtime) -> None:
+def setup(app: web.Application, rt: StateSource) -> None:
     """Web process: ``GET /metrics`` and the request-timing middleware."""
     app[STATE_KEY] = StateCollector(rt)
     app.middlewares.append(timing_middleware)
     app.router.add_get("/metrics", metrics_handler)
 
 
-async def start_worker_metrics(rt: Runtime) -> web.AppRunner | None:
+async def start_worker_metrics(rt: StateSource) -> web.AppRunner | None:
     """A worker's ``/metrics`` server on ``web_host:worker_metrics_port`` (None when the port is 0)."""
     port = rt.settings.worker_metrics_port
     if not port:

@@ -2,8 +2,9 @@
 
 Chat surfaces and operator pages plug in through :data:`SURFACES`: each named module exposes
 ``setup(app, runtime)`` and adds its routes when it is configured (Slack with a signing secret, Teams at
-``/api/messages``, metrics, the admin dashboard). Handlers only verify, record, enqueue and acknowledge: the
-slow work happens in the worker.
+``/api/messages``, metrics). The admin dashboard (a playbook) gets only what it uses, a
+:class:`~playbooks.dashboard.DashboardDeps`. Handlers only verify, record, enqueue and acknowledge: the slow
+work happens in the worker.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from bot.core.log import get_logger
 from bot.core.settings import Settings
 from bot.runtime import Runtime, build_runtime
 from knowledge.config import KnowledgeConfig
+from knowledge.index import IndexStore
+from playbooks import dashboard
+from playbooks.dashboard import DashboardDeps
 
 log = get_logger(__name__)
 
@@ -27,7 +31,7 @@ RUNTIME_KEY = web.AppKey("runtime", Runtime)
 #: The plugin point of the web process: modules that add their routes with ``setup(app, runtime)`` (each one
 #: decides from the settings whether it is configured). Imported by name, because they import
 #: :func:`runtime_of` from here.
-SURFACES = ("bot.local_chat.web", "bot.slack.http", "bot.teams.http", "bot.metrics", "playbooks.dashboard")
+SURFACES = ("bot.local_chat.web", "bot.slack.http", "bot.teams.http", "bot.metrics")
 
 
 def runtime_of(request: web.Request) -> Runtime:
@@ -57,8 +61,6 @@ async def readyz(request: web.Request) -> web.Response:
             await session.exec(text("SELECT 1"))  # type: ignore[call-overload]
 
     async def index_ping() -> None:
-        from knowledge.index import IndexStore
-
         store = IndexStore(KnowledgeConfig.from_settings(rt.settings))
         if store.latest_version(rt.settings.kb_name) is None:
             raise LookupError(f"no index for knowledge base '{rt.settings.kb_name}'")
@@ -78,6 +80,7 @@ def create_app(rt: Runtime, surfaces: tuple[str, ...] = SURFACES) -> web.Applica
     app.router.add_get("/readyz", readyz)
     for name in surfaces:
         importlib.import_module(name).setup(app, rt)
+    dashboard.setup(app, DashboardDeps(settings=rt.settings, db=rt.db))
     return app
 
 

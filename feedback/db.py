@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -84,9 +86,7 @@ class Database:
         self.engine.dispose()
 
 
-def alembic_config(url: str) -> Any:
-    from alembic.config import Config
-
+def alembic_config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", sync_url(url).replace("%", "%%"))
@@ -95,8 +95,6 @@ def alembic_config(url: str) -> Any:
 
 def migrate(url: str, revision: str = "head") -> None:
     """Bring the schema at ``url`` up to ``revision`` (idempotent; safe to call at every start)."""
-    from alembic import command
-
     command.upgrade(alembic_config(url), revision)
 
 

@@ -14,8 +14,9 @@ tolerance, and the refusal names each one: ``citation coverage 0.909 → 0.000 (
 
 Two entry points:
 
-- :func:`check_promotion` evaluates both releases now, stores both runs (``EvalRun``, kind ``gate``) and
-  decides. ``deskmate eval gate NAME [--promote [--force]]`` runs it.
+- :func:`check_promotion` evaluates both releases now with an :class:`~feedback.evals.answerer.Answerer`
+  (the bot's pipeline), stores both runs (``EvalRun``, kind ``gate``) and decides.
+  ``deskmate eval gate NAME [--promote [--force]]`` runs it.
 - :func:`promotion_gate` is the hook :mod:`playbooks.gate` finds for ``promote`` (chat and CLI). It decides from
   stored runs only — a slash command has 3 s and the web process has no retriever — using the newest run of
   each release whose fingerprint (golden set hash, resolved index version, generation mode, judge) matches
@@ -28,20 +29,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.core.settings import Settings
+from feedback.db import Database
+from feedback.evals.answerer import Answerer
+from feedback.evals.judge import RUBRIC_VERSION
 from feedback.evals.metrics import METRIC_BY_KEY
-from feedback.evals.runner import EvalResult, file_sha256, fingerprint, run_eval
+from feedback.evals.runner import EvalResult, Progress, file_sha256, fingerprint, run_eval
 from feedback.golden import SAMPLE_GOLDEN
 from feedback.models import EvalRun, Release
-
-if TYPE_CHECKING:
-    from sqlmodel.ext.asyncio.session import AsyncSession
-
-    from bot.runtime import Runtime
 
 #: Allowed drop per quality metric, absolute. With 11 unanswerable items in the sample set one item is 0.09.
 DEFAULT_TOLERANCES: dict[str, float] = {
@@ -72,8 +72,6 @@ def tolerances(settings: Settings) -> dict[str, float]:
 
 def judge_name(settings: Settings) -> str | None:
     """The judge a run with these settings uses (what :func:`feedback.evals.judge.make_judge` would build)."""
-    from feedback.evals.judge import RUBRIC_VERSION
-
     if not (settings.eval_judge and settings.anthropic_api_key):
         return None
     return f"{settings.eval_judge_model or settings.anthropic_model} ({RUBRIC_VERSION})"
@@ -156,25 +154,24 @@ def verdict(settings: Settings, candidate: EvalResult, active: EvalResult) -> Ga
 
 
 # --- evaluate now ----------------------------------------------------------------------------------------
-async def evaluate_gate(rt_or_settings: Runtime | Settings, candidate: Release | str, active: Release | str | None = None,
-                        *, progress: Any = None, concurrency: int | None = None) -> GateReport:
+async def evaluate_gate(answerer: Answerer, settings: Settings, candidate: Release | str,
+                        active: Release | str | None = None, *, progress: Progress | None = None,
+                        concurrency: int | None = None, db: Database | None = None) -> GateReport:
     """Evaluate the active release and the candidate on the gate dataset now, store both runs, decide."""
-    settings = rt_or_settings if isinstance(rt_or_settings, Settings) else rt_or_settings.settings
     dataset = gate_dataset(settings)
     cand_name = candidate if isinstance(candidate, str) else candidate.name
     active_name = active.name if isinstance(active, Release) else active  # None: the active release
-    active_result, cand_result = await run_eval(rt_or_settings, dataset, [active_name, cand_name], kind="gate",
-                                                progress=progress, concurrency=concurrency)
+    active_result, cand_result = await run_eval(answerer, settings, dataset, [active_name, cand_name], kind="gate",
+                                                progress=progress, concurrency=concurrency, db=db)
     return verdict(settings, cand_result, active_result)
 
 
-async def check_promotion(rt_or_settings: Runtime | Settings, candidate: Release | str,
-                          active: Release | str | None = None) -> tuple[bool, str]:
+async def check_promotion(answerer: Answerer, settings: Settings, candidate: Release | str,
+                          active: Release | str | None = None, *, db: Database | None = None) -> tuple[bool, str]:
     """(ok, message): is ``candidate`` not worse than ``active`` (default: the active release)? Evaluates now."""
-    settings = rt_or_settings if isinstance(rt_or_settings, Settings) else rt_or_settings.settings
     if not settings.gate_enabled:
         return True, "the quality gate is off (DESKMATE_GATE_ENABLED=false)"
-    return (await evaluate_gate(rt_or_settings, candidate, active)).as_tuple()
+    return (await evaluate_gate(answerer, settings, candidate, active, db=db)).as_tuple()
 
 
 # --- the promote hook: stored runs -----------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The one admin command handler behind Slack's ``/deskmate …``, Teams' ``@Deskmate admin …`` and ``deskmate admin``.
 
 Adapters build an :class:`AdminActor` from the platform's payload and pass the command text as typed; the reply
-is Markdown for the adapter to render. Needs only ``rt.db``, ``rt.settings`` and ``rt.redis``, so it runs in
-the web process within a slash command's 3 s.
+is Markdown for the adapter to render. Needs only the settings and the database (:class:`AdminDeps`: the bot's
+runtime has both; the CLI and the dashboard pass an :class:`AdminContext`), so it runs in the web process within
+a slash command's 3 s.
 
 Every command that shows or changes something is written to the audit log, allowed or refused — who, where,
 what, before, after. ``help`` (and an unknown command, which gets the help) changes nothing and shows nothing
@@ -14,13 +15,15 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.core.log import get_logger
+from bot.core.settings import Settings
+from feedback.db import Database
 from feedback.models import Admin, Switch
 from playbooks import audit
 from playbooks.killswitch import parse_mode, set_mode
@@ -28,12 +31,27 @@ from playbooks.releases import GateRefused, ReleaseError, get_release, promote, 
 from playbooks.reports import audit_text, budget_text, release_line, releases_text, status_text
 from playbooks.targets import PLATFORMS, TargetError, looks_like_target, resolve_target, resolve_user
 
-if TYPE_CHECKING:
-    from bot.runtime import Runtime
-
 log = get_logger(__name__)
 
 CLI_PLATFORM = "cli"
+
+
+class AdminDeps(Protocol):
+    """What the handler uses: the settings (admins, messages) and the database (state, audit log)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def db(self) -> Database: ...
+
+
+@dataclass(frozen=True)
+class AdminContext:
+    """The plain :class:`AdminDeps` (the CLI and the dashboard build one; the bot's runtime also qualifies)."""
+
+    settings: Settings
+    db: Database
 
 
 @dataclass
@@ -99,13 +117,13 @@ def is_admin_command(text: str) -> bool:
     return bool(words) and words[0].lower() in COMMANDS
 
 
-async def is_admin(rt: Runtime, actor: AdminActor) -> bool:
+async def is_admin(deps: AdminDeps, actor: AdminActor) -> bool:
     """CLI users are operators (shell access); chat users must be in settings or the ``admin`` table."""
     if actor.platform == CLI_PLATFORM:
         return True
     if not actor.user_id:
         return False
-    for entry in rt.settings.admin_user_ids:
+    for entry in deps.settings.admin_user_ids:
         entry = entry.strip()
         prefix, _, rest = entry.partition(":")
         if prefix.lower() in PLATFORMS and rest:  # "slack:U123"; an id like "29:1ab…" has no platform prefix
@@ -113,7 +131,7 @@ async def is_admin(rt: Runtime, actor: AdminActor) -> bool:
                 return True
         elif entry == actor.user_id:
             return True
-    async with rt.db.asession() as session:
+    async with deps.db.asession() as session:
         row = (await session.exec(select(Admin).where(Admin.platform == actor.platform,
                                                       Admin.user_id == actor.user_id))).first()
     return row is not None
@@ -130,27 +148,27 @@ class Outcome:
     detail: str = ""
 
 
-Command = Callable[["Runtime", AdminActor, list[str], AsyncSession], Awaitable[Outcome]]
+Command = Callable[[AdminDeps, AdminActor, list[str], AsyncSession], Awaitable[Outcome]]
 
 
-async def handle_admin_command(rt: Runtime, actor: AdminActor, text: str) -> AdminReply:
+async def handle_admin_command(deps: AdminDeps, actor: AdminActor, text: str) -> AdminReply:
     """Run one admin command typed by ``actor``; never raises (errors become a reply and an audit entry)."""
     words = split_command(text)
     name = words[0].lower() if words else "help"
     if name not in COMMANDS or name == "help":
         return AdminReply(HELP if name == "help" else f"I don't know `{name}`.\n\n{HELP}", ok=name == "help")
     command_text = " ".join(words)
-    if not await is_admin(rt, actor):
+    if not await is_admin(deps, actor):
         log.warning("admin.refused", actor=actor.key, command=name, where=actor.where)
-        async with rt.db.asession() as session:
+        async with deps.db.asession() as session:
             await audit.record(session, actor=actor.label, platform=actor.platform, where=actor.where,
                                command=command_text, allowed=False, detail="not an admin")
         return AdminReply(f"Sorry, only Deskmate admins can run `{name}`. This attempt was recorded; "
                           "ask an admin if you need it done.", ok=False)
     handler = _HANDLERS[name]
     try:
-        async with rt.db.asession() as session:
-            outcome = await handler(rt, actor, words[1:], session)
+        async with deps.db.asession() as session:
+            outcome = await handler(deps, actor, words[1:], session)
     except (ReleaseError, TargetError, ValueError) as exc:
         outcome = Outcome(text=str(exc), ok=False, detail=f"error: {exc}")
     except Exception as exc:  # noqa: BLE001 - the admin must get an answer, the log gets the trace
@@ -158,7 +176,7 @@ async def handle_admin_command(rt: Runtime, actor: AdminActor, text: str) -> Adm
         outcome = Outcome(text=f"`{name}` failed: {type(exc).__name__}. Details are in the logs.", ok=False,
                           detail=f"failed: {type(exc).__name__}: {exc}")
     log.info("admin.command", actor=actor.key, command=name, ok=outcome.ok, before=outcome.before, after=outcome.after)
-    async with rt.db.asession() as session:
+    async with deps.db.asession() as session:
         await audit.record(session, actor=actor.label, platform=actor.platform, where=actor.where,
                            command=command_text, allowed=True, before=outcome.before, after=outcome.after,
                            detail=outcome.detail)
@@ -166,24 +184,24 @@ async def handle_admin_command(rt: Runtime, actor: AdminActor, text: str) -> Adm
 
 
 # --- commands ------------------------------------------------------------------------------------------
-async def _status(rt: Runtime, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
-    return Outcome(await status_text(session, rt.settings, slack_links=actor.platform == "slack"))
+async def _status(deps: AdminDeps, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
+    return Outcome(await status_text(session, deps.settings, slack_links=actor.platform == "slack"))
 
 
-async def _budget(rt: Runtime, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
-    return Outcome(await budget_text(session, rt.settings))
+async def _budget(deps: AdminDeps, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
+    return Outcome(await budget_text(session, deps.settings))
 
 
-async def _releases(rt: Runtime, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
-    return Outcome(await releases_text(session, rt.settings))
+async def _releases(deps: AdminDeps, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
+    return Outcome(await releases_text(session, deps.settings))
 
 
-async def _audit(rt: Runtime, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
+async def _audit(deps: AdminDeps, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
     limit = int(args[0]) if args and args[0].isdigit() else 10
     return Outcome(audit_text(await audit.recent(session, min(limit, 50))))
 
 
-async def _kill(rt: Runtime, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
+async def _kill(deps: AdminDeps, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
     if not args:
         raise ValueError("Usage: `kill on|off|retrieval-only [#channel|here] [reason]`")
     mode = parse_mode(args[0])
@@ -193,7 +211,7 @@ async def _kill(rt: Runtime, actor: AdminActor, args: list[str], session: AsyncS
         raise TargetError(f"`{rest[0]}` is not a channel I recognise. Name one (`#channel`, `here`, `<#C0123>`) "
                           f"or say `everywhere`, then the reason: `kill {mode.value} everywhere {' '.join(rest)}`")
     word = rest.pop(0) if rest else None
-    target = await resolve_target(word, platform=actor.platform, channel=actor.channel, settings=rt.settings)
+    target = await resolve_target(word, platform=actor.platform, channel=actor.channel, settings=deps.settings)
     reason = " ".join(rest)[:255]
     previous = await session.get(Switch, target.scope)
     was_automatic = bool(previous and previous.automatic)
@@ -214,15 +232,15 @@ async def _kill(rt: Runtime, actor: AdminActor, args: list[str], session: AsyncS
                    after=f"{target.scope}={after}", detail=f"reason: {reason}" if reason else "")
 
 
-async def _rollback(rt: Runtime, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
-    before, after = await rollback(session, rt.settings, args[0] if args else None, actor=actor.key)
+async def _rollback(deps: AdminDeps, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
+    before, after = await rollback(session, deps.settings, args[0] if args else None, actor=actor.key)
     release = await get_release(session, after)
     assert release is not None
     return Outcome(f"Rolled back: `{before}` → `{after}`. The next answer everywhere uses {release_line(release)}.",
                    before=before, after=after)
 
 
-async def _promote(rt: Runtime, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
+async def _promote(deps: AdminDeps, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
     # "--force" may arrive as "—force" (smart punctuation in chat clients)
     flags = [a for a in args if a.startswith(("-", "—", "–"))]
     names = [a for a in args if a not in flags]
@@ -230,7 +248,7 @@ async def _promote(rt: Runtime, actor: AdminActor, args: list[str], session: Asy
     if len(names) != 1:
         raise ValueError("Usage: `promote NAME [--force]` (see `releases`)")
     try:
-        result = await promote(session, rt.settings, names[0], actor=actor.key, force=force)
+        result = await promote(session, deps.settings, names[0], actor=actor.key, force=force)
     except GateRefused as exc:
         return Outcome(str(exc), ok=False, detail=f"gate refused: {exc.result.message}")
     release = await get_release(session, result.after)
@@ -243,17 +261,17 @@ async def _promote(rt: Runtime, actor: AdminActor, args: list[str], session: Asy
                            else f"gate: {result.gate.message}"))
 
 
-async def _admins(rt: Runtime, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
+async def _admins(deps: AdminDeps, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
     rows = (await session.exec(select(Admin).order_by(col(Admin.id)))).all()
     lines = ["**Admins**\n"]
-    lines += [f"- `{e}` (settings: DESKMATE_ADMIN_USER_IDS)" for e in rt.settings.admin_user_ids]
+    lines += [f"- `{e}` (settings: DESKMATE_ADMIN_USER_IDS)" for e in deps.settings.admin_user_ids]
     lines += [f"- `{r.platform}:{r.user_id}` (added by {r.added_by}{'; ' + r.note if r.note else ''})" for r in rows]
     if len(lines) == 1:  # only the heading
         lines.append("- none besides CLI operators")
     return Outcome("\n".join(lines))
 
 
-async def _grant(rt: Runtime, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
+async def _grant(deps: AdminDeps, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
     if not args:
         raise ValueError("Usage: `grant USER [note]` (USER: `@someone`, `slack:U123` or `teams:<AAD object id>`)")
     platform, user_id = resolve_user(args[0], platform=actor.platform)
@@ -266,7 +284,7 @@ async def _grant(rt: Runtime, actor: AdminActor, args: list[str], session: Async
     return Outcome(f"`{platform}:{user_id}` can now run admin commands.", before="", after=f"admin {platform}:{user_id}")
 
 
-async def _revoke(rt: Runtime, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
+async def _revoke(deps: AdminDeps, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
     if not args:
         raise ValueError("Usage: `revoke USER`")
     platform, user_id = resolve_user(args[0], platform=actor.platform)

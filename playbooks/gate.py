@@ -9,8 +9,8 @@ going back to a release that was already live must always work, in seconds.
 How a gate is found (:func:`resolve_gate`), first match wins:
 
 1. a gate registered in this process with :func:`register_gate` (tests, or an app's start-up code);
-2. ``feedback.gate.promotion_gate`` if that module exists (the eval-based quality gate);
-3. none: every promotion passes.
+2. otherwise ``feedback.gate.promotion_gate``, the eval-based quality gate (``DESKMATE_GATE_ENABLED=false``
+   turns it into a pass).
 
 A gate should decide from stored results (``EvalRun`` rows, feedback), not run an evaluation: the web process
 answers an admin's slash command within Slack's 3 s and has no retriever. A gate that raises refuses the
@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-    from bot.core.settings import Settings
-    from feedback.models import Release
+from bot.core.settings import Settings
+from feedback.gate import promotion_gate
+from feedback.models import Release
 
 
 @dataclass(frozen=True)
@@ -50,14 +50,11 @@ def register_gate(gate: PromotionGate | None) -> None:
     _registered = gate
 
 
-def resolve_gate() -> PromotionGate | None:
+def resolve_gate() -> PromotionGate:
+    """The registered gate, else the quality gate of :mod:`feedback.gate`."""
     if _registered is not None:
         return _registered
-    try:
-        from feedback.gate import promotion_gate  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return promotion_gate  # type: ignore[no-any-return]
+    return promotion_gate
 
 
 async def run_gate(gate: PromotionGate | None, session: AsyncSession, settings: Settings, candidate: Release,

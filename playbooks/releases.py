@@ -6,7 +6,8 @@ just pointing at a release whose ``index_version`` is still kept.
 
 The first start creates the release ``initial`` from the settings; it follows the latest index version
 (``index_version`` None). Releases made with ``release create`` pin the index version they were made with
-unless told otherwise.
+unless told otherwise. Reading releases (one by name, the active one, that first ``initial``) is
+:mod:`feedback.releases`, re-exported here; this module changes which release is active.
 """
 
 from __future__ import annotations
@@ -14,15 +15,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.core.settings import Settings
+from feedback.db import get_database
 from feedback.models import Release, ReleaseEvent
+from feedback.releases import INITIAL_RELEASE, active_release, get_release, initial_release, latest_events
+from knowledge.config import KnowledgeConfig
+from knowledge.index import IndexNotFound, IndexStore
 from playbooks.gate import GateResult, PromotionGate, resolve_gate, run_gate
 
-INITIAL_RELEASE = "initial"
+__all__ = [
+    "DEFAULT_GATE", "INITIAL_RELEASE", "MUTABLE_FIELDS", "GateRefused", "Promotion", "ReleaseError", "activate",
+    "active_release", "create_release", "get_release", "initial_release", "list_releases", "pinned_index_versions",
+    "previous_release_name", "promote", "release_history", "rollback",
+]
+
 #: ``promote(gate=DEFAULT_GATE)`` asks the gate found by :func:`playbooks.gate.resolve_gate`.
 DEFAULT_GATE = object()
 #: Fields a new release may override; everything else is copied from its base release.
@@ -32,55 +41,6 @@ MUTABLE_FIELDS = ("prompt_template", "prompt_version", "model", "max_tokens", "t
 
 class ReleaseError(ValueError):
     """A release operation that cannot be done, with a message for the operator."""
-
-
-def initial_release(settings: Settings) -> Release:
-    from bot.llm import DEFAULT_PROMPT_TEMPLATE, DEFAULT_PROMPT_VERSION
-
-    return Release(
-        name=INITIAL_RELEASE, prompt_template=DEFAULT_PROMPT_TEMPLATE, prompt_version=DEFAULT_PROMPT_VERSION,
-        model=settings.anthropic_model, max_tokens=settings.llm_max_tokens, temperature=settings.llm_temperature,
-        kb=settings.kb_name, index_version=None, retrieval_k=settings.retrieval_k,
-        retrieval_candidates=settings.retrieval_candidates, min_score=settings.retrieval_min_score,
-        fusion={"method": "weighted", "dense_weight": 0.7, "heading_weight": 0.2}, knowledge_sets=[], notes="created from settings",
-        created_by="deskmate",
-    )
-
-
-async def get_release(session: AsyncSession, name: str) -> Release | None:
-    return (await session.exec(select(Release).where(Release.name == name))).first()
-
-
-async def _latest_events(session: AsyncSession, limit: int = 50) -> list[ReleaseEvent]:
-    stmt = select(ReleaseEvent).order_by(col(ReleaseEvent.id).desc()).limit(limit)
-    return list((await session.exec(stmt)).all())
-
-
-async def active_release(session: AsyncSession, settings: Settings) -> Release:
-    """The active release, creating ``initial`` on first use."""
-    events = await _latest_events(session, 1)
-    if events:
-        release = await get_release(session, events[0].release_name)
-        if release is not None:
-            return release
-    return await _bootstrap(session, settings)
-
-
-async def _bootstrap(session: AsyncSession, settings: Settings) -> Release:
-    release = await get_release(session, INITIAL_RELEASE)
-    if release is None:
-        release = initial_release(settings)
-        session.add(release)
-        try:
-            await session.commit()
-        except IntegrityError:  # another process bootstrapped at the same moment
-            await session.rollback()
-            release = await get_release(session, INITIAL_RELEASE)
-            assert release is not None
-    if not await _latest_events(session, 1):
-        session.add(ReleaseEvent(release_name=release.name, previous=None, action="bootstrap", actor="deskmate"))
-        await session.commit()
-    return release
 
 
 async def create_release(session: AsyncSession, settings: Settings, name: str, *, actor: str,
@@ -100,9 +60,7 @@ async def create_release(session: AsyncSession, settings: Settings, name: str, *
     data = {f: getattr(source, f) for f in MUTABLE_FIELDS}
     data.update({k: v for k, v in changes.items() if v is not None or k == "index_version"})
     if "index_version" not in changes and data["index_version"] is None:
-        from knowledge.index import IndexStore
-
-        data["index_version"] = IndexStore(settings).latest_version(data["kb"])
+        data["index_version"] = IndexStore(KnowledgeConfig.from_settings(settings)).latest_version(data["kb"])
     if data["retrieval_k"] is not None and data["retrieval_k"] < 0:
         raise ReleaseError("retrieval_k must be ≥ 0")
     release = Release(name=name, created_by=actor, **data)
@@ -137,10 +95,8 @@ async def activate(session: AsyncSession, settings: Settings, name: str, *, acto
     """Point the active release at ``name``; returns (before, after). No gate: see :func:`promote`."""
     release, current = await _switchable(session, settings, name)
     if release.index_version is not None:
-        from knowledge.index import IndexNotFound, IndexStore
-
         try:
-            IndexStore(settings).resolve_version(release.kb, release.index_version)
+            IndexStore(KnowledgeConfig.from_settings(settings)).resolve_version(release.kb, release.index_version)
         except IndexNotFound as exc:
             raise ReleaseError(f"cannot activate '{name}': {exc}") from exc
     session.add(ReleaseEvent(release_name=name, previous=current.name, action=action, actor=actor, forced=forced))
@@ -172,7 +128,7 @@ async def promote(session: AsyncSession, settings: Settings, name: str, *, actor
 async def previous_release_name(session: AsyncSession, settings: Settings) -> str:
     """The release that was active before the current one."""
     current = (await active_release(session, settings)).name
-    for event in await _latest_events(session, 200):
+    for event in await latest_events(session, 200):
         if event.release_name != current:
             return event.release_name
         if event.previous and event.previous != current:
@@ -190,13 +146,11 @@ async def list_releases(session: AsyncSession) -> list[Release]:
 
 
 async def release_history(session: AsyncSession, limit: int = 20) -> list[ReleaseEvent]:
-    return await _latest_events(session, limit)
+    return await latest_events(session, limit)
 
 
 def pinned_index_versions(settings: Settings, kb: str) -> set[int]:
     """Index versions that some release points at (synchronous: used by ingestion before pruning)."""
-    from feedback.db import get_database
-
     db = get_database(settings.database_url_resolved())
     db.migrate()
     with Session(db.engine) as session:

@@ -6,10 +6,10 @@ The admin command handler replies with these in chat; the CLI prints the same fi
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.core.settings import Settings
 from feedback.models import AuditEntry, Release, Switch
 from playbooks.killswitch import GLOBAL_SCOPE, Mode, is_expired, list_switches
 from playbooks.releases import active_release, list_releases, release_history
@@ -26,9 +26,6 @@ from playbooks.status import (
     window_stats,
 )
 from playbooks.targets import scope_label
-
-if TYPE_CHECKING:
-    from bot.core.settings import Settings
 
 
 def hhmm(at: datetime | None) -> str:

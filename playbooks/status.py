@@ -80,7 +80,7 @@ class WindowStats:
 async def window_stats(session: AsyncSession, since: datetime) -> WindowStats:
     stats = WindowStats(since=since)
     stmt = (
-        select(Interaction.status, Interaction.fallback, Interaction.fallback_reason, func.count(),
+        select(Interaction.status, Interaction.fallback, Interaction.fallback_reason, func.count(),  # type: ignore[call-overload]
                func.coalesce(func.sum(Interaction.cost_usd), 0.0))
         .where(col(Interaction.answered_at) >= since)
         .group_by(Interaction.status, Interaction.fallback, Interaction.fallback_reason)
@@ -144,7 +144,7 @@ async def release_figures(session: AsyncSession) -> dict[str, ReleaseFigures]:
         .group_by(Interaction.release)
     )
     for name, count, fallbacks in (await session.exec(answers)).all():  # type: ignore[call-overload]
-        fig = figures.setdefault(name, ReleaseFigures())
+        fig = figures.setdefault(str(name), ReleaseFigures())
         fig.answers, fig.fallbacks = int(count), int(fallbacks or 0)
     votes = (
         select(Interaction.release, Feedback.label, func.count())
@@ -153,7 +153,7 @@ async def release_figures(session: AsyncSession) -> dict[str, ReleaseFigures]:
         .group_by(Interaction.release, Feedback.label)
     )
     for name, label, count in (await session.exec(votes)).all():  # type: ignore[call-overload]
-        fig = figures.setdefault(name, ReleaseFigures())
+        fig = figures.setdefault(str(name), ReleaseFigures())
         if label == "up":
             fig.up = int(count)
         elif label == "down":

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
+
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.log import get_logger
+from bot.core.settings import Settings
 from playbooks.killswitch import GLOBAL_SCOPE, channel_scope
-
-if TYPE_CHECKING:
-    from bot.core.settings import Settings
 
 log = get_logger(__name__)
 
@@ -100,15 +100,14 @@ async def lookup_slack_channel(settings: Settings, name: str) -> str | None:
     """A Slack channel id by name via ``conversations.list`` (None when no token or not found)."""
     if not settings.slack_bot_token:
         return None
-    from slack_sdk.web.async_client import AsyncWebClient
-
     client = AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=5)
     cursor: str | None = None
     try:
         for _ in range(20):  # 20 pages × 1000 channels is plenty; never loop forever
             response = await client.conversations_list(types="public_channel,private_channel", limit=1000,
                                                        exclude_archived=True, cursor=cursor)
-            for ch in response.get("channels", []) or []:
+            channels: list[dict[str, Any]] = response.get("channels", []) or []
+            for ch in channels:
                 if ch.get("name") == name.lower() or ch.get("name_normalized") == name.lower():
                     return str(ch["id"])
             cursor = (response.get("response_metadata") or {}).get("next_cursor") or None

@@ -1,12 +1,12 @@
 """Running a release over a golden set through the real pipeline, comparing two releases, storing the runs.
 
-Each item goes through :func:`bot.pipeline.compose_for_release` — the release's own retrieval (kb, index
-version, k, candidates, fusion, knowledge sets, min score) and generation (model, prompt, max tokens) — with no
-conversation history and no channel restriction beyond the release's knowledge sets. Without an API key that
-is the extractive fallback, exactly what users would get.
+Each item is answered by an :class:`~feedback.evals.answerer.Answerer` — the bot's pipeline with the release's
+own retrieval (kb, index version, k, candidates, fusion, knowledge sets, min score) and generation (model,
+prompt, max tokens), no conversation history and no channel restriction beyond the release's knowledge sets.
+Without an API key that is the extractive fallback, exactly what users would get.
 
-The eval runtime has no Redis: the circuit breaker is off, so an evaluation's failures can never open the
-production breaker, and nothing here needs the queue. Each run is stored as an :class:`EvalRun` whose
+The bot's evaluation answerer has no Redis: the circuit breaker is off, so an evaluation's failures can never
+open the production breaker, and nothing here needs the queue. Each run is stored as an :class:`EvalRun` whose
 ``metrics`` hold ``summary`` (the figures), ``meta`` (release settings, dataset hash, generation mode, judge)
 and ``items`` (per-item results), so the gate and later reports can use it without running again.
 """
@@ -16,8 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,14 +24,15 @@ from typing import Any
 
 from bot.core.log import get_logger
 from bot.core.settings import Settings
-from bot.pipeline import compose_for_release
-from bot.runtime import Runtime
 from feedback.db import Database, get_database
-from feedback.evals.judge import Judge
+from feedback.evals.answerer import Answerer
+from feedback.evals.judge import Judge, make_judge
 from feedback.evals.metrics import METRICS, ItemResult, clean_answer, score_item, summarize
 from feedback.golden import GoldenItem, load_golden
 from feedback.models import EvalRun, Release
-from knowledge.retrieval import SearchFilter
+from feedback.releases import active_release, get_release
+from knowledge.config import KnowledgeConfig
+from knowledge.index import IndexNotFound, IndexStore
 
 log = get_logger(__name__)
 
@@ -43,34 +43,6 @@ WIN_MARGIN = 0.05
 
 class EvalError(RuntimeError):
     """The evaluation cannot run (unknown release, missing index, bad dataset), with a message for the operator."""
-
-
-# --- runtime ---------------------------------------------------------------------------------------------
-def eval_runtime(settings: Settings) -> Runtime:
-    """Database, index, retriever and answer engine — no Redis, no breaker, no tracer, no deliverers."""
-    from bot.answering import AnswerEngine
-    from knowledge.index import IndexStore
-    from knowledge.retrieval import Retriever
-
-    db = get_database(settings.database_url_resolved())
-    db.migrate()
-    store = IndexStore(settings)
-    return Runtime(settings=settings, db=db, redis=None, store=store, retriever=Retriever(store),  # type: ignore[arg-type]
-                   engine=AnswerEngine(settings, None), tracer=None)
-
-
-@asynccontextmanager
-async def runtime_for(rt_or_settings: Runtime | Settings) -> AsyncIterator[Runtime]:
-    """A runtime that can answer: the given one if it has a retriever and an engine, else an eval runtime."""
-    if isinstance(rt_or_settings, Runtime) and rt_or_settings.retriever is not None and rt_or_settings.engine is not None:
-        yield rt_or_settings
-        return
-    settings = rt_or_settings.settings if isinstance(rt_or_settings, Runtime) else rt_or_settings
-    rt = eval_runtime(settings)
-    try:
-        yield rt
-    finally:
-        await rt.engine.close()
 
 
 # --- results ---------------------------------------------------------------------------------------------
@@ -109,12 +81,10 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def resolved_index_version(rt: Runtime | None, settings: Settings, release: Release) -> int | None:
+def resolved_index_version(settings: Settings, release: Release, store: IndexStore | None = None) -> int | None:
     """The index version the release answers from now (None = cannot tell here)."""
     try:
-        from knowledge.index import IndexStore
-
-        store = rt.store if rt is not None and rt.store is not None else IndexStore(settings)
+        store = store or IndexStore(KnowledgeConfig.from_settings(settings))
         return int(store.resolve_version(release.kb, release.index_version))
     except Exception:  # noqa: BLE001 - no index on this machine: the release's own pin is all we know
         return release.index_version
@@ -125,10 +95,10 @@ def generation_mode(settings: Settings, release: Release) -> str:
 
 
 def fingerprint(settings: Settings, release: Release, dataset_sha256: str, judge_name: str | None,
-                rt: Runtime | None = None) -> dict[str, Any]:
+                store: IndexStore | None = None) -> dict[str, Any]:
     """What makes two runs of one release comparable: same data, same index, same generation, same judge."""
     return {"release": release.name, "dataset_sha256": dataset_sha256, "kb": release.kb,
-            "index_version": resolved_index_version(rt, settings, release),
+            "index_version": resolved_index_version(settings, release, store),
             "generation": generation_mode(settings, release), "judge": judge_name}
 
 
@@ -140,22 +110,18 @@ def release_config(release: Release) -> dict[str, Any]:
 
 
 # --- running ---------------------------------------------------------------------------------------------
-async def resolve_release(rt: Runtime, name: str | None) -> Release:
-    from playbooks.releases import active_release, get_release
-
-    async with rt.db.asession() as session:
-        release = await get_release(session, name) if name else await active_release(session, rt.settings)
+async def resolve_release(db: Database, settings: Settings, name: str | None) -> Release:
+    async with db.asession() as session:
+        release = await get_release(session, name) if name else await active_release(session, settings)
     if release is None:
         raise EvalError(f"release '{name}' does not exist (see `deskmate admin releases`)")
     return release
 
 
-async def warm_up(rt: Runtime, release: Release) -> None:
+async def warm_up(answerer: Answerer, release: Release) -> None:
     """Load the embedder and the release's index before anything is timed; a missing index fails the run."""
-    from knowledge.index import IndexNotFound
-
     try:
-        await rt.retriever.asearch("warm up", kb=release.kb, version=release.index_version, k=1)
+        await answerer.warm_up(release)
     except IndexNotFound as exc:
         raise EvalError(f"release '{release.name}' cannot answer here: {exc}") from exc
 
@@ -166,15 +132,12 @@ def default_concurrency(settings: Settings) -> int:
     return 4 if settings.anthropic_api_key else 1  # extractive answers are CPU work: parallel runs only queue
 
 
-async def answer_item(rt: Runtime, release: Release, item: GoldenItem, judge: Judge | None) -> ItemResult:
+async def answer_item(answerer: Answerer, release: Release, item: GoldenItem, judge: Judge | None) -> ItemResult:
     result = ItemResult(qid=item.qid, question=item.question, answerable=item.answerable, scored=item.scored,
                         relevant_doc_ids=list(item.relevant_doc_ids), reference=item.answer,
                         regression=item.regression)
-    latency: dict[str, float] = {}
-    search_filter = SearchFilter(knowledge_sets=list(release.knowledge_sets) if release.knowledge_sets else None)
     try:
-        composed, passages = await compose_for_release(rt, item.question, [], release, search_filter,
-                                                       allow_llm=True, latency=latency)
+        composed = await answerer.answer(item.question, release, allow_llm=True)
     except Exception as exc:  # noqa: BLE001 - one broken item must not end the run; it counts as wrong
         log.exception("eval.item_failed", qid=item.qid)
         result.error = f"{type(exc).__name__}: {exc}"[:500]
@@ -183,6 +146,8 @@ async def answer_item(rt: Runtime, release: Release, item: GoldenItem, judge: Ju
     result.answer = composed.text
     result.fallback = composed.fallback
     result.fallback_reason = composed.fallback_reason
+    passages = composed.passages
+    latency = composed.latency_ms
     result.retrieved_doc_ids = list(dict.fromkeys(p.doc_id for p in passages))
     result.cited_doc_ids = (list(dict.fromkeys(s.doc_id for s in composed.sources))
                             if result.status == "answered" else [])
@@ -203,21 +168,22 @@ async def answer_item(rt: Runtime, release: Release, item: GoldenItem, judge: Ju
     return result
 
 
-async def evaluate_release(rt: Runtime, release: Release, items: list[GoldenItem], *, dataset: Path,
-                           judge: Judge | None = None, concurrency: int | None = None,
-                           progress: Progress | None = None, dataset_sha256: str | None = None) -> EvalResult:
+async def evaluate_release(answerer: Answerer, settings: Settings, release: Release, items: list[GoldenItem], *,
+                           dataset: Path, judge: Judge | None = None, concurrency: int | None = None,
+                           progress: Progress | None = None, dataset_sha256: str | None = None,
+                           store: IndexStore | None = None) -> EvalResult:
     """Every item through ``release``'s pipeline; the summary and meta filled in (not stored)."""
-    await warm_up(rt, release)
+    await warm_up(answerer, release)
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
-    parallel = max(1, concurrency or default_concurrency(rt.settings))
+    parallel = max(1, concurrency or default_concurrency(settings))
     semaphore = asyncio.Semaphore(parallel)
     done = 0
 
     async def one(item: GoldenItem) -> ItemResult:
         nonlocal done
         async with semaphore:
-            result = await answer_item(rt, release, item, judge)
+            result = await answer_item(answerer, release, item, judge)
         done += 1
         if progress is not None:
             progress(release.name, done, len(items))
@@ -226,7 +192,7 @@ async def evaluate_release(rt: Runtime, release: Release, items: list[GoldenItem
     results = list(await asyncio.gather(*(one(i) for i in items)))
     sha = dataset_sha256 or file_sha256(dataset)
     meta = {
-        "fingerprint": fingerprint(rt.settings, release, sha, judge.name if judge else None, rt),
+        "fingerprint": fingerprint(settings, release, sha, judge.name if judge else None, store),
         "release_config": release_config(release),
         "dataset_name": dataset.name,
         "started_at": started.isoformat(),
@@ -250,30 +216,35 @@ async def store_run(db: Database, result: EvalResult, *, kind: str = "run") -> i
     return row.id
 
 
-async def run_eval(rt_or_settings: Runtime | Settings, dataset: Path, releases: list[str | None], *,
+async def run_eval(answerer: Answerer, settings: Settings, dataset: Path, releases: list[str | None], *,
                    judge: bool | None = None, concurrency: int | None = None, progress: Progress | None = None,
-                   store: bool = True, kind: str = "run") -> list[EvalResult]:
-    """Evaluate each named release (None = the active one) on the same items; stored as EvalRuns."""
-    from feedback.evals.judge import make_judge
+                   store: bool = True, kind: str = "run", db: Database | None = None) -> list[EvalResult]:
+    """Evaluate each named release (None = the active one) on the same items; stored as EvalRuns.
 
+    ``db`` defaults to the process's database for ``settings``, migrated first.
+    """
+    if db is None:
+        db = get_database(settings.database_url_resolved())
+        db.migrate()
     items = load_golden(dataset)
     sha = file_sha256(dataset)
-    async with runtime_for(rt_or_settings) as rt:
-        resolved = [await resolve_release(rt, name) for name in releases]
-        for release in resolved:  # every index loaded before the first timed item of any release
-            await warm_up(rt, release)
-        grader = make_judge(rt.settings, enabled=judge)
-        try:
-            results = []
-            for release in resolved:
-                result = await evaluate_release(rt, release, items, dataset=dataset, judge=grader,
-                                                concurrency=concurrency, progress=progress, dataset_sha256=sha)
-                if store:
-                    await store_run(rt.db, result, kind=kind)
-                results.append(result)
-        finally:
-            if grader is not None:
-                await grader.close()
+    index = IndexStore(KnowledgeConfig.from_settings(settings))
+    resolved = [await resolve_release(db, settings, name) for name in releases]
+    for release in resolved:  # every index loaded before the first timed item of any release
+        await warm_up(answerer, release)
+    grader = make_judge(settings, enabled=judge)
+    try:
+        results = []
+        for release in resolved:
+            result = await evaluate_release(answerer, settings, release, items, dataset=dataset, judge=grader,
+                                            concurrency=concurrency, progress=progress, dataset_sha256=sha,
+                                            store=index)
+            if store:
+                await store_run(db, result, kind=kind)
+            results.append(result)
+    finally:
+        if grader is not None:
+            await grader.close()
     return results
 
 

@@ -12,15 +12,18 @@ The token holder is an admin by holding the token; an SSO user may change things
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
 from bot.core.log import get_logger
-from bot.runtime import Runtime
+from bot.core.settings import Settings
+from feedback.db import Database
+from playbooks.admin import AdminActor, AdminContext, AdminReply, handle_admin_command
 from playbooks.dashboard import auth
 from playbooks.dashboard.data import Window, audit_view, overview, releases_view, switches_view
 from playbooks.dashboard.drift import score_drift
@@ -29,7 +32,16 @@ from playbooks.dashboard.page import render
 
 log = get_logger(__name__)
 
-RT = web.AppKey("dashboard_runtime", Runtime)
+
+@dataclass(frozen=True)
+class DashboardDeps:
+    """What the dashboard reads and acts on (the web process builds it: ``bot.web``)."""
+
+    settings: Settings
+    db: Database
+
+
+RT = web.AppKey("dashboard_deps", DashboardDeps)
 GAPS_CACHE_S = 60.0
 DEFAULT_DAYS = 30
 DASHBOARD_PLATFORM = "dashboard"
@@ -54,7 +66,7 @@ def _viewer(request: web.Request, *, json: bool) -> auth.Viewer:
     return viewer
 
 
-async def cached_gaps(rt: Runtime, window: Window) -> dict[str, Any]:
+async def cached_gaps(rt: DashboardDeps, window: Window) -> dict[str, Any]:
     """Gaps embed every question: computed at most once a minute per window and process."""
     key = (window.days, window.labels[-1], id(rt.db))
     hit = _gaps_cache.get(key)
@@ -131,23 +143,21 @@ async def api_audit(request: web.Request) -> web.Response:
 
 
 # --- actions -------------------------------------------------------------------------------------------
-async def run_command(rt: Runtime, viewer: auth.Viewer, text: str) -> Any:
+async def run_command(rt: DashboardDeps, viewer: auth.Viewer, text: str) -> AdminReply:
     """Run an admin command as ``dashboard:<user>`` through the shared handler (so it is audited).
 
     The token is an admin credential, like shell access for the CLI: its holder is let through the handler's
     admin check for this one call. SSO users must be admins in their own right.
     """
-    from playbooks.admin import AdminActor, handle_admin_command
-
     actor = AdminActor(platform=DASHBOARD_PLATFORM, user_id=viewer.user_id, channel="",
                        display_name=viewer.label if viewer.method == "token" else "")
+    settings = rt.settings
     if viewer.method == "token":
-        settings = rt.settings.model_copy(update={"admin_user_ids": [*rt.settings.admin_user_ids, viewer.user_id]})
-        rt = dataclasses.replace(rt, settings=settings)
-    return await handle_admin_command(rt, actor, text)
+        settings = settings.model_copy(update={"admin_user_ids": [*settings.admin_user_ids, viewer.user_id]})
+    return await handle_admin_command(AdminContext(settings=settings, db=rt.db), actor, text)
 
 
-async def _action(request: web.Request, build: Any) -> web.StreamResponse:
+async def _action(request: web.Request, build: Callable[[dict[str, str]], str]) -> web.StreamResponse:
     rt = request.app[RT]
     wants_json = request.content_type == "application/json"
     viewer = _viewer(request, json=wants_json)
@@ -193,7 +203,8 @@ async def action_rollback(request: web.Request) -> web.StreamResponse:
     return await _action(request, rollback_command)
 
 
-def setup(app: web.Application, rt: Runtime) -> None:
+def setup(app: web.Application, rt: DashboardDeps) -> None:
+    """Add the dashboard's routes (``bot.web`` calls it with the web process's settings and database)."""
     app[RT] = rt
     app.router.add_get("/dashboard", page)
     app.router.add_get("/dashboard/api/overview", api_overview)

@@ -95,7 +95,7 @@ async def overview(db: Database, settings: Settings, window: Window) -> dict[str
         earlier = (await session.exec(select(ReleaseEvent).where(col(ReleaseEvent.at) < window.start)
                                       .order_by(col(ReleaseEvent.id).desc()).limit(1))).first()
         active = (await active_release(session, settings)).name
-    labels_by_id = {}
+    labels_by_id: dict[int, list[str]] = {}
     for interaction_id, label in votes:
         labels_by_id.setdefault(interaction_id, []).append(label)
 

@@ -102,8 +102,11 @@ async def score_drift(db: Database, now: datetime | None = None) -> dict[str, An
             select(Interaction.answered_at, Interaction.top_score)
             .where(col(Interaction.answered_at) >= two_weeks_ago, col(Interaction.top_score).is_not(None),
                    col(Interaction.status).in_([Status.ANSWERED, Status.NOT_FOUND])))).all()
-    this_week, last_week = [], []
+    this_week: list[float] = []
+    last_week: list[float] = []
     for answered_at, score in rows:
+        if answered_at is None or score is None:  # excluded by the query; for the type checker
+            continue
         at = answered_at if answered_at.tzinfo else answered_at.replace(tzinfo=timezone.utc)
         (this_week if at >= week_ago else last_week).append(float(score))
     result = compare(this_week, last_week)

@@ -19,6 +19,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+from sqlalchemy import or_
 from sqlmodel import col, select
 
 from bot.core.log import get_logger
@@ -26,6 +28,8 @@ from bot.core.settings import Settings
 from bot.core.types import Status
 from feedback.db import Database
 from feedback.models import Feedback, Interaction
+from knowledge.config import KnowledgeConfig
+from knowledge.embedding import get_embedder
 from playbooks.dashboard.data import Window, iso
 
 log = get_logger(__name__)
@@ -93,7 +97,7 @@ async def load_asked(db: Database, window: Window) -> list[Asked]:
         rows = (await session.exec(
             select(Interaction)
             .where(col(Interaction.answered_at) >= window.start,
-                   (Interaction.status == Status.NOT_FOUND) | col(Interaction.id).in_(list(reasons) or [-1]))
+                   or_(col(Interaction.status) == Status.NOT_FOUND, col(Interaction.id).in_(list(reasons) or [-1])))
             .order_by(col(Interaction.id).desc()).limit(MAX_QUESTIONS))).all()
     return [Asked(interaction_id=r.id or 0, question=r.question, unanswered=r.status == Status.NOT_FOUND,
                   downvoted=(r.id in reasons), reasons=reasons.get(r.id or 0, []), passages=list(r.passages or []),
@@ -139,8 +143,6 @@ def unique_questions(asked: list[Asked]) -> list[str]:
 def group_by_embedding(asked: list[Asked], uniques: list[str], vectors: Any,
                        threshold: float = EMBEDDING_THRESHOLD) -> list[Group]:
     """``vectors``: unit-length embeddings of ``uniques`` (the same question asked twice is embedded once)."""
-    import numpy as np
-
     sims = np.asarray(vectors, dtype=np.float32) @ np.asarray(vectors, dtype=np.float32).T
     return _group(asked, lambda i, j: sims[i, j] >= threshold, uniques)
 
@@ -157,9 +159,7 @@ def group_by_words(asked: list[Asked], threshold: float = JACCARD_THRESHOLD) -> 
 
 
 def _embed(settings: Settings, texts: list[str]) -> Any:
-    from knowledge.embedding import get_embedder
-
-    return get_embedder(settings).embed(texts)
+    return get_embedder(KnowledgeConfig.from_settings(settings).embedding).embed(texts)
 
 
 async def knowledge_gaps(db: Database, settings: Settings, window: Window, *, limit: int = 20,

@@ -8,8 +8,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bot.answerer import evaluation_answerer
 from bot.core.clock import utcnow
+from bot.core.settings import Settings
 from feedback.db import Database
+from feedback.evals.runner import EvalResult, run_eval
+from feedback.gate import GateReport, check_promotion, evaluate_gate
 from feedback.models import Interaction
 
 #: A golden set small enough for many eval runs: three answerable items, two unanswerable.
@@ -56,3 +60,19 @@ async def add_interaction(db: Database, *, question: str = "whats the per diem i
         await session.refresh(row)
     assert row.id is not None
     return row.id
+
+
+# --- evaluations through the bot's pipeline (what `deskmate eval …` does) -------------------------------------
+async def evaluate(settings: Settings, dataset: Path, releases: list[str | None], **kwargs: Any) -> list[EvalResult]:
+    async with evaluation_answerer(settings) as answerer:
+        return await run_eval(answerer, settings, dataset, releases, **kwargs)
+
+
+async def gate_report(settings: Settings, candidate: str, **kwargs: Any) -> GateReport:
+    async with evaluation_answerer(settings) as answerer:
+        return await evaluate_gate(answerer, settings, candidate, **kwargs)
+
+
+async def promotion_check(settings: Settings, candidate: str) -> tuple[bool, str]:
+    async with evaluation_answerer(settings) as answerer:
+        return await check_promotion(answerer, settings, candidate)

@@ -10,16 +10,17 @@ import pytest
 from sqlmodel import select
 from typer.testing import CliRunner
 
+from bot import cli as bot_cli
+from bot.cli import feedback as feedback_cli
 from bot.core.settings import Settings
-from feedback import cli as feedback_cli
 from feedback.evals.judge import RUBRIC, parse_verdict
 from feedback.evals.metrics import clean_answer, percentile, token_f1
 from feedback.evals.report import render_html, to_json
-from feedback.evals.runner import EvalError, compare, run_eval
+from feedback.evals.runner import EvalError, compare
 from feedback.models import EvalRun
 from playbooks.releases import create_release
 from tests.fakes.anthropic_server import Reply
-from tests.feedback.helpers import SMALL_GOLDEN, write_golden
+from tests.feedback.helpers import SMALL_GOLDEN, evaluate, write_golden
 
 
 def test_token_f1_and_answer_cleaning() -> None:
@@ -39,7 +40,7 @@ def test_judge_verdicts_parse() -> None:
 
 
 async def test_offline_eval_runs_the_extractive_pipeline(settings: Settings, small_golden: Path, db) -> None:
-    [result] = await run_eval(settings, small_golden, [None])
+    [result] = await evaluate(settings, small_golden, [None])
     s = result.summary
     assert (s["n"], s["n_answerable"], s["n_unanswerable"]) == (5, 3, 2)
     by_qid = {i.qid: i for i in result.items}
@@ -68,7 +69,7 @@ async def test_eval_with_claude_cites_and_is_judged(make_settings, fake_anthropi
     dataset = write_golden(small_golden.with_name("two.jsonl"), rows)
     # answer (cites the first search result), judge's grade; the capital question never reaches the model
     fake_anthropic.script(Reply.answer(cite=[0]), Reply.plain("SCORE: 2\nREASON: gives the USD 80 allowance"))
-    [result] = await run_eval(settings, dataset, [None])
+    [result] = await evaluate(settings, dataset, [None])
     per_diem, capital = result.items
     assert per_diem.status == "answered" and not per_diem.fallback
     assert per_diem.cited_doc_ids == ["travel/per-diem"] and per_diem.citation_precision == 1.0
@@ -87,7 +88,7 @@ async def test_eval_with_claude_cites_and_is_judged(make_settings, fake_anthropi
 async def test_compare_reports_wins_and_losses(settings: Settings, small_golden: Path, db) -> None:
     async with db.asession() as session:
         await create_release(session, settings, "blind", actor="test", retrieval_k=0)
-    a, b = await run_eval(settings, small_golden, [None, "blind"])
+    a, b = await evaluate(settings, small_golden, [None, "blind"])
     comparison = compare(a, b)
     assert {r["qid"] for r in comparison["losses"]} == {"t1", "t2", "t3"}, "k=0 declines every answerable question"
     assert comparison["wins"] == [] and comparison["ties"] == 2
@@ -106,16 +107,14 @@ async def test_compare_reports_wins_and_losses(settings: Settings, small_golden:
 
 async def test_unknown_release_or_missing_index_is_a_clear_error(settings: Settings, small_golden: Path, db) -> None:
     with pytest.raises(EvalError, match="does not exist"):
-        await run_eval(settings, small_golden, ["nope"])
+        await evaluate(settings, small_golden, ["nope"])
     async with db.asession() as session:
         await create_release(session, settings, "elsewhere", actor="test", kb="missing-kb", index_version=3)
     with pytest.raises(EvalError, match="cannot answer here"):
-        await run_eval(settings, small_golden, ["elsewhere"])
+        await evaluate(settings, small_golden, ["elsewhere"])
 
 
 async def test_eval_commands(settings: Settings, small_golden: Path, tmp_path: Path, monkeypatch, db) -> None:
-    from bot import cli as bot_cli
-
     monkeypatch.setattr(feedback_cli, "get_settings", lambda: settings)
     monkeypatch.setattr(bot_cli, "get_settings", lambda: settings)
     async with db.asession() as session:

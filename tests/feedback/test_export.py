@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from bot.cli import feedback as feedback_cli
 from bot.core.settings import Settings
-from feedback import cli as feedback_cli
 from feedback.db import Database
 from feedback.export import labelled_rows, parse_since, render
 from feedback.langfuse_sync import dataset_item_id, feedback_item, push_dataset, push_scores

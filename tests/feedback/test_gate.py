@@ -9,15 +9,16 @@ import pytest
 from sqlmodel import col, select
 from typer.testing import CliRunner
 
+from bot import cli as bot_cli
+from bot.cli import feedback as feedback_cli
 from bot.core.settings import Settings
-from bot.runtime import Runtime
-from feedback import cli as feedback_cli
-from feedback.db import Database
-from feedback.gate import check_promotion, evaluate_gate, find_regressions, promotion_gate, tolerances
+from feedback.db import Database, get_database
+from feedback.gate import find_regressions, promotion_gate, tolerances
 from feedback.models import AuditEntry, EvalRun, ReleaseEvent
-from playbooks.admin import AdminActor, handle_admin_command
+from playbooks.admin import AdminActor, AdminContext, handle_admin_command
 from playbooks.releases import GateRefused, active_release, create_release, get_release, promote
 from tests.fakes.anthropic_server import Reply
+from tests.feedback.helpers import evaluate, gate_report, promotion_check
 
 
 async def make_release(db: Database, settings: Settings, name: str, **changes) -> None:
@@ -33,7 +34,7 @@ async def active_name(db: Database, settings: Settings) -> str:
 
 async def test_a_candidate_that_retrieves_nothing_is_refused_with_the_regressed_metrics(settings, db) -> None:
     await make_release(db, settings, "blind", retrieval_k=0)
-    ok, message = await check_promotion(settings, "blind")
+    ok, message = await promotion_check(settings, "blind")
     assert ok is False
     assert "'blind' is worse than the active 'initial'" in message
     for regressed in ("retrieval recall@k 1.000 → 0.000", "citation coverage 1.000 → 0.000",
@@ -47,7 +48,7 @@ async def test_a_candidate_that_retrieves_nothing_is_refused_with_the_regressed_
 
 async def test_an_equivalent_candidate_passes(settings, db) -> None:
     await make_release(db, settings, "same", notes="same settings, new name")
-    ok, message = await check_promotion(settings, "same")
+    ok, message = await promotion_check(settings, "same")
     assert ok, message
     assert "'same' is not worse than 'initial'" in message and "retrieval recall@k 1.000" in message
 
@@ -59,7 +60,7 @@ async def test_promote_uses_stored_runs_refuses_and_force_is_recorded(settings, 
         ok, message = await promotion_gate(session, settings, blind, initial)
     assert not ok and "run `deskmate eval gate blind`" in message, "no stored evaluation yet"
 
-    report = await evaluate_gate(settings, "blind")  # what `deskmate eval gate blind` does
+    report = await gate_report(settings, "blind")  # what `deskmate eval gate blind` does
     assert not report.ok and {r.key for r in report.regressions} >= {"recall_at_k", "citation_coverage"}
     async with db.asession() as session:
         with pytest.raises(GateRefused) as refused:
@@ -67,7 +68,7 @@ async def test_promote_uses_stored_runs_refuses_and_force_is_recorded(settings, 
     assert "retrieval recall@k 1.000 → 0.000" in str(refused.value) and "--force" in str(refused.value)
     assert await active_name(db, settings) == "initial"
 
-    rt = Runtime(settings=settings, db=db, redis=None)  # type: ignore[arg-type]
+    rt = AdminContext(settings=settings, db=db)
     actor = AdminActor(platform="cli", user_id="alice", channel="host")
     reply = await handle_admin_command(rt, actor, "promote blind")
     assert not reply.ok and "promotion gate refused" in reply.text
@@ -86,16 +87,13 @@ async def test_promote_uses_stored_runs_refuses_and_force_is_recorded(settings, 
 async def test_a_prompt_that_never_cites_is_refused(make_settings, fake_anthropic, small_golden: Path) -> None:
     settings: Settings = make_settings(anthropic_api_key="test-key", anthropic_base_url=fake_anthropic.url,
                                        llm_max_retries=0, eval_judge=False, gate_dataset=small_golden)
-    from feedback.db import get_database
-    from feedback.evals.runner import run_eval
-
     db = get_database(settings.database_url_resolved())
     db.migrate()
     await make_release(db, settings, "uncited", prompt_template="Answer from what you know. Never cite sources.",
                        prompt_version="uncited-v1")
-    await run_eval(settings, small_golden, [None], kind="gate")  # the active release: cited answers
+    await evaluate(settings, small_golden, [None], kind="gate")  # the active release: cited answers
     fake_anthropic.always(Reply.plain("It is about 50 dollars a day, I think."))  # the new prompt: no citations
-    await run_eval(settings, small_golden, ["uncited"], kind="gate")
+    await evaluate(settings, small_golden, ["uncited"], kind="gate")
     async with db.asession() as session:
         uncited, initial = await get_release(session, "uncited"), await get_release(session, "initial")
         ok, message = await promotion_gate(session, settings, uncited, initial)
@@ -117,12 +115,10 @@ def test_tolerances_are_settings() -> None:
 
 async def test_gate_off(make_settings, db) -> None:
     settings = make_settings(gate_enabled=False)
-    assert await check_promotion(settings, "anything") == (True, "the quality gate is off (DESKMATE_GATE_ENABLED=false)")
+    assert await promotion_check(settings, "anything") == (True, "the quality gate is off (DESKMATE_GATE_ENABLED=false)")
 
 
 async def test_eval_gate_command_promotes_with_force(settings: Settings, db, monkeypatch) -> None:
-    from bot import cli as bot_cli
-
     monkeypatch.setattr(feedback_cli, "get_settings", lambda: settings)
     monkeypatch.setattr(bot_cli, "get_settings", lambda: settings)
     await make_release(db, settings, "blind", retrieval_k=0)

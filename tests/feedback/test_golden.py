@@ -104,7 +104,7 @@ async def test_promote_and_validate_golden_commands(db: Database, settings, tmp_
 
     from typer.testing import CliRunner
 
-    from feedback import cli as feedback_cli
+    from bot.cli import feedback as feedback_cli
 
     monkeypatch.setattr(feedback_cli, "get_settings", lambda: settings)
     good = await add_interaction(db, question="whats the per diem in the US", answer="USD 80 a day [1].")

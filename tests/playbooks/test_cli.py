@@ -12,8 +12,8 @@ from rich.console import Console
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
-import playbooks.cli as playbooks_cli
 from bot.cli import app
+from bot.cli import playbooks as playbooks_cli
 from bot.core.settings import Settings, get_settings
 from feedback.db import get_database
 from feedback.models import AuditEntry, EvalRun, Release, Switch

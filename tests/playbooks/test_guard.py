@@ -13,9 +13,11 @@ from sqlmodel import col, select
 
 from bot.core.clock import utcnow
 from bot.core.settings import Settings
+from bot.notifier import AdminChannelNotifier
 from bot.runtime import Runtime, build_runtime
 from feedback.models import Alert, AuditEntry, Feedback, Interaction, Switch
-from playbooks import guard
+from playbooks.alerts import Alerter
+from playbooks.guard import Guard, guard_cron
 from playbooks.killswitch import Mode, effective_mode, set_mode
 from playbooks.releases import activate, create_release
 from tests.fakes.anthropic_server import Reply
@@ -32,6 +34,11 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 10.
         if result or time.monotonic() > deadline:
             return result
         await asyncio.sleep(0.05)
+
+
+def guard_of(rt: Runtime) -> Guard:
+    """The process's guard, as the worker builds it: alerts go to the Slack admin channel."""
+    return Guard(settings=rt.settings, db=rt.db, redis=rt.redis, notifier=AdminChannelNotifier(rt.settings))
 
 
 async def alerts(rt: Runtime) -> list[Alert]:
@@ -101,20 +108,20 @@ async def test_the_automatic_switch_lapses_at_midnight_utc_but_an_admins_does_no
         assert mode == Mode.ON, "an automatic switch from yesterday is ignored at once, before anyone clears it"
         assert (await effective_mode(session, "slack", "C0PAUSED"))[0] == Mode.OFF
 
-    assert await guard.clear_lapsed_switches(web_rt) == ["global"]
+    assert await guard_of(web_rt).clear_lapsed_switches() == ["global"]
     assert await global_switch(web_rt) is None
     async with web_rt.db.asession() as session:
         assert await session.get(Switch, "slack:C0PAUSED") is not None
     assert [a.kind for a in await alerts(web_rt)] == ["budget-reset"]
-    assert await guard.clear_lapsed_switches(web_rt) == [], "idempotent"
+    assert await guard_of(web_rt).clear_lapsed_switches() == [], "idempotent"
 
 
 async def test_todays_automatic_switch_stays_and_a_budget_without_spend_does_not_trip(web_rt: Runtime) -> None:
     async with web_rt.db.asession() as session:
         await set_mode(session, "global", Mode.RETRIEVAL_ONLY, actor="budget-guard", automatic=True)
-    assert await guard.clear_lapsed_switches(web_rt) == []
+    assert await guard_of(web_rt).clear_lapsed_switches() == []
     web_rt.settings.daily_budget_usd = 5.0
-    assert await guard.check_budget(web_rt) is False
+    assert await guard_of(web_rt).check_budget() is False
 
 
 def add_interactions(session: Any, n: int, **fields: Any) -> None:
@@ -143,7 +150,7 @@ async def test_a_downvote_spike_alerts_once_naming_the_runbook_and_the_rollback_
                                          label="down" if i < 5 else "up"))
                 session.add(Feedback(interaction_id=1, user_hash="esc", platform="slack", label="none", escalated=True))
                 await session.commit()
-            assert await guard.check_alerts(rt) == ["downvote-rate"]
+            assert await guard_of(rt).check_alerts() == ["downvote-rate"]
             [alert] = await alerts(rt)
             assert "5 of the last 10 rated answers got 👎 (50%" in alert.message
             assert "bad-answers-reported.md" in alert.message
@@ -151,14 +158,14 @@ async def test_a_downvote_spike_alerts_once_naming_the_runbook_and_the_rollback_
             assert alert.delivered
             assert (await slack.wait_for("chat.postMessage", channel="C0ADMINS")).args["text"] == alert.message
 
-            assert await guard.check_alerts(rt) == [], "the cool-down stops a repeat"
+            assert await guard_of(rt).check_alerts() == [], "the cool-down stops a repeat"
             async with rt.db.asession() as session:
                 row = (await session.exec(select(Alert))).one()
                 row.at = utcnow() - timedelta(hours=2)
                 session.add(row)
                 await session.commit()
             await rt.redis.flushall()
-            assert await guard.check_alerts(rt) == ["downvote-rate"], "after the cool-down it is raised again"
+            assert await guard_of(rt).check_alerts() == ["downvote-rate"], "after the cool-down it is raised again"
         finally:
             await rt.aclose()
 
@@ -169,13 +176,13 @@ async def test_fallback_and_error_rates_alert_but_chosen_fallbacks_do_not_count(
         add_interactions(session, 20, fallback=True, fallback_reason="no API key configured")
         add_interactions(session, 6)
         await session.commit()
-    assert await guard.check_alerts(web_rt) == [], "retrieval-only and no-key fallbacks are not an outage"
+    assert await guard_of(web_rt).check_alerts() == [], "retrieval-only and no-key fallbacks are not an outage"
 
     async with web_rt.db.asession() as session:
         add_interactions(session, 4, fallback=True, fallback_reason="the AI model is unavailable (circuit open)")
         add_interactions(session, 6, status="error", error="boom")
         await session.commit()
-    raised = await guard.check_alerts(web_rt)
+    raised = await guard_of(web_rt).check_alerts()
     assert raised == ["fallback-rate", "error-rate"]
     by_kind = {a.kind: a for a in await alerts(web_rt)}
     assert "4 of 10 answers" in by_kind["fallback-rate"].message
@@ -187,21 +194,21 @@ async def test_fallback_and_error_rates_alert_but_chosen_fallbacks_do_not_count(
 
 async def test_rate_checks_run_once_per_interval_across_processes(web_rt: Runtime) -> None:
     web_rt.settings.guard_check_interval_s = 30
-    assert await guard._due(web_rt) is True
-    assert await guard._due(web_rt) is False
+    assert await guard_of(web_rt)._due() is True
+    assert await guard_of(web_rt)._due() is False
 
 
 async def test_a_slack_failure_still_stores_the_alert(make_settings: Callable[..., Settings]) -> None:
-    from playbooks.alerts import raise_alert
-
     async with start_fake_slack() as slack:
         slack.fail("chat.postMessage", "channel_not_found")
         rt = await build_runtime(make_settings(admin_channel="C0GONE", slack_bot_token="xoxb-test",
                                                slack_api_url=slack.api_url), worker=False)
         try:
-            alert = await raise_alert(rt, "test", "hello")
+            alerter = Alerter(settings=rt.settings, db=rt.db, redis=rt.redis,
+                              notifier=AdminChannelNotifier(rt.settings))
+            alert = await alerter.raise_alert("test", "hello")
             assert alert is not None and not alert.delivered
-            assert await raise_alert(rt, "test", "hello again") is None
+            assert await alerter.raise_alert("test", "hello again") is None
         finally:
             await rt.aclose()
 
@@ -225,5 +232,6 @@ async def test_the_cron_entry_point_alerts_when_every_job_fails(web_rt: Runtime)
     async with web_rt.db.asession() as session:
         add_interactions(session, 12, status="error", error="Redis timeout")
         await session.commit()
-    assert await guard.guard_cron({"runtime": web_rt}) == ["error-rate"]
-    assert await guard.guard_cron({"runtime": web_rt}) == [], "throttled by guard_check_interval_s"
+    ctx = {"guard": guard_of(web_rt)}
+    assert await guard_cron(ctx) == ["error-rate"]
+    assert await guard_cron(ctx) == [], "throttled by guard_check_interval_s"

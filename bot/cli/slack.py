@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
+import bot.slack
+from bot.core.settings import get_settings
+from bot.slack.channels import UNSET, configure_channel, describe, list_policies
+from bot.slack.socket_mode import run_socket_mode
+from feedback.db import get_database
+
 app = typer.Typer(help="Slack: Socket Mode, the app manifest, per-channel policy.", no_args_is_help=True)
 
-MANIFEST = Path(__file__).with_name("manifest.yaml")
+#: The Slack app manifest ships with the Slack package.
+MANIFEST = Path(bot.slack.__file__).with_name("manifest.yaml")
 
 
 @app.command("socket")
@@ -18,12 +25,7 @@ def socket_command() -> None:
     """Connect to Slack over Socket Mode (needs DESKMATE_SLACK_BOT_TOKEN and DESKMATE_SLACK_APP_TOKEN).
 
     Run a worker too (`deskmate worker`). `deskmate web` also connects by itself when the app token is set."""
-    from bot.core.settings import get_settings
-    from bot.slack.socket_mode import run_socket_mode
-
     settings = get_settings()
-    from feedback.db import get_database
-
     get_database(settings.database_url_resolved()).migrate()
     try:
         asyncio.run(run_socket_mode(settings))
@@ -34,8 +36,6 @@ def socket_command() -> None:
 @app.command("manifest")
 def manifest_command() -> None:
     """Print the Slack app manifest (create the app at api.slack.com/apps → From a manifest)."""
-    from bot.core.settings import get_settings
-
     text = MANIFEST.read_text()
     command = get_settings().slack_command
     if command != "/deskmate":
@@ -53,16 +53,12 @@ def channel_command(
                                                         "(by channel type: public channels → public).")] = None,
 ) -> None:
     """Show or change one channel's policy (changes are audited)."""
-    from bot.core.settings import get_settings
-    from bot.slack.channels import UNSET, configure_channel
-    from feedback.db import get_database
-
     source_values = {"public": True, "all": False, "default": None}
     if sources is not None and sources not in source_values:
         raise typer.BadParameter("--sources must be public, all or default")
     db = get_database(get_settings().database_url_resolved())
     db.migrate()
-    changes = dict(
+    changes: dict[str, Any] = dict(
         enabled=UNSET if enable is None else enable,
         respond_to=UNSET if respond_to is None else respond_to,
         knowledge_sets=UNSET if sets is None else (None if sets == "all" else [s.strip() for s in sets.split(",") if s.strip()]),
@@ -78,10 +74,6 @@ def channel_command(
 @app.command("channels")
 def channels_command() -> None:
     """Slack channels with their own policy (all others use the defaults)."""
-    from bot.core.settings import get_settings
-    from bot.slack.channels import describe, list_policies
-    from feedback.db import get_database
-
     db = get_database(get_settings().database_url_resolved())
     db.migrate()
     rows = asyncio.run(list_policies(db))

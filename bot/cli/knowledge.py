@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bot.core.settings import get_settings
@@ -18,6 +18,7 @@ from knowledge.evaluation import evaluate_retrieval, load_qrels
 from knowledge.index import IndexNotFound, IndexStore
 from knowledge.ingest import IngestReport, ingest
 from knowledge.retrieval import FusionConfig, Retriever, SearchFilter
+from playbooks.releases import pinned_index_versions
 
 err = Console(stderr=True)
 out = Console()
@@ -30,8 +31,6 @@ def _store() -> IndexStore:
 def protected_index_versions(kb: str) -> set[int]:
     """Index versions pinned by a release must survive pruning (rollback needs them)."""
     try:
-        from playbooks.releases import pinned_index_versions
-
         return pinned_index_versions(get_settings(), kb)
     except Exception:  # noqa: BLE001 - no database yet: nothing is pinned
         return set()
@@ -41,7 +40,7 @@ def run_ingest(directory: Path, kb: str, *, show_progress: bool = True) -> Inges
     store = _store()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, disable=not show_progress, transient=True) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
             if stage not in tasks:

@@ -6,15 +6,43 @@ import asyncio
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from bot.answerer import evaluation_answerer
+from bot.cli.playbooks import cli_actor
 from bot.core.settings import Settings, get_settings
+from feedback.db import get_database
+from feedback.evals.report import print_comparison, print_run, render_html, to_json
+from feedback.evals.runner import EvalError, EvalResult, run_eval
+from feedback.evals.runner import Progress as ProgressCallback
+from feedback.export import FORMATS, labelled_rows, parse_since, write_csv, write_jsonl
+from feedback.gate import GateReport, evaluate_gate, gate_dataset
+from feedback.golden import (
+    GoldenError,
+    GoldenItem,
+    check_doc_ids,
+    load_golden,
+    promote_feedback,
+    summary,
+    write_golden,
+)
+from feedback.langfuse_sync import (
+    LangfuseNotConfigured,
+    feedback_item,
+    golden_item,
+    push_dataset,
+    push_scores,
+)
 from knowledge.config import KnowledgeConfig
+from knowledge.index import IndexStore
+from playbooks.admin import AdminContext, AdminReply, handle_admin_command
 
 err = Console(stderr=True)
 out = Console()
@@ -38,9 +66,6 @@ def _quiet(verbose: bool) -> None:
 
 
 def _rows(settings: Settings, since: str | None, label: str | None) -> list[dict[str, Any]]:
-    from feedback.db import get_database
-    from feedback.export import labelled_rows, parse_since
-
     try:
         since_at = parse_since(since) if since else None
     except ValueError as exc:
@@ -68,8 +93,6 @@ def export_command(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
 ) -> None:
     """Labelled answers as an eval dataset: question, passages, answer, citations, release, label, reason."""
-    from feedback.export import FORMATS, write_csv, write_jsonl
-
     if fmt not in FORMATS:
         raise _fail("--format must be jsonl or csv", 2)
     rows = _rows(get_settings(), since, label)
@@ -89,8 +112,6 @@ def push_scores_command(
     since: Annotated[Optional[str], typer.Option(help="Only votes since DATE.")] = None,
 ) -> None:
     """Send every vote to Langfuse as the `user_feedback` score on its answer's trace (idempotent backfill)."""
-    from feedback.langfuse_sync import LangfuseNotConfigured, push_scores
-
     settings = get_settings()
     rows = _rows(settings, since, None)
     try:
@@ -110,9 +131,6 @@ def push_dataset_command(
     golden: Annotated[Optional[Path], typer.Option(help="Push this golden set instead of labelled answers.")] = None,
 ) -> None:
     """Push labelled answers (or a golden set) to a Langfuse dataset; re-running updates the same items."""
-    from feedback.golden import GoldenError, load_golden
-    from feedback.langfuse_sync import LangfuseNotConfigured, feedback_item, golden_item, push_dataset
-
     settings = get_settings()
     if golden is not None:
         try:
@@ -140,11 +158,9 @@ def promote_golden_command(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the new items instead of writing them.")] = False,
 ) -> None:
     """👍 answers become reference answers, 👎 questions regression items (to review) in a golden set."""
-    from feedback.golden import GoldenError, load_golden, promote_feedback, write_golden
-
     settings = get_settings()
     target = into or settings.data_dir / "golden" / "promoted.jsonl"
-    existing = []
+    existing: list[GoldenItem] = []
     if target.is_file() and target.stat().st_size:
         try:
             existing = load_golden(target)
@@ -168,15 +184,11 @@ def validate_golden_command(
     kb: Annotated[Optional[str], typer.Option(help="Also check doc ids against this knowledge base's index.")] = None,
 ) -> None:
     """Check a golden set's format (and, with --kb, that its doc ids exist in the index)."""
-    from feedback.golden import GoldenError, check_doc_ids, load_golden, summary
-
     try:
         items = load_golden(dataset)
     except GoldenError as exc:
         raise _fail(f"{len(exc.problems)} problem(s):\n" + "\n".join(exc.problems)) from exc
     if kb:
-        from knowledge.index import IndexStore
-
         data = IndexStore(KnowledgeConfig.from_settings(get_settings())).load(kb)
         problems = check_doc_ids(items, {c.doc_id for c in data.chunks})
         if problems:
@@ -187,9 +199,7 @@ def validate_golden_command(
 
 # --- deskmate eval run | compare | gate ------------------------------------------------------------------
 @contextmanager
-def _progress(enabled: bool) -> Iterator[Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+def _progress(enabled: bool) -> Iterator[ProgressCallback]:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, disable=not enabled, transient=True) as bar:
         tasks: dict[str, Any] = {}
@@ -203,19 +213,17 @@ def _progress(enabled: bool) -> Iterator[Any]:
 
 
 def _evaluate(settings: Settings, dataset: Path, releases: list[str | None], *, judge: bool | None,
-              concurrency: int | None, show_progress: bool, kind: str = "run") -> list[Any]:
-    from feedback.evals.runner import EvalError, run_eval
-    from feedback.golden import GoldenError
-
-    async def main() -> list[Any]:
-        from feedback.db import get_database
-
+              concurrency: int | None, show_progress: bool, kind: str = "run") -> list[EvalResult]:
+    async def main() -> list[EvalResult]:
+        db = get_database(settings.database_url_resolved())
         try:
-            with _progress(show_progress) as progress:
-                return await run_eval(settings, dataset, releases, judge=judge, concurrency=concurrency,
-                                      progress=progress, kind=kind)
+            db.migrate()
+            async with evaluation_answerer(settings) as answerer:
+                with _progress(show_progress) as progress:
+                    return await run_eval(answerer, settings, dataset, releases, judge=judge,
+                                          concurrency=concurrency, progress=progress, kind=kind, db=db)
         finally:
-            await get_database(settings.database_url_resolved()).async_engine.dispose()
+            await db.async_engine.dispose()
 
     try:
         return asyncio.run(main())
@@ -224,19 +232,15 @@ def _evaluate(settings: Settings, dataset: Path, releases: list[str | None], *, 
 
 
 def _dataset(settings: Settings, dataset: Path | None) -> Path:
-    from feedback.gate import gate_dataset
-
     path = dataset or gate_dataset(settings)
     if not path.is_file():
         raise _fail(f"{path} does not exist", 2)
     return path
 
 
-def _write_html(path: Path | None, results: list[Any]) -> None:
+def _write_html(path: Path | None, results: list[EvalResult]) -> None:
     if path is None:
         return
-    from feedback.evals.report import render_html
-
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_html(results), encoding="utf-8")
     err.print(f"HTML report: {path}")
@@ -252,8 +256,6 @@ def eval_run_command(
     verbose: VerboseOption = False,
 ) -> None:
     """Run a release's real pipeline over a golden set: retrieval, citations, correctness, abstention, latency, cost."""
-    from feedback.evals.report import print_run, to_json
-
     settings = get_settings()
     _quiet(verbose)
     path = _dataset(settings, dataset)
@@ -277,8 +279,6 @@ def eval_compare_command(
     verbose: VerboseOption = False,
 ) -> None:
     """Run two releases on the same items: metrics side by side and per-item wins and losses of B against A."""
-    from feedback.evals.report import print_comparison, to_json
-
     settings = get_settings()
     _quiet(verbose)
     path = _dataset(settings, dataset)
@@ -301,31 +301,29 @@ def eval_gate_command(
 ) -> None:
     """The promotion quality gate: evaluate the active release and CANDIDATE on the gate's golden set, store both
     runs (what `promote` then checks) and say whether CANDIDATE is worse beyond the tolerances."""
-    from feedback.evals.report import print_comparison
-    from feedback.gate import evaluate_gate, gate_dataset
-
     settings = get_settings()
     _quiet(verbose)
     _dataset(settings, None)
-    from feedback.evals.runner import EvalError
 
-    async def main() -> tuple[Any, Any]:
-        from feedback.db import get_database
-
+    async def main() -> tuple[GateReport, AdminReply | None]:
+        db = get_database(settings.database_url_resolved())
         try:
-            with _progress(not as_json and sys.stderr.isatty()) as progress:
-                report = await evaluate_gate(settings, candidate, progress=progress)
+            db.migrate()
+            async with evaluation_answerer(settings) as answerer:
+                with _progress(not as_json and sys.stderr.isatty()) as progress:
+                    report = await evaluate_gate(answerer, settings, candidate, progress=progress, db=db)
             reply = None
             if promote:
                 reply = await _promote(settings, candidate, force)
             return report, reply
         finally:
-            await get_database(settings.database_url_resolved()).async_engine.dispose()
+            await db.async_engine.dispose()
 
     try:
         report, reply = asyncio.run(main())
     except EvalError as exc:
         raise _fail(str(exc)) from exc
+    assert report.active is not None and report.candidate is not None  # evaluated now: both runs are there
     if as_json:
         print(json.dumps({"ok": report.ok, "message": report.message, "dataset": str(gate_dataset(settings)),
                           "regressions": [r.__dict__ | {"text": r.text} for r in report.regressions],
@@ -344,12 +342,7 @@ def eval_gate_command(
         raise typer.Exit(1)
 
 
-async def _promote(settings: Settings, name: str, force: bool) -> Any:
+async def _promote(settings: Settings, name: str, force: bool) -> AdminReply:
     """Promote through the admin command handler, so the CLI promotion is audited like a chat one."""
-    from bot.runtime import Runtime
-    from feedback.db import get_database
-    from playbooks.admin import handle_admin_command
-    from playbooks.cli import cli_actor
-
-    rt = Runtime(settings=settings, db=get_database(settings.database_url_resolved()), redis=None)  # type: ignore[arg-type]
-    return await handle_admin_command(rt, cli_actor(), f"promote {name}{' --force' if force else ''}")
+    deps = AdminContext(settings=settings, db=get_database(settings.database_url_resolved()))
+    return await handle_admin_command(deps, cli_actor(), f"promote {name}{' --force' if force else ''}")

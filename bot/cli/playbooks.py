@@ -20,7 +20,16 @@ from rich.markdown import Markdown
 from rich.table import Table
 
 from bot.core.settings import Settings, get_settings
+from feedback.db import get_database
+from feedback.models import Alert, AuditEntry, Release
 from knowledge.config import KnowledgeConfig
+from knowledge.index import IndexNotFound, IndexStore
+from playbooks import audit
+from playbooks.admin import AdminActor, AdminContext, handle_admin_command
+from playbooks.alerts import recent_alerts
+from playbooks.releases import ReleaseError, active_release, create_release, get_release, list_releases
+from playbooks.reports import release_line
+from playbooks.status import ReleaseFigures, format_metrics, release_figures
 
 out = Console()
 err = Console(stderr=True)
@@ -32,9 +41,7 @@ release_app = typer.Typer(help="Releases: immutable bundles of prompt, model, re
                           no_args_is_help=True)
 
 
-def cli_actor() -> Any:
-    from playbooks.admin import AdminActor
-
+def cli_actor() -> AdminActor:
     try:
         user = getpass.getuser()
     except Exception:  # noqa: BLE001 - no passwd entry (containers)
@@ -42,52 +49,26 @@ def cli_actor() -> Any:
     return AdminActor(platform="cli", user_id=user, channel=socket.gethostname(), display_name="")
 
 
-def run_async(fn: Callable[[Any], Awaitable[T]]) -> T:
-    """Run ``fn(runtime)`` against a light runtime (database + Redis; no retriever), then close it."""
+def run_async(fn: Callable[[AdminContext], Awaitable[T]]) -> T:
+    """Run ``fn(context)`` against the settings and the (migrated) database, then close the database.
+
+    Nothing here needs Redis (or a retriever): admin commands work with Redis down.
+    """
 
     async def main() -> T:
-        from bot.runtime import Runtime
-        from feedback.db import get_database
-
         settings = get_settings()
         db = get_database(settings.database_url_resolved())
         db.migrate()
-        rt = Runtime(settings=settings, db=db, redis=_LazyRedis(settings))  # type: ignore[arg-type]
         try:
-            return await fn(rt)
+            return await fn(AdminContext(settings=settings, db=db))
         finally:
-            await rt.aclose()
             await db.aclose()
 
     return asyncio.run(main())
 
 
-class _LazyRedis:
-    """Connects to Redis on first use: admin commands need only the database, so they work with Redis down."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._redis: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            if self._redis is None:
-                from bot.redis_conn import connect
-
-                self._redis = await asyncio.wait_for(connect(self.settings), timeout=5)
-            return await getattr(self._redis, name)(*args, **kwargs)
-
-        return call
-
-    async def aclose(self) -> None:
-        if self._redis is not None:
-            await self._redis.aclose()
-
-
 def admin(text: str) -> None:
     """Run one admin command as the CLI actor and print the reply; exit 1 when it did not succeed."""
-    from playbooks.admin import handle_admin_command
-
     reply = run_async(lambda rt: handle_admin_command(rt, cli_actor(), text))
     out.print(Markdown(reply.text))
     if not reply.ok:
@@ -160,9 +141,8 @@ def audit_command(
     actor: Annotated[Optional[str], typer.Option(help="Only this actor, e.g. slack:U0123ABCD.")] = None,
 ) -> None:
     """Print the audit log: who did what, where, before → after, when — allowed or refused."""
-    from playbooks import audit
 
-    async def fetch(rt: Any) -> list[Any]:
+    async def fetch(rt: AdminContext) -> list[AuditEntry]:
         async with rt.db.asession() as session:
             return await audit.recent(session, limit, actor=actor)
 
@@ -179,9 +159,7 @@ def audit_command(
 @admin_app.command("alerts")
 def alerts_command(limit: Annotated[int, typer.Option("--limit", "-n")] = 20) -> None:
     """Recent alerts (budget, 👎 rate, fallback rate, error rate)."""
-    from playbooks.alerts import recent_alerts
-
-    alerts = run_async(lambda rt: recent_alerts(rt, limit))
+    alerts: list[Alert] = run_async(lambda rt: recent_alerts(rt.db, limit))
     table = Table(title="Alerts (newest first)")
     for column in ("when (UTC)", "kind", "posted", "message"):
         table.add_column(column, overflow="fold")
@@ -193,8 +171,6 @@ def alerts_command(limit: Annotated[int, typer.Option("--limit", "-n")] = 20) ->
 # --- deskmate release ----------------------------------------------------------------------------------
 def parse_index_version(value: str | None, settings: Settings, kb: str) -> int | None:
     """``latest`` → the newest built version (pinned); N → N, which must be kept."""
-    from knowledge.index import IndexNotFound, IndexStore
-
     if value is None:
         return None
     store = IndexStore(KnowledgeConfig.from_settings(settings))
@@ -226,9 +202,6 @@ def release_create_command(
     notes: Annotated[str, typer.Option()] = "",
 ) -> None:
     """Create a release (not active until `release promote`)."""
-    from playbooks import audit
-    from playbooks.releases import ReleaseError, create_release, get_release
-
     settings = get_settings()
     actor = cli_actor()
     changes: dict[str, Any] = {"notes": notes or None}
@@ -249,7 +222,7 @@ def release_create_command(
     if knowledge_set:
         changes["knowledge_sets"] = list(knowledge_set)
 
-    async def create(rt: Any) -> Any:
+    async def create(rt: AdminContext) -> Release:
         async with rt.db.asession() as session:
             source = await get_release(session, base) if base else None
             kb = source.kb if source else settings.kb_name
@@ -272,18 +245,14 @@ def release_create_command(
     except ReleaseError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
-    from playbooks.reports import release_line
-
     out.print(Markdown(f"Created {release_line(release)}. Activate it with `deskmate release promote {name}`."))
 
 
 @release_app.command("list")
 def release_list_command() -> None:
     """Releases with their feedback (👍/👎), answers and latest eval metrics; ▶ marks the active one."""
-    from playbooks.releases import active_release, list_releases
-    from playbooks.status import format_metrics, release_figures
 
-    async def fetch(rt: Any) -> tuple[Any, list[Any], dict[str, Any]]:
+    async def fetch(rt: AdminContext) -> tuple[Release, list[Release], dict[str, ReleaseFigures]]:
         async with rt.db.asession() as session:
             return (await active_release(session, rt.settings), await list_releases(session),
                     await release_figures(session))
@@ -293,8 +262,6 @@ def release_list_command() -> None:
     for column in ("", "name", "model", "prompt", "index", "k", "min score", "answers", "👍", "👎", "eval",
                    "created (UTC)", "by"):
         table.add_column(column, overflow="fold")
-    from playbooks.status import ReleaseFigures
-
     for r in releases:
         fig = figures.get(r.name) or ReleaseFigures()
         table.add_row("▶" if r.name == current.name else "", r.name, r.model, r.prompt_version,

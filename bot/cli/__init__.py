@@ -1,4 +1,10 @@
-"""The `deskmate` command. Each package contributes its commands; this module only assembles them."""
+"""The `deskmate` command: all of the command line lives in this package, which may import every layer.
+
+This module holds the typer ``app`` (``deskmate = "bot.cli:app"`` in ``pyproject.toml``), the process commands
+(``run``, ``web``, ``worker``, ``chat``) and assembles the others: :mod:`bot.cli.knowledge` (ingest, search,
+eval retrieval), :mod:`bot.cli.feedback` (feedback …, eval run|compare|gate), :mod:`bot.cli.playbooks`
+(admin …, release …, rollback), :mod:`bot.cli.slack` (slack …) and ``bot.teams.package`` (teams …).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,23 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Optional
 
 import typer
+from aiohttp.web import AppRunner
+from arq.worker import Worker
 from rich.console import Console
 
+from bot.cli import feedback as feedback_cli
+from bot.cli import knowledge as knowledge_cli
+from bot.cli import playbooks as playbooks_cli
+from bot.cli import slack as slack_cli
 from bot.core.log import configure_logging, get_logger
 from bot.core.settings import Settings, get_settings
-from bot.slack import cli as slack_cli
+from bot.local_chat.terminal import chat_loop
+from bot.redis_conn import ensure_embedded_redis, stop_embedded_redis
+from bot.runtime import Runtime, build_runtime
 from bot.teams import package as teams_package
-from feedback import cli as feedback_cli
-from knowledge import cli as knowledge_cli
-from playbooks import cli as playbooks_cli
+from bot.web import run_web, serve
+from bot.worker import build_worker, run_worker
+from feedback.db import get_database
 
 log = get_logger(__name__)
 err = Console(stderr=True)
@@ -46,8 +60,6 @@ def main() -> None:
 
 def prepare(settings: Settings, *, ingest: bool) -> None:
     """Database schema up to date; the knowledge folder ingested (incremental) when asked."""
-    from feedback.db import get_database
-
     get_database(settings.database_url_resolved()).migrate()
     if ingest:
         report = knowledge_cli.run_ingest(settings.knowledge_dir, settings.kb_name)
@@ -55,24 +67,18 @@ def prepare(settings: Settings, *, ingest: bool) -> None:
 
 
 @contextlib.asynccontextmanager
-async def local_services(settings: Settings, *, web: bool, worker: bool) -> AsyncIterator[object]:
+async def local_services(settings: Settings, *, web: bool, worker: bool) -> AsyncIterator[Runtime]:
     """Embedded Redis (when no URL is set), and in this process a worker and/or the web server."""
-    from bot.redis_conn import ensure_embedded_redis, stop_embedded_redis
-    from bot.runtime import build_runtime
-    from bot.worker import build_worker
-
     redis_proc = ensure_embedded_redis(settings)
     rt = await build_runtime(settings, worker=False)
-    runner = None
-    worker_obj = None
+    runner: AppRunner | None = None
+    worker_obj: Worker | None = None
     worker_task: asyncio.Task[None] | None = None
     try:
         if worker:
             worker_obj = build_worker(settings, handle_signals=False)
             worker_task = asyncio.create_task(worker_obj.main())
         if web:
-            from bot.web import serve
-
             runner, _ = await serve(settings, runtime=rt)
         yield rt
     finally:
@@ -112,8 +118,6 @@ def run(
 @app.command()
 def web() -> None:
     """The web process (Procfile `web`): adapters, health, local chat."""
-    from bot.web import run_web
-
     settings = get_settings()
     prepare(settings, ingest=False)
     asyncio.run(run_web(settings))
@@ -122,8 +126,6 @@ def web() -> None:
 @app.command()
 def worker() -> None:
     """The worker process (Procfile `worker`): answers questions from the queue."""
-    from bot.worker import run_worker
-
     settings = get_settings()
     prepare(settings, ingest=False)
     run_worker(settings)
@@ -136,17 +138,11 @@ def chat(
     ingest: Annotated[bool, typer.Option(help="Ingest DESKMATE_KNOWLEDGE_DIR first (incremental).")] = True,
 ) -> None:
     """Chat in the terminal, through the same queue and worker as Slack and Teams."""
-    from bot.local_chat.terminal import chat_loop
-
     settings = get_settings()
     prepare(settings, ingest=ingest)
 
     async def main() -> int:
         async with local_services(settings, web=False, worker=with_worker) as rt:
-            return await chat_loop(rt, question)  # type: ignore[arg-type]
+            return await chat_loop(rt, question)
 
     raise typer.Exit(asyncio.run(main()))
-
-
-if __name__ == "__main__":
-    app()

@@ -1,0 +1,5 @@
+"""``python -m bot.cli`` runs the ``deskmate`` command."""
+
+from bot.cli import app
+
+app()
