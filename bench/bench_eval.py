@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.handbook_18f import MARKDOWN_DIR, faq_items  # noqa: E402
+from bot.answerer import evaluation_answerer  # noqa: E402
 from bot.core.settings import SAMPLE_KNOWLEDGE_DIR, Settings  # noqa: E402
 from feedback.evals.metrics import METRICS  # noqa: E402
 from feedback.evals.report import fmt, print_comparison, print_run, render_html  # noqa: E402
@@ -94,12 +95,13 @@ async def bench_sample() -> list[tuple[str, EvalResult]]:
         for name, changes in (("strict", {"min_score": 0.4}), ("blind", {"retrieval_k": 0})):
             if await get_release(session, name) is None:
                 await create_release(session, settings, name, actor="bench", base="initial", **changes)
-    initial, strict = await run_eval(settings, SAMPLE_GOLDEN, ["initial", "strict"])
-    print_run(console, initial)
-    print_comparison(console, initial, strict)
-    save("sample", [initial])
-    save("sample-initial-vs-strict", [initial, strict])
-    gate = await evaluate_gate(settings, "blind", active="initial")
+    async with evaluation_answerer(settings) as answerer:
+        initial, strict = await run_eval(answerer, settings, SAMPLE_GOLDEN, ["initial", "strict"], db=db)
+        print_run(console, initial)
+        print_comparison(console, initial, strict)
+        save("sample", [initial])
+        save("sample-initial-vs-strict", [initial, strict])
+        gate = await evaluate_gate(answerer, settings, "blind", active="initial", db=db)
     console.print(f"[bold]Gate on 'blind' (k=0):[/bold] {'passed' if gate.ok else 'refused'} — {gate.message}")
     await db.aclose()
     return [("sample, `initial`", initial), ("sample, `strict` (min score 0.4)", strict)]
@@ -114,7 +116,8 @@ async def bench_18f() -> list[tuple[str, EvalResult]]:
     golden = OUT / "18f" / "faq-18f.golden.jsonl"
     golden.write_text("".join(json.dumps(i) + "\n" for i in faq_items()), encoding="utf-8")
     parse_golden(golden.read_text(encoding="utf-8"), source=str(golden))  # valid as a golden set
-    [result] = await run_eval(settings, golden, [None])
+    async with evaluation_answerer(settings) as answerer:
+        [result] = await run_eval(answerer, settings, golden, [None])
     print_run(console, result)
     save("18f", [result])
     from feedback.db import get_database
