@@ -16,9 +16,10 @@ from arq.connections import ArqRedis
 from bot.answering import AnswerEngine
 from bot.core.log import get_logger
 from bot.core.settings import Settings
-from bot.core.types import Answer, Platform
+from bot.core.types import Platform
 from bot.delivery import Deliverer
 from bot.intake import Intake
+from bot.notifier import AdminChannelNotifier
 from bot.pipeline import AfterAnswerHook, AnswerPipeline
 from bot.redis_conn import connect
 from bot.slack.delivery import slack_deliverer
@@ -30,7 +31,7 @@ from feedback.votes import Votes
 from knowledge.config import KnowledgeConfig
 from knowledge.index import IndexStore
 from knowledge.retrieval import Retriever
-from playbooks.guard import after_answer as guard_after_answer
+from playbooks.guard import Guard
 
 log = get_logger(__name__)
 
@@ -44,6 +45,7 @@ class Runtime:
     retriever: Retriever | None = None  # worker
     engine: AnswerEngine | None = None  # worker
     tracer: Tracer | None = None  # built by build_runtime for every process (votes score their traces)
+    guard: Guard | None = None  # worker: the budget guard and alerts (after each answer and by cron)
     deliverers: dict[Platform, Deliverer] = field(default_factory=dict)
     after_answer: list[AfterAnswerHook] = field(default_factory=list)
     interactions: InteractionStore = field(init=False)
@@ -92,15 +94,9 @@ async def build_runtime(settings: Settings, *, worker: bool) -> Runtime:
         if slack is not None:
             rt.deliverers[Platform.SLACK] = slack
         rt.deliverers[Platform.TEAMS] = teams_deliverer(settings)
-        rt.after_answer.append(_guard_hook(rt))
+        rt.guard = Guard(settings=settings, db=db, redis=redis, notifier=AdminChannelNotifier(settings))
+        rt.after_answer.append(rt.guard.after_answer)
     return rt
-
-
-def _guard_hook(rt: Runtime) -> AfterAnswerHook:
-    async def guard(interaction_id: int, answer: Answer) -> None:
-        await guard_after_answer(rt, interaction_id, answer)
-
-    return guard
 
 
 def warm_up(store: IndexStore, kb: str) -> None:

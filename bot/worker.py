@@ -31,6 +31,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["runtime"] = rt
     rt.after_answer.append(metrics.after_answer)
     ctx["pipeline"] = rt.answer_pipeline()
+    ctx["guard"] = rt.guard
     ctx["metrics_runner"] = await metrics.start_worker_metrics(rt)
     log.info("worker.ready", max_jobs=settings.worker_max_jobs)
 

@@ -1,6 +1,6 @@
 """Feedback to Langfuse: a vote as a score on its answer's trace, and labelled items as a Langfuse dataset.
 
-- :func:`send_vote_score` is what a vote path (local chat, Slack, Teams) calls after :func:`record_vote`: the
+- :func:`send_vote_score` is what the one vote path (:class:`feedback.votes.Votes`) calls after storing a vote: the
   score ``user_feedback`` (1 = 👍, 0 = 👎, the reason as comment) on the trace, sent in the background by the
   process's :class:`~bot.tracing.Tracer`.
 - :func:`push_scores` (``deskmate feedback push-scores``) sends the current labels again with ids derived from

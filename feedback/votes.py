@@ -48,9 +48,8 @@ class VoteResult:
     trace_id: str | None
 
 
-async def record_vote(db: Database, *, interaction_id: int, user: str, platform: str, label: str,
+async def _store_vote(db: Database, *, interaction_id: int, user: str, platform: str, label: str,
                       user_salt: str, reason: str | None = None, comment: str | None = None) -> VoteResult:
-    """Store the vote (without sending a score: :meth:`Votes.vote` does both)."""
     if label not in LABELS:
         raise VoteError(f"label must be 'up' or 'down', not {label!r}")
     if reason is not None and reason not in DOWN_REASONS:
@@ -80,7 +79,7 @@ async def record_vote(db: Database, *, interaction_id: int, user: str, platform:
         return VoteResult(row, changed, interaction.trace_id)
 
 
-async def mark_escalated(db: Database, *, interaction_id: int, user: str, platform: str, user_salt: str) -> None:
+async def _store_escalation(db: Database, *, interaction_id: int, user: str, platform: str, user_salt: str) -> None:
     """Remember that someone asked a human about this answer (stored on their feedback row)."""
     user_hash = hash_user(user, user_salt)
     async with db.asession() as session:
@@ -106,7 +105,7 @@ class Votes:
     async def vote(self, *, interaction_id: int, user: str, platform: str, label: str, reason: str | None = None,
                    comment: str | None = None) -> VoteResult:
         """Raises :class:`VoteError` for an unknown label, reason or interaction."""
-        result = await record_vote(self.db, interaction_id=interaction_id, user=user, platform=platform,
+        result = await _store_vote(self.db, interaction_id=interaction_id, user=user, platform=platform,
                                    label=label, user_salt=self.user_salt, reason=reason, comment=comment)
         send_vote_score(self.scores, trace_id=result.trace_id, label=result.feedback.label,
                         reason=result.feedback.reason, feedback_id=result.feedback.id)
@@ -114,5 +113,5 @@ class Votes:
 
     async def escalate(self, *, interaction_id: int, user: str, platform: str) -> None:
         """Remember that ``user`` asked a human about this answer."""
-        await mark_escalated(self.db, interaction_id=interaction_id, user=user, platform=platform,
+        await _store_escalation(self.db, interaction_id=interaction_id, user=user, platform=platform,
                              user_salt=self.user_salt)

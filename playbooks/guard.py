@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -32,7 +32,7 @@ from feedback.models import Switch
 from playbooks import audit
 from playbooks.alerts import Alerter, last_alert
 from playbooks.killswitch import GLOBAL_SCOPE, Mode, clear_expired, is_expired, set_mode
-from playbooks.notify import NoNotifier, Notifier
+from playbooks.notify import Notifier
 from playbooks.releases import ReleaseError, active_release, previous_release_name
 from playbooks.status import day_start, downvotes_over_last, spend_today, utc_now, window_stats
 
@@ -181,34 +181,7 @@ async def guard_cron(ctx: dict[str, Any]) -> list[str]:
 
     ``after_answer`` only runs when something is answered; when every job fails, nothing is, and only a cron
     notices the error rate and clears a lapsed budget switch. Reads the process's :class:`Guard` from
-    ``ctx["guard"]`` (until the worker puts it there: one built from ``ctx["runtime"]``).
+    ``ctx["guard"]`` (the worker's startup puts it there).
     """
-    guard = ctx.get("guard")
-    if not isinstance(guard, Guard):
-        guard = guard_of(ctx["runtime"])
+    guard: Guard = ctx["guard"]
     return await guard.run_checks()
-
-
-# --- until the worker builds a Guard itself --------------------------------------------------------------
-class GuardHost(Protocol):
-    """What :func:`guard_of` reads: the worker's runtime (settings, database, Redis, maybe a notifier)."""
-
-    @property
-    def settings(self) -> Settings: ...
-
-    @property
-    def db(self) -> Database: ...
-
-    @property
-    def redis(self) -> Redis: ...
-
-
-def guard_of(host: GuardHost) -> Guard:
-    """A Guard over ``host``'s parts, with its ``notifier`` if it has one (else alerts are stored, not sent)."""
-    notifier: Notifier = getattr(host, "notifier", None) or NoNotifier()
-    return Guard(settings=host.settings, db=host.db, redis=host.redis, notifier=notifier)
-
-
-async def after_answer(host: GuardHost, interaction_id: int, answer: Answer) -> None:
-    """Deprecated hook shape ``(runtime, interaction_id, answer)``: register ``Guard.after_answer`` instead."""
-    await guard_of(host).after_answer(interaction_id, answer)

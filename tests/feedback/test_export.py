@@ -18,7 +18,7 @@ from feedback.db import Database
 from feedback.export import labelled_rows, parse_since, render
 from feedback.langfuse_sync import dataset_item_id, feedback_item, push_dataset, push_scores
 from feedback.models import Feedback
-from feedback.votes import record_vote
+from feedback.votes import Votes
 from tests.fakes.langfuse_server import start_fake_langfuse
 from tests.feedback.helpers import add_interaction
 
@@ -36,10 +36,10 @@ async def labelled(db: Database) -> dict[str, int]:
                                  cited=("it/laptop-setup",), platform="teams")
     nf = await add_interaction(db, question="What is the capital of Australia?", status="not_found",
                                answer="I couldn't find this.", cited=("travel/international-travel",))
-    await record_vote(db, interaction_id=up, user="U1", platform="slack", label="up")
-    await record_vote(db, interaction_id=down, user="U2", platform="teams", label="down", reason="wrong",
+    await Votes(db, user_salt="test-salt").vote(interaction_id=up, user="U1", platform="slack", label="up")
+    await Votes(db, user_salt="test-salt").vote(interaction_id=down, user="U2", platform="teams", label="down", reason="wrong",
                       comment="that is not how NorthGate works")
-    await record_vote(db, interaction_id=nf, user="U3", platform="slack", label="up")
+    await Votes(db, user_salt="test-salt").vote(interaction_id=nf, user="U3", platform="slack", label="up")
     return {"up": up, "down": down, "not_found": nf}
 
 

@@ -19,7 +19,7 @@ from feedback.golden import (
     summary,
     write_golden,
 )
-from feedback.votes import record_vote
+from feedback.votes import Votes
 from tests.feedback.helpers import add_interaction
 
 
@@ -67,15 +67,15 @@ async def test_feedback_is_promoted_into_the_golden_set(db: Database, tmp_path: 
                                      answer="I couldn't find this in the handbook.", cited=("travel/per-diem",))
     tied = await add_interaction(db, question="how do I book a flight")
     known = await add_interaction(db, question="Whats the per diem in the US?")  # already in the set below
-    await record_vote(db, interaction_id=good, user="U1", platform="slack", label="up")
-    await record_vote(db, interaction_id=good, user="U2", platform="slack", label="up")
-    await record_vote(db, interaction_id=bad, user="U1", platform="slack", label="down", reason="wrong")
-    await record_vote(db, interaction_id=bad, user="U2", platform="slack", label="down", reason="wrong")
-    await record_vote(db, interaction_id=bad, user="U3", platform="slack", label="up")
-    await record_vote(db, interaction_id=declined, user="U1", platform="slack", label="up")
-    await record_vote(db, interaction_id=tied, user="U1", platform="slack", label="up")
-    await record_vote(db, interaction_id=tied, user="U2", platform="slack", label="down")
-    await record_vote(db, interaction_id=known, user="U1", platform="slack", label="up")
+    await Votes(db, user_salt="test-salt").vote(interaction_id=good, user="U1", platform="slack", label="up")
+    await Votes(db, user_salt="test-salt").vote(interaction_id=good, user="U2", platform="slack", label="up")
+    await Votes(db, user_salt="test-salt").vote(interaction_id=bad, user="U1", platform="slack", label="down", reason="wrong")
+    await Votes(db, user_salt="test-salt").vote(interaction_id=bad, user="U2", platform="slack", label="down", reason="wrong")
+    await Votes(db, user_salt="test-salt").vote(interaction_id=bad, user="U3", platform="slack", label="up")
+    await Votes(db, user_salt="test-salt").vote(interaction_id=declined, user="U1", platform="slack", label="up")
+    await Votes(db, user_salt="test-salt").vote(interaction_id=tied, user="U1", platform="slack", label="up")
+    await Votes(db, user_salt="test-salt").vote(interaction_id=tied, user="U2", platform="slack", label="down")
+    await Votes(db, user_salt="test-salt").vote(interaction_id=known, user="U1", platform="slack", label="up")
 
     promotion = promote_feedback(await labelled_rows(db), [])
     by_id = {i.interaction_id: i for i in promotion.added}
@@ -108,7 +108,7 @@ async def test_promote_and_validate_golden_commands(db: Database, settings, tmp_
 
     monkeypatch.setattr(feedback_cli, "get_settings", lambda: settings)
     good = await add_interaction(db, question="whats the per diem in the US", answer="USD 80 a day [1].")
-    await record_vote(db, interaction_id=good, user="U1", platform="slack", label="up")
+    await Votes(db, user_salt="test-salt").vote(interaction_id=good, user="U1", platform="slack", label="up")
     target = tmp_path / "golden" / "promoted.jsonl"
     runner = CliRunner()
 

@@ -11,7 +11,7 @@ from feedback.db import Database
 from feedback.export import labelled_rows
 from feedback.langfuse_sync import score_id, send_vote_score
 from feedback.models import Feedback
-from feedback.votes import VoteError, mark_escalated, record_vote
+from feedback.votes import VoteError, Votes
 from tests.fakes.langfuse_server import start_fake_langfuse
 from tests.feedback.helpers import add_interaction
 
@@ -23,7 +23,7 @@ async def feedback_rows(db: Database) -> list[Feedback]:
 
 async def test_vote_is_recorded_with_a_hashed_user(db: Database) -> None:
     iid = await add_interaction(db)
-    result = await record_vote(db, interaction_id=iid, user="U123", platform="slack", label="up")
+    result = await Votes(db, user_salt="test-salt").vote(interaction_id=iid, user="U123", platform="slack", label="up")
     assert result.changed is False
     [row] = await feedback_rows(db)
     assert (row.label, row.platform, row.interaction_id) == ("up", "slack", iid)
@@ -32,30 +32,30 @@ async def test_vote_is_recorded_with_a_hashed_user(db: Database) -> None:
 
 async def test_change_of_vote_updates_the_label_and_is_not_counted_twice(db: Database) -> None:
     iid = await add_interaction(db)
-    await record_vote(db, interaction_id=iid, user="U1", platform="slack", label="down", reason="wrong")
-    changed = await record_vote(db, interaction_id=iid, user="U1", platform="slack", label="up")
+    await Votes(db, user_salt="test-salt").vote(interaction_id=iid, user="U1", platform="slack", label="down", reason="wrong")
+    changed = await Votes(db, user_salt="test-salt").vote(interaction_id=iid, user="U1", platform="slack", label="up")
     assert changed.changed is True
     [row] = await feedback_rows(db)
     assert (row.label, row.reason) == ("up", None), "the reason given for 👎 no longer applies to 👍"
-    await record_vote(db, interaction_id=iid, user="U2", platform="slack", label="down", reason="outdated")
+    await Votes(db, user_salt="test-salt").vote(interaction_id=iid, user="U2", platform="slack", label="down", reason="outdated")
     rows = await labelled_rows(db)
     assert sorted((r["label"], r["reason"]) for r in rows) == [("down", "outdated"), ("up", None)]
 
 
 async def test_escalation_without_a_vote_is_not_a_label(db: Database) -> None:
     iid = await add_interaction(db)
-    await mark_escalated(db, interaction_id=iid, user="U1", platform="slack")
+    await Votes(db, user_salt="test-salt").escalate(interaction_id=iid, user="U1", platform="slack")
     assert await labelled_rows(db) == []
 
 
 async def test_bad_votes_are_refused(db: Database) -> None:
     iid = await add_interaction(db)
     with pytest.raises(VoteError):
-        await record_vote(db, interaction_id=iid, user="U1", platform="slack", label="meh")
+        await Votes(db, user_salt="test-salt").vote(interaction_id=iid, user="U1", platform="slack", label="meh")
     with pytest.raises(VoteError):
-        await record_vote(db, interaction_id=iid, user="U1", platform="slack", label="down", reason="because")
+        await Votes(db, user_salt="test-salt").vote(interaction_id=iid, user="U1", platform="slack", label="down", reason="because")
     with pytest.raises(VoteError):
-        await record_vote(db, interaction_id=iid + 999, user="U1", platform="slack", label="up")
+        await Votes(db, user_salt="test-salt").vote(interaction_id=iid + 999, user="U1", platform="slack", label="up")
 
 
 async def test_vote_becomes_a_score_on_the_answers_trace(make_settings, db: Database) -> None:
@@ -66,7 +66,7 @@ async def test_vote_becomes_a_score_on_the_answers_trace(make_settings, db: Data
         try:
             trace_id = "a" * 32
             iid = await add_interaction(db, trace_id=trace_id)
-            result = await record_vote(db, interaction_id=iid, user="U1", platform="slack", label="down",
+            result = await Votes(db, user_salt="test-salt").vote(interaction_id=iid, user="U1", platform="slack", label="down",
                                        reason="outdated")
             assert send_vote_score(tracer, trace_id=result.trace_id, label=result.feedback.label,
                                    reason=result.feedback.reason, feedback_id=result.feedback.id)
