@@ -1,4 +1,4 @@
-"""The arq worker: answers questions from the queue (``arq bot.worker.WorkerSettings`` or ``deskmate worker``).
+"""The arq worker: answers questions from the queue (``deskmate worker``, or ``arq bot.worker_settings.WorkerSettings``).
 
 One process holds many answers in flight (``DESKMATE_WORKER_MAX_JOBS``): each job mostly waits on the LLM.
 Transient faults are retried with backoff by arq; a job that fails for good records the error and tells the
@@ -68,7 +68,7 @@ async def sweep(ctx: dict[str, Any]) -> int:
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for :class:`arq.worker.Worker` (also what :class:`WorkerSettings` exposes)."""
+    """Keyword arguments for :class:`arq.worker.Worker` (also what :class:`bot.worker_settings.WorkerSettings` exposes)."""
     interval = max(1, int(settings.sweeper_interval_s))
     return dict(
         functions=[func(answer, name=ANSWER_JOB, timeout=settings.job_timeout_s, max_tries=settings.job_max_tries)],
@@ -96,21 +96,6 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
     options = worker_options(settings)
     options.update(overrides)
     return Worker(**options)
-
-
-class WorkerSettings:
-    """For the ``arq`` command line: ``arq bot.worker.WorkerSettings``."""
-
-    _settings = get_settings()
-    functions = worker_options(_settings)["functions"]
-    cron_jobs = worker_options(_settings)["cron_jobs"]
-    on_startup = startup
-    on_shutdown = shutdown
-    redis_settings = redis_settings(_settings)
-    max_jobs = _settings.worker_max_jobs
-    job_timeout = _settings.job_timeout_s
-    max_tries = _settings.job_max_tries
-    poll_delay = _settings.worker_poll_delay_s
 
 
 def run_worker(settings: Settings) -> None:
