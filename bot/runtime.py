@@ -1,9 +1,9 @@
 """The components one process builds from its settings, shared by its jobs and request handlers.
 
 Nothing here is a source of truth: the database and Redis are. A web process builds the light parts (database,
-Redis, the interaction store and intake); a worker also loads the embedder, the index, the LLM client and the
-tracer — once per process, not per job — and registers the deliverers of the configured chat surfaces.
-This is the one place where the layers are wired together.
+Redis, the interaction store and intake); a worker also loads the embedder, the index, the LLM client and the budget
+guard — once per process, not per job. The worker (:mod:`bot.worker`) adds the chat surfaces' deliverers.
+This is where the layers are wired together.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from bot.intake import Intake
 from bot.notifier import AdminChannelNotifier
 from bot.pipeline import AfterAnswerHook, AnswerPipeline
 from bot.redis_conn import connect
-from bot.slack.delivery import slack_deliverer
-from bot.teams.delivery import teams_deliverer
 from bot.tracing import Tracer
 from feedback.db import Database, get_database
 from feedback.interactions import InteractionStore
@@ -90,10 +88,6 @@ async def build_runtime(settings: Settings, *, worker: bool) -> Runtime:
         rt.retriever = Retriever(rt.store)
         await asyncio.to_thread(warm_up, rt.store, settings.kb_name)
         rt.engine = AnswerEngine(settings, redis)
-        slack = slack_deliverer(settings, redis)
-        if slack is not None:
-            rt.deliverers[Platform.SLACK] = slack
-        rt.deliverers[Platform.TEAMS] = teams_deliverer(settings)
         rt.guard = Guard(settings=settings, db=db, redis=redis, notifier=AdminChannelNotifier(settings))
         rt.after_answer.append(rt.guard.after_answer)
     return rt

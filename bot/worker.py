@@ -16,10 +16,13 @@ from arq.worker import Worker, func
 from bot import metrics
 from bot.core.log import configure_logging, get_logger
 from bot.core.settings import Settings, get_settings
+from bot.core.types import Platform
 from bot.pipeline import AnswerPipeline
 from bot.queue import ANSWER_JOB, sweep_pending
 from bot.redis_conn import redis_settings
 from bot.runtime import Runtime, build_runtime
+from bot.slack.delivery import slack_deliverer
+from bot.teams.delivery import teams_deliverer
 from playbooks.guard import guard_cron
 
 log = get_logger(__name__)
@@ -28,6 +31,10 @@ log = get_logger(__name__)
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or get_settings()
     rt = await build_runtime(settings, worker=True)
+    slack = slack_deliverer(settings, rt.redis)
+    if slack is not None:
+        rt.deliverers[Platform.SLACK] = slack
+    rt.deliverers[Platform.TEAMS] = teams_deliverer(settings)
     ctx["runtime"] = rt
     rt.after_answer.append(metrics.after_answer)
     ctx["pipeline"] = rt.answer_pipeline()

@@ -147,7 +147,7 @@ class FakeConnector:
         if match is None:
             self.calls.append(Call(request.method, request.path, None, None, body, dict(request.headers), 404))
             return web.json_response({"error": {"code": "NotFound", "message": request.path}}, status=404)
-        conversation, kind_part, item = match["conversation"], match["kind"], match["item"]
+        conversation, item = match["conversation"], match["item"]
         call = Call(request.method, request.path, conversation, item, body, dict(request.headers))
         self.calls.append(call)
         failure = self._take_failure(request.method, call.kind)
