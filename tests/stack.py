@@ -1,9 +1,19 @@
-"""A running Deskmate for tests: the web server and an arq worker in the test's event loop, on free ports."""
+"""A running Deskmate for tests: the web server and an arq worker in the test's event loop, on free ports.
+
+Waiting without fixed sleeps — each helper returns on a positive signal that the work has finished:
+
+- :meth:`Stack.wait_final` — the interaction's answer job has finished (arq's ``Job.result``): recorded,
+  delivered and the after-answer hooks run, not just "the row turned final" (which happens before delivery);
+- :meth:`Stack.settle` — every request sent so far has been processed (bolt's listener tasks are done) and the
+  worker has nothing queued or running: assert "nothing happened" after this, not after a sleep;
+- :func:`drain` — a worker in arq burst mode: runs every queued job to completion, then stops.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -11,14 +21,23 @@ from typing import Any
 
 import httpx
 from aiohttp import web
+from arq.connections import ArqRedis
+from arq.jobs import Job, ResultNotFound
+from arq.worker import Worker
 
 from bot.core.settings import Settings
 from bot.core.types import FINAL_STATUSES
+from bot.queue import job_id
 from bot.runtime import Runtime, build_runtime
 from bot.web import create_app
-from bot.worker import build_worker
+from bot.worker import build_worker, startup
 from feedback.db import Database
 from feedback.models import Interaction
+
+#: The coroutine slack-bolt runs each listener in, started before the request is answered (see settle_listeners).
+BOLT_LISTENER_TASK = "run_ack_function_asynchronously"
+POLL_S = 0.02
+ANSWER_JOB_PREFIX = job_id("").encode()
 
 
 @dataclass
@@ -34,7 +53,18 @@ class Stack:
         return self.web_runtime.db
 
     async def wait_final(self, interaction_id: int, timeout_s: float = 30.0) -> Interaction:
-        return await wait_final(self.db, interaction_id, timeout_s)
+        """The interaction once its answer job has finished (answer recorded, delivered, hooks run)."""
+        return await wait_final(self.db, interaction_id, timeout_s, redis=self.web_runtime.redis)
+
+    async def settle(self, timeout_s: float = 30.0) -> None:
+        """Every request sent so far has been fully processed, and the worker has nothing queued or running.
+
+        Use this before asserting that a request did *not* lead to anything (no question recorded, nothing
+        posted): it returns when the work is done, however slow the machine, instead of hoping a sleep was enough.
+        """
+        await settle_listeners(timeout_s)
+        if self.worker is not None:
+            await queue_drained(self.web_runtime.redis, timeout_s)
 
     async def interactions(self) -> list[Interaction]:
         from sqlmodel import col, select
@@ -43,35 +73,132 @@ class Stack:
             return list((await session.exec(select(Interaction).order_by(col(Interaction.id)))).all())
 
 
-async def wait_final(db: Database, interaction_id: int, timeout_s: float = 30.0) -> Interaction:
+async def _row(db: Database, interaction_id: int) -> Interaction | None:
+    async with db.asession() as session:
+        return await session.get(Interaction, interaction_id)
+
+
+async def wait_final(db: Database, interaction_id: int, timeout_s: float = 30.0, *,
+                     redis: ArqRedis | None = None) -> Interaction:
+    """The interaction once it is final. With ``redis``, also once its answer job has finished: the row turns
+    final before the answer is delivered and the after-answer hooks run; the job's result comes after both."""
     deadline = time.monotonic() + timeout_s
+    row = await _row(db, interaction_id)
+    if redis is not None and row is not None:
+        await _job_finished(db, redis, row, deadline)
     while True:
-        async with db.asession() as session:
-            row = await session.get(Interaction, interaction_id)
+        row = await _row(db, interaction_id)
         if row is not None and row.status in FINAL_STATUSES:
             return row
         if time.monotonic() > deadline:
             raise TimeoutError(f"interaction {interaction_id} still {row.status if row else 'missing'}")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(POLL_S)
+
+
+async def _job_finished(db: Database, redis: ArqRedis, row: Interaction, deadline: float) -> None:
+    """Wait for the arq result of ``row``'s answer job (whatever it was, even a failure)."""
+    assert row.id is not None
+    job = Job(job_id(row.idempotency_key), redis)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            current = await _row(db, row.id)
+            raise TimeoutError(f"interaction {row.id}: answer job {await job.status()}, row "
+                               f"{current.status if current else 'missing'}")
+        try:
+            await job.result(timeout=remaining, poll_delay=POLL_S)
+            return
+        except ResultNotFound:
+            # no result and not in the queue: not enqueued yet (Redis was down; the sweeper will), or the row
+            # was finished without a job of ours
+            current = await _row(db, row.id)
+            if current is not None and current.status in FINAL_STATUSES:
+                return
+            await asyncio.sleep(POLL_S)
+        except asyncio.TimeoutError:
+            continue  # the deadline check above reports it
+        except Exception:  # noqa: BLE001 - the job failed or timed out: it has finished; the row tells how
+            return
+
+
+async def settle_listeners(timeout_s: float = 30.0) -> None:
+    """Wait until the listener work slack-bolt started for the requests answered so far has finished.
+
+    bolt acknowledges a request and runs its listener in a task it creates *before* the HTTP response is
+    returned, so once a test holds the response, these tasks are all there is left to wait for. (A request
+    refused before any listener, e.g. a bad signature, starts none: it was fully handled when answered.)
+    """
+    from slack_bolt.listener.asyncio_runner import AsyncioListenerRunner
+
+    if BOLT_LISTENER_TASK not in inspect.getsource(AsyncioListenerRunner.run):
+        raise RuntimeError(f"slack-bolt no longer runs listeners in {BOLT_LISTENER_TASK}(): update tests/stack.py")
+    current = asyncio.current_task()
+    pending = [t for t in asyncio.all_tasks() if t is not current and not t.done()
+               and BOLT_LISTENER_TASK in getattr(t.get_coro(), "__qualname__", "")]
+    if pending:
+        done, still = await asyncio.wait(pending, timeout=timeout_s)
+        if still:
+            raise TimeoutError(f"{len(still)} Slack listener(s) still running after {timeout_s}s")
+
+
+async def queue_drained(redis: ArqRedis, timeout_s: float = 30.0) -> None:
+    """Wait until no answer job is queued, deferred (a retry) or in progress.
+
+    arq keeps a job in its queue until it finishes and removes it in the same transaction that stores the
+    result, so no answer job in the queue means every one enqueued so far has run to its end. (The cron jobs —
+    the sweeper, the guard — are always scheduled ahead in the queue; they are not answers.)
+    """
+    deadline = time.monotonic() + timeout_s
+    while answers := [j for j in await redis.zrange("arq:queue", 0, -1) if j.startswith(ANSWER_JOB_PREFIX)]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"answer jobs still queued or running after {timeout_s}s: {answers}")
+        await asyncio.sleep(POLL_S)
+
+
+async def drain(settings: Settings, timeout_s: float = 60.0) -> Worker:
+    """Run a real worker (``build_worker``) in arq burst mode: every queued job runs to completion, then the
+    worker stops. When this returns, the answers queued before the call are recorded and delivered.
+
+    For a test with no other worker running. Its cron jobs (the sweeper, the guard) are left out — a scheduled
+    cron job sits in the queue, so a burst worker with them would never find the queue empty; a test that needs
+    the sweeper calls :func:`bot.queue.sweep_pending` first. Returns the worker (``jobs_complete``, ``jobs_failed``).
+    """
+    worker = build_worker(settings, handle_signals=False, burst=True, cron_jobs=[])
+    try:
+        await asyncio.wait_for(worker.async_run(), timeout_s)
+    finally:
+        with contextlib.suppress(Exception):
+            await worker.close()
+    return worker
 
 
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings) -> AsyncIterator[Any]:
-    worker = build_worker(settings, handle_signals=False)
+    ready = asyncio.Event()
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        await startup(ctx)
+        ready.set()
+
+    worker = build_worker(settings, handle_signals=False, on_startup=on_startup)
     task = asyncio.create_task(worker.main())
     try:
-        # wait until the worker's runtime is built (on_startup ran)
-        deadline = time.monotonic() + 60
-        while "pipeline" not in worker.ctx and not task.done() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        # until the worker's runtime is built (on_startup ran), or the worker failed to start
+        started = asyncio.create_task(ready.wait())
+        await asyncio.wait({started, task}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
         if task.done():
             task.result()
+        if not ready.is_set():
+            raise TimeoutError("the worker did not start within 60 s")
         yield worker
     finally:
-        # let jobs still running finish, so none is cancelled mid-answer or lands in the next test
-        deadline = time.monotonic() + 15
-        while getattr(worker, "job_tasks", None) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        # take no new job, and let the running ones finish, so none is cancelled mid-answer (close() cancels)
+        # or lands in the next test
+        worker.allow_pick_jobs = False
+        running = [t for t in worker.tasks.values() if not t.done()]
+        if running:
+            await asyncio.wait(running, timeout=15)
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await worker.close()
         task.cancel()

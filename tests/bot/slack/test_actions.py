@@ -107,5 +107,5 @@ async def test_click_on_an_unknown_answer_changes_nothing(slack_stack: Stack, sl
     forged = await slack.post_raw("payload=%7B%7D", "application/x-www-form-urlencoded",
                                   {"X-Slack-Signature": "v0=00", "X-Slack-Request-Timestamp": "1"})
     assert forged.status_code == 401
-    await __import__("asyncio").sleep(0.2)
+    await slack_stack.settle()  # the click's listener has run to its end
     assert await feedback_rows(slack_stack) == []
