@@ -115,14 +115,17 @@ class Intake:
         if await self._claim(key) is False:
             log.info("intake.duplicate", platform=question.platform.value, stage="claim")
             return Submitted(Outcome.DUPLICATE)
-        if prepare is not None:
-            await prepare(question)
         try:
+            if prepare is not None:
+                await prepare(question)
             interaction_id, duplicate = await self._record(question)
-        except (DBAPIError, SQLAlchemyTimeout) as exc:
+        except (DBAPIError, SQLAlchemyTimeout, LookupError) as exc:
             log.error("intake.record_failed", platform=question.platform.value, error=str(exc)[:300])
             await self._release(key)
             return Submitted(Outcome.UNRECORDED)
+        except BaseException:
+            await self._release(key)  # a failing prepare step: the platform's retry must not look like a duplicate
+            raise
         if duplicate:  # the Redis claim was unavailable or expired; the database caught the redelivery
             log.info("intake.duplicate", platform=question.platform.value, stage="database",
                      interaction_id=interaction_id)

@@ -15,7 +15,6 @@ from tests.bot.passages import passage
 from tests.fakes.anthropic_server import FakeAnthropic, Reply, start_fake_anthropic
 from tests.fakes.redis_server import RedisServer, start_redis_server
 
-MIN_SCORE = 0.3
 CONFIG = GenerationConfig(model="claude-haiku-4-5", max_tokens=512, timeout_s=2.0)
 LABEL = "_Automatic excerpt — not written by the AI model"
 
@@ -95,8 +94,7 @@ async def engine(fake: FakeAnthropic, redis_client: redis.asyncio.Redis) -> Asyn
 
 
 async def compose(engine: AnswerEngine, question: str = QUESTION, **kw: object):
-    options: dict[str, object] = {"min_score": MIN_SCORE, **kw}
-    return await engine.compose(question, [], PASSAGES, CONFIG, **options)  # type: ignore[arg-type]
+    return await engine.compose(question, [], PASSAGES, CONFIG, **kw)  # type: ignore[arg-type]
 
 
 # --- answered ---------------------------------------------------------------------------------------------
@@ -161,7 +159,7 @@ async def test_history_reaches_the_model(fake: FakeAnthropic, engine: AnswerEngi
         Turn(role="user", text="Can I fly business class?"),
         Turn(role="assistant", text="Only over six hours [1]."),
     ]
-    await engine.compose("And who books it?", history, PASSAGES, CONFIG, min_score=MIN_SCORE)
+    await engine.compose("And who books it?", history, PASSAGES, CONFIG)
     roles = [m["role"] for m in fake.requests[0].body["messages"]]
     assert roles == ["user", "assistant", "user"]
 
@@ -169,21 +167,8 @@ async def test_history_reaches_the_model(fake: FakeAnthropic, engine: AnswerEngi
 # --- not found --------------------------------------------------------------------------------------------
 
 
-async def test_nothing_relevant_retrieved_is_not_found_without_a_call(
-    fake: FakeAnthropic, engine: AnswerEngine
-) -> None:
-    low = [p.model_copy(update={"score": 0.1}) for p in PASSAGES]
-    answer = await engine.compose("What is the dress code?", [], low, CONFIG, min_score=MIN_SCORE)
-    assert answer.status is Status.NOT_FOUND
-    assert answer.text.startswith(NOT_FOUND_TEXT)
-    assert "closest sources" in answer.text
-    assert [s.heading for s in answer.sources] == ["Travel", "Meals", "Annual leave"]  # at most three
-    assert not answer.fallback and answer.model is None and answer.cost_usd == 0.0
-    assert fake.requests == []
-
-
 async def test_no_passages_is_not_found(fake: FakeAnthropic, engine: AnswerEngine) -> None:
-    answer = await engine.compose("What is the dress code?", [], [], CONFIG, min_score=MIN_SCORE)
+    answer = await engine.compose("What is the dress code?", [], [], CONFIG)
     assert answer.status is Status.NOT_FOUND
     assert answer.sources == [] and "closest sources" not in answer.text
     assert fake.requests == []
@@ -271,7 +256,7 @@ async def test_timeout_falls_back(fake: FakeAnthropic, redis_client: redis.async
     engine = AnswerEngine(make_settings(fake, llm_max_retries=0), redis_client)
     fake.always(Reply.slow(5.0))
     answer = await engine.compose(
-        QUESTION, [], PASSAGES, CONFIG.model_copy(update={"timeout_s": 0.3}), min_score=MIN_SCORE
+        QUESTION, [], PASSAGES, CONFIG.model_copy(update={"timeout_s": 0.3})
     )
     assert answer.fallback and answer.fallback_reason == "the AI model is unavailable: timeout"
     assert answer.llm_latency_ms is not None and 250 < answer.llm_latency_ms < 2000

@@ -229,6 +229,22 @@ async def test_prepare_runs_before_recording_and_its_reply_target_is_stored(
     assert row.question_payload["reply_target"]["placeholder_ts"] == "1700000000.000200"
 
 
+async def test_a_failing_prepare_step_releases_the_claim_so_the_platforms_retry_is_answered(
+        intake: Intake, database: Database) -> None:
+    q = question()
+
+    async def broken_placeholder(_q: Question) -> None:
+        raise RuntimeError("chat.postMessage exploded")
+
+    with pytest.raises(RuntimeError):
+        await intake.submit(q, prepare=broken_placeholder)
+    assert await rows(database) == []
+
+    retry = await intake.submit(q.model_copy(deep=True))
+    assert retry.outcome is Outcome.NEW, "the redelivered event is taken, not dropped as a duplicate"
+    assert len(await rows(database)) == 1
+
+
 async def test_redis_down_keeps_the_question_and_the_sweeper_enqueues_it_when_back(
         intake: Intake, store: InteractionStore, database: Database, arq_redis: ArqRedis,
         redis_server: RedisServer) -> None:

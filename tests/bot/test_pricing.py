@@ -1,6 +1,6 @@
 import pytest
 
-from bot import pricing
+from bot.core import pricing
 from bot.core.pricing import cost_usd, find_price
 from bot.core.settings import DEFAULT_PRICES, ModelPrice
 from bot.core.types import Usage
