@@ -83,7 +83,8 @@ def save(name: str, results: list[EvalResult]) -> None:
 async def bench_sample() -> list[tuple[str, EvalResult]]:
     from feedback.db import get_database
     from feedback.gate import evaluate_gate
-    from playbooks.releases import active_release, create_release, get_release
+    from playbooks.releases import create_release
+    from feedback.releases import active_release, get_release
 
     settings = settings_for("sample", "default")
     seconds = ingest(settings, SAMPLE_KNOWLEDGE_DIR)

@@ -39,7 +39,7 @@ from bot.core.types import Answer, Status
 from feedback.db import Database
 from feedback.stats import totals
 from playbooks.killswitch import GLOBAL_SCOPE, is_expired, list_switches
-from playbooks.releases import active_release
+from feedback.releases import active_release
 from playbooks.status import spend_today, window_stats
 
 log = get_logger(__name__)

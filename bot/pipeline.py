@@ -32,7 +32,7 @@ from knowledge.passage import Passage
 from knowledge.retrieval import FusionConfig, SearchFilter
 from playbooks.channel_policy import resolve_policy
 from playbooks.killswitch import Mode, effective_mode
-from playbooks.releases import active_release
+from feedback.releases import active_release
 
 log = get_logger(__name__)
 

@@ -27,7 +27,8 @@ from feedback.db import Database
 from feedback.models import Admin, Switch
 from playbooks import audit
 from playbooks.killswitch import parse_mode, set_mode
-from playbooks.releases import GateRefused, ReleaseError, get_release, promote, rollback
+from playbooks.releases import GateRefused, ReleaseError, promote, rollback
+from feedback.releases import get_release
 from playbooks.reports import audit_text, budget_text, release_line, releases_text, status_text
 from playbooks.targets import PLATFORMS, TargetError, looks_like_target, resolve_target, resolve_user
 

@@ -33,7 +33,8 @@ from playbooks import audit
 from playbooks.alerts import Alerter, last_alert
 from playbooks.killswitch import GLOBAL_SCOPE, Mode, clear_expired, is_expired, set_mode
 from playbooks.notify import Notifier
-from playbooks.releases import ReleaseError, active_release, previous_release_name
+from playbooks.releases import ReleaseError, previous_release_name
+from feedback.releases import active_release
 from playbooks.status import day_start, downvotes_over_last, spend_today, utc_now, window_stats
 
 log = get_logger(__name__)

@@ -7,7 +7,7 @@ just pointing at a release whose ``index_version`` is still kept.
 The first start creates the release ``initial`` from the settings; it follows the latest index version
 (``index_version`` None). Releases made with ``release create`` pin the index version they were made with
 unless told otherwise. Reading releases (one by name, the active one, that first ``initial``) is
-:mod:`feedback.releases`, re-exported here; this module changes which release is active.
+:mod:`feedback.releases`; this module changes which release is active.
 """
 
 from __future__ import annotations
@@ -21,16 +21,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.core.settings import Settings
 from feedback.db import get_database
 from feedback.models import Release, ReleaseEvent
-from feedback.releases import INITIAL_RELEASE, active_release, get_release, initial_release, latest_events
+from feedback.releases import active_release, get_release, latest_events
 from knowledge.config import KnowledgeConfig
 from knowledge.index import IndexNotFound, IndexStore
 from playbooks.gate import GateResult, PromotionGate, resolve_gate, run_gate
-
-__all__ = [
-    "DEFAULT_GATE", "INITIAL_RELEASE", "MUTABLE_FIELDS", "GateRefused", "Promotion", "ReleaseError", "activate",
-    "active_release", "create_release", "get_release", "initial_release", "list_releases", "pinned_index_versions",
-    "previous_release_name", "promote", "release_history", "rollback",
-]
 
 #: ``promote(gate=DEFAULT_GATE)`` asks the gate found by :func:`playbooks.gate.resolve_gate`.
 DEFAULT_GATE = object()

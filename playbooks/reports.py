@@ -12,7 +12,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.core.settings import Settings
 from feedback.models import AuditEntry, Release, Switch
 from playbooks.killswitch import GLOBAL_SCOPE, Mode, is_expired, list_switches
-from playbooks.releases import active_release, list_releases, release_history
+from playbooks.releases import list_releases, release_history
+from feedback.releases import active_release
 from playbooks.status import (
     ReleaseFigures,
     day_start,

@@ -27,7 +27,8 @@ from knowledge.index import IndexNotFound, IndexStore
 from playbooks import audit
 from playbooks.admin import AdminActor, AdminContext, handle_admin_command
 from playbooks.alerts import recent_alerts
-from playbooks.releases import ReleaseError, active_release, create_release, get_release, list_releases
+from playbooks.releases import ReleaseError, create_release, list_releases
+from feedback.releases import active_release, get_release
 from playbooks.reports import release_line
 from playbooks.status import ReleaseFigures, format_metrics, release_figures
 

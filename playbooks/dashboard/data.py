@@ -20,7 +20,8 @@ from bot.core.types import Status
 from feedback.db import Database
 from feedback.models import AuditEntry, Feedback, Interaction, Release, ReleaseEvent
 from playbooks.killswitch import is_expired, list_switches
-from playbooks.releases import active_release, list_releases
+from playbooks.releases import list_releases
+from feedback.releases import active_release
 from playbooks.status import INTENTIONAL_FALLBACKS, day_start, release_figures
 
 MAX_DAYS = 90

@@ -16,7 +16,8 @@ from feedback.db import Database, get_database
 from feedback.gate import find_regressions, promotion_gate, tolerances
 from feedback.models import AuditEntry, EvalRun, ReleaseEvent
 from playbooks.admin import AdminActor, AdminContext, handle_admin_command
-from playbooks.releases import GateRefused, active_release, create_release, get_release, promote
+from playbooks.releases import GateRefused, create_release, promote
+from feedback.releases import active_release, get_release
 from tests.fakes.anthropic_server import Reply
 from tests.feedback.helpers import evaluate, gate_report, promotion_check
 

@@ -17,7 +17,8 @@ from feedback.models import AuditEntry, Feedback, Interaction, ReleaseEvent, Swi
 from playbooks.admin import AdminActor, is_admin_command, split_command
 from playbooks.gate import GateResult, register_gate
 from playbooks.killswitch import effective_mode
-from playbooks.releases import active_release, create_release
+from playbooks.releases import create_release
+from feedback.releases import active_release
 from tests.fakes.slack_api import start_fake_slack
 from tests.playbooks.conftest import ADMIN, ADMIN_IDS, STRANGER, TEAMS_ADMIN, ask_in, claude_settings, run
 from tests.stack import running_stack

@@ -20,7 +20,7 @@ from feedback.models import AuditEntry, Feedback, Interaction, Release, ReleaseE
 from playbooks.dashboard.drift import compare
 from playbooks.dashboard.gaps import group_by_words, knowledge_gaps
 from playbooks.dashboard.data import Window
-from playbooks.releases import initial_release
+from feedback.releases import initial_release
 from tests.conftest import settings_for
 from tests.stack import Stack, running_stack
 
