@@ -8,5 +8,7 @@ echo "== lint-imports (layers)" >&2
 .venv/bin/lint-imports
 echo "== ruff" >&2
 .venv/bin/ruff check .
-echo "== mypy" >&2
+echo "== mypy (every package)" >&2
 .venv/bin/mypy
+echo "== mypy --strict (knowledge and the kernel)" >&2
+.venv/bin/mypy --strict knowledge bot/core
