@@ -41,7 +41,11 @@ def configure_logging(settings: Settings) -> None:
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                        # JSON has no way to print a traceback object: render it as text under "exception"
+                        # (the console renderer prints exc_info itself, with colours off)
+                        *([structlog.processors.format_exc_info] if fmt == "json" else []),
+                        renderer],
         )
     )
     root = logging.getLogger()
