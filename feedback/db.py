@@ -14,7 +14,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import Session, create_engine
@@ -77,6 +77,17 @@ class Database:
     async def asession(self) -> AsyncIterator[AsyncSession]:
         async with self._async_sessions() as session:
             yield session
+
+    async def check_writable(self) -> None:
+        """Readiness: the database answers *and* accepts writes. A no-op update of Alembic's version row,
+        rolled back, fails on a read-only database (a read-only SQLite file or mount, a Postgres standby or
+        ``default_transaction_read_only``) where ``SELECT 1`` still succeeds."""
+        async with self.async_engine.connect() as conn:
+            transaction = await conn.begin()
+            try:
+                await conn.execute(text("UPDATE alembic_version SET version_num = version_num"))
+            finally:
+                await transaction.rollback()
 
     def migrate(self) -> None:
         migrate(self.url)

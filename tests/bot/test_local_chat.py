@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import event
+
 from tests.stack import Stack
 
 
@@ -114,3 +118,23 @@ async def test_terminal_chat_answers_and_its_vote_is_recorded_and_scored(stack: 
         votes = list((await session.exec(select(Feedback))).all())
     assert [(v.label, v.platform) for v in votes] == [("down", "local")]
     assert [(s["trace_id"], s["value"]) for s in tracer.scores] == [("trace-local", 0.0)]
+
+
+async def test_readiness_fails_while_the_database_is_read_only(stack: Stack) -> None:
+    """`SELECT 1` still works on a read-only database; readiness must cover writing (answers are recorded)."""
+    engine = stack.db.async_engine.sync_engine
+
+    def read_only(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.execute("PRAGMA query_only = ON")
+
+    event.listen(engine, "connect", read_only)
+    await stack.db.async_engine.dispose()  # new connections get the pragma
+    try:
+        ready = await stack.client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"].startswith("error") and "readonly" in ready.text.replace(" ", "")
+        assert ready.json()["checks"]["redis"] == "ok"
+    finally:
+        event.remove(engine, "connect", read_only)
+        await stack.db.async_engine.dispose()
+    assert (await stack.client.get("/readyz")).status_code == 200, "ready again once writes work"
