@@ -11,7 +11,7 @@ import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -19,6 +19,9 @@ import yaml
 SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf"}
 MIN_TEXT_CHARS = 20
 
+#: An absolute file path (POSIX, Windows or ``file://``): how indexes built by earlier versions stored the
+#: location of a document without a URL.
+_ABSOLUTE_PATH = re.compile(r"^(?:file://|/|[A-Za-z]:[\\/]|\\\\)")
 _FRONT_MATTER = re.compile(r"\A\ufeff?---[ \t]*\r?\n(.*?)\r?\n(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S)
 _TEMPLATE_NOISE = [
     re.compile(r"\{%-?\s*comment\s*-?%\}.*?\{%-?\s*endcomment\s*-?%\}", re.S),
@@ -170,7 +173,9 @@ def _is_public(meta: dict[str, Any]) -> bool:
     return value in ("public", "everyone", "all")
 
 
-def location_for(doc_id: str, path: Path, meta: dict[str, Any], base_url: str | None) -> str:
+def location_for(doc_id: str, path: Path, meta: dict[str, Any], base_url: str | None, root: Path) -> str:
+    """Where a reader finds the document: its ``url`` (front matter), else ``doc_base_url`` + its id, else its
+    path relative to the folder it was ingested from (``handbook/travel.md``) — never the server's own path."""
     url = meta.get("url") or meta.get("permalink")
     if isinstance(url, str) and url.startswith(("http://", "https://")):
         return url
@@ -178,7 +183,30 @@ def location_for(doc_id: str, path: Path, meta: dict[str, Any], base_url: str | 
         if isinstance(url, str) and url.startswith("/"):
             return base_url.rstrip("/") + url
         return f"{base_url.rstrip('/')}/{doc_id}"
-    return str(path.resolve())
+    return path.relative_to(root).as_posix()
+
+
+def is_url(location: str) -> bool:
+    """A location to link to (``http(s)://``); anything else is shown as text."""
+    return location.startswith(("http://", "https://"))
+
+
+def display_location(location: str, doc_id: str = "") -> str:
+    """A stored location as users may see it.
+
+    Indexes built before locations were relative stored a document without a URL under its absolute path on the
+    server (``/srv/deskmate/knowledge/handbook/travel.md``). Such a path is cut to the part below the source
+    folder, found from ``doc_id`` (the path below it without the extension): ``handbook/travel.md``; without a
+    matching ``doc_id``, to the file name.
+    URLs, relative paths and site paths (``/handbook/travel``, from a ``doc_base_url`` without a host) are kept.
+    """
+    if not location or is_url(location) or not _ABSOLUTE_PATH.match(location):
+        return location
+    parts = [part for part in re.split(r"[\\/]+", location.removeprefix("file://")) if part]
+    if not parts or Path(parts[-1]).suffix.lower() not in SUPPORTED_SUFFIXES:
+        return location  # not a file path: a site path such as "/handbook/travel"
+    tail = "/".join(parts[-(doc_id.count("/") + 1):]) if doc_id else parts[-1]
+    return tail if doc_id and str(PurePosixPath(tail).with_suffix("")) == doc_id else parts[-1]
 
 
 def load_document(path: Path, root: Path, *, max_bytes: int, base_url: str | None = None) -> SourceDocument:
@@ -226,7 +254,7 @@ def load_document(path: Path, root: Path, *, max_bytes: int, base_url: str | Non
         doc_id=doc_id,
         path=path,
         title=title.strip(),
-        location=location_for(doc_id, path, meta, base_url),
+        location=location_for(doc_id, path, meta, base_url, root),
         text=text,
         format=fmt,
         knowledge_set=knowledge_set,

@@ -9,13 +9,13 @@ automatic excerpt for a written answer; the wording of labels and the placeholde
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from bot.core.types import Answer, Source, Status
 from bot.slack.mrkdwn import escape, escape_link_text, markdown_to_mrkdwn, split_text
 from bot.status_text import PLACEHOLDER, StatusLabel, answer_body, answer_label
 from feedback.votes import DOWN_REASONS
+from knowledge.sources import display_location, is_url
 
 SECTION_LIMIT = 3000
 MAX_BLOCKS = 50
@@ -50,9 +50,10 @@ def label_mrkdwn(label: StatusLabel) -> str:
 
 def source_line(source: Source) -> str:
     text = f"[{source.number}] {source.label}"
-    if re.match(r"^https?://", source.location or ""):
+    if is_url(source.location or ""):
         return f"<{source.location}|{escape_link_text(text)}>"
-    where = f" — {escape(source.location)}" if source.location else ""
+    location = display_location(source.location, source.doc_id)  # a path is shown, never linked
+    where = f" — {escape(location)}" if location else ""
     return f"{escape(text)}{where}"
 
 

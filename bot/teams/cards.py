@@ -25,6 +25,7 @@ from bot.status_text import (
     escalated,
 )
 from feedback.votes import DOWN_REASONS
+from knowledge.sources import display_location, is_url
 
 CARD_VERSION = "1.5"
 MAX_CARD_BYTES = 20_000  # well under Teams' ~28 KB message limit, leaving room for the activity envelope
@@ -68,9 +69,10 @@ def _text(text: str, **props: Any) -> dict[str, Any]:
 
 def source_line(source: Source) -> str:
     label = source.label.replace("[", "(").replace("]", ")")
-    if source.location.startswith(("http://", "https://")):
+    if is_url(source.location):
         return f"{source.number}. [{label}]({source.location})"
-    return f"{source.number}. {label} — {source.location}" if source.location else f"{source.number}. {label}"
+    location = display_location(source.location, source.doc_id)  # a path is shown, never linked
+    return f"{source.number}. {label} — {location}" if location else f"{source.number}. {label}"
 
 
 def label_markdown(label: StatusLabel) -> str:

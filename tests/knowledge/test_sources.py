@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.core.settings import SAMPLE_KNOWLEDGE_DIR
-from knowledge.sources import DocumentSkipped, load_document, scan
+from knowledge.sources import DocumentSkipped, display_location, load_document, scan
 
 MAX = 1_000_000
 
@@ -30,11 +30,41 @@ def test_markdown_front_matter_and_template_noise(tmp_path: Path) -> None:
     assert doc.knowledge_set == "travel" and doc.public
 
 
-def test_location_falls_back_to_base_url_then_path(tmp_path: Path) -> None:
+def test_location_falls_back_to_base_url_then_the_path_below_the_source_folder(tmp_path: Path) -> None:
     path = write(tmp_path, "it/vpn.md", "# VPN\n\nConnect with NorthGate before opening the intranet.\n")
     with_base = load_document(path, tmp_path, max_bytes=MAX, base_url="https://handbook.example/")
     assert with_base.location == "https://handbook.example/it/vpn"
-    assert load_document(path, tmp_path, max_bytes=MAX).location == str(path.resolve())
+    assert load_document(path, tmp_path, max_bytes=MAX).location == "it/vpn.md"
+
+
+def test_a_document_without_url_is_located_relative_to_its_folder_never_by_a_server_path(tmp_path: Path) -> None:
+    root = (tmp_path / "srv" / "deskmate" / "knowledge").resolve()
+    write(root, "handbook/travel.md", "---\ntitle: Travel\n---\n# Travel\n\nBook trains through the portal.\n")
+    write(root, "top.txt", "Office hours\n\nThe office opens at eight every weekday.\n")
+    docs, skipped = scan(root, max_bytes=MAX)
+    assert skipped == []
+    locations = {d.doc_id: d.location for d in docs}
+    assert locations == {"handbook/travel": "handbook/travel.md", "top": "top.txt"}
+    assert not any(str(tmp_path) in loc or loc.startswith("/") for loc in locations.values())
+
+
+@pytest.mark.parametrize(
+    ("stored", "doc_id", "shown"),
+    [
+        ("/srv/deskmate/knowledge/handbook/travel.md", "handbook/travel", "handbook/travel.md"),  # earlier indexes
+        ("/srv/deskmate/knowledge/top.txt", "top", "top.txt"),
+        ("C:\\deskmate\\knowledge\\it\\vpn.md", "it/vpn", "it/vpn.md"),
+        ("file:///srv/kb/finance/claims.pdf", "finance/claims", "finance/claims.pdf"),
+        ("/srv/kb/x.md", "a/b/x", "x.md"),  # a doc id that does not match: the file name only
+        ("/srv/kb/x.md", "", "x.md"),
+        ("handbook/travel.md", "handbook/travel", "handbook/travel.md"),  # already relative
+        ("https://wiki.example/travel.md", "travel", "https://wiki.example/travel.md"),
+        ("/handbook/travel", "handbook/travel", "/handbook/travel"),  # a site path (doc_base_url without a host)
+        ("", "x", ""),
+    ],
+)
+def test_stored_locations_are_shown_without_the_server_path(stored: str, doc_id: str, shown: str) -> None:
+    assert display_location(stored, doc_id) == shown
 
 
 def test_html_text_and_pdf(tmp_path: Path) -> None:
