@@ -187,6 +187,16 @@ class Settings(BaseSettings):
     alert_cooldown_minutes: float = Field(60.0, description="The same alert is not re-sent within this time.")
     guard_check_interval_s: float = Field(10.0, description="Rate checks run at most this often (all workers).")
 
+    # --- the local chat page (/chat, bot/local_chat) -----------------------------------------------
+    local_chat: Literal["auto", "on", "off"] = Field(
+        "auto", description="The /chat page and its API: auto = on in development, off in production (not mounted); "
+        "on in production needs a signed-in user (the dashboard's SSO header or token).",
+    )
+    local_chat_sources: Literal["auto", "public", "all"] = Field(
+        "auto", description="What /chat may cite: public (as a public channel: never restricted documents) or all "
+        "(as a DM); auto = all in development, public in production.",
+    )
+
     # --- operations: metrics and the admin dashboard (bot/metrics.py, playbooks/dashboard) -----------
     worker_metrics_port: int = Field(0, description="Port of a worker's /metrics server (bound on web_host); 0 = off.")
     metrics_token: str | None = Field(None, description="Bearer token /metrics requires; unset = open (keep it off the internet).")

@@ -1,4 +1,5 @@
-"""The local chat page's API, through the real queue and worker (no API key: cited extractive answers)."""
+"""The local chat page's API in development (no sign-in), through the real queue and worker (no API key: cited
+extractive answers). Access in production, conversations and votes: tests/bot/local_chat/test_access.py."""
 
 from __future__ import annotations
 
@@ -6,15 +7,26 @@ from typing import Any
 
 from sqlalchemy import event
 
+from bot.local_chat.access import CONVERSATION_HEADER
 from tests.stack import Stack
 
 
-async def ask(stack: Stack, text: str, conversation: str = "c1") -> dict:
-    response = await stack.client.post("/chat/api/ask", json={"text": text, "conversation_id": conversation})
+async def ask_in(stack: Stack, text: str, token: str | None = None,
+                 headers: dict[str, str] | None = None) -> tuple[dict, str]:
+    """Ask (in the conversation of ``token``, or a new one) and wait: the answer's JSON and the conversation's token."""
+    sent = {**(headers or {}), **({CONVERSATION_HEADER: token} if token else {})}
+    response = await stack.client.post("/chat/api/ask", json={"text": text}, headers=sent)
     assert response.status_code == 202, response.text
-    interaction_id = response.json()["interaction_id"]
+    interaction_id, token = response.json()["interaction_id"], response.json()["conversation"]
     await stack.wait_final(interaction_id)
-    return (await stack.client.get(f"/chat/api/interactions/{interaction_id}")).json()
+    view = await stack.client.get(f"/chat/api/interactions/{interaction_id}",
+                                  headers={**(headers or {}), CONVERSATION_HEADER: token})
+    assert view.status_code == 200, view.text
+    return view.json(), token
+
+
+async def ask(stack: Stack, text: str) -> dict:
+    return (await ask_in(stack, text))[0]
 
 
 async def test_question_gets_a_labelled_extractive_answer_with_sources(stack: Stack) -> None:
@@ -39,14 +51,19 @@ async def test_empty_and_huge_messages_are_refused_with_a_clear_error(stack: Sta
     assert huge.status_code == 413 and "shorter" in huge.json()["error"]
     broken = await stack.client.post("/chat/api/ask", content=b"{not json", headers={"Content-Type": "application/json"})
     assert broken.status_code == 400
+    form = await stack.client.post("/chat/api/ask", content=b'{"text": "vpn"}', headers={"Content-Type": "text/plain"})
+    assert form.status_code == 415, "JSON only: a cross-site form cannot post without a CORS preflight"
     assert await stack.interactions() == [], "refused messages are not queued"
 
 
 async def test_vote_and_change_of_vote_keep_one_label(stack: Stack) -> None:
-    answer = await ask(stack, "vpn not working")
+    answer, token = await ask_in(stack, "vpn not working")
     iid = answer["interaction_id"]
-    assert (await stack.client.post("/chat/api/feedback", json={"interaction_id": iid, "label": "up"})).json()["changed"] is False
-    again = await stack.client.post("/chat/api/feedback", json={"interaction_id": iid, "label": "down", "reason": "wrong"})
+    conversation = {CONVERSATION_HEADER: token}
+    first = await stack.client.post("/chat/api/feedback", json={"interaction_id": iid, "label": "up"}, headers=conversation)
+    assert first.json()["changed"] is False
+    again = await stack.client.post("/chat/api/feedback", json={"interaction_id": iid, "label": "down", "reason": "wrong"},
+                                    headers=conversation)
     assert again.json()["changed"] is True
     from sqlmodel import select
 
