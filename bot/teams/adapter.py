@@ -3,13 +3,17 @@
 With ``DESKMATE_TEAMS_APP_ID`` set, every request must carry a Bot Framework JWT for that app id (signature,
 issuer, audience, expiry, endorsement and service URL are checked by botbuilder); anything else is
 :class:`Unauthorized`. botbuilder raises whatever its JWT library raises on a malformed token (``DecodeError``,
-``IndexError`` for an unknown key id, ``ValueError``…), so every failure is mapped to one exception here and the
-endpoint answers 401, never 500. Without an app id the adapter runs in local development mode: no
+``ValueError``…), so every failure is mapped to one exception here and the endpoint answers 401, never 500.
+The signing keys botbuilder checks the signature with come from :mod:`bot.teams.auth` — fetched asynchronously,
+cached, one fetch at a time — installed when the adapter is built; when they cannot be had (the key endpoint is
+down or hangs past its short timeout) the request is :class:`AuthenticationUnavailable` (503), at once, and the
+event loop never waits on the network. Without an app id the adapter runs in local development mode: no
 authentication, outbound calls unsigned (the Bot Framework Emulator, tests against a local connector).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,12 +25,24 @@ from botframework.connector.auth import AuthenticateRequestResult
 
 from bot.core.log import get_logger
 from bot.core.settings import Settings
+from bot.teams import auth
+from bot.teams.auth import KeyPolicy, SigningKeysUnavailable
 
 log = get_logger(__name__)
+
+AUTH_TIMEOUT_MARGIN_S = 1.0
 
 
 class Unauthorized(Exception):
     """The request is not from the Bot Framework service for this bot."""
+
+
+class AuthenticationUnavailable(Exception):
+    """The request could not be checked now (the signing keys are unavailable): answer 503, Teams retries."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -51,9 +67,12 @@ def bot_config(settings: Settings) -> BotConfig:
 
 
 class TeamsAdapter(CloudAdapter):
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, key_policy: KeyPolicy | None = None) -> None:
         self.settings = settings
+        self.key_policy = key_policy or auth.DEFAULT_KEY_POLICY
         super().__init__(ConfigurationBotFrameworkAuthentication(bot_config(settings)))
+        # botbuilder's key cache is process-wide: from now on its lookups are served by async, cached sources
+        auth.use_async_signing_keys(self.key_policy)
 
     @property
     def app_id(self) -> str | None:
@@ -64,13 +83,22 @@ class TeamsAdapter(CloudAdapter):
         return self.app_id is not None
 
     async def authenticate(self, activity: Activity, auth_header: str | None) -> AuthenticateRequestResult:
-        """Validate the request's bearer token; raises :class:`Unauthorized` for anything but a valid one."""
+        """Validate the request's bearer token; raises :class:`Unauthorized` for anything but a valid one, and
+        :class:`AuthenticationUnavailable` when it cannot be checked now."""
         # In development mode a header (e.g. a recorded one) is ignored rather than validated against nothing.
         header = (auth_header or "").strip() if self.auth_enabled else ""
         if self.auth_enabled and not header:
             raise Unauthorized("missing Authorization header")
+        if auth.installed_key_sources() is None:  # someone put botbuilder's blocking key cache back
+            auth.use_async_signing_keys(self.key_policy)
         try:
-            return await self.bot_framework_authentication.authenticate_request(activity, header)
+            # the key fetch has its own timeout; this bounds the whole check, whatever botbuilder awaits
+            async with asyncio.timeout(self.key_policy.fetch_timeout_s + AUTH_TIMEOUT_MARGIN_S):
+                return await self.bot_framework_authentication.authenticate_request(activity, header)
+        except SigningKeysUnavailable as exc:
+            raise AuthenticationUnavailable(str(exc), exc.retry_after_s) from exc
+        except TimeoutError as exc:
+            raise AuthenticationUnavailable("authentication timed out", self.key_policy.failure_backoff_s) from exc
         except Exception as exc:  # noqa: BLE001 - PermissionError, jwt errors, IndexError, ValueError, …
             raise Unauthorized(f"{exc.__class__.__name__}: {exc}"[:300]) from exc
 

@@ -1,7 +1,8 @@
 """``POST /api/messages``: where Teams (through the Bot Framework service) sends every activity.
 
 The handler authenticates the request (:meth:`TeamsAdapter.authenticate` — 401 for a missing, malformed or
-invalid token when an app id is configured), runs the turn and returns: a question's turn only sends a typing
+invalid token when an app id is configured; 503 with ``Retry-After``, at once, when Microsoft's signing keys
+cannot be fetched — never a stalled event loop), runs the turn and returns: a question's turn only sends a typing
 indicator and a placeholder and enqueues, well inside Teams' 15-second limit. Invoke activities get their
 invoke response as the HTTP body. In production the endpoint is only mounted with an app id, so a deployment
 can never accept unauthenticated activities by mistake.
@@ -9,13 +10,15 @@ can never accept unauthenticated activities by mistake.
 
 from __future__ import annotations
 
+import math
+
 from aiohttp import web
 from botbuilder.core import serializer_helper
 from botbuilder.schema import Activity
 
 from bot.core.log import get_logger
 from bot.runtime import Runtime
-from bot.teams.adapter import TeamsAdapter, Unauthorized
+from bot.teams.adapter import AuthenticationUnavailable, TeamsAdapter, Unauthorized
 from bot.teams.bot import DeskmateTeamsBot
 
 log = get_logger(__name__)
@@ -49,6 +52,10 @@ class MessagesEndpoint:
         except Unauthorized as exc:
             log.warning("teams.unauthorized", reason=str(exc), activity_type=activity.type)
             return web.json_response({"error": "unauthorized"}, status=401)
+        except AuthenticationUnavailable as exc:
+            log.warning("teams.authentication_unavailable", reason=str(exc), activity_type=activity.type)
+            return web.json_response({"error": "authentication unavailable, retry later"}, status=503,
+                                     headers={"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))})
 
         try:
             invoke_response = await self.adapter.process_authenticated(auth, activity, self.bot.on_turn)

@@ -13,9 +13,11 @@ the conversation endpoints the bot uses and records every call:
 Any path prefix before ``/v3`` is accepted, as Teams' service URLs carry one (``…/amer/``).
 :meth:`FakeConnector.fail_next` makes the next matching call(s) fail with 429, 412 or 5xx.
 
-``OpenIdServer`` serves an OpenID metadata document and a JWKS for a generated RSA key, in a thread (the
-Bot Framework SDK fetches them with blocking ``requests`` calls on the event loop), and signs tokens the way
-the Bot Framework service does, so the valid-JWT path can be tested end to end.
+``OpenIdServer`` serves an OpenID metadata document and a JWKS for a generated RSA key (with optional
+``Cache-Control`` headers, and a switch to fail them), and signs tokens the way the Bot Framework service does,
+so the valid-JWT path can be tested end to end. ``HangingServer`` accepts connections, reads the request and
+never answers: a key endpoint that hangs. Both run in a thread, not in the test's event loop, so that code which
+blocks the loop on them (the Bot Framework SDK's own ``requests.get``) makes a test fail instead of deadlocking it.
 """
 
 from __future__ import annotations
@@ -199,7 +201,7 @@ class OpenIdServer:
 
     ISSUER = "https://api.botframework.com"
 
-    def __init__(self, *, endorsements: tuple[str, ...] = ("msteams",)) -> None:
+    def __init__(self, *, endorsements: tuple[str, ...] = ("msteams",), cache_control: str | None = None) -> None:
         from cryptography.hazmat.primitives.asymmetric import rsa
         from jwt.algorithms import RSAAlgorithm
 
@@ -209,11 +211,18 @@ class OpenIdServer:
         jwk.update({"kid": self.kid, "use": "sig", "alg": "RS256", "endorsements": list(endorsements)})
         self._jwks = {"keys": [jwk]}
         self.requests: list[str] = []
+        self.cache_control = cache_control  # sent with both documents when set
+        self.fail_status: int | None = None  # answer every request with this status while set
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server API
                 server.requests.append(self.path)
+                if server.fail_status is not None:
+                    self.send_response(server.fail_status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if self.path == "/openid":
                     payload = {"issuer": server.ISSUER, "jwks_uri": f"{server.url}/keys",
                                "id_token_signing_alg_values_supported": ["RS256"]}
@@ -227,6 +236,8 @@ class OpenIdServer:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                if server.cache_control is not None:
+                    self.send_header("Cache-Control", server.cache_control)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -273,6 +284,65 @@ class OpenIdServer:
 @contextlib.contextmanager
 def start_openid_server(**kwargs: Any) -> Iterator[OpenIdServer]:
     server = OpenIdServer(**kwargs).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class HangingServer:
+    """A key endpoint that accepts the connection, reads the request and never answers.
+
+    "Never" ends at :meth:`stop`, or after ``cap_s`` as a safety net (then a 504): code that waits for it on the
+    test's event loop — a blocking ``requests.get`` without a timeout — then fails the test instead of hanging the
+    whole run. ``requests`` lists the paths asked for, in order.
+    """
+
+    def __init__(self, *, cap_s: float = 8.0) -> None:
+        self.requests: list[str] = []
+        self._release = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server API
+                server.requests.append(self.path)
+                server._release.wait(cap_s)
+                self.send_response(504)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def metadata_url(self) -> str:
+        return f"{self.url}/openid"
+
+    def start(self) -> HangingServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._release.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    async def wait_for_requests(self, count: int, timeout_s: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(self.requests) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.requests)} request(s) of {count} after {timeout_s}s")
+            await asyncio.sleep(0.01)
+
+
+@contextlib.contextmanager
+def start_hanging_server(**kwargs: Any) -> Iterator[HangingServer]:
+    server = HangingServer(**kwargs).start()
     try:
         yield server
     finally:
