@@ -1,6 +1,7 @@
 """Microsoft Teams: a thin Bot Framework adapter in front of the platform-neutral pipeline.
 
 - :mod:`bot.teams.adapter` — the ``CloudAdapter`` and request authentication (JWT with an app id; none without)
+- :mod:`bot.teams.auth` — the signing keys the JWT is checked with: fetched asynchronously, cached, single-flight
 - :mod:`bot.teams.activities` — Teams activity → :class:`~bot.core.types.Question` (mentions, threads, ids)
 - :mod:`bot.teams.bot` — the activity handler: questions, greeting, feedback, admin commands
 - :mod:`bot.teams.cards` — :class:`~bot.core.types.Answer` → Adaptive Card
