@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.core.log import configure_logging
 from bot.core.settings import Settings
+from bot.local_chat.access import CONVERSATION_HEADER
 from bot.metrics import BREAKER_NAME, StateCollector
 from tests.fakes.anthropic_server import Reply
 from tests.fakes.redis_server import free_port
@@ -52,7 +53,8 @@ async def test_web_and_worker_metrics_after_an_answer(make_settings: Callable[..
         before = samples((await stack.client.get("/metrics")).text)
         asked = await stack.client.post("/chat/api/ask", json={"text": "How much is the meal per diem?"})
         row = await stack.wait_final(asked.json()["interaction_id"])
-        await stack.client.post("/chat/api/feedback", json={"interaction_id": row.id, "label": "up"})
+        await stack.client.post("/chat/api/feedback", json={"interaction_id": row.id, "label": "up"},
+                                headers={CONVERSATION_HEADER: asked.json()["conversation"]})
         await job_finished(stack)
         web_text = (await stack.client.get("/metrics")).text
         async with httpx.AsyncClient() as client:

@@ -5,22 +5,34 @@ Everything is real except Anthropic and Langfuse Cloud, which are local servers 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
+import httpx
+
 from bot.core.settings import Settings
 from bot.core.types import Status
+from bot.local_chat.access import CONVERSATION_HEADER
 from bot.local_chat.web import local_question
 from tests.fakes.anthropic_server import Reply
 from tests.fakes.redis_server import RedisServer
 from tests.stack import Stack, running_stack
 
 
+#: Per stack's client: the test's name for a conversation -> the token the server issued for it.
+_conversations: weakref.WeakKeyDictionary[httpx.AsyncClient, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
 async def ask(stack: Stack, text: str, conversation: str = "c1") -> dict[str, Any]:
-    response = await stack.client.post("/chat/api/ask", json={"text": text, "conversation_id": conversation})
+    tokens = _conversations.setdefault(stack.client, {})
+    headers = {CONVERSATION_HEADER: tokens[conversation]} if conversation in tokens else {}
+    response = await stack.client.post("/chat/api/ask", json={"text": text}, headers=headers)
     assert response.status_code == 202, response.text
+    tokens[conversation] = response.json()["conversation"]
     row = await stack.wait_final(response.json()["interaction_id"])
-    return (await stack.client.get(f"/chat/api/interactions/{row.id}")).json()
+    return (await stack.client.get(f"/chat/api/interactions/{row.id}",
+                                   headers={CONVERSATION_HEADER: tokens[conversation]})).json()
 
 
 def claude_settings(make_settings: Callable[..., Settings], fake: Any, **extra: Any) -> Settings:
@@ -128,3 +140,9 @@ async def test_answer_is_traced_in_langfuse(make_settings: Callable[..., Setting
         trace_ids = {s.trace_id for s in langfuse.spans}
         assert rows[0].trace_id in trace_ids
         assert answer["status"] == "answered"
+
+
+async def test_the_worker_opens_the_vector_store_before_it_takes_a_job(stack: Stack) -> None:
+    """warm_up creates the Chroma client at startup: a burst of first jobs does not race to create it."""
+    store = stack.worker.ctx["runtime"].store
+    assert store._client is not None
