@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -67,10 +68,30 @@ class QuestionRejected(ValueError):
         self.reason = reason
 
 
+#: Invisible characters removed from the stored text: bidirectional controls (marks, embeddings, overrides,
+#: isolates), zero-width space, word joiner and invisible operators, byte-order mark, soft hyphen, Mongolian
+#: vowel separator. Other format characters (category Cf) stay: the zero-width (non-)joiner shapes Persian and
+#: Indic words and emoji sequences, tag characters make flag emoji.
+_INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+#: Characters that render as nothing or as a blank although they are not format characters or whitespace: the
+#: Hangul fillers, the blank Braille pattern, the combining grapheme joiner, variation selectors.
+_BLANK_LOOKALIKES = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f") | frozenset(
+    chr(c) for c in (*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)))
+
+
+def _blank(text: str) -> bool:
+    """Nothing visible: only whitespace, format characters (category Cf: zero-width and direction marks, …)
+    and blank look-alikes."""
+    return all(c.isspace() or c in _BLANK_LOOKALIKES or unicodedata.category(c) == "Cf" for c in text)
+
+
 def clean_question(text: str | None, settings: Settings) -> str:
-    """The question text, whitespace-normalised; raises :class:`QuestionRejected` for empty or huge ones."""
-    cleaned = re.sub(r"[ \t\u00a0]+", " ", (text or "").replace("\x00", "")).strip()
-    if not cleaned:
+    """The question text, whitespace-normalised and without invisible characters; raises
+    :class:`QuestionRejected` for an empty one (nothing visible: a message of zero-width or direction marks
+    counts as empty) or a huge one."""
+    cleaned = _INVISIBLE.sub("", (text or "").replace("\x00", ""))
+    cleaned = re.sub(r"[ \t\u00a0]+", " ", cleaned).strip()
+    if _blank(cleaned):
         raise QuestionRejected(EMPTY_REPLY, "empty")
     if len(cleaned) > settings.max_question_chars:
         raise QuestionRejected(

@@ -5,20 +5,31 @@
 automatically) and runs the rest of a listener afterwards — the ack never waits for the database, Redis or the
 Web API. Request signatures are checked by bolt (``X-Slack-Signature``, 5-minute timestamp window); Socket Mode
 needs no signature.
+
+A request no listener takes is handed to :func:`on_error` (``raise_error_for_unhandled_request``): an event
+Deskmate does not handle (``pin_added``, ``team_join``, whatever the app is subscribed to) is acknowledged with a
+200 and ignored — bolt's default 404 makes Slack retry the event and, if it keeps failing, disable the events URL.
+Other unhandled requests (an unknown button, shortcut or command) keep bolt's 404.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.error import BoltUnhandledRequestError
+from slack_bolt.response import BoltResponse
 
+from bot.core.log import get_logger
 from bot.core.settings import Settings
 from bot.runtime import Runtime
 from bot.slack import actions, commands, listeners
 from bot.slack.adapter import SlackAdapter
 from bot.slack.client import web_client
 from bot.slack.pacing import pacer_for
+
+log = get_logger(__name__)
 
 
 def configured(settings: Settings) -> bool:
@@ -35,9 +46,25 @@ def build_app(rt: Runtime) -> tuple[AsyncApp, SlackAdapter]:
         process_before_response=False,
         ignoring_self_events_enabled=True,
         logger=logging.getLogger("bot.slack.bolt"),
+        raise_error_for_unhandled_request=True,  # → on_error, which acknowledges unhandled events
     )
+    app.error(on_error)
     adapter = SlackAdapter(rt=rt, client=client, pacer=pacer_for(rt.redis, settings))
     listeners.register(app, adapter)
     actions.register(app, adapter)
     commands.register(app, adapter)
     return app, adapter
+
+
+async def on_error(error: Exception, body: dict[str, Any]) -> BoltResponse | None:
+    """bolt's error handler: an unhandled event → 200 (ignored); anything else keeps bolt's response (404 for
+    other unhandled requests, 500 for a middleware or listener that raised) and is logged."""
+    if isinstance(error, BoltUnhandledRequestError):
+        if body.get("type") == "event_callback":
+            event = body.get("event")
+            log.debug("slack.event_ignored", event_type=event.get("type") if isinstance(event, dict) else None)
+            return BoltResponse(status=200, body="")
+        log.warning("slack.unhandled_request", type=body.get("type"), command=body.get("command"))
+        return None
+    log.error("slack.request_failed", error=repr(error), exc_info=error)
+    return None

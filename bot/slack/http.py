@@ -4,17 +4,28 @@ it), and Socket Mode alongside when an app token is set.
 The route exists only when a bot token and a signing secret are configured: bolt verifies every request's
 ``X-Slack-Signature`` (HMAC-SHA256 of ``v0:{timestamp}:{body}``) and rejects stale timestamps with a 401 before
 any listener — so a forged request never reaches the database or the queue.
+
+Before bolt sees a request, :func:`bolt_request` turns away what bolt would answer with a 500 (which Slack retries):
+a body that is not UTF-8 or not a JSON object (raw, or as the ``payload`` field of a form) gets 401 when its
+signature is not valid and 400 when it is (Slack sent something we cannot read); a non-numeric
+``X-Slack-Request-Timestamp`` or a non-ASCII ``X-Slack-Signature`` gets 401. Event types without a listener are acknowledged (200) by
+:mod:`bot.slack.app`, not refused with bolt's 404.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from multidict import CIMultiDictProxy
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.core.log import get_logger
 from bot.runtime import Runtime
@@ -26,6 +37,54 @@ log = get_logger(__name__)
 
 EVENTS_PATH = "/slack/events"
 BOLT_APP = web.AppKey("slack_bolt_app", AsyncApp)
+TIMESTAMP_HEADER = "X-Slack-Request-Timestamp"
+SIGNATURE_HEADER = "X-Slack-Signature"
+SIGNATURE_WINDOW_S = 60 * 5  # bolt's (slack_sdk's SignatureVerifier)
+
+
+def _error(status: int, error: str) -> web.Response:
+    return web.json_response({"error": error}, status=status)
+
+
+def _numeric(timestamp: str) -> bool:
+    """Slack's timestamp is whole seconds in ASCII digits (``int()`` alone would also take " 17", "1_7", "١٧")."""
+    return timestamp.isascii() and timestamp.isdigit()
+
+
+def signed(raw: bytes, headers: CIMultiDictProxy[str], secret: str) -> bool:
+    """Is ``raw`` signed with ``secret``? The check bolt makes (v0 HMAC-SHA256 of ``v0:{timestamp}:{body}``,
+    5-minute window), over the raw bytes: slack_sdk's verifier decodes the body first, and raises on bytes that
+    are not UTF-8. Never raises."""
+    timestamp = headers.get(TIMESTAMP_HEADER, "")
+    signature = headers.get(SIGNATURE_HEADER, "")
+    if not (_numeric(timestamp) and signature.isascii()):  # hmac.compare_digest raises on a non-ASCII str
+        return False
+    if abs(time.time() - int(timestamp)) > SIGNATURE_WINDOW_S:
+        return False
+    digest = hmac.new(secret.encode(), b"v0:" + timestamp.encode() + b":" + raw, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(f"v0={digest}", signature)
+
+
+def bolt_request(raw: bytes, query: str, headers: CIMultiDictProxy[str],
+                 secret: str) -> AsyncBoltRequest | web.Response:
+    """The request for bolt, or the answer to one bolt cannot take (see the module docstring)."""
+    timestamp, signature = headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER)
+    if (timestamp is not None and not _numeric(timestamp)) or (signature is not None and not signature.isascii()):
+        return _error(401, "invalid request")  # bolt's own check would raise on either (a 500)
+    try:
+        text = raw.decode("utf-8")
+        # bolt parses the body in the constructor: bad JSON raises ValueError, a JSON array or a field of an
+        # unexpected type (``"team": 5``) raises while bolt builds its context from the body
+        request = AsyncBoltRequest(body=text, query=query, headers=headers)  # type: ignore[arg-type]
+        if not isinstance(request.body, dict):
+            raise ValueError(f"a JSON {type(request.body).__name__}, not an object")
+    except Exception as exc:  # noqa: BLE001 - whatever bolt raises on a body it cannot read
+        if signed(raw, headers, secret):
+            log.warning("slack.unreadable_body", bytes=len(raw), content_type=headers.get("Content-Type"),
+                        error=repr(exc)[:200])
+            return _error(400, "unreadable body")
+        return _error(401, "invalid request")
+    return request
 
 
 def setup(app: web.Application, rt: Runtime) -> None:
@@ -40,8 +99,13 @@ def setup(app: web.Application, rt: Runtime) -> None:
     app[BOLT_APP] = bolt
 
     if settings.slack_signing_secret:
+        secret = settings.slack_signing_secret
+
         async def slack_events(request: web.Request) -> web.Response:
-            return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+            read = bolt_request(await request.read(), request.query_string, request.headers, secret)
+            if isinstance(read, web.Response):
+                return read
+            return await to_aiohttp_response(await bolt.async_dispatch(read))
 
         app.router.add_post(EVENTS_PATH, slack_events)
 

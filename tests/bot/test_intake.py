@@ -132,6 +132,36 @@ def test_length_is_checked_after_trimming(settings: Settings) -> None:
     assert clean_question(padded, settings) == "y" * 4000
 
 
+#: Messages with nothing visible in them: zero-width and direction marks (format characters, category Cf) and
+#: blank look-alikes, alone or mixed with whitespace. Each used to be queued and answered "not found".
+INVISIBLE_ONLY = [
+    "\u200b", "\u200c", "\u200d", "\u200e\u200f", "\u2060", "\ufeff", "\u202a\u202b\u202c\u202d\u202e",
+    "\u2066\u2067\u2068\u2069", "\u2061\u2062\u2063\u2064", "\u00ad", "\u061c", "\u180e", "\U000e0001\U000e0020",
+    "\u3164", "\u115f\u1160", "\u2800", "\ufe0f", "\u034f", " \u200b \u00a0 \u2063\n\u2064\t\u2028\u3000",
+]
+
+
+@pytest.mark.parametrize("text", INVISIBLE_ONLY, ids=lambda s: "+".join(f"U{ord(c):04X}" for c in s))
+def test_messages_of_only_invisible_characters_are_empty(text: str, settings: Settings) -> None:
+    with pytest.raises(QuestionRejected) as rejected:
+        clean_question(text, settings)
+    assert rejected.value.reason == "empty"
+
+
+def test_invisible_marks_are_kept_out_of_the_stored_text(settings: Settings) -> None:
+    assert clean_question("\u200bHow do I\u200e book\u2060 travel?\ufeff", settings) == "How do I book travel?"
+    assert clean_question("\u202eHow do I \u2066book\u2069 travel?\u202c", settings) == "How do I book travel?"
+    assert clean_question("re\u00adbook \u200b\u200b travel", settings) == "rebook travel"
+
+
+def test_meaningful_format_characters_and_emoji_stay(settings: Settings) -> None:
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # "I want", with a zero-width non-joiner
+    assert clean_question(persian, settings) == persian
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467 leave?"  # a ZWJ emoji sequence
+    assert clean_question(family, settings) == family
+    assert clean_question("\u2764\ufe0f the handbook", settings) == "\u2764\ufe0f the handbook"
+
+
 # --- submit -----------------------------------------------------------------------------------------------
 async def test_a_new_question_is_recorded_pending_and_enqueued_under_its_key(
         intake: Intake, database: Database, arq_redis: ArqRedis) -> None:
