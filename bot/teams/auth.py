@@ -2,8 +2,9 @@
 
 botbuilder validates an inbound token in ``JwtTokenExtractor``: it finds the token's key through a per-URL
 ``_OpenIdMetadata`` object (``JwtTokenExtractor.metadataCache``), whose refresh downloads the OpenID metadata and
-the JWKS with a blocking ``requests.get`` and no timeout — on the event loop, inside the request handler. A slow
-or hanging key endpoint (or a flood of tokens with made-up key ids) froze the whole web process.
+the JWKS with a blocking ``requests.get`` and no timeout — on the event loop, inside the request handler (on the
+first request, daily, and hourly for a token with a made-up key id). A slow or hanging key endpoint froze the
+whole web process: no health check, no Slack ack, nothing, for as long as the download hung.
 
 Here only the *key source* is replaced; botbuilder still does every check with the key it gets (see
 ``docs/teams.md``, Authentication):
