@@ -94,8 +94,14 @@ async def build_runtime(settings: Settings, *, worker: bool) -> Runtime:
 
 
 def warm_up(store: IndexStore, kb: str) -> None:
-    """Load the embedding model and the latest index now, so the first question is not the slow one."""
+    """Load the embedding model, open the vector store and load the latest index now, before the worker takes
+    jobs: the first question is not the slow one, and a burst of first questions does not race to create the
+    Chroma client (:attr:`knowledge.index.IndexStore.client`)."""
     store.embedder.embed(["warm up"])
+    try:
+        store.open()
+    except Exception as exc:  # noqa: BLE001 - a Chroma server still starting: the first job opens it (safely)
+        log.warning("runtime.vector_store_unavailable", error=repr(exc)[:200])
     try:
         store.load(kb)
     except LookupError as exc:

@@ -46,6 +46,9 @@ from knowledge.embedding import DeskmateEmbeddingFunction, Embedder, Vector, get
 log = get_logger(__name__)
 
 _STEMMER: Any = None  # a Stemmer.Stemmer (PyStemmer has no type information)
+#: Held while a Chroma client is created. Process-wide, not per store: Chroma shares one system per directory
+#: across all the clients of a process, and two stores on the same directory would race on it too.
+_CLIENT_LOCK = threading.Lock()
 
 
 class Tokenized(Protocol):
@@ -170,21 +173,38 @@ class IndexStore:
 
     @property
     def client(self) -> ClientAPI:
-        if self._client is None:
-            chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
-            if self.config.chroma_url:
-                url = urlparse(self.config.chroma_url)
-                self._client = chromadb.HttpClient(
-                    host=url.hostname or "localhost",
-                    port=url.port or (443 if url.scheme == "https" else 8000),
-                    ssl=url.scheme == "https",
-                    settings=chroma_settings,
-                )
-            else:
-                path = self.config.chroma_dir
-                path.mkdir(parents=True, exist_ok=True)
-                self._client = chromadb.PersistentClient(path=str(path), settings=chroma_settings)
-        return self._client
+        """The Chroma client, created on first use: once per store, under a process-wide lock.
+
+        Chroma registers a persistent client's shared system (one per directory, per process) before that
+        system has finished starting, so threads creating clients at once see it half-built — ``'RustBindingsAPI'
+        object has no attribute 'bindings'``, ``KeyError(<path>)``, ``Could not connect to tenant
+        default_tenant``. The worker calls :meth:`open` at startup, before it takes jobs.
+        """
+        client = self._client
+        if client is not None:
+            return client
+        with _CLIENT_LOCK:
+            if self._client is None:
+                self._client = self._create_client()
+            return self._client
+
+    def open(self) -> ClientAPI:
+        """Create the Chroma client now (the worker's warm-up), so no job is the first to."""
+        return self.client
+
+    def _create_client(self) -> ClientAPI:
+        chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+        if self.config.chroma_url:
+            url = urlparse(self.config.chroma_url)
+            return chromadb.HttpClient(
+                host=url.hostname or "localhost",
+                port=url.port or (443 if url.scheme == "https" else 8000),
+                ssl=url.scheme == "https",
+                settings=chroma_settings,
+            )
+        path = self.config.chroma_dir
+        path.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
 
     def _embedding_function(self) -> EmbeddingFunction[Embeddable]:
         # Chroma's parameters want a function of documents *and* images (EmbeddingFunction is contravariant in

@@ -134,3 +134,91 @@ def test_cli_search_json_and_ingest(sample_data_dir: Path, tmp_path: Path, monke
         assert "PDF" in report["skipped"][0]["reason"]
     finally:
         settings_module.get_settings.cache_clear()
+
+
+# --- the Chroma client: created once, race-free (a fresh worker's first burst) -------------------------------
+FRESH_PROCESS_BURST = """
+import asyncio, json, shutil, sys
+from pathlib import Path
+from knowledge.config import KnowledgeConfig
+from knowledge.index import IndexStore
+from knowledge.retrieval import Retriever
+
+source, scratch, rounds = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+
+async def burst(data_dir: Path) -> list[str]:
+    # a fresh store on a directory this process has never opened: no Chroma client or system exists yet
+    store = IndexStore(KnowledgeConfig(index_dir=data_dir / "index", chroma_dir=data_dir / "chroma"))
+    retriever = Retriever(store)
+    results = await asyncio.gather(*(retriever.asearch("How do I connect to the VPN?", kb="default", k=3)
+                                     for _ in range(10)), return_exceptions=True)
+    return [repr(r)[:200] if isinstance(r, BaseException) else ("ok" if r else "empty") for r in results]
+
+outcomes = []
+for i in range(rounds):
+    target = scratch / f"round-{i}"
+    for part in ("index", "chroma"):
+        shutil.copytree(source / part, target / part)
+    outcomes.append(asyncio.run(burst(target)))
+print(json.dumps(outcomes))
+"""
+
+
+def test_a_fresh_process_first_burst_of_searches_all_succeed(sample_data_dir: Path, tmp_path: Path) -> None:
+    """Ten concurrent searches on a fresh store in a fresh process (a worker's first burst of jobs).
+
+    Before the client was created under a lock, most such bursts lost some searches inside Chroma (its shared
+    system is registered before it has started); three rounds, each on a directory the process has not opened.
+    """
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
+    done = subprocess.run([sys.executable, "-c", FRESH_PROCESS_BURST, str(sample_data_dir), str(tmp_path), "3"],
+                          capture_output=True, text=True, timeout=180, env=env,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-3000:]
+    outcomes = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcomes == [["ok"] * 10] * 3, outcomes
+
+
+def test_the_client_is_created_once_under_concurrency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The invariant behind the burst test, without Chroma's timing: many threads, two stores on one directory
+    — one client per store, and never two being created at the same time."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import knowledge.index as index_module
+
+    created: list[object] = []
+    active = 0
+    overlap = 0
+    guard = threading.Lock()
+
+    class SlowClient:
+        def __init__(self, path: str, settings: object) -> None:
+            nonlocal active, overlap
+            with guard:
+                active += 1
+                overlap = max(overlap, active)
+            time.sleep(0.05)  # Chroma's start-up takes a while: plenty of time for the other threads to arrive
+            with guard:
+                active -= 1
+                created.append(self)
+
+    monkeypatch.setattr(index_module.chromadb, "PersistentClient", SlowClient)
+    stores = [IndexStore(config_for(tmp_path)), IndexStore(config_for(tmp_path))]
+    barrier = threading.Barrier(16)
+
+    def client_of(i: int) -> object:
+        barrier.wait()
+        return stores[i % 2].client
+
+    with ThreadPoolExecutor(16) as pool:
+        clients = list(pool.map(client_of, range(16)))
+    assert len(created) == 2 and overlap == 1
+    assert {id(c) for c in clients[0::2]} == {id(stores[0].client)}
+    assert {id(c) for c in clients[1::2]} == {id(stores[1].client)}
+    assert stores[0].open() is stores[0].client
