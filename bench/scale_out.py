@@ -144,6 +144,8 @@ class Cluster:
     webs: list[Proc] = field(default_factory=list)
     workers: list[Proc] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    #: interaction id -> its conversation's token, which the chat API needs to read the answer back
+    conversations: dict[int, str] = field(default_factory=dict)
 
     @property
     def database_url(self) -> str:
@@ -214,6 +216,8 @@ def base_env(root: Path, *, redis_url: str, database_url: str, chroma_url: str, 
         "DESKMATE_LLM_MAX_RETRIES": "0", "DESKMATE_LLM_TIMEOUT_S": "60", "DESKMATE_DASHBOARD_TOKEN": DASHBOARD_TOKEN,
         "DESKMATE_GATE_ENABLED": "false", "DESKMATE_EMBEDDING_THREADS": "1", "DESKMATE_WORKER_POLL_DELAY_S": "0.05",
         "DESKMATE_WEB_HOST": "127.0.0.1",
+        # the chat API is the load generator: on in production with the dashboard token, every source as before
+        "DESKMATE_LOCAL_CHAT": "on", "DESKMATE_LOCAL_CHAT_SOURCES": "all",
     })
     env.update({f"DESKMATE_{k.upper()}": str(v) for k, v in extra.items()})
     return env
@@ -287,19 +291,25 @@ QUESTIONS = [
 ]
 
 
+#: The chat API in production: the dashboard token signs in (bot/local_chat/access.py).
+AUTH = {"Authorization": f"Bearer {DASHBOARD_TOKEN}"}
+
+
 async def ask_all(cluster: Cluster, n: int, *, tag: str, questions: list[str] = QUESTIONS) -> list[int]:
-    """Submit ``n`` questions round-robin over the web processes' chat API; returns interaction ids.
+    """Submit ``n`` questions round-robin over the web processes' chat API, each in a new conversation (its
+    token kept in ``cluster.conversations``); returns interaction ids.
 
     Each question ends with a unique ``(tag-i)``, so LLM requests can be matched to questions.
     """
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=50)) as client:
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=50), headers=AUTH) as client:
         async def ask(i: int) -> int:
             web = cluster.webs[i % len(cluster.webs)]
             r = await client.post(cluster.url(web) + "/chat/api/ask",
-                                  json={"text": f"{questions[i % len(questions)]} ({tag}-{i})",
-                                        "conversation_id": f"{tag}-{i}"})
+                                  json={"text": f"{questions[i % len(questions)]} ({tag}-{i})"})
             r.raise_for_status()
-            return int(r.json()["interaction_id"])
+            interaction_id = int(r.json()["interaction_id"])
+            cluster.conversations[interaction_id] = str(r.json()["conversation"])
+            return interaction_id
 
         return list(await asyncio.gather(*(ask(i) for i in range(n))))
 
@@ -308,11 +318,12 @@ async def wait_all_final(cluster: Cluster, ids: list[int], timeout_s: float = 60
     """Poll the chat API (any web process) until every interaction is final."""
     deadline = time.monotonic() + timeout_s
     done: dict[int, dict[str, Any]] = {}
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=AUTH) as client:
         while len(done) < len(ids):
             for k, iid in enumerate(i for i in ids if i not in done):
                 web = cluster.webs[k % len(cluster.webs)]
-                view = (await client.get(f"{cluster.url(web)}/chat/api/interactions/{iid}")).json()
+                view = (await client.get(f"{cluster.url(web)}/chat/api/interactions/{iid}",
+                                         headers={"X-Deskmate-Conversation": cluster.conversations[iid]})).json()
                 if view.get("status") not in (None, "pending"):
                     done[iid] = view
             if time.monotonic() > deadline:
