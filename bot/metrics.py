@@ -308,14 +308,16 @@ def setup(app: web.Application, rt: StateSource) -> None:
     app.router.add_get("/metrics", metrics_handler)
 
 
-async def start_worker_metrics(rt: StateSource) -> web.AppRunner | None:
-    """A worker's ``/metrics`` server on ``web_host:worker_metrics_port`` (None when the port is 0)."""
+async def start_worker_metrics(rt: StateSource, routes: Iterable[web.RouteDef] = ()) -> web.AppRunner | None:
+    """A worker's ``/metrics`` server on ``web_host:worker_metrics_port`` (None when the port is 0), with the
+    worker's own ``routes`` (its ``/healthz`` and ``/readyz``)."""
     port = rt.settings.worker_metrics_port
     if not port:
         return None
     app = web.Application()
     app[STATE_KEY] = StateCollector(rt)
     app.router.add_get("/metrics", metrics_handler)
+    app.router.add_routes(routes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, rt.settings.web_host, port).start()

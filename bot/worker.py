@@ -20,6 +20,7 @@ from bot.core.types import Platform
 from bot.pipeline import AnswerPipeline
 from bot.queue import ANSWER_JOB, sweep_pending
 from bot.redis_conn import redis_settings
+from bot.resilient_worker import ResilientWorker, health_routes
 from bot.runtime import Runtime, build_runtime
 from bot.slack.delivery import slack_deliverer
 from bot.teams.delivery import teams_deliverer
@@ -39,7 +40,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     rt.after_answer.append(metrics.after_answer)
     ctx["pipeline"] = rt.answer_pipeline()
     ctx["guard"] = rt.guard
-    ctx["metrics_runner"] = await metrics.start_worker_metrics(rt)
+    # /healthz and /readyz next to /metrics (the Redis state is there with deskmate worker's ResilientWorker)
+    state = ctx.get("redis_state")
+    ctx["metrics_runner"] = await metrics.start_worker_metrics(
+        rt, health_routes(state, rt.redis) if state is not None else ())
     log.info("worker.ready", max_jobs=settings.worker_max_jobs)
 
 
@@ -100,9 +104,12 @@ def worker_options(settings: Settings) -> dict[str, Any]:
 
 
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
+    """The worker ``deskmate worker`` runs: arq's, riding out Redis outages and leasing its running jobs
+    (:class:`bot.resilient_worker.ResilientWorker`)."""
     options = worker_options(settings)
     options.update(overrides)
-    return Worker(**options)
+    return ResilientWorker(**options, lease_s=settings.worker_lease_s, lease_renew_s=settings.worker_lease_renew_s,
+                           redis_retry_max_s=settings.worker_redis_retry_max_s)
 
 
 def run_worker(settings: Settings) -> None:

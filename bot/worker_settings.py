@@ -2,6 +2,10 @@
 
 A separate module because arq reads class attributes, so the settings are read when this module is imported;
 importing :mod:`bot.worker` (the CLI does) must not require valid settings.
+
+arq's command line builds arq's plain ``Worker``: no job leases (a dead worker's job waits for the job timeout
++ 10 s) and no riding out a Redis outage (the process exits). ``deskmate worker`` runs
+:class:`bot.resilient_worker.ResilientWorker`, with both.
 """
 
 from __future__ import annotations

@@ -14,9 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -228,3 +234,129 @@ async def running_stack(settings: Settings, *, worker: bool = True) -> AsyncIter
                 pass
     await runner.cleanup()
     await rt.aclose()
+
+
+# --- workers as real processes (`deskmate worker`), for tests that kill them or take Redis away ------------
+REPO = Path(__file__).resolve().parents[1]
+
+
+def process_env(settings: Settings, **extra: Any) -> dict[str, str]:
+    """The environment that gives a ``deskmate`` subprocess these settings: every field the test set explicitly,
+    as ``DESKMATE_*`` variables (lists and dicts as JSON), plus ``extra``; none of the caller's own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESKMATE_")}
+    values = {name: getattr(settings, name) for name in settings.model_fields_set} | extra
+    for name, value in sorted(values.items()):
+        if value is None:
+            continue
+        if isinstance(value, (list, dict)):
+            text = json.dumps(value)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = str(value)
+        env[f"DESKMATE_{name.upper()}"] = text
+    env["ANONYMIZED_TELEMETRY"] = "False"
+    return env
+
+
+@dataclass
+class WorkerProcess:
+    """One ``deskmate worker`` subprocess: JSON logs in ``log_path``, ``/metrics``, ``/readyz`` on ``port``."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    port: int
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no cleanup — as if the machine died."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for raw in self.log_path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                line = json.loads(raw)
+                if isinstance(line, dict):
+                    lines.append(line)
+        return lines
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        return [line for line in self.log_lines() if line.get("event") == event]
+
+    def handled(self) -> set[int]:
+        """Interactions this worker started answering."""
+        return {int(line["interaction_id"]) for line in self.events("pipeline.start") if "interaction_id" in line}
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    async def readyz(self) -> tuple[int, dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=5) as client:
+            response = await client.get(f"http://127.0.0.1:{self.port}/readyz")
+        return response.status_code, (response.json() if response.status_code in (200, 503) else {})
+
+    async def wait_started(self, timeout_s: float = 120.0) -> None:
+        """Wait until the worker has started (its runtime built: ``/metrics`` answers); fails if it exits."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if not self.alive:
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                async with httpx.AsyncClient(timeout=5) as client:
+                    if (await client.get(f"http://127.0.0.1:{self.port}/metrics")).status_code == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} did not start within {timeout_s} s:\n{self.log_tail()}")
+            await asyncio.sleep(POLL_S * 5)
+
+    async def wait_readyz(self, status: int = 200, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Wait until ``/readyz`` answers ``status``; fails at once if the process exits."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if not self.alive:
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                code, body = await self.readyz()
+                if code == status:
+                    return body
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name}'s /readyz did not answer {status} within {timeout_s} s")
+            await asyncio.sleep(POLL_S * 5)
+
+
+@contextlib.asynccontextmanager
+async def worker_processes(settings: Settings, count: int, log_dir: Path,
+                           **extra: Any) -> AsyncIterator[list[WorkerProcess]]:
+    """``count`` ``deskmate worker`` processes with ``settings`` (plus ``extra`` settings), each started (its
+    ``/metrics`` answers) when the block starts; stopped (SIGTERM, then SIGKILL) after it."""
+    from tests.fakes.redis_server import free_port
+
+    workers: list[WorkerProcess] = []
+    try:
+        for i in range(count):
+            port = free_port()
+            env = process_env(settings, worker_metrics_port=port, log_format="json", **extra)
+            log_path = log_dir / f"worker-{i}.log"
+            with open(log_path, "wb") as log:
+                proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "worker"], env=env, cwd=REPO,
+                                        stdout=log, stderr=subprocess.STDOUT)
+            workers.append(WorkerProcess(f"worker-{i}", proc, log_path, port))
+        for worker in workers:
+            await worker.wait_started()
+        yield workers
+    finally:
+        for worker in workers:
+            if worker.alive:
+                worker.proc.send_signal(signal.SIGTERM)
+        for worker in workers:
+            try:
+                worker.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()
+                worker.proc.wait()

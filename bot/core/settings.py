@@ -139,6 +139,13 @@ class Settings(BaseSettings):
     job_timeout_s: float = Field(120.0, description="An answer job running longer is cancelled and retried.")
     job_max_tries: int = Field(3, description="Attempts per question before the user is told it failed.")
     worker_poll_delay_s: float = Field(0.05, description="arq's queue poll interval (its default 0.5 s is slow).")
+    worker_lease_s: float = Field(
+        15.0, gt=0, description="A running job is held this long unless its worker renews it: a killed worker's "
+        "question moves to another worker within this time (arq's own hold: job timeout + 10 s).")
+    worker_lease_renew_s: float = Field(
+        5.0, gt=0, description="How often a worker renews its running jobs' leases (well under worker_lease_s).")
+    worker_redis_retry_max_s: float = Field(
+        5.0, gt=0, description="Longest wait between a worker's reconnection attempts while Redis is unreachable.")
     sweeper_interval_s: float = Field(15.0, description="How often pending questions with no job are re-enqueued.")
     sweeper_min_age_s: float = Field(10.0, description="A pending question younger than this is left alone.")
 

@@ -1,0 +1,265 @@
+"""The arq worker Deskmate runs: it rides out a Redis outage, and holds each running job by a short lease.
+
+arq 0.28's :class:`~arq.worker.Worker` has two habits a support bot cannot keep:
+
+- **A Redis error ends the process.** ``Worker.main`` polls the queue in a loop; a ``ConnectionError`` from the
+  poll (``zrangebyscore``), from claiming a job (``start_jobs``), from the heart-beat and cron enqueueing, or from
+  a job's own bookkeeping (``run_job``, ``finish_job``, re-raised by the poll through ``task.result()``) escapes
+  ``main``, ``run`` closes the worker and it exits with status 1. :class:`ResilientWorker` catches those errors,
+  logs ``worker.redis_lost`` once, retries with backoff (0.5 s doubling to ``worker_redis_retry_max_s``) and logs
+  ``worker.redis_back`` when a ping answers. Jobs already running carry on (they mostly need the database and
+  the LLM); if Redis is still away when one finishes, arq cannot record it, so the job stays queued, its lease
+  lapses and it runs again — the pipeline skips an interaction that is already final. redis-py reconnects on
+  the next command, so the arq pool (``ctx['redis']``) and the runtime's own client (``rt.redis``) both come
+  back by themselves once the server answers; nothing has to be rebuilt. The state is on the worker's metrics
+  server: ``/readyz`` (503 while Redis is lost) and ``deskmate_worker_redis_connected``.
+- **A dead worker's job waits for the job timeout + 10 s.** arq marks a running job with
+  ``arq:in-progress:<job id>``, set for (the longest function timeout + 10 s) and deleted when the job
+  finishes; until that key expires no other worker takes the job. Here the key is set for ``worker_lease_s``
+  instead and renewed every ``worker_lease_renew_s`` while the job runs (every job: answers, cron jobs,
+  deliveries), so a killed worker's job is taken by another one within a lease. The renewal stops before arq
+  finishes the job (``finish_job`` deletes the key, or keeps a cron job's for a minute), so it never puts a
+  finished job's key back.
+
+arq's own command line (``arq bot.worker_settings.WorkerSettings``) builds arq's plain ``Worker`` and has
+neither; ``deskmate worker`` runs this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from arq.constants import in_progress_key_prefix
+from arq.connections import ArqRedis, create_pool
+from arq.worker import Worker
+from prometheus_client import Counter, Gauge
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from bot.core.log import get_logger
+
+log = get_logger(__name__)
+
+#: What a lost Redis raises: redis-py's errors, and the OS's (refused, reset, timed out) from a raw socket.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
+FIRST_RETRY_S = 0.5
+
+REDIS_CONNECTED = Gauge("deskmate_worker_redis_connected",
+                        "1 while this worker reaches Redis (its queue), 0 while it is riding out an outage.",
+                        ["queue"])
+REDIS_OUTAGES = Counter("deskmate_worker_redis_outages", "Times this worker lost Redis.", ["queue"])
+LEASES_LOST = Counter("deskmate_worker_leases_lost",
+                            "Running jobs whose lease lapsed (Redis away longer than a lease) and was already "
+                            "taken by another worker.", ["queue"])
+
+
+@dataclass
+class RedisState:
+    """Whether the worker reaches Redis, and since when (monotonic seconds)."""
+
+    connected: bool = True
+    changed_at: float = 0.0
+    error: str = ""
+    outages: int = 0
+
+    def describe(self) -> str:
+        if self.connected:
+            return "ok"
+        return f"error: Redis lost {time.monotonic() - self.changed_at:.1f} s ago: {self.error}"[:200]
+
+
+class ResilientWorker(Worker):
+    """arq's Worker, kept alive through Redis outages and holding running jobs by a renewed lease.
+
+    ``lease_s`` replaces arq's in-progress timeout; ``lease_renew_s`` must be well under it (a third or less).
+    """
+
+    def __init__(self, *args: Any, lease_s: float = 15.0, lease_renew_s: float = 5.0,
+                 redis_retry_max_s: float = 5.0, **kwargs: Any) -> None:
+        if not 0 < lease_renew_s < lease_s:
+            raise ValueError(f"the lease renewal interval ({lease_renew_s} s) must be shorter than the lease "
+                             f"({lease_s} s)")
+        super().__init__(*args, **kwargs)
+        self.lease_s = lease_s
+        self.lease_renew_s = lease_renew_s
+        self.redis_retry_max_s = max(FIRST_RETRY_S, redis_retry_max_s)
+        # arq claims a job with psetex(in-progress key, in_progress_timeout_s): claim it for one lease instead
+        self.in_progress_timeout_s = lease_s
+        self.redis_state = RedisState(changed_at=time.monotonic())
+        self.ctx["redis_state"] = self.redis_state
+        self._leases: dict[str, asyncio.Task[None]] = {}
+        self._retry_s = FIRST_RETRY_S
+        REDIS_CONNECTED.labels(self.queue_name).set(1)
+
+    # --- Redis outages ------------------------------------------------------------------------------
+    async def main(self) -> None:
+        if self._pool is None:
+            self._pool = await self._connect()
+        await super().main()
+
+    async def _connect(self) -> ArqRedis:
+        """arq's pool, waiting with backoff while Redis does not answer (a worker started during an outage)."""
+        assert self.redis_settings is not None
+        while True:
+            try:
+                return await create_pool(self.redis_settings, retry=self.redis_settings.conn_retries,
+                                         job_deserializer=self.job_deserializer, job_serializer=self.job_serializer,
+                                         default_queue_name=self.queue_name, expires_extra_ms=self.expires_extra_ms)
+            except REDIS_ERRORS as exc:
+                self._lost(exc)
+                await asyncio.sleep(self._backoff())
+
+    async def _poll_iteration(self) -> None:
+        if not self.redis_state.connected:
+            try:
+                await self.pool.ping()
+                await self._renew_all()
+            except REDIS_ERRORS as exc:
+                self._lost(exc)
+                await asyncio.sleep(self._backoff())
+                return
+            self._back()
+        try:
+            await super()._poll_iteration()
+        except REDIS_ERRORS as exc:
+            self._lost(exc)
+            await asyncio.sleep(self._backoff())
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """arq's, one job at a time: a Redis error while claiming a job gives back the slot arq took for it."""
+        for job_id_b in job_ids:
+            job_id = job_id_b.decode()
+            counter, task = self.job_counter, self.tasks.get(job_id)
+            try:
+                await super().start_jobs([job_id_b])
+            except REDIS_ERRORS:
+                if self.job_counter > counter and self.tasks.get(job_id) is task:  # claimed a slot, no task
+                    self.job_counter -= 1
+                    self.sem.release()
+                raise
+            if self.job_counter >= self.max_jobs:
+                return
+
+    async def run_job(self, job_id: str, score: int) -> None:
+        self._leases[job_id] = asyncio.create_task(self._hold_lease(job_id), name=f"lease:{job_id}")
+        try:
+            await super().run_job(job_id, score)
+        except REDIS_ERRORS as exc:
+            # arq could not read or record the job: it stays queued, its lease lapses and it runs again (an
+            # answer already recorded is skipped). Not re-raised: arq's poll would end the worker with it.
+            self._lost(exc)
+            log.warning("worker.job_unrecorded", job_id=job_id, error=repr(exc)[:200])
+        finally:
+            await self._release_lease(job_id)
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        except REDIS_ERRORS as exc:  # stopping while Redis is away (arq's close deletes its health key first)
+            log.warning("worker.closed_without_redis", error=repr(exc)[:200])
+            if self.on_shutdown:
+                await self.on_shutdown(self.ctx)
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                with contextlib.suppress(Exception):
+                    await pool.aclose(close_connection_pool=True)
+
+    def _lost(self, exc: BaseException) -> None:
+        state = self.redis_state
+        state.error = f"{exc.__class__.__name__}: {exc}"[:200]
+        if state.connected:
+            state.connected, state.changed_at = False, time.monotonic()
+            state.outages += 1
+            REDIS_CONNECTED.labels(self.queue_name).set(0)
+            REDIS_OUTAGES.labels(self.queue_name).inc()
+            log.error("worker.redis_lost", error=state.error, running_jobs=len(self.tasks))
+
+    def _back(self) -> None:
+        state = self.redis_state
+        down_s = time.monotonic() - state.changed_at
+        state.connected, state.changed_at, state.error = True, time.monotonic(), ""
+        self._retry_s = FIRST_RETRY_S
+        REDIS_CONNECTED.labels(self.queue_name).set(1)
+        log.info("worker.redis_back", down_s=round(down_s, 1), running_jobs=len(self.tasks))
+
+    def _backoff(self) -> float:
+        wait, self._retry_s = self._retry_s, min(self.redis_retry_max_s, self._retry_s * 2)
+        return wait
+
+    # --- leases -------------------------------------------------------------------------------------
+    async def _hold_lease(self, job_id: str) -> None:
+        """Renew the job's in-progress key until the job finishes (cancelled by :meth:`_release_lease`)."""
+        while True:
+            await asyncio.sleep(self.lease_renew_s)
+            try:
+                if not await self._renew(job_id):
+                    return
+            except REDIS_ERRORS:
+                continue  # the poll loop reports the outage (and renews every lease when Redis is back)
+
+    async def _renew(self, job_id: str) -> bool:
+        """Extend the job's lease; False when another worker has the job."""
+        key = in_progress_key_prefix + job_id
+        lease_ms = int(self.lease_s * 1000)
+        if await self.pool.pexpire(key, lease_ms):
+            return True
+        # the key is gone while the job still runs: it lapsed during a Redis outage longer than a lease (or the
+        # server restarted empty). Take it back, unless another worker already has the job: then both run it.
+        if await self.pool.set(key, b"1", px=lease_ms, nx=True):
+            return True
+        LEASES_LOST.labels(self.queue_name).inc()
+        log.warning("worker.lease_lost", job_id=job_id)
+        return False
+
+    async def _renew_all(self) -> None:
+        """Renew every running job's lease at once (Redis is back: before any worker polls the queue again)."""
+        for job_id, lease in list(self._leases.items()):
+            if not lease.done() and not await self._renew(job_id):
+                lease.cancel()
+
+    async def _release_lease(self, job_id: str) -> None:
+        lease = self._leases.pop(job_id, None)
+        if lease is not None and not lease.done():
+            lease.cancel()
+            await asyncio.wait([lease])  # never raises, so a cancellation of the caller is not swallowed
+
+    async def finish_job(self, job_id: str, *args: Any, **kwargs: Any) -> None:
+        await self._release_lease(job_id)  # before arq deletes (or, for a cron job, keeps) the key
+        await super().finish_job(job_id, *args, **kwargs)
+
+    async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
+        await self._release_lease(job_id)
+        await super().finish_failed_job(job_id, result_data)
+
+
+# --- health on the worker's metrics server -------------------------------------------------------------
+async def _check(coro: Any) -> str:
+    try:
+        await asyncio.wait_for(coro, timeout=2.0)
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return f"error: {exc.__class__.__name__}: {exc}"[:200]
+
+
+def health_routes(state: RedisState, redis: Redis) -> list[web.RouteDef]:
+    """``/healthz`` (the process serves) and ``/readyz`` for the worker's metrics server.
+
+    ``/readyz`` answers 503 while the worker's queue connection is lost (``checks.queue``) or the runtime's Redis
+    client does not answer a ping (``checks.redis``), like the web process's ``/readyz``.
+    """
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        checks = {"queue": state.describe(), "redis": await _check(redis.ping())}
+        ok = all(v == "ok" for v in checks.values())
+        return web.json_response({"status": "ready" if ok else "not ready", "checks": checks},
+                                 status=200 if ok else 503)
+
+    return [web.get("/healthz", healthz), web.get("/readyz", readyz)]
