@@ -4,6 +4,10 @@
 asking what was wrong; its submission adds the reason and comment to the same row. "Ask a human" posts the
 question and the answer to ``slack_support_channel`` and marks the feedback row as escalated. Every handler
 acks first: ``views.open`` needs the click's ``trigger_id`` within 3 seconds.
+
+The escalation carries text from outside (the user's question, the model's answer): it is built with
+:mod:`bot.slack.mrkdwn` like every other message, so a ``<!channel>`` in either reaches the support channel as
+text, never as a mention; the only mentions in it are Deskmate's own (the person who clicked, the channel).
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ from slack_sdk.errors import SlackApiError
 from bot.core.log import get_logger
 from bot.core.types import Platform, Question
 from bot.slack.adapter import SlackAdapter
-from bot.slack.mrkdwn import escape, markdown_to_mrkdwn
+from bot.slack.mrkdwn import channel_mention, escape, link, markdown_to_mrkdwn, truncate, user_mention
 from bot.slack.rendering import (
     COMMENT_BLOCK,
     ESCALATE,
     FEEDBACK_VIEW,
     REASON_BLOCK,
+    SECTION_LIMIT,
     VOTE_DOWN,
     VOTE_UP,
     feedback_modal,
@@ -41,6 +46,7 @@ from feedback.votes import DOWN_REASONS, VoteError
 log = get_logger(__name__)
 
 ESCALATION_ANSWER_CHARS = 1500
+ESCALATION_TEXT_LIMIT = 4000
 
 
 def interaction_id_of(action: dict[str, Any]) -> int | None:
@@ -138,20 +144,20 @@ async def on_escalate(adapter: SlackAdapter, body: dict[str, Any], respond: Asyn
             permalink = response.get("permalink")
         except SlackApiError:
             pass
-    where = f" in <#{question.channel}>" if question.channel and not question.channel.startswith("D") else ""
-    answer = markdown_to_mrkdwn(row.answer or "")
-    if len(answer) > ESCALATION_ANSWER_CHARS:
-        answer = answer[:ESCALATION_ANSWER_CHARS] + "…"
-    lines = [f":raising_hand: <@{clicker}> would like a human to answer this question{where}:",
+    where = f" in {channel_mention(question.channel)}" if question.channel and not question.channel.startswith("D") \
+        else ""
+    answer = truncate(markdown_to_mrkdwn(row.answer or ""), ESCALATION_ANSWER_CHARS)
+    lines = [f":raising_hand: {user_mention(clicker)} would like a human to answer this question{where}:",
              f"*Question:* {escape(question.text)}", f"*Deskmate answered:*\n{answer or '_(nothing yet)_'}"]
     if permalink:
-        lines.append(f"<{permalink}|Open the conversation>")
+        lines.append(link(permalink, "Open the conversation"))
     text = "\n".join(lines)
-    posted = await adapter.post(settings.slack_support_channel, text=text,
-                                blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}])
+    posted = await adapter.post(settings.slack_support_channel, text=truncate(text, ESCALATION_TEXT_LIMIT),
+                                blocks=[{"type": "section", "text": {"type": "mrkdwn",
+                                                                     "text": truncate(text, SECTION_LIMIT)}}])
     await adapter.rt.votes.escalate(interaction_id=interaction_id, user=clicker, platform=Platform.SLACK.value)
     if posted:
-        await _respond(respond, escalated(f"<#{settings.slack_support_channel}>"))
+        await _respond(respond, escalated(channel_mention(settings.slack_support_channel)))
     else:
         await _respond(respond, SUPPORT_UNREACHABLE)
 

@@ -29,6 +29,7 @@ from bot.core.settings import Settings
 from bot.core.types import Platform, Question
 from bot.intake import RECORD_FAILED_REPLY, Intake, Outcome
 from bot.runtime import Runtime
+from bot.slack.mrkdwn import escape
 from bot.slack.pacing import ChannelPacer
 from bot.slack.rendering import render_notice, render_placeholder
 from playbooks.channel_policy import EffectivePolicy
@@ -153,8 +154,9 @@ class SlackAdapter:
         return str(response.get("ts") or "") or None
 
     async def ephemeral(self, channel: str, user: str, text: str, *, thread_ts: str | None = None) -> None:
+        """A plain-text hint only ``user`` sees (escaped here)."""
         try:
-            await self.client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
+            await self.client.chat_postEphemeral(channel=channel, user=user, text=escape(text), thread_ts=thread_ts)
         except Exception as exc:  # noqa: BLE001 - a hint the user may miss; nothing was recorded
             log.warning("slack.ephemeral_failed", channel=channel, error=repr(exc))
 

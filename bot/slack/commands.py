@@ -25,12 +25,13 @@ log = get_logger(__name__)
 
 
 def help_text(command: str) -> str:
+    command = escape(command)  # from the request: Slack's own, but text all the same
     return (
         "*Deskmate* answers questions from the company handbook and cites its sources.\n"
         f"• Mention me in a channel — `@Deskmate how do I book travel?` — and I answer in the thread; "
         "reply in that thread to follow up.\n"
         "• Or send me a direct message.\n"
-        f"• `{command} ask <question>` — an answer only you can see.\n"
+        f"• `{command} ask &lt;question&gt;` — an answer only you can see.\n"
         f"• `{command} help` — this message.\n"
         "Rate answers with :+1: / :-1: — it is how Deskmate gets better. "
         f"Admins: `{command} status`, `{command} kill …`, `{command} rollback`, `{command} releases`."
@@ -53,7 +54,7 @@ async def ask(adapter: SlackAdapter, body: dict[str, Any], text: str, respond: A
     channel_type = await channel_type_of(adapter, body)
     policy = await adapter.policy(channel, channel_type)
     if not policy.enabled:
-        await respond(text=DISABLED_REPLY, response_type="ephemeral")
+        await respond(text=escape(DISABLED_REPLY), response_type="ephemeral")
         return
     key = body.get("trigger_id") or f"{channel}:{user}:{text}"
     question = Question(
@@ -71,7 +72,7 @@ async def admin(adapter: SlackAdapter, body: dict[str, Any], text: str, respond:
         reply = await handle_admin_command(adapter.rt, actor, text)
     except Exception as exc:  # noqa: BLE001 - the admin sees that it failed, the log has why
         log.exception("slack.admin_command_failed", command=text.split(" ", 1)[0])
-        await respond(text=f":warning: That command failed: {escape(str(exc))[:300]}", response_type="ephemeral")
+        await respond(text=f":warning: That command failed: {escape(str(exc)[:300])}", response_type="ephemeral")
         return
     await respond(response_type="ephemeral", **render_markdown(reply.text))
 
@@ -88,7 +89,7 @@ async def on_command(adapter: SlackAdapter, ack: AsyncAck, body: dict[str, Any],
         try:
             text = clean_question(rest, adapter.settings)
         except QuestionRejected as exc:
-            await ack(text=exc.reply, response_type="ephemeral")
+            await ack(text=escape(exc.reply), response_type="ephemeral")
             return
         await ack(text=f"{PLACEHOLDER.with_icon} _“{escape(text[:200])}”_",
                   response_type="ephemeral")

@@ -115,7 +115,8 @@ async def on_message(adapter: SlackAdapter, body: dict[str, Any], event: dict[st
         await ask(adapter, body, event, context, channel_type="im", thread_key=thread_ts or channel,
                   reply_thread_ts=thread_ts or None)
         return
-    if context.bot_user_id and f"<@{context.bot_user_id}" in (event.get("text") or ""):
+    if context.bot_user_id and any(m.group(1) == context.bot_user_id
+                                   for m in _MENTION.finditer(event.get("text") or "")):
         return  # the app_mention event for the same message answers it
     is_reply = bool(thread_ts) and thread_ts != event.get("ts")
     if is_reply and (_MENTION.search(event.get("text") or "")

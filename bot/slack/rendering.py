@@ -4,6 +4,10 @@ Slack's limits shape this module: a section's text is at most 3,000 characters (
 sections), a message has at most 50 blocks, a button's value at most 2,000 characters (it carries only the
 interaction id). Fallback, "not found" and maintenance answers carry a visible label so nobody mistakes an
 automatic excerpt for a written answer; the wording of labels and the placeholder is :mod:`bot.status_text`'s.
+
+Every piece of outside text — the answer, source titles and locations, a notice — reaches the message through
+:mod:`bot.slack.mrkdwn` (:func:`~bot.slack.mrkdwn.escape`, :func:`~bot.slack.mrkdwn.link`, the Markdown
+converter): nothing posted can carry a ``<!channel>``, ``<@U…>`` or other control sequence Deskmate did not write.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import json
 from typing import Any
 
 from bot.core.types import Answer, Source, Status
-from bot.slack.mrkdwn import escape, escape_link_text, markdown_to_mrkdwn, split_text
+from bot.slack.mrkdwn import escape, link, markdown_to_mrkdwn, safe_cut, safe_url, split_text, truncate
 from bot.status_text import PLACEHOLDER, StatusLabel, answer_body, answer_label
 from feedback.votes import DOWN_REASONS
 from knowledge.sources import display_location, is_url
@@ -50,8 +54,8 @@ def label_mrkdwn(label: StatusLabel) -> str:
 
 def source_line(source: Source) -> str:
     text = f"[{source.number}] {source.label}"
-    if is_url(source.location or ""):
-        return f"<{source.location}|{escape_link_text(text)}>"
+    if is_url(source.location or "") and safe_url(source.location):
+        return link(source.location, text)
     location = display_location(source.location, source.doc_id)  # a path is shown, never linked
     where = f" — {escape(location)}" if location else ""
     return f"{escape(text)}{where}"
@@ -99,14 +103,10 @@ def render_answer(answer: Answer, *, ask_a_human: bool = False) -> dict[str, Any
     if len(pieces) > room:
         pieces = pieces[:room]
         note = "\n_… (the answer was too long for Slack and was cut here)_"
-        pieces[-1] = pieces[-1][: SECTION_LIMIT - len(note)] + note
+        pieces[-1] = pieces[-1][: safe_cut(pieces[-1], SECTION_LIMIT - len(note))] + note
     blocks = head + [mrkdwn_section(p) for p in pieces] + tail
     text = (f"{escape(label.text)}\n" if label else "") + body
-    return {"text": _truncate(text, NOTIFICATION_TEXT_LIMIT), "blocks": blocks}
-
-
-def _truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return {"text": truncate(text, NOTIFICATION_TEXT_LIMIT), "blocks": blocks}
 
 
 def render_placeholder() -> dict[str, Any]:
@@ -114,15 +114,15 @@ def render_placeholder() -> dict[str, Any]:
 
 
 def render_notice(message: str, *, emoji: str = ":warning:") -> dict[str, Any]:
-    """A short message in place of an answer (failures, refusals)."""
-    return {"text": message, "blocks": [mrkdwn_section(f"{emoji} {escape(message)}")]}
+    """A short plain-text message in place of an answer (failures, refusals)."""
+    return {"text": escape(message), "blocks": [mrkdwn_section(f"{emoji} {escape(message)}")]}
 
 
 def render_markdown(markdown: str) -> dict[str, Any]:
     """Any Markdown (admin replies, help) as mrkdwn sections."""
     text = markdown_to_mrkdwn(markdown) or " "
     pieces = split_text(text, SECTION_LIMIT)[:MAX_BLOCKS]
-    return {"text": _truncate(text, NOTIFICATION_TEXT_LIMIT), "blocks": [mrkdwn_section(p) for p in pieces]}
+    return {"text": truncate(text, NOTIFICATION_TEXT_LIMIT), "blocks": [mrkdwn_section(p) for p in pieces]}
 
 
 def feedback_modal(interaction_id: int, *, channel: str = "", message_ts: str = "") -> dict[str, Any]:

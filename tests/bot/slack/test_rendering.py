@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from bot.core.types import Answer, Source, Status
 from bot.slack.mrkdwn import markdown_to_mrkdwn, split_text
-from bot.slack.rendering import feedback_modal, render_answer, render_markdown
+from bot.slack.rendering import feedback_modal, render_answer, render_markdown, render_notice
+from tests.bot.slack.control_sequences import control_sequences
 
 SOURCES = [Source(number=1, doc_id="travel/per-diem", title="Per diem", heading="Meals",
                   location="https://handbook.northwind.example/travel/per-diem"),
@@ -19,9 +20,11 @@ def test_markdown_becomes_mrkdwn() -> None:
     assert out.startswith("*Travel*")
     assert "*Bold* and _italic_ and *also bold* and ~gone~" in out
     assert "`a &lt;b&gt;`" in out
-    assert "<https://example.com/a?b=1&c=2|the handbook> &amp; more &lt;stuff&gt;" in out
+    assert "<https://example.com/a?b=1&amp;c=2|the handbook> &amp; more &lt;stuff&gt;" in out, \
+        "& in a URL is written &amp;, as Slack writes it"
     assert "• one\n    • nested\n1. first\n> quoted" in out
     assert "```\nif a &lt; b:\n    pass\n```" in out
+    assert control_sequences(out) == []
 
 
 def test_tables_become_preformatted() -> None:
@@ -42,6 +45,7 @@ def test_answer_with_sources_and_buttons() -> None:
                                                              "deskmate_escalate"]
     assert {e["value"] for e in actions["elements"]} == {"7"}
     assert message["text"].startswith("Meals are")
+    assert control_sequences(message) == []
 
 
 def test_labels_for_fallback_not_found_and_maintenance() -> None:
@@ -56,6 +60,7 @@ def test_labels_for_fallback_not_found_and_maintenance() -> None:
     paused = render_answer(Answer(interaction_id=3, status=Status.MAINTENANCE, text="Paused."))
     assert "paused" in paused["blocks"][0]["elements"][0]["text"]
     assert all(b["type"] != "actions" for b in paused["blocks"]), "nothing to rate on a maintenance reply"
+    assert control_sequences([fallback, not_found, paused]) == []
 
 
 def test_long_answers_are_split_into_sections_within_slacks_limits() -> None:
@@ -69,6 +74,7 @@ def test_long_answers_are_split_into_sections_within_slacks_limits() -> None:
     assert "cut here" in sections[-1]
     assert blocks[-1]["type"] == "actions" and blocks[-2]["type"] == "context", "sources and buttons survive"
     assert len(message["text"]) <= 3000
+    assert control_sequences(message) == []
 
 
 def test_split_keeps_code_fences_balanced_and_links_whole() -> None:
@@ -87,3 +93,19 @@ def test_admin_markdown_and_modal() -> None:
     assert modal["type"] == "modal" and len(modal["title"]["text"]) <= 24
     assert [b.get("block_id") for b in modal["blocks"]][1:] == ["reason", "comment"]
     assert all(b.get("optional") for b in modal["blocks"][1:])
+    assert control_sequences([message, modal]) == []
+
+
+def test_a_document_echoed_inside_a_link_cannot_notify_the_channel() -> None:
+    """The reported case: a document containing <!channel>, echoed by the model inside a link, was posted as
+    ``<https://example.com/a<!channel>|…>``."""
+    hostile = Source(number=1, doc_id="d", title="Policy <!here>", heading="<@U123>",
+                     location="https://example.com/p<!everyone>", quote="<!channel>")
+    message = render_answer(Answer(interaction_id=9, sources=[hostile],
+                                   text="See [the policy](https://example.com/a<!channel>) [1]."), ask_a_human=True)
+    assert control_sequences(message) == [], message
+    assert "<https://example.com/a%3C!channel%3E|the policy>" in message["blocks"][0]["text"]["text"]
+    sources = message["blocks"][1]["elements"][0]["text"]
+    assert "<https://example.com/p%3C!everyone%3E|[1] Policy &lt;!here&gt; › &lt;@U123&gt;>" in sources
+    notice = render_notice("Failed: <!channel>")
+    assert notice["text"] == "Failed: &lt;!channel&gt;" and control_sequences(notice) == []
