@@ -6,8 +6,9 @@ Two kinds of figures, on purpose:
   process's request and ack latency per route and platform (a middleware), a worker's answer latency per stage
   and the tokens and dollars it spent (an ``after_answer`` hook). Prometheus adds them up across processes.
 - **Shared state, read on scrape** (:class:`StateCollector`): what every process must agree on — answers by
-  status, 👍/👎, queue depth and the oldest job's age, pending questions, fallback / not-found / error rates over
-  the last hour, the circuit breaker, the active release, kill-switch modes, today's spend against the budget.
+  status, 👍/👎, queue depth and the oldest job's age, pending questions, answers not yet delivered (and deliveries
+  given up, failed delivery attempts), fallback / not-found / error rates over the last hour, the circuit
+  breaker, the active release, kill-switch modes, today's spend against the budget.
   Read from the database and Redis at most every ``DESKMATE_METRICS_CACHE_S``, so they are identical on every
   process: aggregate them with ``max()``, never ``sum()``.
 
@@ -235,6 +236,20 @@ class StateCollector(Collector):
         pending_age = GaugeMetricFamily("deskmate_oldest_pending_question_age_seconds",
                                         "Age of the oldest unanswered question (0 when none).")
         pending_age.add_metric([], round(_age_s(counted.oldest_pending_at, now), 3))
+        delivery = counted.delivery
+        undelivered = GaugeMetricFamily("deskmate_answers_undelivered",
+                                        "Answers recorded but not yet delivered to Slack/Teams (delivery retried).")
+        undelivered.add_metric([], delivery.undelivered)
+        undelivered_age = GaugeMetricFamily("deskmate_oldest_undelivered_answer_age_seconds",
+                                            "Age of the oldest answer not yet delivered (0 when none).")
+        undelivered_age.add_metric([], round(_age_s(delivery.oldest_undelivered_at, now), 3))
+        delivery_failed = CounterMetricFamily(
+            "deskmate_answers_delivery_failed",
+            "Answers whose delivery was given up (a permanent error, or still failing at the delivery deadline).")
+        delivery_failed.add_metric([], delivery.failed)
+        failed_attempts = CounterMetricFamily(
+            "deskmate_delivery_failed_attempts", "Delivery attempts that failed (each retried, or given up).")
+        failed_attempts.add_metric([], delivery.failed_attempts)
         vote_g = GaugeMetricFamily("deskmate_feedback_votes", "Current 👍/👎 votes (a changed vote moves).",
                                    labels=["label"])
         for label in ("up", "down"):
@@ -250,7 +265,8 @@ class StateCollector(Collector):
         hour_g.add_metric([], hour.total)
         spend = GaugeMetricFamily("deskmate_llm_spend_today_usd", "LLM spend since midnight UTC (all workers).")
         spend.add_metric([], round(spent, 6))
-        families: list[Metric] = [answers, pending_g, pending_age, vote_g, rates, hour_g, spend]
+        families: list[Metric] = [answers, pending_g, pending_age, undelivered, undelivered_age, delivery_failed,
+                                  failed_attempts, vote_g, rates, hour_g, spend]
         if settings.daily_budget_usd is not None:
             budget = GaugeMetricFamily("deskmate_daily_budget_usd", "The daily LLM budget (DESKMATE_DAILY_BUDGET_USD).")
             budget.add_metric([], settings.daily_budget_usd)

@@ -4,29 +4,41 @@ Steps, in order: begin the attempt (an already-final interaction is not answered
 (kill-switch, active release, channel policy) → retrieve → compose (Claude or the extractive fallback) →
 record → trace → deliver → after-answer hooks. Each step's latency goes into the answer and the interaction.
 
+Delivery is its own durable step. Recording the answer makes its delivery *pending* (in the same commit); the
+answer job then makes the first attempt itself (no extra hop when the platform is fine). A failed attempt is
+classified by the deliverer (:class:`~bot.delivery.DeliveryFailed`): permanent → recorded as failed; retryable
+→ handed over to the ``deliver`` job (:mod:`bot.queue`), which :meth:`AnswerPipeline.deliver` runs again with
+exponential backoff (``Retry-After`` honoured) until ``DESKMATE_DELIVERY_DEADLINE_S`` after the answer, then
+records it as failed. The failure notice of a question that could not be answered goes the same way.
+
 :class:`AnswerPipeline` depends on small Protocols (:class:`Searcher`, :class:`Composer`, :class:`Tracing`),
 so tests can drive it with in-memory parts; the worker builds it from its :class:`~bot.runtime.Runtime`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
 
+from bot.core.clock import utcnow
 from bot.core.log import get_logger, redact
 from bot.core.settings import Settings
 from bot.answering import not_found_answer
-from bot.core.types import Answer, Platform, Question, Status, Usage
-from bot.delivery import Deliverer
+from bot.core.types import Answer, Platform, Question, Source, Status, Usage
+from bot.delivery import Deliverer, DeliveryFailed
 from bot.llm import GenerationConfig, Turn
 from bot.status_text import FAILURE_NOTICE
 from feedback.db import Database
-from feedback.interactions import Exchange, InteractionStore, relevance
-from feedback.models import Release
+from feedback.interactions import DeliveryState, Exchange, InteractionStore, relevance
+from feedback.models import Interaction, Release
 from knowledge.index import IndexNotFound
 from knowledge.passage import Passage
 from knowledge.retrieval import FusionConfig, SearchFilter
@@ -65,8 +77,49 @@ class Tracing(Protocol):
                      release: str | None) -> AbstractContextManager[TraceSpan]: ...
 
 
+class DeliveryScheduler(Protocol):
+    """Where a failed first delivery attempt is handed over to be retried (the worker: :class:`bot.queue.DeliveryQueue`)."""
+
+    async def schedule(self, interaction_id: int, idempotency_key: str, defer_s: float) -> bool: ...
+
+
 #: Runs after every recorded answer (budget guard, metrics); a failing hook never fails the answer.
 AfterAnswerHook = Callable[[int, Answer], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """What one delivery attempt came to: ``state`` None = nothing to deliver (missing, or no longer pending);
+    ``PENDING`` with ``retry_in_s`` = failed, try again then; ``DELIVERED``; ``FAILED`` = given up."""
+
+    state: DeliveryState | None
+    retry_in_s: float | None = None
+    error: str | None = None
+
+
+def needs_delivery(platform: Platform) -> bool:
+    """The local chat has nothing to send (its page reads the recorded interaction); every chat platform does."""
+    return platform is not Platform.LOCAL
+
+
+def recorded_answer(row: Interaction) -> Answer:
+    """The answer as recorded, for a delivery attempt made after the answer job (the ``deliver`` job)."""
+    return Answer(interaction_id=row.id, text=row.answer or "", status=Status(row.status),
+                  sources=[Source.model_validate(s) for s in row.sources or []], fallback=row.fallback,
+                  fallback_reason=row.fallback_reason if row.fallback else None, release=row.release,
+                  model=row.model, latency_ms=dict(row.latency_ms or {}))
+
+
+def retry_delay(settings: Settings, failures: int, retry_after_s: float | None) -> float:
+    """How long to wait before the next delivery attempt after ``failures`` failed ones: the platform's
+    ``Retry-After`` when it sent one (at most ``delivery_retry_after_max_s``), else exponential backoff from
+    ``delivery_backoff_s`` (at most ``delivery_backoff_max_s``); never less than ``delivery_backoff_s``, plus up to
+    10 % jitter so that deliveries failed together do not retry together."""
+    if retry_after_s is not None:
+        delay = min(retry_after_s, settings.delivery_retry_after_max_s)
+    else:
+        delay = min(settings.delivery_backoff_max_s, settings.delivery_backoff_s * 2 ** max(0, failures - 1))
+    return max(delay, settings.delivery_backoff_s) * (1.0 + 0.1 * random.random())
 
 
 def generation_config(release: Release, timeout_s: float) -> GenerationConfig:
@@ -128,6 +181,7 @@ class AnswerPipeline:
         tracing: Tracing,
         deliverers: Mapping[Platform, Deliverer],
         after_answer: Sequence[AfterAnswerHook] = (),
+        deliveries: DeliveryScheduler | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -137,6 +191,8 @@ class AnswerPipeline:
         self.tracing = tracing
         self.deliverers = deliverers
         self.after_answer = after_answer
+        #: where failed first attempts are handed over; without one, the sweeper finds them (bot.queue)
+        self.deliveries = deliveries
 
     async def run(self, interaction_id: int) -> Answer | None:
         """Answer one interaction. Returns None when it is missing or already final (a redelivered job)."""
@@ -144,6 +200,7 @@ class AnswerPipeline:
         row = await self.interactions.begin_attempt(interaction_id)
         if row is None:
             log.info("pipeline.skipped", interaction_id=interaction_id, reason="missing or already final")
+            await self._resume_delivery(interaction_id)
             return None
         question = Question.model_validate(row.question_payload)
         async with self.db.asession() as session:
@@ -176,14 +233,14 @@ class AnswerPipeline:
                 await self.interactions.set_trace(interaction_id, trace_id)
         answer.interaction_id = interaction_id
         latency["total_before_delivery"] = round((time.perf_counter() - started) * 1000, 1)
+        deliver = needs_delivery(question.platform)
+        if not deliver:
+            latency["deliver"] = 0.0
         answer.latency_ms = latency
         await self.interactions.finalize(interaction_id, answer, passages, index_version=release.index_version,
-                                         switch_reason=switch.reason if switch else None)
-
-        t2 = time.perf_counter()
-        delivery = await self.deliver(question, answer)
-        latency["deliver"] = round((time.perf_counter() - t2) * 1000, 1)
-        await self.interactions.set_delivery(interaction_id, delivery, latency)
+                                         switch_reason=switch.reason if switch else None, deliver=deliver)
+        if deliver:
+            await self._first_attempt(interaction_id, question, answer, latency)
         for hook in self.after_answer:
             try:
                 await hook(interaction_id, answer)
@@ -193,26 +250,96 @@ class AnswerPipeline:
                  cost_usd=answer.cost_usd)
         return answer
 
-    async def deliver(self, question: Question, answer: Answer) -> dict[str, Any]:
-        """Hand the answer to its platform. The answer is already recorded (final), so a retry of the job
-        would skip it: a deliverer that raises is recorded as a failed delivery instead of failing the job."""
-        deliverer = self.deliverers.get(question.platform)
-        if deliverer is None:
-            return {}
+    # --- delivery -------------------------------------------------------------------------------------------
+    async def deliver(self, interaction_id: int) -> DeliveryOutcome:
+        """One delivery attempt of a final interaction's reply — the answer, or the failure notice — as recorded
+        (the ``deliver`` job). Nothing happens unless its delivery is pending: delivered once, never twice."""
+        row = await self.interactions.get(interaction_id)
+        if row is None or row.delivery_state != DeliveryState.PENDING:
+            return DeliveryOutcome(None)
+        question = Question.model_validate(row.question_payload)
+        answer = None if row.status == Status.ERROR else recorded_answer(row)
+        return await self._attempt(interaction_id, question, answer, answered_at=row.answered_at,
+                                   failures=row.delivery_attempts, later=True)
+
+    async def _first_attempt(self, interaction_id: int, question: Question, answer: Answer | None,
+                             latency: dict[str, float] | None = None) -> DeliveryOutcome:
+        """The answer job's own attempt; a retryable failure is handed over to the ``deliver`` job."""
+        outcome = await self._attempt(interaction_id, question, answer, answered_at=utcnow(), failures=0,
+                                      latency=latency)
+        if outcome.retry_in_s is not None:
+            await self._hand_over(interaction_id, question.idempotency_key, outcome.retry_in_s)
+        return outcome
+
+    async def _hand_over(self, interaction_id: int, idempotency_key: str, defer_s: float) -> None:
+        if self.deliveries is not None and await self.deliveries.schedule(interaction_id, idempotency_key, defer_s):
+            return
+        log.warning("pipeline.delivery_not_scheduled", interaction_id=interaction_id,
+                    hint="the sweeper re-enqueues it (final answers whose delivery is pending and has no job)")
+
+    async def _resume_delivery(self, interaction_id: int) -> None:
+        """A redelivered answer job for a final interaction whose delivery is pending (its worker died between
+        recording and delivering): hand it to the ``deliver`` job (enqueued once, whoever asks)."""
+        row = await self.interactions.get(interaction_id)
+        if row is not None and row.delivery_state == DeliveryState.PENDING:
+            await self._hand_over(interaction_id, row.idempotency_key, 0.0)
+
+    async def _attempt(self, interaction_id: int, question: Question, answer: Answer | None, *,
+                       answered_at: datetime | None, failures: int, later: bool = False,
+                       latency: dict[str, float] | None = None) -> DeliveryOutcome:
+        """Make one attempt and record its outcome: delivered (with what was posted), failed for good, or to be
+        retried after :func:`retry_delay` (never past the deadline: the last attempt is made at the deadline)."""
+        platform = question.platform
+        deliverer = self.deliverers.get(platform)
+        timeout_s = max(1.0, min(60.0, self.settings.job_timeout_s / 2))
+        started = time.perf_counter()
+        refs: dict[str, Any] = {}
         try:
-            return await deliverer.deliver(question, answer) or {}
-        except Exception as exc:  # noqa: BLE001 - recorded on the interaction and logged with the traceback
-            log.exception("pipeline.delivery_failed", platform=question.platform.value)
-            return {"ok": False, "error": repr(exc)[:500]}
+            if deliverer is None:
+                if needs_delivery(platform):
+                    raise DeliveryFailed(f"no deliverer for {platform.value} in this worker", retryable=False)
+            elif answer is not None:
+                refs = await asyncio.wait_for(deliverer.deliver(question, answer), timeout_s) or {}
+            else:
+                refs = await asyncio.wait_for(deliverer.deliver_failure(question, FAILURE_NOTICE), timeout_s) or {}
+            failure = None
+        except DeliveryFailed as exc:
+            failure = exc
+        except asyncio.TimeoutError:
+            failure = DeliveryFailed(f"no answer from {platform.value} within {timeout_s:g} s", retryable=True)
+        except Exception as exc:  # noqa: BLE001 - unexpected: logged with the traceback, retried until the deadline
+            log.exception("pipeline.delivery_error", platform=platform.value)
+            failure = DeliveryFailed(repr(exc)[:500], retryable=True)
+        timing = latency if latency is not None else {}
+        timing["deliver"] = round((time.perf_counter() - started) * 1000, 1)
+        now = utcnow()
+        if later and answered_at is not None:
+            timing["delivery_wait"] = round((now - answered_at).total_seconds() * 1000, 1)
+        attempt = failures + 1
+        if failure is None:
+            # recorded at once: a later retry (or the sweeper) finds it delivered and posts nothing
+            await self.interactions.mark_delivered(interaction_id, refs, timing)
+            log.info("pipeline.delivered", platform=platform.value, attempt=attempt, method=refs.get("method"))
+            return DeliveryOutcome(DeliveryState.DELIVERED)
+        deadline = (answered_at or now) + timedelta(seconds=self.settings.delivery_deadline_s)
+        if not failure.retryable or now >= deadline:
+            await self.interactions.record_delivery_failure(interaction_id, failure.error, final=True,
+                                                            latency_ms=timing)
+            log.error("pipeline.delivery_failed", platform=platform.value, error=failure.error, attempt=attempt,
+                      reason="permanent error" if not failure.retryable else "deadline passed")
+            return DeliveryOutcome(DeliveryState.FAILED, error=failure.error)
+        delay = min(retry_delay(self.settings, attempt, failure.retry_after_s),
+                    max(0.05, (deadline - now).total_seconds()))
+        await self.interactions.record_delivery_failure(interaction_id, failure.error, final=False,
+                                                        next_at=now + timedelta(seconds=delay), latency_ms=timing)
+        log.warning("pipeline.delivery_retry", platform=platform.value, error=failure.error, attempt=attempt,
+                    retry_in_s=round(delay, 2), retry_after_s=failure.retry_after_s)
+        return DeliveryOutcome(DeliveryState.PENDING, retry_in_s=delay, error=failure.error)
 
     async def fail(self, interaction_id: int, error: str) -> None:
-        """The job failed for good: record it and tell the user in their thread (never a silent failure)."""
+        """The job failed for good: record it and tell the user in their thread (never a silent failure). The
+        notice is delivered like an answer: retried, then recorded, if the platform is down."""
         question = await self.interactions.fail(interaction_id, error)
         if question is None:
             return
-        deliverer = self.deliverers.get(question.platform)
-        if deliverer is not None:
-            try:
-                await deliverer.deliver_failure(question, FAILURE_NOTICE)
-            except Exception:  # noqa: BLE001
-                log.exception("pipeline.failure_notice_failed", interaction_id=interaction_id)
+        await self._first_attempt(interaction_id, question, None)

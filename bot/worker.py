@@ -18,7 +18,8 @@ from bot.core.log import configure_logging, get_logger
 from bot.core.settings import Settings, get_settings
 from bot.core.types import Platform
 from bot.pipeline import AnswerPipeline
-from bot.queue import ANSWER_JOB, sweep_pending
+from bot.queue import (ANSWER_JOB, DELIVER_JOB, DeliveryQueue, delivery_max_tries, sweep_pending,
+                       sweep_undelivered)
 from bot.redis_conn import redis_settings
 from bot.resilient_worker import ResilientWorker, health_routes
 from bot.runtime import Runtime, build_runtime
@@ -39,6 +40,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["runtime"] = rt
     rt.after_answer.append(metrics.after_answer)
     ctx["pipeline"] = rt.answer_pipeline()
+    ctx["pipeline"].deliveries = DeliveryQueue(rt.redis)  # a failed first delivery attempt goes to `deliver`
     ctx["guard"] = rt.guard
     # /healthz and /readyz next to /metrics (the Redis state is there with deskmate worker's ResilientWorker)
     state = ctx.get("redis_state")
@@ -73,16 +75,37 @@ async def answer(ctx: dict[str, Any], interaction_id: int) -> str:
     return "skipped" if result is None else result.status.value
 
 
+async def deliver(ctx: dict[str, Any], interaction_id: int) -> str:
+    """One delivery attempt (bot.pipeline.AnswerPipeline.deliver); a retryable failure defers the job itself
+    (arq ``Retry``: kept in Redis across restarts) until the delivery deadline."""
+    pipeline: AnswerPipeline = ctx["pipeline"]
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(interaction_id=interaction_id, job_try=ctx.get("job_try", 1))
+    try:
+        outcome = await pipeline.deliver(interaction_id)
+    except Exception as exc:  # noqa: BLE001 - e.g. the database was busy: try again (the deadline still holds)
+        log.warning("worker.deliver_retry", error=repr(exc)[:300])
+        raise Retry(defer=pipeline.settings.delivery_backoff_s) from exc
+    if outcome.retry_in_s is not None:
+        raise Retry(defer=outcome.retry_in_s)
+    return outcome.state.value if outcome.state is not None else "skipped"
+
+
 async def sweep(ctx: dict[str, Any]) -> int:
     rt: Runtime = ctx["runtime"]
-    return await sweep_pending(rt.interactions, rt.redis, min_age_s=rt.settings.sweeper_min_age_s)
+    min_age_s = rt.settings.sweeper_min_age_s
+    return (await sweep_pending(rt.interactions, rt.redis, min_age_s=min_age_s)
+            + await sweep_undelivered(rt.interactions, rt.redis, min_age_s=min_age_s))
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for :class:`arq.worker.Worker` (also what :class:`bot.worker_settings.WorkerSettings` exposes)."""
     interval = max(1, int(settings.sweeper_interval_s))
     return dict(
-        functions=[func(answer, name=ANSWER_JOB, timeout=settings.job_timeout_s, max_tries=settings.job_max_tries)],
+        functions=[func(answer, name=ANSWER_JOB, timeout=settings.job_timeout_s, max_tries=settings.job_max_tries),
+                   # retried until the delivery deadline, not a number of tries
+                   func(deliver, name=DELIVER_JOB, timeout=settings.job_timeout_s,
+                        max_tries=delivery_max_tries(settings))],
         # arq holds every job's in-progress key for (the longest function timeout + 10 s), and that is how long a
         # dead worker's job waits before another worker takes it: the sweep must not raise that bound
         cron_jobs=[

@@ -5,9 +5,10 @@ Every chat surface and the worker go through :class:`InteractionStore`:
 - intake: :meth:`~InteractionStore.record_pending` (the platform's idempotency key is unique, so a redelivered
   event finds the first row instead of creating a second), :meth:`~InteractionStore.asked_in_thread`;
 - the worker: :meth:`~InteractionStore.begin_attempt`, :meth:`~InteractionStore.thread_history`,
-  :meth:`~InteractionStore.finalize`, :meth:`~InteractionStore.set_trace`,
-  :meth:`~InteractionStore.set_delivery`, :meth:`~InteractionStore.fail`;
-- the sweeper: :meth:`~InteractionStore.stale_pending`;
+  :meth:`~InteractionStore.finalize`, :meth:`~InteractionStore.set_trace`, :meth:`~InteractionStore.fail`;
+- delivery (its own, retried step after the row turns final): :meth:`~InteractionStore.mark_delivered`,
+  :meth:`~InteractionStore.record_delivery_failure`;
+- the sweeper: :meth:`~InteractionStore.stale_pending`, :meth:`~InteractionStore.undelivered`;
 - feedback surfaces: :meth:`~InteractionStore.get`, :meth:`~InteractionStore.recent_in_channel`.
 
 Users are stored as :func:`bot.core.identity.hash_user` pseudonyms under the store's salt.
@@ -21,7 +22,8 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -37,6 +39,18 @@ from knowledge.passage import Passage
 #: Passage text kept per recorded passage (enough for evaluation exports and the gaps view).
 PASSAGE_TEXT_CHARS = 2000
 ERROR_CHARS = 4000
+
+
+class DeliveryState(StrEnum):
+    """Where the delivery of a final interaction's reply (the answer, or the failure notice) stands.
+
+    ``Interaction.delivery_state`` is None while the question is pending, and on rows recorded before delivery
+    was tracked (not counted, never re-delivered).
+    """
+
+    PENDING = "pending"  # answered, not yet delivered (the first try, or retries until the deadline)
+    DELIVERED = "delivered"  # the user sees it (or there was nothing to send: the local chat reads the row)
+    FAILED = "failed"  # given up: a permanent error, or still failing at the deadline
 
 
 @dataclass(frozen=True)
@@ -145,8 +159,10 @@ class InteractionStore:
         return [Exchange(question=q, answer=a) for q, a in reversed(rows)]
 
     async def finalize(self, interaction_id: int, answer: Answer, passages: list[Passage], *,
-                       index_version: int | None, switch_reason: str | None = None) -> None:
-        """Record the answer: the row becomes final (a retried job will not answer it again)."""
+                       index_version: int | None, switch_reason: str | None = None, deliver: bool = True) -> None:
+        """Record the answer: the row becomes final (a retried job will not answer it again), and its delivery
+        pending (``deliver``) or done (nothing to send: the local chat reads the row) — in the same commit, so
+        no final row is ever without a delivery state."""
         async with self.db.asession() as session:
             row = await session.get(Interaction, interaction_id)
             if row is None:
@@ -169,17 +185,16 @@ class InteractionStore:
             row.cache_write_tokens = answer.usage.cache_write_tokens
             row.cost_usd = answer.cost_usd
             row.answered_at = utcnow()
+            _begin_delivery(row, deliver)
             session.add(row)
             await session.commit()
 
     async def set_trace(self, interaction_id: int, trace_id: str) -> None:
         await self._update(interaction_id, trace_id=trace_id)
 
-    async def set_delivery(self, interaction_id: int, delivery: dict[str, Any], latency_ms: dict[str, float]) -> None:
-        await self._update(interaction_id, delivery=delivery, latency_ms=dict(latency_ms))
-
-    async def fail(self, interaction_id: int, error: str) -> Question | None:
-        """Mark a pending question failed for good; returns its question (None if it was already final)."""
+    async def fail(self, interaction_id: int, error: str, *, deliver: bool = True) -> Question | None:
+        """Mark a pending question failed for good; returns its question (None if it was already final). The
+        failure notice is then delivered like an answer (``deliver``: its delivery is pending)."""
         async with self.db.asession() as session:
             row = await session.get(Interaction, interaction_id)
             if row is None or row.status in FINAL_STATUSES:
@@ -187,9 +202,54 @@ class InteractionStore:
             row.status = Status.ERROR.value
             row.error = error[:ERROR_CHARS]
             row.answered_at = utcnow()
+            _begin_delivery(row, deliver)
             session.add(row)
             await session.commit()
             return Question.model_validate(row.question_payload)
+
+    # --- delivery -----------------------------------------------------------------------------------------
+    async def mark_delivered(self, interaction_id: int, delivery: dict[str, Any],
+                             latency_ms: dict[str, float] | None = None) -> bool:
+        """The reply reached the user: record what was posted (``delivery``: message ids) and the attempt.
+        Returns False when there was no pending delivery (already delivered or given up: nothing changed)."""
+        async with self.db.asession() as session:
+            row = await session.get(Interaction, interaction_id)
+            if row is None or row.delivery_state != DeliveryState.PENDING:
+                return False
+            now = utcnow()
+            row.delivery_state = DeliveryState.DELIVERED.value
+            row.delivery_attempts += 1
+            row.delivered_at = now
+            row.delivery_next_at = None
+            row.delivery = dict(delivery)
+            if latency_ms is not None:
+                row.latency_ms = dict(row.latency_ms or {}) | dict(latency_ms)
+            session.add(row)
+            await session.commit()
+            return True
+
+    async def record_delivery_failure(self, interaction_id: int, error: str, *, final: bool,
+                                      next_at: datetime | None = None,
+                                      latency_ms: dict[str, float] | None = None) -> int:
+        """A delivery attempt failed: count it and keep the error; ``final`` gives up (state "failed"), otherwise
+        the next attempt is due at ``next_at``. Returns the attempts made so far (0: no pending delivery)."""
+        async with self.db.asession() as session:
+            row = await session.get(Interaction, interaction_id)
+            if row is None or row.delivery_state != DeliveryState.PENDING:
+                return 0
+            row.delivery_attempts += 1
+            row.delivery_error = error[:ERROR_CHARS]
+            if final:
+                row.delivery_state = DeliveryState.FAILED.value
+                row.delivery_next_at = None
+                row.delivery = {"ok": False, "error": error[:500]}
+            else:
+                row.delivery_next_at = next_at
+            if latency_ms is not None:
+                row.latency_ms = dict(row.latency_ms or {}) | dict(latency_ms)
+            session.add(row)
+            await session.commit()
+            return row.delivery_attempts
 
     # --- the sweeper ------------------------------------------------------------------------------------
     async def stale_pending(self, *, min_age_s: float, limit: int) -> list[tuple[int, str]]:
@@ -198,6 +258,17 @@ class InteractionStore:
         async with self.db.asession() as session:
             stmt = (select(Interaction.id, Interaction.idempotency_key)
                     .where(Interaction.status == Status.PENDING.value, col(Interaction.created_at) < cutoff)
+                    .order_by(col(Interaction.id)).limit(limit))
+            return [(int(i), k) for i, k in (await session.exec(stmt)).all() if i is not None]
+
+    async def undelivered(self, *, older_than_s: float, limit: int) -> list[tuple[int, str]]:
+        """``(id, idempotency_key)`` of final interactions whose delivery is still pending, answered more than
+        ``older_than_s`` ago, oldest first (the sweeper re-enqueues those whose delivery job is gone)."""
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        async with self.db.asession() as session:
+            stmt = (select(Interaction.id, Interaction.idempotency_key)
+                    .where(Interaction.delivery_state == DeliveryState.PENDING.value,
+                           col(Interaction.answered_at) < cutoff)
                     .order_by(col(Interaction.id)).limit(limit))
             return [(int(i), k) for i, k in (await session.exec(stmt)).all() if i is not None]
 
@@ -210,3 +281,16 @@ class InteractionStore:
                 setattr(row, name, value)
             session.add(row)
             await session.commit()
+
+
+def _begin_delivery(row: Interaction, deliver: bool) -> None:
+    """A row turning final: its reply is to be delivered (pending), or there is nothing to send (delivered)."""
+    row.delivery_attempts = 0
+    row.delivery_error = None
+    row.delivery_next_at = None
+    if deliver:
+        row.delivery_state = DeliveryState.PENDING.value
+        row.delivered_at = None
+    else:
+        row.delivery_state = DeliveryState.DELIVERED.value
+        row.delivered_at = row.answered_at

@@ -48,6 +48,14 @@ class Interaction(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text))
     attempts: int = 0
     delivery: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # delivering the answer (or the failure notice) to the user: its own, retried step after the row turns final.
+    # ``delivery_state``: None while pending (and on rows from before delivery was tracked), then "pending"
+    # (answered, not yet delivered), "delivered" or "failed" (gave up: a permanent error, or the deadline passed)
+    delivery_state: str | None = Field(default=None, index=True, max_length=16)
+    delivery_attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    delivery_error: str | None = Field(default=None, sa_column=Column(Text))
+    delivery_next_at: datetime | None = None  # when the next attempt is due (while "pending" after a failure)
+    delivered_at: datetime | None = None
     trace_id: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, index=True)
     answered_at: datetime | None = Field(default=None, index=True)

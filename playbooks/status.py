@@ -15,6 +15,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.core.types import Status
+from feedback.interactions import DeliveryState
 from feedback.models import EvalRun, Feedback, Interaction
 
 #: Fallback reasons that are chosen, not suffered: they say nothing about the LLM provider's health.
@@ -122,6 +123,47 @@ async def downvotes_over_last(session: AsyncSession, n: int) -> tuple[int, int]:
     )
     labels = list((await session.exec(stmt)).all())
     return sum(1 for label in labels if label == "down"), len(labels)
+
+
+#: How an operator reads a row's delivery state.
+DELIVERY_LABELS = {DeliveryState.PENDING: "answered, not yet delivered", DeliveryState.FAILED: "delivery failed",
+                   DeliveryState.DELIVERED: "delivered"}
+
+
+@dataclass(frozen=True)
+class DeliveryProblem:
+    """A final interaction whose reply the user has not got: still being retried, or given up."""
+
+    interaction_id: int
+    platform: str
+    channel: str
+    status: str
+    state: str
+    answered_at: datetime | None
+    attempts: int
+    error: str | None
+    next_attempt_at: datetime | None
+
+    @property
+    def label(self) -> str:
+        return DELIVERY_LABELS.get(DeliveryState(self.state), self.state)
+
+
+async def delivery_problems(session: AsyncSession, limit: int = 50) -> list[DeliveryProblem]:
+    """Answers not yet delivered, then deliveries given up; newest first within each, at most ``limit``."""
+    problems: list[DeliveryProblem] = []
+    for state in (DeliveryState.PENDING, DeliveryState.FAILED):
+        if len(problems) >= limit:
+            break
+        stmt = (select(Interaction).where(Interaction.delivery_state == state.value)
+                .order_by(col(Interaction.id).desc()).limit(limit - len(problems)))
+        for row in (await session.exec(stmt)).all():
+            assert row.id is not None
+            problems.append(DeliveryProblem(
+                interaction_id=row.id, platform=row.platform, channel=row.channel, status=row.status, state=state.value,
+                answered_at=row.answered_at, attempts=row.delivery_attempts, error=row.delivery_error,
+                next_attempt_at=row.delivery_next_at))
+    return problems
 
 
 @dataclass

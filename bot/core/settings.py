@@ -149,6 +149,16 @@ class Settings(BaseSettings):
     sweeper_interval_s: float = Field(15.0, description="How often pending questions with no job are re-enqueued.")
     sweeper_min_age_s: float = Field(10.0, description="A pending question younger than this is left alone.")
 
+    # --- delivery: the answer to Slack/Teams, its own retried step (bot/pipeline.py) -------------------
+    delivery_deadline_s: float = Field(
+        900.0, gt=0, description="A reply that cannot be delivered (5xx, 429, outage) is retried for this long "
+        "after it was answered, across worker restarts, then recorded as failed.")
+    delivery_backoff_s: float = Field(
+        2.0, gt=0, description="First wait before retrying a failed delivery; doubles each try (a Retry-After wins).")
+    delivery_backoff_max_s: float = Field(60.0, gt=0, description="Longest wait between delivery retries.")
+    delivery_retry_after_max_s: float = Field(
+        300.0, gt=0, description="Longest Retry-After a delivery honours (a longer one is waited this long).")
+
     # --- Slack ---------------------------------------------------------------------------------------
     slack_bot_token: str | None = Field(None, description="xoxb- token of the Slack app.")
     slack_signing_secret: str | None = Field(None, description="Slack signing secret (HTTP mode).")

@@ -2,10 +2,11 @@
 
 The web turn stored the ``ConversationReference`` and the placeholder's activity id in the question's
 ``reply_target``; here the worker continues that conversation (``continue_conversation``) and replaces the
-placeholder with the answer card. Transient failures (429, 412, 5xx, connection errors) are retried with backoff
-(:mod:`bot.teams.retry`). If the placeholder cannot be updated (deleted, or updates keep failing) the answer is
-sent as a new message in the same thread; if that fails too, the failure is logged as an error and recorded in
-the interaction's ``delivery`` column (``ok: false``) — never dropped silently.
+placeholder with the answer card. Transient failures (429, 412, 5xx, connection errors) are retried a few times
+in the call (:mod:`bot.teams.retry`), then raised as a retryable :class:`~bot.delivery.DeliveryFailed` — the
+pipeline retries later (with ``Retry-After``), the placeholder still being the one place the answer goes, so a
+retry never shows it twice. Only if the placeholder cannot be updated for good (deleted: 404, 400…) is the answer
+sent as a new message in the same thread. Permanent failures (403: the bot was removed, 401…) are raised as such.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from botframework.connector.aio import ConnectorClient
 from bot.core.log import get_logger
 from bot.core.types import Answer, Platform, Question
 from bot.core.settings import Settings
+from bot.delivery import DeliveryFailed
 from bot.teams.adapter import TeamsAdapter
 from bot.teams.cards import answer_card
-from bot.teams.retry import describe, own_retries, with_retries
+from bot.teams.retry import describe, own_retries, retry_after_s, retryable_later, with_retries
 
 log = get_logger(__name__)
 
@@ -77,22 +79,30 @@ class ProactiveSender:
 
     async def replace_or_send(self, reference: ConversationReference, placeholder_id: str | None,
                               activity: Activity) -> dict[str, Any]:
-        """Update the placeholder; failing that, send a new message; report what happened."""
+        """Update the placeholder; if it is gone for good, send a new message; report what was posted.
+        Raises :class:`DeliveryFailed` (retryable for a transient failure, e.g. the service is down)."""
         outcome: dict[str, Any] = {"platform": Platform.TEAMS.value, "conversation_id": reference.conversation.id}
         if placeholder_id:
             try:
                 activity_id = await self.update(reference, placeholder_id, activity)
                 return outcome | {"ok": True, "updated": True, "activity_id": activity_id or placeholder_id}
-            except Exception as exc:  # noqa: BLE001 - fall back to a new message
+            except Exception as exc:  # noqa: BLE001 - retryable: tried again later; gone: a new message
+                if retryable_later(exc):
+                    raise _failure(exc, reference) from exc
                 outcome["update_error"] = describe(exc)
                 log.warning("teams.update_failed_sending_new", error=outcome["update_error"])
         try:
             activity_id = await self.send(reference, activity)
             return outcome | {"ok": True, "updated": False, "activity_id": activity_id}
-        except Exception as exc:  # noqa: BLE001 - recorded and logged, never raised into the pipeline
-            outcome.update(ok=False, error=describe(exc))
-            log.error("teams.delivery_failed", conversation_id=reference.conversation.id, error=outcome["error"])
-            return outcome
+        except Exception as exc:  # noqa: BLE001 - classified: the pipeline retries or records it
+            raise _failure(exc, reference) from exc
+
+
+def _failure(exc: BaseException, reference: ConversationReference) -> DeliveryFailed:
+    failure = DeliveryFailed(describe(exc), retryable=retryable_later(exc), retry_after_s=retry_after_s(exc))
+    log.warning("teams.delivery_attempt_failed", conversation_id=reference.conversation.id, error=failure.error,
+                retryable=failure.retryable, retry_after_s=failure.retry_after_s)
+    return failure
 
 
 class TeamsDeliverer:
@@ -111,15 +121,15 @@ class TeamsDeliverer:
         reference, placeholder_id = self._target(question)
         if reference is None:
             log.error("teams.delivery_no_reference", idempotency_key=question.idempotency_key)
-            return {"platform": Platform.TEAMS.value, "ok": False, "error": "no conversation reference"}
+            raise DeliveryFailed("no conversation reference", retryable=False)
         return await self.sender.replace_or_send(reference, placeholder_id, card_activity(answer_card(answer)))
 
-    async def deliver_failure(self, question: Question, message: str) -> None:
+    async def deliver_failure(self, question: Question, message: str) -> dict[str, Any]:
         reference, placeholder_id = self._target(question)
         if reference is None:
             log.error("teams.failure_notice_no_reference", idempotency_key=question.idempotency_key)
-            return
-        await self.sender.replace_or_send(reference, placeholder_id, text_activity(message))
+            raise DeliveryFailed("no conversation reference", retryable=False)
+        return await self.sender.replace_or_send(reference, placeholder_id, text_activity(message))
 
     async def aclose(self) -> None:
         return None

@@ -1,8 +1,9 @@
 """The admin dashboard on the web process: ``/dashboard`` (HTML) and ``/dashboard/api/*`` (JSON), same auth.
 
 What it shows is read from the database on each request, so every web process shows the same thing: answers,
-👍 and fallback rates per release, latency and cost per day (:mod:`.data`); knowledge gaps (:mod:`.gaps`);
-retrieval drift (:mod:`.drift`); releases, switches and the audit log. Its two forms — kill-switch and rollback —
+👍 and fallback rates per release, latency and cost per day (:mod:`.data`); answers not yet delivered to
+Slack/Teams and deliveries given up; knowledge gaps (:mod:`.gaps`); retrieval drift (:mod:`.drift`); releases,
+switches and the audit log. Its two forms — kill-switch and rollback —
 run the same admin command handler as Slack, Teams and the CLI, as ``dashboard:<user>``, so they are audited.
 
 The token holder is an admin by holding the token; an SSO user may change things only if they are an admin
@@ -25,7 +26,7 @@ from bot.core.settings import Settings
 from feedback.db import Database
 from playbooks.admin import AdminActor, AdminContext, AdminReply, handle_admin_command
 from playbooks.dashboard import auth
-from playbooks.dashboard.data import Window, audit_view, overview, releases_view, switches_view
+from playbooks.dashboard.data import Window, audit_view, delivery_view, overview, releases_view, switches_view
 from playbooks.dashboard.drift import score_drift
 from playbooks.dashboard.gaps import knowledge_gaps
 from playbooks.dashboard.page import render
@@ -92,10 +93,11 @@ async def page(request: web.Request) -> web.StreamResponse:
     ov, gaps, drift, releases, switches, audit = await asyncio.gather(
         overview(rt.db, rt.settings, window), cached_gaps(rt, window), score_drift(rt.db),
         releases_view(rt.db, rt.settings), switches_view(rt.db), audit_view(rt.db, 50))
+    delivery = await delivery_view(rt.db, 50)
     csrf, new_csrf = auth.csrf_token(request)
     flash = (request.query["msg"][:2000], request.query.get("ok") == "1") if request.query.get("msg") else None
     html = render(viewer_label=viewer.label, days=window.days, overview=ov, gaps=gaps, drift=drift, releases=releases,
-                  switches=switches, audit=audit, csrf=csrf, flash=flash)
+                  switches=switches, audit=audit, csrf=csrf, flash=flash, delivery=delivery)
     response = web.Response(text=html, content_type="text/html",
                             headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                                      "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -131,6 +133,15 @@ async def api_releases(request: web.Request) -> web.Response:
 async def api_switches(request: web.Request) -> web.Response:
     _viewer(request, json=True)
     return web.json_response(await switches_view(request.app[RT].db))
+
+
+async def api_delivery(request: web.Request) -> web.Response:
+    _viewer(request, json=True)
+    try:
+        limit = int(request.query.get("limit", 50))
+    except ValueError:
+        limit = 50
+    return web.json_response(await delivery_view(request.app[RT].db, limit))
 
 
 async def api_audit(request: web.Request) -> web.Response:
@@ -213,6 +224,7 @@ def setup(app: web.Application, rt: DashboardDeps) -> None:
     app.router.add_get("/dashboard/api/releases", api_releases)
     app.router.add_get("/dashboard/api/switches", api_switches)
     app.router.add_get("/dashboard/api/audit", api_audit)
+    app.router.add_get("/dashboard/api/delivery", api_delivery)
     app.router.add_post("/dashboard/actions/kill", action_kill)
     app.router.add_post("/dashboard/actions/rollback", action_rollback)
     if not auth.configured(rt.settings):

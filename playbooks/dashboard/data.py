@@ -19,10 +19,11 @@ from bot.core.settings import Settings
 from bot.core.types import Status
 from feedback.db import Database
 from feedback.models import AuditEntry, Feedback, Interaction, Release, ReleaseEvent
+from feedback.stats import delivery_totals
 from playbooks.killswitch import is_expired, list_switches
 from playbooks.releases import list_releases
 from feedback.releases import active_release
-from playbooks.status import INTENTIONAL_FALLBACKS, day_start, release_figures
+from playbooks.status import INTENTIONAL_FALLBACKS, day_start, delivery_problems, release_figures
 
 MAX_DAYS = 90
 STATUSES = (Status.ANSWERED, Status.NOT_FOUND, Status.MAINTENANCE,
@@ -189,6 +190,22 @@ async def switches_view(db: Database) -> list[dict[str, Any]]:
         rows = await list_switches(session)
     return [{"scope": s.scope, "mode": s.mode, "reason": s.reason, "set_by": s.set_by, "automatic": s.automatic,
              "set_at": iso(s.set_at), "expired": is_expired(s)} for s in rows]
+
+
+async def delivery_view(db: Database, limit: int = 50) -> dict[str, Any]:
+    """Replies the users have not got: how many answers are not yet delivered (being retried) and how many
+    deliveries were given up, and those rows (not yet delivered first, newest first)."""
+    async with db.asession() as session:
+        totals = await delivery_totals(session)
+        problems = await delivery_problems(session, max(1, min(500, limit)))
+    return {
+        "undelivered": totals.undelivered, "failed": totals.failed, "delivered": totals.delivered,
+        "failed_attempts": totals.failed_attempts, "oldest_undelivered_at": iso(totals.oldest_undelivered_at),
+        "rows": [{"interaction_id": p.interaction_id, "platform": p.platform, "channel": p.channel, "status": p.status,
+                  "delivery_state": p.state, "label": p.label, "answered_at": iso(p.answered_at),
+                  "attempts": p.attempts, "error": p.error, "next_attempt_at": iso(p.next_attempt_at)}
+                 for p in problems],
+    }
 
 
 async def audit_view(db: Database, limit: int = 50) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ svg .grid{stroke:#e2e8f0}svg .tick,svg .legend{font-size:11px;fill:#475569}
 table{border-collapse:collapse;width:100%;background:#fff}td,th{border:1px solid #e2e8f0;padding:.3rem .5rem;
 text-align:left;vertical-align:top}th{background:#f1f5f9}.muted{color:#64748b}.flag{color:#fff;background:#dc2626;
 border-radius:4px;padding:.1rem .45rem}.ok{color:#fff;background:#16a34a;border-radius:4px;padding:.1rem .45rem}
+.pending{color:#fff;background:#d97706;border-radius:4px;padding:.1rem .45rem}.kpi.alert b{color:#dc2626}
 .flash{padding:.6rem .9rem;border-radius:6px;margin-bottom:1rem;white-space:pre-wrap}.flash.good{background:#dcfce7}
 .flash.bad{background:#fee2e2}form.inline{display:flex;gap:.5rem;flex-wrap:wrap;align-items:end}
 label{display:flex;flex-direction:column;font-size:.85rem;gap:.15rem}ul{margin:.2rem 0;padding-left:1.1rem}
@@ -160,6 +161,23 @@ def switches_html(switches: list[dict[str, Any]]) -> str:
     return _table(["scope", "mode", "reason", "set by", "since"], rows, "No switches: Deskmate answers everywhere.")
 
 
+def delivery_html(delivery: dict[str, Any]) -> str:
+    """Replies the users have not got, each row marked: "answered, not yet delivered" (retried until the
+    delivery deadline) or "delivery failed" (given up)."""
+    rows = []
+    for r in delivery["rows"]:
+        badge = "pending" if r["delivery_state"] == "pending" else "flag"
+        next_try = f'<br><span class="muted">next try {escape(r["next_attempt_at"])}</span>' if r["next_attempt_at"] else ""
+        rows.append([str(r["interaction_id"]), f'<span class="{badge}" data-state="{escape(r["delivery_state"])}">'
+                     f'{escape(r["label"])}</span>{next_try}', escape(r["status"]),
+                     escape(f'{r["platform"]}:{r["channel"]}'), escape(r["answered_at"] or ""), str(r["attempts"]),
+                     escape(r["error"] or "")])
+    note = (f'<p class="muted">{delivery["undelivered"]} answered, not yet delivered (retried until the delivery '
+            f'deadline); {delivery["failed"]} delivery failed; {delivery["failed_attempts"]} failed attempts.</p>')
+    return note + _table(["interaction", "delivery", "answer", "where", "answered", "attempts", "last error"], rows,
+                         "Every answer reached its user.")
+
+
 def audit_html(entries: list[dict[str, Any]]) -> str:
     rows = [[escape(e["at"] or ""), escape(e["actor"]), escape(e["where"]), f"<code>{escape(e['command'])}</code>",
              "yes" if e["allowed"] else "<b>refused</b>", escape(e["before"]), escape(e["after"]), escape(e["detail"])]
@@ -169,15 +187,19 @@ def audit_html(entries: list[dict[str, Any]]) -> str:
 
 def render(*, viewer_label: str, days: int, overview: dict[str, Any], gaps: dict[str, Any], drift: dict[str, Any],
            releases: dict[str, Any], switches: list[dict[str, Any]], audit: list[dict[str, Any]], csrf: str,
-           flash: tuple[str, bool] | None) -> str:
+           flash: tuple[str, bool] | None, delivery: dict[str, Any] | None = None) -> str:
+    delivery = delivery or {"undelivered": 0, "failed": 0, "failed_attempts": 0, "rows": []}
     totals = overview["totals"]
     answered = totals.get("answered", 0) + totals.get("not_found", 0)
     votes = sum(r["votes"] for r in overview["releases"].values())
     global_mode = next((s["mode"] for s in switches if s["scope"] == "global" and not s["expired"]), "on")
     kpis = [("answers", str(answered)), ("not found", str(totals.get("not_found", 0))), ("votes", str(votes)),
             ("LLM cost", _money(overview["cost_usd"]["total"])), ("active release", overview["active_release"]),
-            ("kill-switch (global)", global_mode)]
-    kpi_html = "".join(f'<div class="kpi"><span class="muted">{escape(k)}</span><b>{escape(v)}</b></div>' for k, v in kpis)
+            ("kill-switch (global)", global_mode), ("answered, not yet delivered", str(delivery["undelivered"])),
+            ("delivery failed", str(delivery["failed"]))]
+    alerts = {"answered, not yet delivered": delivery["undelivered"] > 0, "delivery failed": delivery["failed"] > 0}
+    kpi_html = "".join(f'<div class="kpi{" alert" if alerts.get(k) else ""}" id="kpi-{k.replace(" ", "-").replace(",", "")}">'
+                       f'<span class="muted">{escape(k)}</span><b>{escape(v)}</b></div>' for k, v in kpis)
     chart_html = "".join(f'<div class="card"><h3>{escape(title)}</h3>{svg}</div>' for title, svg in charts(overview).items())
     window_options = "".join(f'<option value="{d}"{" selected" if d == days else ""}>last {d} days</option>'
                              for d in WINDOWS)
@@ -190,6 +212,7 @@ def render(*, viewer_label: str, days: int, overview: dict[str, Any], gaps: dict
 <main>{flash_html}
 <section id="overview"><h2>Overview, {escape(overview['labels'][0])} – {escape(overview['labels'][-1])}</h2>
 <div class="kpis">{kpi_html}</div><div class="grid" style="margin-top:1rem">{chart_html}</div></section>
+<section id="delivery"><h2>Delivery</h2>{delivery_html(delivery)}</section>
 <section id="gaps"><h2>Knowledge gaps</h2>{gaps_html(gaps)}</section>
 <section id="drift"><h2>Retrieval drift</h2>{drift_html(drift)}</section>
 <section id="controls"><h2>Controls</h2>{controls_html(releases, csrf, days)}</section>

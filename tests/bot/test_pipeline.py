@@ -11,17 +11,20 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot.core.clock import utcnow
 from bot.core.settings import Settings
 from bot.core.types import Answer, Platform, Question, Source, Status, Usage
+from bot.delivery import DeliveryFailed
 from bot.llm import GenerationConfig, Turn
-from bot.pipeline import FAILURE_NOTICE, AnswerPipeline
+from bot.pipeline import FAILURE_NOTICE, AnswerPipeline, retry_delay
 from feedback.db import Database
-from feedback.interactions import InteractionStore
+from feedback.interactions import DeliveryState, InteractionStore
 from feedback.models import Interaction
 from knowledge.index import IndexNotFound
 from knowledge.passage import Passage
@@ -105,21 +108,39 @@ class FakeTracing:
 
 @dataclass
 class FakeDeliverer:
-    error: Exception | None = None
+    """Records every attempt; ``errors`` are raised by the next attempts, one each (then it succeeds)."""
+
+    errors: list[Exception] = field(default_factory=list)
+    attempts: list[tuple[Question, Answer]] = field(default_factory=list)
     delivered: list[tuple[Question, Answer]] = field(default_factory=list)
     failures: list[tuple[Question, str]] = field(default_factory=list)
 
     async def deliver(self, question: Question, answer: Answer) -> dict[str, Any]:
+        self.attempts.append((question, answer))
+        if self.errors:
+            raise self.errors.pop(0)
         self.delivered.append((question, answer))
-        if self.error is not None:
-            raise self.error
         return {"ok": True, "ts": "1700000000.000100"}
 
-    async def deliver_failure(self, question: Question, message: str) -> None:
+    async def deliver_failure(self, question: Question, message: str) -> dict[str, Any]:
+        if self.errors:
+            raise self.errors.pop(0)
         self.failures.append((question, message))
+        return {"ok": True, "ts": "1700000000.000200"}
 
     async def aclose(self) -> None:
         return None
+
+
+@dataclass
+class FakeScheduler:
+    """The delivery queue: records hand-overs ``(interaction_id, idempotency_key, defer_s)``."""
+
+    scheduled: list[tuple[int, str, float]] = field(default_factory=list)
+
+    async def schedule(self, interaction_id: int, idempotency_key: str, defer_s: float) -> bool:
+        self.scheduled.append((interaction_id, idempotency_key, defer_s))
+        return True
 
 
 @dataclass
@@ -131,6 +152,7 @@ class Parts:
     tracing: FakeTracing
     deliverer: FakeDeliverer
     db: Database
+    scheduler: FakeScheduler
 
     async def ask(self, text: str = "What is the per diem in the US?", *, channel: str = "D1", thread: str = "t1",
                   channel_type: str = "im") -> int:
@@ -149,15 +171,18 @@ class Parts:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return settings_for(tmp_path, retrieval_min_score=0.3, history_turns=6)
+    return settings_for(tmp_path, retrieval_min_score=0.3, history_turns=6, delivery_backoff_s=2.0,
+                        delivery_backoff_max_s=60.0, delivery_retry_after_max_s=300.0, delivery_deadline_s=900.0)
 
 
 @pytest.fixture
 def parts(settings: Settings, database: Database) -> Parts:
     store = InteractionStore(database, user_salt="test-salt")
     searcher, composer, tracing, deliverer = FakeSearcher(), FakeComposer(), FakeTracing(), FakeDeliverer()
-    pipeline = AnswerPipeline(settings, database, store, searcher, composer, tracing, {Platform.SLACK: deliverer})
-    return Parts(pipeline, store, searcher, composer, tracing, deliverer, database)
+    scheduler = FakeScheduler()
+    pipeline = AnswerPipeline(settings, database, store, searcher, composer, tracing, {Platform.SLACK: deliverer},
+                              deliveries=scheduler)
+    return Parts(pipeline, store, searcher, composer, tracing, deliverer, database, scheduler)
 
 
 # --- the answered path --------------------------------------------------------------------------------------
@@ -177,6 +202,8 @@ async def test_answer_is_recorded_traced_and_delivered(parts: Parts) -> None:
     assert {"retrieve", "generate", "total_before_delivery", "deliver"} <= set(row.latency_ms)
     assert row.trace_id == "trace-0001"
     assert row.delivery == {"ok": True, "ts": "1700000000.000100"}
+    assert (row.delivery_state, row.delivery_attempts, row.delivery_error) == ("delivered", 1, None)
+    assert row.delivered_at is not None and parts.scheduler.scheduled == []
     assert row.attempts == 1 and row.answered_at is not None
     # the trace got the retrieval, the model call and the outcome
     [span] = parts.tracing.spans
@@ -267,17 +294,140 @@ async def test_a_final_interaction_is_not_answered_twice(parts: Parts) -> None:
     assert await parts.pipeline.run(987654) is None, "a missing interaction is skipped, not an error"
 
 
-async def test_a_failing_deliverer_is_recorded_and_the_answer_kept(parts: Parts) -> None:
-    parts.deliverer.error = RuntimeError("slack said channel_not_found")
+async def test_a_retryable_delivery_failure_keeps_the_answer_and_hands_the_delivery_over(parts: Parts) -> None:
+    parts.deliverer.errors = [DeliveryFailed("HTTP 500", retryable=True)]
+    interaction_id = await parts.ask()
+    answer = await parts.pipeline.run(interaction_id)
+
+    assert answer is not None and answer.status is Status.ANSWERED
+    row = await parts.row(interaction_id)
+    assert row.status == "answered" and row.answer == answer.text, "the answer is kept"
+    assert (row.delivery_state, row.delivery_attempts, row.delivery_error) == ("pending", 1, "HTTP 500")
+    assert row.delivered_at is None and row.delivery_next_at is not None and "deliver" in row.latency_ms
+    [(scheduled_id, key, defer_s)] = parts.scheduler.scheduled
+    assert (scheduled_id, key) == (interaction_id, row.idempotency_key)
+    assert 2.0 <= defer_s <= 2.2, "the first backoff (delivery_backoff_s, plus jitter)"
+    assert await parts.pipeline.run(interaction_id) is None, "a retry of the answer job does not answer again"
+    assert len(parts.composer.calls) == 1
+
+    outcome = await parts.pipeline.deliver(interaction_id)  # the deliver job
+    assert outcome.state is DeliveryState.DELIVERED and outcome.retry_in_s is None
+    row = await parts.row(interaction_id)
+    assert (row.delivery_state, row.delivery_attempts) == ("delivered", 2) and row.delivered_at is not None
+    assert row.delivery == {"ok": True, "ts": "1700000000.000100"} and row.delivery_next_at is None
+    assert {"deliver", "delivery_wait"} <= set(row.latency_ms)
+    [(question, delivered)] = parts.deliverer.delivered
+    assert delivered.text == answer.text and [s.doc_id for s in delivered.sources] == ["travel/per-diem"]
+    assert delivered.interaction_id == interaction_id and delivered.status is Status.ANSWERED
+
+    again = await parts.pipeline.deliver(interaction_id)  # a redelivered job, or the sweeper's
+    assert again.state is None and len(parts.deliverer.attempts) == 2, "delivered once, never twice"
+
+
+async def test_a_permanent_delivery_failure_is_recorded_as_failed_and_not_retried(parts: Parts) -> None:
+    parts.deliverer.errors = [DeliveryFailed("channel_not_found", retryable=False)]
     interaction_id = await parts.ask()
     answer = await parts.pipeline.run(interaction_id)
 
     assert answer is not None and answer.status is Status.ANSWERED
     row = await parts.row(interaction_id)
     assert row.status == "answered" and row.answer == answer.text
-    assert row.delivery["ok"] is False and "channel_not_found" in row.delivery["error"]
-    assert "deliver" in row.latency_ms
-    assert await parts.pipeline.run(interaction_id) is None, "a retry of the job does not answer again"
+    assert (row.delivery_state, row.delivery_attempts, row.delivery_error) == ("failed", 1, "channel_not_found")
+    assert row.delivery == {"ok": False, "error": "channel_not_found"} and "deliver" in row.latency_ms
+    assert parts.scheduler.scheduled == [], "not handed over: retrying cannot help"
+    assert (await parts.pipeline.deliver(interaction_id)).state is None, "a failed delivery is not retried"
+    assert len(parts.deliverer.attempts) == 1
+
+
+async def test_an_unexpected_error_is_retried_and_the_delay_grows(parts: Parts) -> None:
+    parts.deliverer.errors = [RuntimeError("boom"), DeliveryFailed("HTTP 502", retryable=True),
+                              DeliveryFailed("HTTP 502", retryable=True)]
+    interaction_id = await parts.ask()
+    await parts.pipeline.run(interaction_id)
+    second = await parts.pipeline.deliver(interaction_id)
+    third = await parts.pipeline.deliver(interaction_id)
+    assert second.state is DeliveryState.PENDING and third.state is DeliveryState.PENDING
+    assert second.retry_in_s is not None and third.retry_in_s is not None
+    assert 4.0 <= second.retry_in_s <= 4.4 and 8.0 <= third.retry_in_s <= 8.8, "exponential backoff"
+    assert (await parts.pipeline.deliver(interaction_id)).state is DeliveryState.DELIVERED
+    row = await parts.row(interaction_id)
+    assert row.delivery_attempts == 4 and row.delivery_error == "HTTP 502", "the last error is kept"
+
+
+def test_retry_delay_honours_retry_after_within_bounds(settings: Settings) -> None:
+    assert 120.0 <= retry_delay(settings, 1, 120.0) <= 132.0, "Retry-After 120: at least 120 s"
+    assert 300.0 <= retry_delay(settings, 1, 3600.0) <= 330.0, "capped at delivery_retry_after_max_s"
+    assert 2.0 <= retry_delay(settings, 1, 0.0) <= 2.2, "never less than delivery_backoff_s"
+    assert 60.0 <= retry_delay(settings, 12, None) <= 66.0, "backoff capped at delivery_backoff_max_s"
+
+
+async def test_a_retry_after_is_honoured_by_the_hand_over(parts: Parts) -> None:
+    parts.deliverer.errors = [DeliveryFailed("ratelimited", retryable=True, retry_after_s=120.0)]
+    interaction_id = await parts.ask()
+    await parts.pipeline.run(interaction_id)
+    [(_, _, defer_s)] = parts.scheduler.scheduled
+    assert defer_s >= 120.0
+
+
+async def set_answered_at(parts: Parts, interaction_id: int, seconds_ago: float) -> None:
+    async with parts.db.asession() as session:
+        row = await session.get(Interaction, interaction_id)
+        assert row is not None
+        row.answered_at = utcnow() - timedelta(seconds=seconds_ago)
+        session.add(row)
+        await session.commit()
+
+
+async def test_retries_stop_at_the_deadline_and_the_last_one_is_made_at_it(parts: Parts) -> None:
+    parts.deliverer.errors = [DeliveryFailed("HTTP 503", retryable=True)] * 3
+    interaction_id = await parts.ask()
+    await parts.pipeline.run(interaction_id)
+
+    await set_answered_at(parts, interaction_id, 899.0)  # one second before the 900 s deadline
+    near = await parts.pipeline.deliver(interaction_id)
+    assert near.state is DeliveryState.PENDING and near.retry_in_s is not None
+    assert near.retry_in_s <= 1.0, "not scheduled past the deadline: the last attempt is made at it"
+
+    await set_answered_at(parts, interaction_id, 901.0)
+    last = await parts.pipeline.deliver(interaction_id)
+    assert last.state is DeliveryState.FAILED and last.retry_in_s is None
+    row = await parts.row(interaction_id)
+    assert (row.delivery_state, row.delivery_attempts, row.delivery_error) == ("failed", 3, "HTTP 503")
+    assert (await parts.pipeline.deliver(interaction_id)).state is None and len(parts.deliverer.attempts) == 3
+
+
+async def test_a_redelivered_answer_job_resumes_a_pending_delivery(parts: Parts) -> None:
+    """The worker died after recording the answer, before the delivery was handed over: arq runs the answer job
+    again; it does not answer twice, but it hands the delivery over."""
+    parts.pipeline.deliveries = None  # the hand-over of the first try is lost with the worker
+    parts.deliverer.errors = [DeliveryFailed("HTTP 500", retryable=True)]
+    interaction_id = await parts.ask()
+    await parts.pipeline.run(interaction_id)
+    parts.pipeline.deliveries = parts.scheduler
+
+    assert await parts.pipeline.run(interaction_id) is None
+    row = await parts.row(interaction_id)
+    assert parts.scheduler.scheduled == [(interaction_id, row.idempotency_key, 0.0)]
+    assert len(parts.composer.calls) == 1
+
+
+async def test_the_local_chat_has_nothing_to_deliver(parts: Parts) -> None:
+    question = Question(idempotency_key=f"local:{uuid.uuid4().hex}", platform=Platform.LOCAL, channel="c1",
+                        user="u", text="What is the per diem?")
+    interaction_id, _ = await parts.store.record_pending(question)
+    await parts.pipeline.run(interaction_id)
+    row = await parts.row(interaction_id)
+    assert row.delivery_state == "delivered" and row.delivered_at == row.answered_at and row.delivery_attempts == 0
+    assert "deliver" in row.latency_ms and parts.deliverer.attempts == []
+
+
+async def test_a_platform_without_a_deliverer_is_recorded_as_failed(parts: Parts) -> None:
+    question = Question(idempotency_key=f"teams:{uuid.uuid4().hex}", platform=Platform.TEAMS, channel="c1",
+                        user="u", text="What is the per diem?")
+    interaction_id, _ = await parts.store.record_pending(question)
+    await parts.pipeline.run(interaction_id)
+    row = await parts.row(interaction_id)
+    assert row.delivery_state == "failed" and "no deliverer for teams" in (row.delivery_error or "")
 
 
 async def test_fail_marks_the_error_and_tells_the_user_once(parts: Parts) -> None:
@@ -293,6 +443,21 @@ async def test_fail_marks_the_error_and_tells_the_user_once(parts: Parts) -> Non
     assert len(parts.deliverer.failures) == 1
     assert (await parts.row(interaction_id)).error == "TimeoutError('the model did not answer')"
     assert await parts.pipeline.run(interaction_id) is None, "a failed question is not answered later"
+    assert row.delivery_state == "delivered" and row.delivery["ts"] == "1700000000.000200"
+
+
+async def test_the_failure_notice_is_delivered_like_an_answer(parts: Parts) -> None:
+    parts.deliverer.errors = [DeliveryFailed("HTTP 503", retryable=True)]
+    interaction_id = await parts.ask()
+    await parts.pipeline.fail(interaction_id, "TimeoutError()")
+    row = await parts.row(interaction_id)
+    assert (row.status, row.delivery_state, row.delivery_attempts) == ("error", "pending", 1)
+    assert [i for i, _, _ in parts.scheduler.scheduled] == [interaction_id]
+
+    assert (await parts.pipeline.deliver(interaction_id)).state is DeliveryState.DELIVERED
+    [(_, message)] = parts.deliverer.failures
+    assert message == FAILURE_NOTICE and parts.deliverer.delivered == [], "the notice, not an answer"
+    assert (await parts.row(interaction_id)).delivery_state == "delivered"
 
 
 async def test_fail_does_not_override_a_recorded_answer(parts: Parts) -> None:
@@ -342,6 +507,7 @@ async def test_a_failing_after_answer_hook_does_not_fail_the_answer(parts: Parts
     assert answer is not None and answer.status is Status.ANSWERED
     assert seen == [(interaction_id, Status.ANSWERED)], "later hooks still run"
     assert (await parts.row(interaction_id)).delivery["ok"] is True
+    assert (await parts.row(interaction_id)).delivery_state == "delivered"
     assert len(parts.deliverer.delivered) == 1
 
 

@@ -11,7 +11,9 @@ the conversation endpoints the bot uses and records every call:
 - ``GET /v3/conversations/{id}/members/{memberId}``
 
 Any path prefix before ``/v3`` is accepted, as Teams' service URLs carry one (``…/amer/``).
-:meth:`FakeConnector.fail_next` makes the next matching call(s) fail with 429, 412 or 5xx.
+:meth:`FakeConnector.fail_next` makes the next matching call(s) fail with 429 (``Retry-After``), 412 or 5xx — as
+JSON or as an HTML error page (``html=True``, what a gateway in front of the service answers);
+:meth:`FakeConnector.outage` fails every call for a while, then the service recovers.
 
 ``OpenIdServer`` serves an OpenID metadata document and a JWKS for a generated RSA key (with optional
 ``Cache-Control`` headers, and a switch to fail them), and signs tokens the way the Bot Framework service does,
@@ -90,6 +92,11 @@ class _Failure:
     method: str | None
     kind: str | None
     retry_after: float | None
+    html: bool = False
+
+
+HTML_ERROR = ("<!DOCTYPE html><html><head><title>{status} - Service unavailable</title></head><body><h1>{status}"
+              "</h1><p>The service is temporarily unavailable.</p></body></html>")
 
 
 @dataclass
@@ -98,6 +105,8 @@ class FakeConnector:
     calls: list[Call] = field(default_factory=list)
     _failures: list[_Failure] = field(default_factory=list)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _outage_until: float = 0.0
+    _outage_status: int = 503
 
     @property
     def service_url(self) -> str:
@@ -107,11 +116,21 @@ class FakeConnector:
     def reset(self) -> None:
         self.calls.clear()
         self._failures.clear()
+        self._outage_until = 0.0
 
     def fail_next(self, status: int, *, times: int = 1, method: str | None = None, kind: str | None = None,
-                  retry_after: float | None = None) -> None:
-        """Make the next ``times`` calls (optionally only of one method or kind) fail with ``status``."""
-        self._failures.append(_Failure(status, times, method, kind, retry_after))
+                  retry_after: float | None = None, html: bool = False) -> None:
+        """Make the next ``times`` calls (optionally only of one method or kind) fail with ``status`` (with a
+        ``Retry-After`` header when given; an HTML error page instead of JSON with ``html``)."""
+        self._failures.append(_Failure(status, times, method, kind, retry_after, html))
+
+    def outage(self, seconds: float, *, status: int = 503) -> None:
+        """Every call fails with ``status`` and an HTML error page for ``seconds`` from now, then all is well."""
+        self._outage_until = time.monotonic() + seconds
+        self._outage_status = status
+
+    def end_outage(self) -> None:
+        self._outage_until = 0.0
 
     def of_kind(self, *kinds: str) -> list[Call]:
         return [c for c in self.calls if c.kind in kinds and c.status < 400]
@@ -152,10 +171,17 @@ class FakeConnector:
         conversation, item = match["conversation"], match["item"]
         call = Call(request.method, request.path, conversation, item, body, dict(request.headers))
         self.calls.append(call)
+        if time.monotonic() < self._outage_until:
+            call.status = self._outage_status
+            return web.Response(text=HTML_ERROR.format(status=call.status), status=call.status,
+                                content_type="text/html")
         failure = self._take_failure(request.method, call.kind)
         if failure is not None:
             call.status = failure.status
-            headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
+            headers = {"Retry-After": f"{failure.retry_after:g}"} if failure.retry_after is not None else {}
+            if failure.html:
+                return web.Response(text=HTML_ERROR.format(status=failure.status), status=failure.status,
+                                    content_type="text/html", headers=headers)
             return web.json_response({"error": {"code": "Injected", "message": f"fake failure {failure.status}"}},
                                      status=failure.status, headers=headers)
         if call.kind == "create_conversation":

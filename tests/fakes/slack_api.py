@@ -9,6 +9,10 @@ rate limits are HTTP 429 with ``Retry-After``). ``response_url`` posts go to ``f
         slack.channels["C_PUBLIC"] = "public"          # conversations.info answers for it
         slack.rate_limit_once("chat.update", retry_after=1)
         slack.fail("chat.postMessage", "not_in_channel")
+        slack.fail_http("chat.update", 500, times=2, html=True)   # an HTML error page, twice, then fine
+        slack.rate_limit("chat.update", retry_after=0.5, times=5)
+        slack.outage(2.0)                                          # every call: HTML 503 for 2 s
+        await slack.go_down(); ...; await slack.come_back()        # connection refused, then back on the same port
         ...
         update = await slack.wait_for("chat.update")
         assert update.args["ts"] == placeholder.response["ts"]
@@ -60,9 +64,13 @@ class Call:
 @dataclass
 class _Injected:
     status: int
-    body: dict[str, Any]
+    body: dict[str, Any] | str  # a str is sent as an HTML page
     headers: dict[str, str]
     times: int
+
+
+HTML_ERROR = ("<!DOCTYPE html><html><head><title>Slack | {status}</title></head><body><h1>Something went wrong"
+              "</h1><p>{status}: we are having trouble, please try again.</p></body></html>")
 
 
 class FakeSlack:
@@ -79,6 +87,8 @@ class FakeSlack:
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self._outage_until = 0.0
+        self._outage_status = 503
         # Socket Mode
         self.sockets: list[web.WebSocketResponse] = []
         self.socket_acks: dict[str, dict[str, Any]] = {}
@@ -107,9 +117,40 @@ class FakeSlack:
         self._injected.setdefault(method, []).append(
             _Injected(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)}, 1))
 
+    def rate_limit(self, method: str, retry_after: float = 1.0, *, times: int = 1) -> None:
+        """The next ``times`` calls of ``method`` get HTTP 429 with ``Retry-After: retry_after``."""
+        self._injected.setdefault(method, []).append(
+            _Injected(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": f"{retry_after:g}"}, times))
+
+    def fail_http(self, method: str, status: int = 500, *, times: int = 1, html: bool = False,
+                  retry_after: float | None = None) -> None:
+        """The next ``times`` calls of ``method`` get HTTP ``status``: Slack's JSON error, or (``html``) the HTML
+        error page a load balancer answers with."""
+        body: dict[str, Any] | str = (HTML_ERROR.format(status=status) if html
+                                      else {"ok": False, "error": "internal_error"})
+        headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
+        self._injected.setdefault(method, []).append(_Injected(status, body, headers, times))
+
+    def outage(self, seconds: float, *, status: int = 503) -> None:
+        """Every Web API call gets an HTML ``status`` page for ``seconds`` from now; then Slack is back."""
+        self._outage_until = time.monotonic() + seconds
+        self._outage_status = status
+
+    async def go_down(self) -> None:
+        """Slack unreachable: the server stops (connections are refused) until :meth:`come_back`."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def come_back(self) -> None:
+        """Serve again on the same port."""
+        if self._runner is None:
+            await self.start(self.port)
+
     def reset(self) -> None:
         self.calls.clear()
         self._injected.clear()
+        self._outage_until = 0.0
         self.socket_acks.clear()
         self.socket_messages.clear()
 
@@ -169,10 +210,20 @@ class FakeSlack:
         args = await _request_args(request)
         headers = {k.lower(): v for k, v in request.headers.items()}
         call = Call(method, args, headers, path=request.path)
-        injected = self._take_injected(method)
-        if injected is not None:
-            call.status, call.response = injected.status, injected.body
-            response = web.json_response(injected.body, status=injected.status, headers=injected.headers)
+        outage = time.monotonic() < self._outage_until
+        injected = None if outage else self._take_injected(method)
+        if outage:
+            call.status = self._outage_status
+            response = web.Response(text=HTML_ERROR.format(status=call.status), status=call.status,
+                                    content_type="text/html")
+        elif injected is not None:
+            call.status = injected.status
+            if isinstance(injected.body, str):
+                response = web.Response(text=injected.body, status=injected.status, content_type="text/html",
+                                        headers=injected.headers)
+            else:
+                call.response = injected.body
+                response = web.json_response(injected.body, status=injected.status, headers=injected.headers)
         else:
             call.response = self._answer(method, args, headers)
             response = web.json_response(call.response)
@@ -318,6 +369,10 @@ class FakeSlack:
         injected = self._take_injected("response_url")
         self.calls.append(call)
         await self._notify()
+        if injected is not None and isinstance(injected.body, str):
+            call.status = injected.status
+            return web.Response(text=injected.body, status=injected.status, content_type="text/html",
+                                headers=injected.headers)
         if injected is not None:
             call.status = injected.status
             return web.json_response(injected.body, status=injected.status, headers=injected.headers)

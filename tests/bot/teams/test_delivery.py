@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 from botbuilder.schema import Activity
 
 from bot.core.types import Answer, Question, Source
+from bot.delivery import DeliveryFailed
 from bot.teams import delivery as delivery_module
 from bot.teams.activities import build_question
 from bot.teams.delivery import TeamsDeliverer
@@ -60,12 +63,36 @@ async def test_placeholder_that_cannot_be_updated_gets_a_new_message(deliverer: 
     assert result["activity_id"] == connector.calls[-1].response["id"]
 
 
-async def test_updates_that_keep_failing_fall_back_to_a_new_message(deliverer: TeamsDeliverer,
-                                                                    connector: FakeConnector) -> None:
+async def test_updates_that_keep_failing_are_retried_later_never_sent_as_a_second_message(
+        deliverer: TeamsDeliverer, connector: FakeConnector) -> None:
+    """A placeholder that cannot be updated *now* (the service fails) is still the one place the answer goes: the
+    attempt is raised as retryable for the worker to try again later, not sent as a new message (it would show
+    twice once the placeholder can be updated)."""
     connector.fail_next(503, times=4, kind="update")
-    result = await deliverer.deliver(question(connector), ANSWER)
-    assert result["ok"] and result["updated"] is False
-    assert [c.kind for c in connector.calls] == ["update"] * 4 + ["send"]
+    with pytest.raises(DeliveryFailed) as raised:
+        await deliverer.deliver(question(connector), ANSWER)
+    assert raised.value.retryable and "503" in raised.value.error
+    assert [c.kind for c in connector.calls] == ["update"] * 4, "the in-call tries, and no new message"
+
+
+async def test_an_html_error_page_is_retryable(deliverer: TeamsDeliverer, connector: FakeConnector) -> None:
+    """A gateway's HTML 500 page (the connector client cannot even read it): transient, like a JSON 500."""
+    connector.fail_next(500, times=4, kind="update", html=True)
+    with pytest.raises(DeliveryFailed) as raised:
+        await deliverer.deliver(question(connector), ANSWER)
+    assert raised.value.retryable and "HTML error page" in raised.value.error
+    assert [c.kind for c in connector.calls] == ["update"] * 4, "retried in the call like any 5xx; no new message"
+
+
+async def test_a_long_retry_after_is_not_slept_in_the_call_but_reported(deliverer: TeamsDeliverer,
+                                                                       connector: FakeConnector) -> None:
+    connector.fail_next(429, kind="update", retry_after=120)
+    started = time.monotonic()
+    with pytest.raises(DeliveryFailed) as raised:
+        await deliverer.deliver(question(connector), ANSWER)
+    assert time.monotonic() - started < 5, "a 120 s wait is the worker's deferral, not a held call"
+    assert raised.value.retryable and raised.value.retry_after_s == 120
+    assert len(connector.calls) == 1
 
 
 class RecordingLog:
@@ -76,15 +103,32 @@ class RecordingLog:
         return lambda event, **_kw: self.events.append((level, event))
 
 
-async def test_total_failure_is_reported_not_raised(deliverer: TeamsDeliverer, connector: FakeConnector,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_permanent_failure_is_raised_as_permanent(deliverer: TeamsDeliverer, connector: FakeConnector,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """403 (the bot was removed from the conversation): the update and the new message both fail for good."""
     recording = RecordingLog()
     monkeypatch.setattr(delivery_module, "log", recording)
-    connector.fail_next(503, times=100)
-    result = await deliverer.deliver(question(connector), ANSWER)
-    assert result["ok"] is False and "503" in result["error"]
-    assert ("error", "teams.delivery_failed") in recording.events
-    assert len(connector.calls) == 8, "every try was made (4 updates, 4 sends)"
+    connector.fail_next(403, times=100)
+    with pytest.raises(DeliveryFailed) as raised:
+        await deliverer.deliver(question(connector), ANSWER)
+    assert not raised.value.retryable and "403" in raised.value.error
+    assert ("warning", "teams.delivery_attempt_failed") in recording.events
+    assert [c.kind for c in connector.calls] == ["update", "send"], "4xx: no in-call retries"
+
+
+async def test_an_unreachable_service_is_retryable(deliverer: TeamsDeliverer, connector: FakeConnector) -> None:
+    body = activity("message_channel_mention", connector)
+    body["serviceUrl"] = f"http://127.0.0.1:{free_port()}/amer/"  # nothing listens there
+    q = build_question(Activity().deserialize(body), "How do I book travel?", placeholder_id="placeholder-1")
+    with pytest.raises(DeliveryFailed) as raised:
+        await deliverer.deliver(q, ANSWER)
+    assert raised.value.retryable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def test_no_placeholder_sends_into_the_thread(deliverer: TeamsDeliverer, connector: FakeConnector) -> None:
@@ -96,6 +140,7 @@ async def test_no_placeholder_sends_into_the_thread(deliverer: TeamsDeliverer, c
 
 
 async def test_failure_notice_goes_to_the_placeholder(deliverer: TeamsDeliverer, connector: FakeConnector) -> None:
-    await deliverer.deliver_failure(question(connector), "Sorry — something went wrong.")
+    result = await deliverer.deliver_failure(question(connector), "Sorry — something went wrong.")
+    assert result["ok"] and result["updated"]
     [update] = connector.calls
     assert update.kind == "update" and update.body["text"] == "Sorry — something went wrong."
