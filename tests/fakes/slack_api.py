@@ -136,6 +136,9 @@ class FakeSlack:
         self._outage_until = time.monotonic() + seconds
         self._outage_status = status
 
+    def end_outage(self) -> None:
+        self._outage_until = 0.0
+
     async def go_down(self) -> None:
         """Slack unreachable: the server stops (connections are refused) until :meth:`come_back`."""
         if self._runner is not None:

@@ -112,7 +112,8 @@ def bearer(token: str = TOKEN) -> dict[str, str]:
 
 async def test_without_the_token_every_dashboard_url_is_401(dashboard: Stack) -> None:
     client = dashboard.client
-    for path in ("/dashboard", "/dashboard/api/overview", "/dashboard/api/gaps", "/dashboard/api/audit"):
+    for path in ("/dashboard", "/dashboard/api/overview", "/dashboard/api/gaps", "/dashboard/api/audit",
+                 "/dashboard/api/delivery"):
         assert (await client.get(path)).status_code == 401, path
     assert (await client.get("/dashboard", headers=bearer("wrong"))).status_code == 401
     assert (await client.get("/dashboard?token=wrong")).status_code == 401
@@ -125,6 +126,30 @@ async def test_without_the_token_every_dashboard_url_is_401(dashboard: Stack) ->
     assert TOKEN not in redirect.headers["set-cookie"] and "HttpOnly" in redirect.headers["set-cookie"]
     assert (await client.get("/dashboard?days=7")).status_code == 200  # the cookie now
     assert (await client.get("/dashboard/api/overview", headers=bearer())).status_code == 200
+
+
+async def test_answers_not_yet_delivered_and_failed_deliveries_are_counted_and_marked(dashboard: Stack) -> None:
+    async with dashboard.db.asession() as session:
+        for n, (state, attempts, error) in enumerate([("pending", 3, "HTTP 503"), ("failed", 1, "channel_not_found"),
+                                                      ("delivered", 2, "HTTP 500")]):
+            session.add(Interaction(idempotency_key=f"delivery:{n}", platform="slack", channel="CDELIV", user_hash="u",
+                                    question="Where is the VPN guide?", status="answered", answer="Here.",
+                                    delivery_state=state, delivery_attempts=attempts, delivery_error=error,
+                                    delivery_next_at=NOW + timedelta(seconds=30) if state == "pending" else None,
+                                    created_at=NOW - timedelta(minutes=5), answered_at=NOW - timedelta(minutes=4)))
+        await session.commit()
+    data = (await dashboard.client.get("/dashboard/api/delivery", headers=bearer())).json()
+    assert (data["undelivered"], data["failed"], data["delivered"]) == (1, 1, 1)
+    assert data["failed_attempts"] == 3 + 1 + 1, "the delivered row's last attempt succeeded"
+    assert [(r["delivery_state"], r["label"]) for r in data["rows"]] == [
+        ("pending", "answered, not yet delivered"), ("failed", "delivery failed")]
+    assert data["rows"][0]["error"] == "HTTP 503" and data["rows"][0]["next_attempt_at"]
+    page = (await dashboard.client.get("/dashboard", headers=bearer())).text
+    assert '<div class="kpi alert" id="kpi-answered-not-yet-delivered"><span class="muted">answered, not yet ' \
+           'delivered</span><b>1</b>' in page
+    assert '<div class="kpi alert" id="kpi-delivery-failed"><span class="muted">delivery failed</span><b>1</b>' in page
+    assert '<span class="pending" data-state="pending">answered, not yet delivered</span>' in page
+    assert '<span class="flag" data-state="failed">delivery failed</span>' in page
 
 
 async def test_overview_plots_each_release_from_its_promotion_and_shows_the_rollback(dashboard: Stack) -> None:
