@@ -318,7 +318,9 @@ class AnswerPipeline:
         attempt = failures + 1
         if failure is None:
             # recorded at once: a later retry (or the sweeper) finds it delivered and posts nothing
-            await self.interactions.mark_delivered(interaction_id, refs, timing)
+            if not await self.interactions.mark_delivered(interaction_id, refs, timing):
+                # another attempt finished first (two attempts at once should not happen: see bot.queue)
+                log.warning("pipeline.delivered_twice", platform=platform.value, refs=refs)
             log.info("pipeline.delivered", platform=platform.value, attempt=attempt, method=refs.get("method"))
             return DeliveryOutcome(DeliveryState.DELIVERED)
         deadline = (answered_at or now) + timedelta(seconds=self.settings.delivery_deadline_s)
