@@ -28,6 +28,7 @@ from chromadb.base_types import InclusionExclusionOperator, LiteralValue
 from knowledge.embedding import Vector
 from knowledge.index import IndexStore, VersionData, bm25_tokenize
 from knowledge.passage import Passage
+from knowledge.sources import display_location
 
 Mode = Literal["hybrid", "dense", "bm25"]
 
@@ -227,7 +228,8 @@ class Retriever:
         chunk = data.chunks[c.row]
         return Passage(
             chunk_id=chunk.chunk_id, doc_id=chunk.doc_id, kb=data.kb, knowledge_set=chunk.knowledge_set,
-            title=chunk.title, location=chunk.location, heading=chunk.heading, text=chunk.text,
+            title=chunk.title, location=display_location(chunk.location, chunk.doc_id),  # never a server path
+            heading=chunk.heading, text=chunk.text,
             score=round(c.fused, 6), index_version=data.version, dense_score=c.dense,
             bm25_score=c.bm25 if c.bm25 >= 0 else None,
         )

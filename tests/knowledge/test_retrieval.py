@@ -7,11 +7,13 @@ unrelated question apart (the pipeline's ``min_score``); and fusion weights that
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from feedback.interactions import relevance
 from knowledge.index import IndexNotFound
-from knowledge.retrieval import FusionConfig, Retriever, SearchFilter, terms
+from knowledge.retrieval import FusionConfig, Retriever, SearchFilter, _Candidate, terms
 
 KB = "default"
 #: The sample's documents marked ``visibility: restricted`` (everything else is public).
@@ -141,3 +143,15 @@ def test_rrf_and_config_from_a_stored_release(sample_retriever: Retriever) -> No
     passages = sample_retriever.search("How do I report a phishing email?", kb=KB, k=5, fusion=config)
     assert passages[0].doc_id == "security/phishing"
     assert all(0 < p.score <= 2 / 61 + 1e-6 for p in passages), "reciprocal-rank scores of two retrievers"
+
+
+def test_a_server_path_stored_by_an_older_index_never_reaches_a_passage(sample_retriever: Retriever) -> None:
+    """Passages feed the model's citations and the recorded sources: an absolute path is cut at retrieval."""
+    data = sample_retriever.store.load(KB)
+    row = next(i for i, c in enumerate(data.chunks) if "/" in c.doc_id)
+    chunk = data.chunks[row]
+    old = dataclasses.replace(chunk, location=f"/srv/deskmate/knowledge/{chunk.doc_id}.md")
+    stale = dataclasses.replace(data, chunks=[*data.chunks[:row], old, *data.chunks[row + 1:]])
+    passage = Retriever._passage(stale, _Candidate(row=row, fused=0.5))
+    assert passage.location == f"{chunk.doc_id}.md"
+    assert "/srv" not in passage.location
