@@ -20,6 +20,7 @@ import contextlib
 import glob
 import json
 import os
+import secrets
 import pwd
 import shutil
 import signal
@@ -210,6 +211,7 @@ def base_env(root: Path, *, redis_url: str, database_url: str, chroma_url: str, 
     env.update({
         "ANONYMIZED_TELEMETRY": "False", "PYTHONUNBUFFERED": "1",
         "DESKMATE_ENVIRONMENT": "production",  # JSON logs, as deployed
+        "DESKMATE_USER_HASH_SALT": secrets.token_hex(32),  # production refuses the development salt
         "DESKMATE_DATA_DIR": str(root / "data"),  # BM25 files and index manifests: a shared volume in production
         "DESKMATE_DATABASE_URL": database_url, "DESKMATE_REDIS_URL": redis_url, "DESKMATE_CHROMA_URL": chroma_url,
         "DESKMATE_ANTHROPIC_API_KEY": "sk-scale-out", "DESKMATE_ANTHROPIC_BASE_URL": llm_url,

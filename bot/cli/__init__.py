@@ -59,7 +59,12 @@ def main() -> None:
 
 
 def prepare(settings: Settings, *, ingest: bool) -> None:
-    """Database schema up to date; the knowledge folder ingested (incremental) when asked."""
+    """Settings fit for the environment; database schema up to date; the knowledge folder ingested when asked."""
+    problems = settings.production_problems()
+    if problems:
+        for problem in problems:
+            err.print(f"[bold red]Refusing to start:[/bold red] {problem}")
+        raise typer.Exit(2)
     get_database(settings.database_url_resolved()).migrate()
     if ingest:
         report = knowledge_cli.run_ingest(settings.knowledge_dir, settings.kb_name)

@@ -14,6 +14,9 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: The salt of pseudonymous user ids in development; a production process refuses to start with it.
+DEVELOPMENT_SALT = "deskmate-development-salt"
+
 #: The bundled sample knowledge base (a fictional company's handbook).
 SAMPLE_KNOWLEDGE_DIR = Path(__file__).resolve().parents[2] / "knowledge" / "sample"
 
@@ -52,7 +55,7 @@ class Settings(BaseSettings):
     )
     log_message_text: bool = Field(False, description="Write users' message text to logs (off by default).")
     user_hash_salt: str = Field(
-        "deskmate-development-salt",
+        DEVELOPMENT_SALT,
         description="Secret key of the pseudonymous user ids stored and traced (HMAC-SHA256). Set a long random "
         "value before going live; changing it later makes earlier votes unattributable.",
     )
@@ -224,6 +227,14 @@ class Settings(BaseSettings):
     )
 
     # ------------------------------------------------------------------------------------------------
+    def production_problems(self) -> list[str]:
+        """Settings a production process must not start with (the CLI refuses to start and says why)."""
+        problems: list[str] = []
+        if self.environment == "production" and self.user_hash_salt == DEVELOPMENT_SALT:
+            problems.append("DESKMATE_USER_HASH_SALT is the public development value: set a long random secret "
+                            "(e.g. `openssl rand -hex 32`) — user pseudonyms and local-chat tokens are keyed by it")
+        return problems
+
     def database_url_resolved(self) -> str:
         if self.database_url:
             return self.database_url
