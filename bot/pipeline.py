@@ -237,8 +237,11 @@ class AnswerPipeline:
         if not deliver:
             latency["deliver"] = 0.0
         answer.latency_ms = latency
-        await self.interactions.finalize(interaction_id, answer, passages, index_version=release.index_version,
-                                         switch_reason=switch.reason if switch else None, deliver=deliver)
+        if not await self.interactions.finalize(interaction_id, answer, passages,
+                                                index_version=release.index_version,
+                                                switch_reason=switch.reason if switch else None, deliver=deliver):
+            log.warning("pipeline.already_answered", reason="another attempt recorded its answer first")
+            return None
         if deliver:
             await self._first_attempt(interaction_id, question, answer, latency)
         for hook in self.after_answer:

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -159,14 +160,28 @@ class InteractionStore:
         return [Exchange(question=q, answer=a) for q, a in reversed(rows)]
 
     async def finalize(self, interaction_id: int, answer: Answer, passages: list[Passage], *,
-                       index_version: int | None, switch_reason: str | None = None, deliver: bool = True) -> None:
+                       index_version: int | None, switch_reason: str | None = None, deliver: bool = True) -> bool:
         """Record the answer: the row becomes final (a retried job will not answer it again), and its delivery
         pending (``deliver``) or done (nothing to send: the local chat reads the row) — in the same commit, so
-        no final row is ever without a delivery state."""
+        no final row is ever without a delivery state.
+
+        Exactly once: the row turns final only if it is still pending (a conditional update, so of two workers
+        that both answered — e.g. one whose lease lapsed during a Redis outage — only the first records and
+        delivers). Returns False when another attempt finalized it first.
+        """
         async with self.db.asession() as session:
+            claimed = await session.exec(  # type: ignore[call-overload]
+                update(Interaction)
+                .where(col(Interaction.id) == interaction_id, col(Interaction.status) == Status.PENDING.value)
+                .values(status=answer.status.value)
+            )
+            if claimed.rowcount != 1:
+                await session.rollback()
+                if await session.get(Interaction, interaction_id) is None:
+                    raise LookupError(f"no interaction {interaction_id}")
+                return False
             row = await session.get(Interaction, interaction_id)
-            if row is None:
-                raise LookupError(f"no interaction {interaction_id}")
+            assert row is not None
             row.status = answer.status.value
             row.answer = answer.text
             row.sources = [s.model_dump() for s in answer.sources]
@@ -188,6 +203,7 @@ class InteractionStore:
             _begin_delivery(row, deliver)
             session.add(row)
             await session.commit()
+            return True
 
     async def set_trace(self, interaction_id: int, trace_id: str) -> None:
         await self._update(interaction_id, trace_id=trace_id)

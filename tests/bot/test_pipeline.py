@@ -7,6 +7,8 @@ recorded interaction).
 
 from __future__ import annotations
 
+import asyncio
+
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -292,6 +294,25 @@ async def test_a_final_interaction_is_not_answered_twice(parts: Parts) -> None:
     assert len(parts.composer.calls) == 1 and len(parts.deliverer.delivered) == 1
     assert (await parts.row(interaction_id)).attempts == 1
     assert await parts.pipeline.run(987654) is None, "a missing interaction is skipped, not an error"
+
+
+async def test_two_attempts_answering_at_once_record_and_deliver_one_answer(parts: Parts) -> None:
+    """E.g. a worker whose lease lapsed during a Redis outage and the worker that took the job over."""
+    interaction_id = await parts.ask()
+    both_composing = asyncio.Barrier(2)
+    compose = parts.composer.compose
+
+    async def slow_compose(*args: Any, **kwargs: Any) -> Answer:
+        await both_composing.wait()  # both attempts are past begin_attempt and writing an answer
+        return await compose(*args, **kwargs)
+
+    parts.composer.compose = slow_compose  # type: ignore[method-assign]
+    results = await asyncio.gather(parts.pipeline.run(interaction_id), parts.pipeline.run(interaction_id))
+
+    assert sum(r is not None for r in results) == 1, "one attempt records the answer, the other stands down"
+    assert len(parts.composer.calls) == 2 and len(parts.deliverer.delivered) == 1
+    row = await parts.row(interaction_id)
+    assert row.status == "answered" and row.attempts == 2 and row.delivery_state == "delivered"
 
 
 async def test_a_retryable_delivery_failure_keeps_the_answer_and_hands_the_delivery_over(parts: Parts) -> None:
