@@ -21,8 +21,8 @@ arq 0.28's :class:`~arq.worker.Worker` has two habits a support bot cannot keep:
   finishes the job (``finish_job`` deletes the key, or keeps a cron job's for a minute), so it never puts a
   finished job's key back.
 
-arq's own command line (``arq bot.worker_settings.WorkerSettings``) builds arq's plain ``Worker`` and has
-neither; ``deskmate worker`` runs this one.
+``deskmate worker`` runs this one. (There is deliberately no ``WorkerSettings`` class for arq's own command line:
+it would build arq's plain ``Worker``, which has neither.)
 """
 
 from __future__ import annotations

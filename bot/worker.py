@@ -1,4 +1,4 @@
-"""The arq worker: answers questions from the queue (``deskmate worker``, or ``arq bot.worker_settings.WorkerSettings``).
+"""The arq worker: answers questions from the queue (``deskmate worker``).
 
 One process holds many answers in flight (``DESKMATE_WORKER_MAX_JOBS``): each job mostly waits on the LLM.
 Transient faults are retried with backoff by arq; a job that fails for good records the error and tells the
@@ -99,7 +99,7 @@ async def sweep(ctx: dict[str, Any]) -> int:
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for :class:`arq.worker.Worker` (also what :class:`bot.worker_settings.WorkerSettings` exposes)."""
+    """Keyword arguments for :class:`arq.worker.Worker` (what :class:`bot.resilient_worker.ResilientWorker` is built with)."""
     interval = max(1, int(settings.sweeper_interval_s))
     return dict(
         functions=[func(answer, name=ANSWER_JOB, timeout=settings.job_timeout_s, max_tries=settings.job_max_tries),
