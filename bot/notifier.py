@@ -14,6 +14,12 @@ from bot.core.settings import Settings
 log = get_logger(__name__)
 
 
+def escape_control(text: str) -> str:
+    """Alert text as Slack shows it literally: ``&``, ``<`` and ``>`` escaped, so a value inside an alert (a
+    release name, an exception message) can never become a ``<!channel>`` or a mention. Alerts carry no links."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 class AdminChannelNotifier:
     """Posts to ``admin_channel`` with ``chat.postMessage`` (mrkdwn, no unfurls)."""
 
@@ -27,8 +33,8 @@ class AdminChannelNotifier:
             return False
         client = AsyncWebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=10)
         try:
-            response = await client.chat_postMessage(channel=settings.admin_channel, text=text, unfurl_links=False,
-                                                     mrkdwn=True)
+            response = await client.chat_postMessage(channel=settings.admin_channel, text=escape_control(text),
+                                                     unfurl_links=False, mrkdwn=True)
             return bool(response.get("ok"))
         except Exception as exc:  # noqa: BLE001 - the alert is stored and logged even when Slack is down
             log.error("alerts.post_failed", channel=settings.admin_channel, error=str(exc))
