@@ -8,6 +8,10 @@ Order of decisions in :meth:`AnswerEngine.compose`:
 3. otherwise Claude; a transient failure (after the SDK's own retries) counts against the breaker, and any
    failure falls back to the extractive answer rather than reaching the user as an error;
 4. the model saying the sources don't answer → "not found" with the closest sources.
+
+What Deskmate words itself — the "not found" reply, the extractive fallback's label and reason, the default
+maintenance reply — is in the asker's language (:mod:`bot.language` detects it from the question,
+:mod:`bot.status_text` words it); a model answer is in it because the prompt says so.
 """
 
 from __future__ import annotations
@@ -22,9 +26,19 @@ from bot.breaker import CircuitBreaker
 from bot.core.log import get_logger
 from bot.core.pricing import cost_usd
 from bot.core.settings import Settings
-from bot.core.types import NOT_FOUND_TEXT, Answer, Source, Status
+from bot.core.types import Answer, Source, Status
 from bot.fallback import extractive_answer
+from bot.language import detect_language
 from bot.llm import GenerationConfig, LLMError, LLMResult, Turn, generate
+from bot.status_text import (
+    REASON_CIRCUIT_OPEN,
+    REASON_NO_KEY,
+    REASON_RETRIEVAL_ONLY,
+    maintenance_text,
+    request_failed,
+    unavailable,
+    wording,
+)
 from knowledge.passage import Passage
 
 log = get_logger(__name__)
@@ -32,14 +46,7 @@ log = get_logger(__name__)
 BREAKER_NAME = "anthropic"
 CLOSEST_SOURCES = 3
 
-CLOSEST_SOURCES_TEXT = "These are the closest sources I found; they may still help:"
-
 _MARKER = re.compile(r"\s?\[\d+\]")
-
-REASON_NO_KEY = "no API key configured"
-REASON_RETRIEVAL_ONLY = "retrieval-only mode"
-REASON_CIRCUIT_OPEN = "the AI model is unavailable (circuit open)"
-
 
 
 class AnswerEngine:
@@ -91,7 +98,7 @@ class AnswerEngine:
     ) -> Answer:
         """The answer to ``question`` from ``passages`` (already judged relevant by the caller)."""
         if not passages:
-            return not_found_answer(passages)
+            return not_found_answer(passages, question=question)
         relevant = passages  # what the fallback may quote
         if not allow_llm:
             return fallback_answer(question, relevant, REASON_RETRIEVAL_ONLY)
@@ -107,25 +114,25 @@ class AnswerEngine:
             latency = _ms_since(started)
             if exc.transient:
                 await self._record(success=False)
-                reason = f"the AI model is unavailable: {exc.reason}"
+                reason = unavailable(exc.reason)
             else:
                 # the API answered, so it is up: a rejected request says nothing about availability
                 await self._record(success=True)
-                reason = f"the AI model request failed: {exc.reason}"
+                reason = request_failed(exc.reason)
             answer = fallback_answer(question, relevant, reason)
             answer.error = repr(exc)
             answer.llm_latency_ms = latency
             return answer
         except Exception as exc:  # a bug here must still produce an answer
             log.exception("llm_unexpected_error")
-            answer = fallback_answer(question, relevant, "the AI model request failed: unexpected error")
+            answer = fallback_answer(question, relevant, request_failed("unexpected error"))
             answer.error = repr(exc)
             answer.llm_latency_ms = _ms_since(started)
             return answer
 
         latency = _ms_since(started)
         await self._record(success=True)
-        return self._from_result(result, passages, latency)
+        return self._from_result(result, question, passages, latency)
 
     async def _record(self, *, success: bool) -> None:
         if self.breaker is None:
@@ -135,10 +142,10 @@ class AnswerEngine:
         else:
             await self.breaker.record_failure()
 
-    def _from_result(self, result: LLMResult, passages: list[Passage], latency_ms: float) -> Answer:
+    def _from_result(self, result: LLMResult, question: str, passages: list[Passage], latency_ms: float) -> Answer:
         cost = cost_usd(result.model, result.usage, self.settings.model_prices)
         if result.not_found:
-            answer = not_found_answer(passages, explanation=result.text)
+            answer = not_found_answer(passages, explanation=result.text, question=question)
         else:
             answer = Answer(text=result.text, sources=result.sources)
         answer.usage = result.usage
@@ -171,22 +178,31 @@ def closest_sources(passages: list[Passage], limit: int = CLOSEST_SOURCES) -> li
     return sources
 
 
-def not_found_answer(passages: list[Passage], explanation: str = "") -> Answer:
-    """The honest "I don't know": what was not found, the model's note if any, and the closest sources."""
+def not_found_answer(passages: list[Passage], explanation: str = "", *, question: str = "") -> Answer:
+    """The honest "I don't know": what was not found, the model's note if any, and the closest sources — worded
+    in the language of ``question`` (English without one)."""
+    words = wording(detect_language(question))
     sources = closest_sources(passages)
-    parts = [NOT_FOUND_TEXT]
+    parts = [words.not_found]
     explanation = _MARKER.sub("", explanation).strip()  # its markers pointed at the model's own sources
     if explanation:
         parts.append(explanation)
     if sources:
-        parts.append(CLOSEST_SOURCES_TEXT)
+        parts.append(words.closest_sources)
     return Answer(text="\n\n".join(parts), sources=sources, status=Status.NOT_FOUND)
 
 
 def fallback_answer(question: str, passages: list[Passage], reason: str) -> Answer:
-    text, sources = extractive_answer(question, passages, reason)
+    text, sources = extractive_answer(question, passages, reason, detect_language(question))
     log.info("answer_fallback", reason=reason)
     return Answer(text=text, sources=sources, fallback=True, fallback_reason=reason)
+
+
+def maintenance_answer(message: str, question: str = "", *, release: str | None = None) -> Answer:
+    """The maintenance reply (kill-switch off): ``message`` as configured, or — left at its default — the
+    default in the language of ``question``."""
+    return Answer(text=maintenance_text(message, detect_language(question)), status=Status.MAINTENANCE,
+                  release=release)
 
 
 def _ms_since(started: float) -> float:

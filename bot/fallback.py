@@ -2,7 +2,8 @@
 
 The reply is clearly labelled as an automatic excerpt, quotes whole sentences verbatim (Markdown noise
 stripped) and cites each quote with the same ``[n]`` markers and numbered sources as a model answer, so the
-renderers need nothing special for it.
+renderers need nothing special for it. The label (and its reason) is worded in the asker's language
+(:mod:`bot.language`, :mod:`bot.status_text`); the quotes are the documents' own words, whatever their language.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import re
 from dataclasses import dataclass
 
 from bot.core.types import Source
+from bot.language import detect_language
+from bot.status_text import fallback_label, wording
 from knowledge.passage import Passage
 
 #: Passages looked at for sentences (retrieval rank order).
@@ -249,16 +252,16 @@ def pick_sentences(question: str, passages: list[Passage]) -> list[_Sentence]:
     return sorted(chosen, key=lambda s: (s.passage_rank, s.position))
 
 
-def fallback_label(reason: str) -> str:
-    return f"_Automatic excerpt — not written by the AI model ({reason})._"
+def extractive_answer(question: str, passages: list[Passage], reason: str,
+                      language: str | None = None) -> tuple[str, list[Source]]:
+    """A labelled answer quoting the passages' best sentences, each quote followed by its ``[n]`` marker.
 
-
-def extractive_answer(question: str, passages: list[Passage], reason: str) -> tuple[str, list[Source]]:
-    """A labelled answer quoting the passages' best sentences, each quote followed by its ``[n]`` marker."""
-    label = fallback_label(reason)
+    The label is worded in ``language`` (default: the question's, :func:`bot.language.detect_language`)."""
+    language = language or detect_language(question)
+    label = fallback_label(reason, language)
     chosen = pick_sentences(question, passages)
     if not chosen:
-        return label + "\n\nI found no passage to quote for this question.", []
+        return f"{label}\n\n{wording(language).no_quote}", []
 
     numbers: dict[int, int] = {}
     sources: list[Source] = []

@@ -31,7 +31,7 @@ import structlog
 from bot.core.clock import utcnow
 from bot.core.log import get_logger, redact
 from bot.core.settings import Settings
-from bot.answering import not_found_answer
+from bot.answering import maintenance_answer, not_found_answer
 from bot.core.types import Answer, Platform, Question, Source, Status, Usage
 from bot.delivery import Deliverer, DeliveryFailed
 from bot.llm import GenerationConfig, Turn
@@ -157,7 +157,7 @@ async def compose_for_release(
         trace.retrieval(passages, latency["retrieve"], text)
     t1 = time.perf_counter()
     if not passages or relevance(passages) < release.min_score:
-        answer = not_found_answer(passages)  # nothing relevant: no model call, the closest sources shown
+        answer = not_found_answer(passages, question=text)  # nothing relevant: no model call, the closest sources shown
     else:
         answer = await composer.compose(text, history, passages, generation_config(release, settings.llm_timeout_s),
                                         allow_llm=allow_llm)
@@ -214,7 +214,7 @@ class AnswerPipeline:
         latency: dict[str, float] = {}
         passages: list[Passage] = []
         if mode == Mode.OFF or not policy.enabled:
-            answer = Answer(text=self.settings.maintenance_message, status=Status.MAINTENANCE, release=release.name)
+            answer = maintenance_answer(self.settings.maintenance_message, question.text, release=release.name)
         else:
             pairs = max(1, self.settings.history_turns // 2) if self.settings.history_turns > 0 else 0
             history = history_turns(await self.interactions.thread_history(row, pairs=pairs))

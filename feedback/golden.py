@@ -6,8 +6,8 @@ A golden set is JSON Lines, one item per line (see ``feedback/golden/README.md``
      "answer": "Work through the NorthGate troubleshooting steps: ...", "answerable": true}
 
 Items promoted from feedback carry extra, optional fields: ``origin`` (``feedback:up`` / ``feedback:down``),
-``interaction_id``, and for 👎 questions ``regression: true`` with the ``rejected_answer`` and
-``rejected_doc_ids`` people voted down. A 👎 question has no reference yet: it is ``needs_review`` with
+``interaction_id``, and for 👎 questions ``regression: true`` with the ``rejected_answer`` (and its
+``rejected_status``) and ``rejected_doc_ids`` people voted down. A 👎 question has no reference yet: it is ``needs_review`` with
 ``answerable: null`` until someone writes one, and meanwhile only counts towards the regression metric
 (a release must not give the rejected answer again).
 """
@@ -27,7 +27,10 @@ from feedback.evals.metrics import clean_answer
 SAMPLE_GOLDEN = Path(__file__).resolve().parent / "golden" / "sample.jsonl"
 
 _KNOWN_FIELDS = {"qid", "question", "relevant_doc_ids", "answer", "answerable", "origin", "interaction_id",
-                 "regression", "needs_review", "rejected_answer", "rejected_doc_ids", "reason", "notes"}
+                 "regression", "needs_review", "rejected_answer", "rejected_status", "rejected_doc_ids", "reason",
+                 "notes"}
+#: What a rejected reply may have been: an answer (model or excerpt) or a "not found" reply.
+REJECTED_STATUSES = ("answered", "not_found")
 
 
 class GoldenError(ValueError):
@@ -50,6 +53,7 @@ class GoldenItem:
     regression: bool = False
     needs_review: bool = False
     rejected_answer: str = ""
+    rejected_status: str = ""  # "answered" or "not_found"; empty in items promoted before it was recorded
     rejected_doc_ids: list[str] = field(default_factory=list)
     reason: str | None = None
     notes: str = ""
@@ -67,6 +71,8 @@ class GoldenItem:
                 out[key] = getattr(self, key)
         if self.regression:
             out.update(regression=True, rejected_answer=self.rejected_answer, rejected_doc_ids=self.rejected_doc_ids)
+            if self.rejected_status:
+                out["rejected_status"] = self.rejected_status
         if self.needs_review:
             out["needs_review"] = True
         return out
@@ -101,6 +107,8 @@ def _problems_of(row: Any) -> list[str]:
         problems.append("an unanswerable item has no relevant_doc_ids")
     if row.get("regression") and not str(row.get("rejected_answer") or "").strip():
         problems.append("a regression item needs the rejected_answer")
+    if row.get("rejected_status") not in (None, "", *REJECTED_STATUSES):
+        problems.append(f"rejected_status must be one of {', '.join(REJECTED_STATUSES)}")
     unknown = set(row) - _KNOWN_FIELDS
     if unknown:
         problems.append(f"unknown fields: {', '.join(sorted(unknown))}")
@@ -113,6 +121,7 @@ def item_from_dict(row: dict[str, Any]) -> GoldenItem:
         answer=str(row.get("answer") or ""), answerable=row.get("answerable"), origin=str(row.get("origin") or ""),
         interaction_id=row.get("interaction_id"), regression=bool(row.get("regression")),
         needs_review=bool(row.get("needs_review")), rejected_answer=str(row.get("rejected_answer") or ""),
+        rejected_status=str(row.get("rejected_status") or ""),
         rejected_doc_ids=list(row.get("rejected_doc_ids") or []), reason=row.get("reason"),
         notes=str(row.get("notes") or ""),
     )
@@ -238,7 +247,7 @@ def promote_feedback(rows: list[dict[str, Any]], existing: list[GoldenItem]) -> 
             reasons = [v.get("reason") for v in votes if v["label"] == "down" and v.get("reason")]
             item = GoldenItem(qid=qid, question=first["question"], relevant_doc_ids=[], answer="", answerable=None,
                               origin="feedback:down", interaction_id=interaction_id, regression=True,
-                              needs_review=True, rejected_answer=first["answer"],
+                              needs_review=True, rejected_answer=first["answer"], rejected_status=status,
                               rejected_doc_ids=list(first.get("cited_doc_ids") or []),
                               reason=max(set(reasons), key=reasons.count) if reasons else None)
         seen.add(normalized_question(item.question))

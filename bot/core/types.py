@@ -57,9 +57,6 @@ class Status(StrEnum):
 #: Statuses after which a question is never answered again (a redelivered job is skipped).
 FINAL_STATUSES: frozenset[str] = frozenset(s.value for s in Status if s.is_final)
 
-#: How every "not found" answer begins; the evaluation also recognises a declined answer by it.
-NOT_FOUND_TEXT = "I couldn't find this in the handbook or the other documents I can search."
-
 #: The name of the score a 👍 (1) / 👎 (0) vote becomes on its answer's trace (Langfuse).
 FEEDBACK_SCORE = "user_feedback"
 

@@ -1,8 +1,8 @@
 """Reading an interaction back as the JSON the local chat page and the terminal chat show.
 
-The status wording (labels, the error notice) is :mod:`bot.status_text`'s, as on Slack and Teams. ``answer`` is
-the recorded text as is; ``text`` is what to show under ``label`` (an extractive answer's own leading label
-removed, since ``label`` says it). A source's ``location`` is a URL or a path below the source folder, never a
+The status wording (labels, the error notice) is :mod:`bot.status_text`'s, as on Slack and Teams; a label is in
+the language the answer was worded in. ``answer`` is the recorded text as is; ``text`` is what to show under
+``label`` (an extractive answer's own leading label removed, since ``label`` says it). A source's ``location`` is a URL or a path below the source folder, never a
 server path (:func:`knowledge.sources.display_location` cuts those stored by earlier indexes).
 
 Local questions are recorded in channel ``local:<conversation>``; the web API reads an interaction only for
@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.core.types import Platform, Status
-from bot.status_text import FAILURE_NOTICE, StatusLabel, answer_body, status_label
+from bot.status_text import FAILURE_NOTICE, StatusLabel, answer_body, answer_language, status_label
 from feedback.interactions import InteractionStore
 from knowledge.sources import display_location
 
@@ -52,7 +52,8 @@ async def interaction_view(interactions: InteractionStore, interaction_id: int, 
         "answer": row.answer,
         "text": answer_body(row.answer or "", fallback=row.fallback, fallback_reason=row.fallback_reason),
         "label": label_view(None if failed else status_label(row.status, fallback=row.fallback,
-                                                              fallback_reason=row.fallback_reason)),
+                                                              fallback_reason=row.fallback_reason,
+                                                              language=answer_language(row.answer or ""))),
         "sources": [source_view(source) for source in row.sources],
         "fallback": row.fallback,
         "fallback_reason": row.fallback_reason,

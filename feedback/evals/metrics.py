@@ -10,8 +10,8 @@ Per item (:class:`ItemResult`), from the real pipeline's passages and answer:
 - correctness: token-level F1 (SQuAD-style normalisation) of the answer, without citation markers and the
   fallback's label, against the reference answer; 0 when an answerable question was declined. The LLM judge's
   grade (0, 0.5, 1) when a judge ran;
-- abstention: ``declined`` = the reply is "not found". Correct for an unanswerable item, wrong for an
-  answerable one;
+- abstention: ``declined`` = the reply is "not found" (by its status: the reply is worded in the asker's
+  language). Correct for an unanswerable item, wrong for an answerable one;
 - latency of retrieval + generation (ms) and the answer's cost (US dollars).
 
 The summary (:func:`summarize`) averages them over the items they apply to; see :data:`METRICS`.
@@ -26,19 +26,24 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bot.core.types import NOT_FOUND_TEXT
 from knowledge.evaluation import score_ranking
 
 # --- answer text -----------------------------------------------------------------------------------------
 _MARKERS = re.compile(r"\s?\[\d+\]")
 _FALLBACK_LABEL = re.compile(r"^_Automatic excerpt[^\n]*_\s*$", re.MULTILINE)
+#: The extractive answer's own first line in any language (bot.status_text.fallback_label): "_<title> — <note>…_".
+_LEADING_LABEL = re.compile(r"\A\s*_[^\n]+ — [^\n]+_[ \t]*(?:\n|\Z)")
+#: How an English "not found" reply began before golden items recorded the rejected reply's status
+#: (``rejected_status``); such items are recognised by it (replies were English-only then).
+LEGACY_NOT_FOUND_TEXT = "I couldn't find this in the handbook"
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans({c: " " for c in string.punctuation + "“”‘’—–…→•›"})
 
 
 def clean_answer(text: str) -> str:
     """The answer's words: no ``[n]`` markers, no fallback label, no quote marks of Markdown block quotes."""
-    text = _FALLBACK_LABEL.sub("", text or "")
+    text = _LEADING_LABEL.sub("", text or "", count=1)
+    text = _FALLBACK_LABEL.sub("", text)
     text = _MARKERS.sub("", text)
     text = re.sub(r"^\s*>\s?", "", text, flags=re.MULTILINE)
     return text.strip()
@@ -168,12 +173,15 @@ class ItemResult:
 REPEAT_F1 = 0.8
 
 
-def score_item(item: ItemResult, *, rejected_answer: str = "") -> ItemResult:
-    """Fill in the per-item scores from the recorded answer (status, docs, text)."""
+def score_item(item: ItemResult, *, rejected_answer: str = "", rejected_status: str = "") -> ItemResult:
+    """Fill in the per-item scores from the recorded answer (status, docs, text). ``rejected_status`` is the
+    status of the rejected reply of a regression item (older items without it: recognised by the text)."""
     relevant = set(item.relevant_doc_ids)
     item.declined = item.status == "not_found"
     if item.regression and rejected_answer and not item.error:
-        if rejected_answer.startswith(NOT_FOUND_TEXT):  # people wanted an answer and got "not found"
+        rejected_declined = (rejected_status == "not_found" if rejected_status
+                             else rejected_answer.startswith(LEGACY_NOT_FOUND_TEXT))
+        if rejected_declined:  # people wanted an answer and got "not found"
             item.repeated_rejected = item.declined
         else:
             item.repeated_rejected = (item.status == "answered" and token_f1(

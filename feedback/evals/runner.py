@@ -141,7 +141,7 @@ async def answer_item(answerer: Answerer, release: Release, item: GoldenItem, ju
     except Exception as exc:  # noqa: BLE001 - one broken item must not end the run; it counts as wrong
         log.exception("eval.item_failed", qid=item.qid)
         result.error = f"{type(exc).__name__}: {exc}"[:500]
-        return score_item(result, rejected_answer=item.rejected_answer)
+        return score_item(result, rejected_answer=item.rejected_answer, rejected_status=item.rejected_status)
     result.status = composed.status.value
     result.answer = composed.text
     result.fallback = composed.fallback
@@ -158,7 +158,7 @@ async def answer_item(answerer: Answerer, release: Release, item: GoldenItem, ju
     result.cost_usd = composed.cost_usd
     result.input_tokens = composed.usage.input_tokens
     result.output_tokens = composed.usage.output_tokens
-    score_item(result, rejected_answer=item.rejected_answer)
+    score_item(result, rejected_answer=item.rejected_answer, rejected_status=item.rejected_status)
     if judge is not None and item.scored and item.answerable and item.answer:
         if result.declined:
             result.judge, result.judge_reason = 0.0, "declined an answerable question"

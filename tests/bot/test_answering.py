@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio
 
-from bot.answering import NOT_FOUND_TEXT, AnswerEngine
+from bot.answering import AnswerEngine
+from bot.status_text import NOT_FOUND_TEXT
 from bot.core.pricing import cost_usd
 from bot.core.settings import DEFAULT_PRICES, Settings
 from bot.core.types import Status
