@@ -1,19 +1,29 @@
 """Retrieval evaluation at document level: recall@1/5/10 and MRR@10 for BM25, dense and hybrid.
 
 A qrels file is JSONL with ``{"qid", "question", "relevant_doc_ids": [...]}``; items with no relevant
-documents (unanswerable questions) are left out of retrieval metrics.
+documents (unanswerable questions) are left out of retrieval metrics. Optional per item:
+
+- ``history``: the conversation before the question, ``[{"role": "user"|"assistant", "text": "..."}]``; the
+  question is then searched the way the worker's offline path searches it (:func:`knowledge.query.offline_query`),
+  unless ``use_history`` is off (the turn alone) or a ``query_field`` names another field to search instead
+  (e.g. ``standalone``: a hand-written standalone version, for comparison);
+- ``lang``: the question's language; with more than one language the results are also given per language;
+- ``corpus``: which corpus the item belongs to (``--corpus`` keeps one); any other field can group results.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from knowledge.query import ChatTurn, offline_query
 from knowledge.retrieval import FusionConfig, Mode, Retriever
 
 CUTOFFS = (1, 5, 10)
+MODES: tuple[Mode, ...] = ("bm25", "dense", "hybrid")
 
 
 @dataclass
@@ -21,21 +31,61 @@ class QrelItem:
     qid: str
     question: str
     relevant: set[str]
+    history: list[ChatTurn] = field(default_factory=list)
+    lang: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)  # the whole line, for query_field and grouping
 
 
-def load_qrels(path: Path) -> list[QrelItem]:
+def _history(value: Any) -> list[ChatTurn]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise TypeError("history must be a list of {role, text}")
+    turns: list[ChatTurn] = []
+    for turn in value:
+        role, text = turn["role"], turn["text"]
+        if role == "user":
+            turns.append(ChatTurn(role="user", text=str(text)))
+        elif role == "assistant":
+            turns.append(ChatTurn(role="assistant", text=str(text)))
+        else:
+            raise ValueError(f"history role must be user or assistant, not {role!r}")
+    return turns
+
+
+def load_qrels(path: Path, *, corpus: str | None = None) -> list[QrelItem]:
+    """The answerable items of a qrels file (of ``corpus`` only, when given: items naming another are skipped)."""
     items: list[QrelItem] = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
+            if corpus is not None and row.get("corpus", corpus) != corpus:
+                continue
             relevant = set(row.get("relevant_doc_ids") or [])
             if relevant:
-                items.append(QrelItem(str(row.get("qid", number)), str(row["question"]), relevant))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                lang = row.get("lang")
+                items.append(QrelItem(str(row.get("qid", number)), str(row["question"]), relevant,
+                                      history=_history(row.get("history")),
+                                      lang=str(lang) if lang else None, fields=dict(row)))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}:{number}: not a qrels line ({exc})") from exc
     return items
+
+
+def item_query(item: QrelItem, *, vocabulary: Mapping[str, int] | None, use_history: bool = True,
+               query_field: str | None = None) -> str:
+    """What is searched for ``item``: its ``query_field``; or the question with its history, built exactly as the
+    worker's offline path builds it; or (``use_history`` off) the question alone."""
+    if query_field is not None:
+        value = item.fields.get(query_field)
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"item {item.qid} has no {query_field!r} text")
+        return value
+    if not use_history:
+        return item.question
+    return offline_query(item.question, item.history, vocabulary=vocabulary).text
 
 
 def ranked_doc_ids(retriever: Retriever, question: str, *, kb: str, mode: Mode, fusion: FusionConfig | None,
@@ -63,15 +113,39 @@ def score_ranking(ranking: list[str], relevant: set[str]) -> dict[str, float]:
     return out
 
 
+def _average(rows: list[dict[str, float]]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for row in rows:
+        for key, value in row.items():
+            totals[key] = totals.get(key, 0.0) + value
+    return {key: round(value / max(1, len(rows)), 4) for key, value in totals.items()}
+
+
 def evaluate_retrieval(retriever: Retriever, items: list[QrelItem], *, kb: str,
                        fusion: FusionConfig | None = None, version: int | None = None,
-                       modes: tuple[Mode, ...] = ("bm25", "dense", "hybrid")) -> dict[str, Any]:
-    results: dict[str, Any] = {"n": len(items), "kb": kb}
+                       modes: tuple[Mode, ...] = MODES, use_history: bool = True,
+                       query_field: str | None = None, group_by: str | None = None) -> dict[str, Any]:
+    """Mean metrics per retrieval mode (``results[mode]``); ``results["groups"][value][mode]`` per value of
+    ``group_by`` (a field of the items' lines) or, with more than one language present, per ``lang``."""
+    vocabulary = retriever.vocabulary(kb, version)
+    queries = [item_query(item, vocabulary=vocabulary, use_history=use_history, query_field=query_field)
+               for item in items]
+    results: dict[str, Any] = {"n": len(items), "kb": kb,
+                               "query": query_field or ("history" if use_history else "alone")}
+    scores: dict[str, list[dict[str, float]]] = {}
     for mode in modes:
-        totals: dict[str, float] = {}
-        for item in items:
-            ranking = ranked_doc_ids(retriever, item.question, kb=kb, mode=mode, fusion=fusion, version=version)
-            for key, value in score_ranking(ranking, item.relevant).items():
-                totals[key] = totals.get(key, 0.0) + value
-        results[mode] = {key: round(value / max(1, len(items)), 4) for key, value in totals.items()}
+        scores[mode] = [score_ranking(ranked_doc_ids(retriever, query, kb=kb, mode=mode, fusion=fusion,
+                                                     version=version), item.relevant)
+                        for item, query in zip(items, queries)]
+        results[mode] = _average(scores[mode])
+    if group_by is None and len({item.lang for item in items}) > 1:
+        group_by = "lang"
+    if group_by is not None:
+        results["group_by"] = group_by
+        values = [str(item.fields.get(group_by) or "-") for item in items]
+        results["groups"] = {
+            value: {"n": values.count(value),
+                    **{mode: _average([s for s, v in zip(scores[mode], values) if v == value]) for mode in modes}}
+            for value in sorted(set(values))
+        }
     return results

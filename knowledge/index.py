@@ -61,12 +61,21 @@ class Tokenized(Protocol):
     def vocab(self) -> dict[str, int]: ...
 
 
-def bm25_tokenize(texts: list[str]) -> Tokenized:
+def _stemmer() -> Any:
     global _STEMMER
     if _STEMMER is None:
         _STEMMER = Stemmer.Stemmer("english")
-    tokens: Tokenized = bm25s.tokenize(texts, stopwords="en", stemmer=_STEMMER, show_progress=False)
+    return _STEMMER
+
+
+def bm25_tokenize(texts: list[str]) -> Tokenized:
+    tokens: Tokenized = bm25s.tokenize(texts, stopwords="en", stemmer=_stemmer(), show_progress=False)
     return tokens
+
+
+def stem_words(words: list[str]) -> list[str]:
+    """The stems of lower-cased ``words``, as the BM25 index stores its terms (its vocabulary's keys)."""
+    return [str(s) for s in _stemmer().stemWords([w.lower() for w in words])]
 
 
 def collection_name(kb: str, version: int) -> str:
@@ -100,6 +109,7 @@ class VersionData:
     knowledge_sets: npt.NDArray[np.object_]  # of str, one per chunk
     public: npt.NDArray[np.bool_]
     heading_terms: dict[int, set[str]] = field(default_factory=dict)  # filled lazily by retrieval
+    term_chunks: dict[str, int] = field(default_factory=dict)  # chunks per BM25 term, filled lazily by retrieval
 
 
 class ChunkingParams(TypedDict, total=False):

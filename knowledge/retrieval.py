@@ -17,6 +17,7 @@ compares complete evidence instead of guessing a missing rank. Fusion methods:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -195,6 +196,21 @@ class Retriever:
     async def asearch(self, query: str, **kwargs: Any) -> list[Passage]:
         """:meth:`search` off the event loop (embedding and index reads are CPU and disk work)."""
         return await asyncio.to_thread(self.search, query, **kwargs)
+
+    def vocabulary(self, kb: str, version: int | None = None) -> Mapping[str, int]:
+        """The index version's terms (BM25 stems) and how many chunks contain each: :mod:`knowledge.query` asks
+        whether a message has any word the documents use, and which words of an answer are the most specific."""
+        data = self.store.load(kb, version)
+        if not data.term_chunks:
+            vocab: dict[str, int] = data.bm25.vocab_dict
+            indptr = np.asarray(data.bm25.scores["indptr"])
+            counts = np.diff(indptr)  # the term's column in the (terms x chunks) score matrix
+            data.term_chunks = {term: int(counts[i]) for term, i in vocab.items() if 0 <= i < len(counts)}
+        return data.term_chunks
+
+    async def avocabulary(self, kb: str, version: int | None = None) -> Mapping[str, int]:
+        """:meth:`vocabulary` off the event loop (the first use of a version loads it from disk)."""
+        return await asyncio.to_thread(self.vocabulary, kb, version)
 
     # --- helpers -----------------------------------------------------------------------------------
     def _bm25_scores(self, data: VersionData, query: str, search_filter: SearchFilter) -> npt.NDArray[np.float32]:

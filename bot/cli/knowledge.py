@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -127,26 +127,46 @@ def search_command(
 
 
 def eval_retrieval_command(
-    qrels: Annotated[Path, typer.Option("--qrels", help="JSONL of {qid, question, relevant_doc_ids}.")],
+    qrels: Annotated[Path, typer.Option("--qrels", help="JSONL of {qid, question, relevant_doc_ids} (optional: "
+                                                        "history, lang, corpus, other fields).")],
     kb: Annotated[Optional[str], typer.Option(help="Knowledge base name.")] = None,
     version: Annotated[Optional[int], typer.Option(help="Index version (default: latest).")] = None,
+    corpus: Annotated[Optional[str], typer.Option(help="Only the items whose `corpus` is this.")] = None,
+    no_history: Annotated[bool, typer.Option("--no-history", help="Search each question alone, ignoring its "
+                                                                  "history.")] = False,
+    standalone_field: Annotated[Optional[str], typer.Option(
+        "--standalone-field", help="Search this field of each item instead of the question (e.g. standalone).")] = None,
+    by: Annotated[Optional[str], typer.Option(help="Also give the results per value of this field (e.g. kind); "
+                                                   "default: per lang when several are present.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Recall@1/5/10 and MRR@10 (document level) for BM25, dense and hybrid, side by side."""
+    """Recall@1/5/10 and MRR@10 (document level) for BM25, dense and hybrid, side by side.
+
+    A question with a `history` is searched as the worker's offline path searches it (knowledge/query.py)."""
     kb = kb or get_settings().kb_name
     try:
-        items = load_qrels(qrels)
-        results = evaluate_retrieval(Retriever(_store()), items, kb=kb, version=version, fusion=FusionConfig())
+        items = load_qrels(qrels, corpus=corpus)
+        results = evaluate_retrieval(Retriever(_store()), items, kb=kb, version=version, fusion=FusionConfig(),
+                                     use_history=not no_history, query_field=standalone_field, group_by=by)
     except (ValueError, FileNotFoundError, IndexNotFound) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     if as_json:
         print(json.dumps(results))
         return
-    table = Table(title=f"Retrieval on {qrels.name} ({results['n']} questions, kb '{kb}')")
+    searched = {"history": "with history (offline query)", "alone": "the turns alone"}.get(
+        results["query"], f"field '{results['query']}'")
+    out.print(_metrics_table(f"Retrieval on {qrels.name} ({results['n']} questions, kb '{kb}', {searched})",
+                             results))
+    for value, group in (results.get("groups") or {}).items():
+        out.print(_metrics_table(f"{results['group_by']} = {value} ({group['n']} questions)", group))
+
+
+def _metrics_table(title: str, results: dict[str, Any]) -> Table:
+    table = Table(title=title)
     table.add_column("metric")
     for mode in ("bm25", "dense", "hybrid"):
         table.add_column(mode, justify="right")
     for metric in ("recall@1", "recall@5", "recall@10", "mrr@10"):
         table.add_row(metric, *(f"{results[m][metric]:.3f}" for m in ("bm25", "dense", "hybrid")))
-    out.print(table)
+    return table
