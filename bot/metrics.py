@@ -65,7 +65,8 @@ ACK_LATENCY = Histogram(
 )
 STAGE_LATENCY = Histogram(
     "deskmate_answer_stage_seconds",
-    "Answer latency per pipeline stage (retrieve, generate, deliver, total_before_delivery) in this worker.",
+    "Answer latency per pipeline stage (rewrite, retrieve, generate, deliver, total_before_delivery) in this "
+    "worker.",
     ["stage"], buckets=_STAGE_BUCKETS,
 )
 WORKER_ANSWERS = Counter(

@@ -1,7 +1,8 @@
 """The answer pipeline: one pending interaction in, one recorded, traced and delivered answer out.
 
 Steps, in order: begin the attempt (an already-final interaction is not answered twice) → playbooks
-(kill-switch, active release, channel policy) → retrieve → compose (Claude or the extractive fallback) →
+(kill-switch, active release, channel policy) → the search query (:func:`search_query`: the thread's history
+and the new message made into one standalone query) → retrieve → compose (Claude or the extractive fallback) →
 record → trace → deliver → after-answer hooks. Each step's latency goes into the answer and the interaction.
 
 Delivery is its own durable step. Recording the answer makes its delivery *pending* (in the same commit); the
@@ -35,12 +36,14 @@ from bot.answering import maintenance_answer, not_found_answer
 from bot.core.types import Answer, Platform, Question, Source, Status, Usage
 from bot.delivery import Deliverer, DeliveryFailed
 from bot.llm import GenerationConfig, Turn
+from bot.rewrite import QueryRewriter, Rewrite
 from bot.status_text import FAILURE_NOTICE
 from feedback.db import Database
 from feedback.interactions import DeliveryState, Exchange, InteractionStore, relevance
 from feedback.models import Interaction, Release
 from knowledge.index import IndexNotFound
 from knowledge.passage import Passage
+from knowledge.query import looks_like, offline_query
 from knowledge.retrieval import FusionConfig, SearchFilter
 from playbooks.channel_policy import resolve_policy
 from playbooks.killswitch import Mode, effective_mode
@@ -51,6 +54,11 @@ log = get_logger(__name__)
 
 class Searcher(Protocol):
     async def asearch(self, query: str, **kwargs: Any) -> list[Passage]: ...
+
+    async def avocabulary(self, kb: str, version: int | None = None) -> Mapping[str, int]:
+        """The index's terms (BM25 stems) and how many chunks contain each, for the offline query
+        (:func:`knowledge.query.offline_query`)."""
+        ...
 
 
 class Composer(Protocol):
@@ -64,7 +72,11 @@ class TraceSpan(Protocol):
     @property
     def trace_id(self) -> str | None: ...
 
-    def retrieval(self, passages: Sequence[Passage], latency_ms: float, query: str) -> None: ...
+    def retrieval(self, passages: Sequence[Passage], latency_ms: float, query: str, *,
+                  query_method: str | None = None, query_reason: str | None = None) -> None: ...
+
+    def rewrite(self, *, model: str, input_messages: Any, output_text: str, usage: Usage, cost_usd: float,
+                latency_ms: float, error: str | None) -> None: ...
 
     def generation(self, *, model: str, input_messages: Any, output_text: str, usage: Usage, cost_usd: float,
                    latency_ms: float, fallback: bool) -> None: ...
@@ -137,15 +149,85 @@ def history_turns(exchanges: list[Exchange]) -> list[Turn]:
     return turns
 
 
+@dataclass(frozen=True)
+class PlannedQuery:
+    """What is searched for one message, how it was made (``method``: ``message`` — the message as written;
+    ``offline`` — :func:`knowledge.query.offline_query`; ``llm`` — the rewrite model), and why."""
+
+    text: str
+    method: str
+    reason: str = ""
+    rewrite: Rewrite | None = None  # the model call, when one was made (successful or not)
+
+
+async def search_query(
+    searcher: Searcher, rewriter: QueryRewriter | None, settings: Settings, text: str, history: list[Turn],
+    release: Release, *, allow_llm: bool, trace: TraceSpan | None = None,
+) -> PlannedQuery:
+    """The query to search for ``text`` after ``history``, as ``release.query_rewrite`` says:
+
+    - ``off``: the message as written (as before query rewriting existed);
+    - ``offline``: the history-aware query of :mod:`knowledge.query` (no model);
+    - ``llm``: the rewrite model for every message; ``auto``: only when it can change something — the thread
+      has history, or the message may not be in the documents' language (``DESKMATE_DOCUMENTS_LANGUAGE``).
+      Without the model (no key, retrieval-only mode, the circuit open, the call failing) the offline query.
+    """
+    mode = release.query_rewrite
+    if mode == "off":
+        return PlannedQuery(text, "message", "query rewriting off")
+    offline = offline_query(text, history, vocabulary=await _vocabulary(searcher, release))
+    planned = PlannedQuery(offline.text, "offline", offline.reason)
+    if mode == "offline":
+        return planned
+    language = settings.documents_language
+    if mode == "auto" and not history and looks_like(text, language) is not False:
+        return planned  # nothing to resolve, nothing to translate: no model call
+    if rewriter is None or not rewriter.available:
+        return PlannedQuery(planned.text, planned.method, f"{planned.reason} (no rewrite model: no API key)")
+    if not allow_llm:
+        return PlannedQuery(planned.text, planned.method, f"{planned.reason} (retrieval-only mode)")
+    rewrite = await rewriter.rewrite(text, history, model=release.rewrite_model or settings.query_rewrite_model,
+                                     language=language)
+    if rewrite.called and trace is not None:
+        trace.rewrite(model=rewrite.model, input_messages=rewrite.messages, output_text=rewrite.query or "",
+                      usage=rewrite.usage, cost_usd=rewrite.cost_usd, latency_ms=rewrite.latency_ms,
+                      error=rewrite.error)
+    if rewrite.query is None:
+        log.info("pipeline.rewrite_fallback", reason=rewrite.error)
+        return PlannedQuery(planned.text, planned.method, f"{planned.reason} (rewrite model: {rewrite.error})",
+                            rewrite=rewrite)
+    return PlannedQuery(rewrite.query, "llm", f"rewritten by {rewrite.model}", rewrite=rewrite)
+
+
+async def _vocabulary(searcher: Searcher, release: Release) -> Mapping[str, int] | None:
+    try:
+        return await searcher.avocabulary(release.kb, release.index_version)
+    except IndexNotFound:
+        return None  # the search reports it
+
+
+def _plus(a: Usage, b: Usage) -> Usage:
+    return Usage(input_tokens=a.input_tokens + b.input_tokens, output_tokens=a.output_tokens + b.output_tokens,
+                 cache_read_tokens=a.cache_read_tokens + b.cache_read_tokens,
+                 cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens)
+
+
 async def compose_for_release(
     searcher: Searcher, composer: Composer, settings: Settings, text: str, history: list[Turn], release: Release,
     search_filter: SearchFilter, *, allow_llm: bool, latency: dict[str, float], trace: TraceSpan | None = None,
+    rewriter: QueryRewriter | None = None,
 ) -> tuple[Answer, list[Passage]]:
-    """Retrieve and compose one answer as ``release`` would: the core the worker and the evaluation share."""
+    """Make the search query, retrieve and compose one answer as ``release`` would: the core the worker and the
+    evaluation share. A rewrite model call's tokens and cost are added to the answer's, its latency is
+    ``latency["rewrite"]``."""
+    query = await search_query(searcher, rewriter, settings, text, history, release, allow_llm=allow_llm,
+                               trace=trace)
+    if query.rewrite is not None and query.rewrite.called:
+        latency["rewrite"] = query.rewrite.latency_ms
     t0 = time.perf_counter()
     try:
         passages = await searcher.asearch(
-            text, kb=release.kb, version=release.index_version, k=release.retrieval_k,
+            query.text, kb=release.kb, version=release.index_version, k=release.retrieval_k,
             candidates=release.retrieval_candidates, search_filter=search_filter,
             fusion=FusionConfig.from_dict(release.fusion),
         )
@@ -154,7 +236,8 @@ async def compose_for_release(
         passages = []
     latency["retrieve"] = round((time.perf_counter() - t0) * 1000, 1)
     if trace is not None:
-        trace.retrieval(passages, latency["retrieve"], text)
+        trace.retrieval(passages, latency["retrieve"], query.text, query_method=query.method,
+                        query_reason=query.reason)
     t1 = time.perf_counter()
     if not passages or relevance(passages) < release.min_score:
         answer = not_found_answer(passages, question=text)  # nothing relevant: no model call, the closest sources shown
@@ -166,6 +249,10 @@ async def compose_for_release(
         trace.generation(model=answer.model or release.model, input_messages=text, output_text=answer.text,
                          usage=answer.usage, cost_usd=answer.cost_usd,
                          latency_ms=answer.llm_latency_ms or latency["generate"], fallback=answer.fallback)
+    if query.rewrite is not None and query.rewrite.called:
+        answer.usage = _plus(answer.usage, query.rewrite.usage)
+        answer.cost_usd += query.rewrite.cost_usd
+    answer.search_query = query.text
     answer.release = release.name
     return answer, passages
 
@@ -182,6 +269,7 @@ class AnswerPipeline:
         deliverers: Mapping[Platform, Deliverer],
         after_answer: Sequence[AfterAnswerHook] = (),
         deliveries: DeliveryScheduler | None = None,
+        rewriter: QueryRewriter | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -193,6 +281,8 @@ class AnswerPipeline:
         self.after_answer = after_answer
         #: where failed first attempts are handed over; without one, the sweeper finds them (bot.queue)
         self.deliveries = deliveries
+        #: the query rewrite model; without one, every follow-up is searched with the offline query
+        self.rewriter = rewriter
 
     async def run(self, interaction_id: int) -> Answer | None:
         """Answer one interaction. Returns None when it is missing or already final (a redelivered job)."""
@@ -224,6 +314,7 @@ class AnswerPipeline:
                 answer, passages = await compose_for_release(
                     self.searcher, self.composer, self.settings, question.text, history, release,
                     policy.search_filter, allow_llm=mode == Mode.ON, latency=latency, trace=trace,
+                    rewriter=self.rewriter,
                 )
                 trace.finish(answer.text, answer.status.value)
                 trace_id = trace.trace_id

@@ -23,6 +23,7 @@ from bot.language import warm_up as load_language_model
 from bot.notifier import AdminChannelNotifier
 from bot.pipeline import AfterAnswerHook, AnswerPipeline
 from bot.redis_conn import connect
+from bot.rewrite import QueryRewriter
 from bot.tracing import Tracer
 from feedback.db import Database, get_database
 from feedback.interactions import InteractionStore
@@ -43,6 +44,7 @@ class Runtime:
     store: IndexStore | None = None  # worker
     retriever: Retriever | None = None  # worker
     engine: AnswerEngine | None = None  # worker
+    rewriter: QueryRewriter | None = None  # worker: the search query's rewrite model (the engine's client, breaker)
     tracer: Tracer | None = None  # built by build_runtime for every process (votes score their traces)
     guard: Guard | None = None  # worker: the budget guard and alerts (after each answer and by cron)
     deliverers: dict[Platform, Deliverer] = field(default_factory=dict)
@@ -64,7 +66,7 @@ class Runtime:
         if self.retriever is None or self.engine is None or self.tracer is None:
             raise RuntimeError("this runtime was built without the answering parts (worker=False)")
         return AnswerPipeline(self.settings, self.db, self.interactions, self.retriever, self.engine, self.tracer,
-                              self.deliverers, self.after_answer)
+                              self.deliverers, self.after_answer, rewriter=self.rewriter)
 
     async def aclose(self) -> None:
         for deliverer in self.deliverers.values():
@@ -89,6 +91,7 @@ async def build_runtime(settings: Settings, *, worker: bool) -> Runtime:
         rt.retriever = Retriever(rt.store)
         await asyncio.to_thread(warm_up, rt.store, settings.kb_name)
         rt.engine = AnswerEngine(settings, redis)
+        rt.rewriter = QueryRewriter(settings, rt.engine.client, rt.engine.breaker)
         rt.guard = Guard(settings=settings, db=db, redis=redis, notifier=AdminChannelNotifier(settings))
         rt.after_answer.append(rt.guard.after_answer)
     return rt

@@ -199,6 +199,7 @@ class InteractionStore:
             row.cache_read_tokens = answer.usage.cache_read_tokens
             row.cache_write_tokens = answer.usage.cache_write_tokens
             row.cost_usd = answer.cost_usd
+            row.search_query = answer.search_query
             row.answered_at = utcnow()
             _begin_delivery(row, deliver)
             session.add(row)

@@ -57,6 +57,8 @@ class Interaction(SQLModel, table=True):
     delivery_next_at: datetime | None = None  # when the next attempt is due (while "pending" after a failure)
     delivered_at: datetime | None = None
     trace_id: str | None = Field(default=None, max_length=64)
+    # what was searched: the message, or the standalone query made of it and the thread's history
+    search_query: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow, index=True)
     answered_at: datetime | None = Field(default=None, index=True)
 
@@ -95,6 +97,11 @@ class Release(SQLModel, table=True):
     min_score: float = 0.3
     fusion: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     knowledge_sets: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # the search query: auto | llm | offline | off (bot.pipeline.search_query), and the rewrite model.
+    # Releases made before these existed read "off": an immutable release keeps searching as it did.
+    query_rewrite: str = Field(default="auto", max_length=16, sa_column_kwargs={"server_default": "off"})
+    rewrite_model: str = Field(default="claude-haiku-4-5", max_length=128,
+                               sa_column_kwargs={"server_default": "claude-haiku-4-5"})
     notes: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     created_by: str = Field(default="", max_length=255)
     created_at: datetime = Field(default_factory=utcnow)

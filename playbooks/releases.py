@@ -30,7 +30,10 @@ from playbooks.gate import GateResult, PromotionGate, resolve_gate, run_gate
 DEFAULT_GATE = object()
 #: Fields a new release may override; everything else is copied from its base release.
 MUTABLE_FIELDS = ("prompt_template", "prompt_version", "model", "max_tokens", "temperature", "kb", "index_version",
-                  "retrieval_k", "retrieval_candidates", "min_score", "fusion", "knowledge_sets", "notes")
+                  "retrieval_k", "retrieval_candidates", "min_score", "fusion", "knowledge_sets", "query_rewrite",
+                  "rewrite_model", "notes")
+#: How a release makes its search query (``bot.pipeline.search_query``).
+QUERY_REWRITE_MODES = ("auto", "llm", "offline", "off")
 
 
 class ReleaseError(ValueError):
@@ -57,6 +60,10 @@ async def create_release(session: AsyncSession, settings: Settings, name: str, *
         data["index_version"] = IndexStore(KnowledgeConfig.from_settings(settings)).latest_version(data["kb"])
     if data["retrieval_k"] is not None and data["retrieval_k"] < 0:
         raise ReleaseError("retrieval_k must be ≥ 0")
+    if data["query_rewrite"] not in QUERY_REWRITE_MODES:
+        raise ReleaseError(f"query_rewrite must be one of {', '.join(QUERY_REWRITE_MODES)}")
+    if not str(data["rewrite_model"] or "").strip():
+        raise ReleaseError("rewrite_model must name a model")
     release = Release(name=name, created_by=actor, **data)
     session.add(release)
     await session.commit()

@@ -35,8 +35,9 @@ def hhmm(at: datetime | None) -> str:
 
 def release_line(release: Release) -> str:
     index = f"index v{release.index_version}" if release.index_version is not None else "latest index"
+    rewrite = f" ({release.rewrite_model})" if release.query_rewrite in ("auto", "llm") else ""
     return (f"`{release.name}` — {release.model}, prompt {release.prompt_version}, {index}, k={release.retrieval_k}, "
-            f"min score {release.min_score:g}")
+            f"min score {release.min_score:g}, query {release.query_rewrite}{rewrite}")
 
 
 def switch_line(row: Switch, now: datetime | None = None, *, slack_links: bool = False) -> str:

@@ -199,6 +199,9 @@ def release_create_command(
     temperature: Annotated[Optional[float], typer.Option()] = None,
     index_version: Annotated[Optional[str], typer.Option(help="N or 'latest' (default: the base release's).")] = None,
     knowledge_set: Annotated[Optional[list[str]], typer.Option(help="Limit to these knowledge sets (repeatable).")] = None,
+    query_rewrite: Annotated[Optional[str], typer.Option(
+        help="The search query: auto, llm, offline or off (see DESKMATE_QUERY_REWRITE).")] = None,
+    rewrite_model: Annotated[Optional[str], typer.Option(help="Model of the query rewrite.")] = None,
     base: Annotated[Optional[str], typer.Option(help="Copy this release (default: the active one).")] = None,
     notes: Annotated[str, typer.Option()] = "",
 ) -> None:
@@ -215,7 +218,8 @@ def release_create_command(
     elif prompt_version:
         changes["prompt_version"] = prompt_version
     for key, value in (("model", model), ("retrieval_k", k), ("retrieval_candidates", candidates),
-                       ("min_score", min_score), ("max_tokens", max_tokens), ("temperature", temperature)):
+                       ("min_score", min_score), ("max_tokens", max_tokens), ("temperature", temperature),
+                       ("query_rewrite", query_rewrite), ("rewrite_model", rewrite_model)):
         if value is not None:
             changes[key] = value
     if dense_weight is not None:

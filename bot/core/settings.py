@@ -113,6 +113,18 @@ class Settings(BaseSettings):
         default_factory=lambda: dict(DEFAULT_PRICES), description="JSON price table per model (USD per million tokens)."
     )
     history_turns: int = Field(6, description="Earlier turns of a thread sent with a follow-up.")
+    query_rewrite: Literal["auto", "llm", "offline", "off"] = Field(
+        "auto", description="Search query of the first release (releases carry their own): llm = a fast model "
+        "rewrites every message into a standalone query (in the documents' language); auto = only when the thread "
+        "has history or the message is in another language; offline = the history-aware query of "
+        "knowledge/query.py; off = the message alone. llm and auto fall back to offline without the model.",
+    )
+    query_rewrite_model: str = Field("claude-haiku-4-5", description="Model of the query rewrite (first release).")
+    query_rewrite_timeout_s: float = Field(5.0, gt=0, description="Per query-rewrite attempt, in seconds.")
+    query_rewrite_max_retries: int = Field(
+        1, ge=0, le=1, description="Retries of a failed query rewrite (0 or 1) before the offline query is used.")
+    documents_language: str = Field(
+        "en", description="Language of the documents (ISO 639-1): the query rewrite writes queries in it.")
     max_question_chars: int = Field(4000, description="Longer messages are refused with a clear reply.")
 
     # --- tracing -------------------------------------------------------------------------------------

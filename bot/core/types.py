@@ -99,3 +99,4 @@ class Answer(BaseModel):
     cost_usd: float = 0.0
     llm_latency_ms: float | None = Field(None, exclude=True)  # the model call alone, when there was one
     error: str | None = Field(None, exclude=True)  # what went wrong with the model, when the answer fell back
+    search_query: str | None = Field(None, exclude=True)  # what was searched (the message, or its rewrite)

@@ -5,7 +5,9 @@ finished, with its latency, and the handle backdates the child span to fit::
 
     with tracer.answer_trace(interaction_id=42, question=q, user=u, thread=t, platform="slack",
                              release="r7") as trace:
-        trace.retrieval(passages, latency_ms=20.0, query=q)            # child "retrieve" (a retriever)
+        trace.rewrite(model=m, input_messages=msgs, output_text=query, usage=u, cost_usd=c,
+                      latency_ms=300.0, error=None)                      # child "rewrite" (a generation)
+        trace.retrieval(passages, latency_ms=20.0, query=query)        # child "retrieve" (a retriever)
         trace.generation(model, messages, text, usage, cost_usd, latency_ms=900.0, fallback=False)
         trace.finish(text, "answered")                                  # trace output, status tag
     trace.trace_id  # 32 hex chars, or None when tracing is off
@@ -57,8 +59,11 @@ class TraceHandle:
         self._live = live
         self.trace_id: str | None = live.root.trace_id if live else None
 
-    def retrieval(self, passages: Sequence[Passage], latency_ms: float, query: str) -> None:
-        """A ``retrieve`` span that ended now and lasted ``latency_ms``: the query in, ranked hits out."""
+    def retrieval(self, passages: Sequence[Passage], latency_ms: float, query: str, *,
+                  query_method: str | None = None, query_reason: str | None = None) -> None:
+        """A ``retrieve`` span that ended now and lasted ``latency_ms``: the query searched in (``query_method``:
+        the message as written, the offline query or the rewrite model's; ``query_reason``: why), ranked hits
+        out."""
         if self._live is None:
             return
         try:
@@ -79,6 +84,8 @@ class TraceHandle:
                 for rank, p in enumerate(passages, start=1)
             ]
             metadata: dict[str, Any] = {"hits": len(hits), "latency_ms": latency_ms}
+            if query_method is not None:
+                metadata |= {"query_method": query_method, "query_reason": query_reason or ""}
             if passages:
                 metadata |= {"top_score": passages[0].score, "index_version": passages[0].index_version}
             self._child(
@@ -131,6 +138,46 @@ class TraceHandle:
             )
         except Exception as exc:
             self._live.outage.sdk_error("generation", exc)
+
+    def rewrite(
+        self,
+        *,
+        model: str,
+        input_messages: Any,
+        output_text: str,
+        usage: Usage,
+        cost_usd: float,
+        latency_ms: float,
+        error: str | None = None,
+    ) -> None:
+        """A ``rewrite`` generation that ended now: the query-rewrite call, its messages in, the standalone query
+        out, with usage and cost. A failed call (``error``) is kept at level WARNING: the offline query was
+        searched instead."""
+        if self._live is None:
+            return
+        try:
+            from langfuse import LangfuseGeneration  # noqa: PLC0415 - lazy, see top
+
+            self._child(
+                LangfuseGeneration,
+                "rewrite",
+                latency_ms,
+                input=input_messages,
+                output=output_text,
+                metadata={"latency_ms": latency_ms, **({"error": error} if error else {})},
+                model=model,
+                usage_details={
+                    "input": usage.input_tokens,
+                    "output": usage.output_tokens,
+                    "cache_read_input_tokens": usage.cache_read_tokens,
+                    "cache_creation_input_tokens": usage.cache_write_tokens,
+                },
+                cost_details={"total": float(cost_usd)},
+                level="WARNING" if error else None,
+                status_message=f"rewrite failed ({error}): the offline query was searched" if error else None,
+            )
+        except Exception as exc:
+            self._live.outage.sdk_error("rewrite", exc)
 
     def finish(self, answer_text: str, status: str) -> None:
         """The answer as delivered: the trace's output, its status as trace metadata and a ``status:`` tag."""

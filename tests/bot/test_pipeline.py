@@ -54,6 +54,9 @@ class FakeSearcher:
             raise self.error
         return list(self.passages)
 
+    async def avocabulary(self, kb: str, version: int | None = None) -> dict[str, int]:
+        return {"per": 3, "diem": 2, "us": 9, "canada": 2, "vpn": 4, "travel": 12}
+
 
 @dataclass
 class ComposeCall:
@@ -82,10 +85,17 @@ class FakeSpan:
     trace_id: str | None
     retrievals: list[tuple[int, str]] = field(default_factory=list)
     generations: list[dict[str, Any]] = field(default_factory=list)
+    rewrites: list[dict[str, Any]] = field(default_factory=list)
     finished: list[tuple[str, str]] = field(default_factory=list)
+    query_methods: list[str | None] = field(default_factory=list)
 
-    def retrieval(self, passages: Sequence[Passage], latency_ms: float, query: str) -> None:
+    def retrieval(self, passages: Sequence[Passage], latency_ms: float, query: str, *,
+                  query_method: str | None = None, query_reason: str | None = None) -> None:
         self.retrievals.append((len(passages), query))
+        self.query_methods.append(query_method)
+
+    def rewrite(self, **kwargs: Any) -> None:
+        self.rewrites.append(kwargs)
 
     def generation(self, **kwargs: Any) -> None:
         self.generations.append(kwargs)

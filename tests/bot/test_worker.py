@@ -64,7 +64,9 @@ async def test_thread_follow_up_sends_the_earlier_turn(make_settings: Callable[.
         await ask(stack, "How many days of annual leave do I get?", conversation="thread-1")
         await ask(stack, "and can I carry them over?", conversation="thread-1")
         await ask(stack, "What is the VPN called?", conversation="other-thread")
-    second, third = fake_anthropic.message_requests[1], fake_anthropic.message_requests[2]
+    answers = [r for r in fake_anthropic.message_requests if r.search_results]
+    assert len(fake_anthropic.message_requests) == 4, "three answers and the follow-up's query rewrite"
+    second, third = answers[1], answers[2]
     assert [m["role"] for m in second.body["messages"]] == ["user", "assistant", "user"]
     assert "annual leave" in str(second.body["messages"][0]["content"])
     assert len(third.body["messages"]) == 1, "another thread does not see this one's history"

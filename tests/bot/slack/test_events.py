@@ -155,8 +155,10 @@ async def test_thread_follow_up_without_mention_is_answered_with_the_earlier_tur
         await stack.wait_final(rows[1].id)
 
     requests = fake_anthropic.message_requests
-    assert len(requests) == 2
-    history = requests[1].body["messages"]
+    answers = [r for r in requests if r.search_results]
+    assert len(requests) == 3 and len(answers) == 2, "the follow-up's search query was rewritten first"
+    assert "And is there a limit for hotels?" in str(requests[1].body["messages"])
+    history = answers[1].body["messages"]
     flat = str(history)
     assert "How much is the daily meal allowance when I travel?" in flat, "the earlier question is sent"
     assert rows[0].answer and rows[0].answer.split("[")[0].strip()[:40] in flat, "and the earlier answer"
