@@ -50,7 +50,7 @@ MIN_SHARE = 0.6
 MAX_CHARS = 1000
 
 _NOISE = re.compile(
-    r"<[^>\s]*>"  # Slack mentions, channels and links: <@U123>, <#C1|general>, <https://…|label>
+    r"<[@#!][^>\n]*>|<(?:https?|mailto):[^>\n]*>"  # Slack: <@U123>, <#C1|general>, <!here>, <https://…|label>
     r"|https?://\S+|www\.\S+"
     r"|\S+@\S+\.\S+"  # e-mail addresses
     r"|```.*?```|`[^`\n]*`"  # code

@@ -316,7 +316,7 @@ _TRANSLATIONS = (
         closest_sources="最も関連がありそうな資料は以下のとおりです。参考になるかもしれません。",
         not_found_label=StatusLabel("🔍", "ハンドブックに記載なし",
                                     "この質問に答えられる情報がないため、推測での回答は控えます。"),
-        maintenance_label=StatusLabel("⏸️", "Deskmate は一時停止中です", "これは自動返信です。"),
+        maintenance_label=StatusLabel("⏸️", "Deskmate は一時停止中", "これは自動返信です。"),
         maintenance_message="Deskmate はメンテナンスのため一時停止しています。サポートチームに直接お問い合わせ"
                             "ください。ご質問は記録されています。",
         reasons={

@@ -155,3 +155,44 @@ async def test_readiness_fails_while_the_database_is_read_only(stack: Stack) -> 
         event.remove(engine, "connect", read_only)
         await stack.db.async_engine.dispose()
     assert (await stack.client.get("/readyz")).status_code == 200, "ready again once writes work"
+
+
+async def test_a_german_question_gets_its_excerpt_label_and_not_found_reply_in_german(stack: Stack) -> None:
+    """Through the real queue, worker and pipeline; the label is read back from the recorded interaction."""
+    from bot.status_text import wording
+
+    de = wording("de")
+    answer, token = await ask_in(stack, "Wie installiere ich den GlobalProtect VPN Client?")
+    assert answer["status"] == "answered" and answer["fallback"] is True
+    assert answer["fallback_reason"] == "no API key configured", "recorded in English for the operators"
+    assert answer["answer"].startswith(f"_{de.excerpt_title} — {de.excerpt_note} (kein API-Schlüssel konfiguriert)._")
+    assert answer["label"]["title"] == de.excerpt_title
+    assert answer["label"]["detail"] == f"{de.excerpt_detail} (kein API-Schlüssel konfiguriert)."
+    assert answer["text"].startswith("> ") and de.excerpt_title not in answer["text"], "the label is shown once"
+    assert answer["sources"] and "[1]" in answer["text"], "the quotes (the documents' English) cite their sources"
+
+    declined, _ = await ask_in(stack, "Wie heißt die Hauptstadt von Australien und wie viele Einwohner hat sie?",
+                               token)
+    assert declined["status"] == "not_found", declined["answer"]
+    assert declined["answer"].startswith(de.not_found) and declined["label"]["title"] == de.not_found_label.title
+    assert de.closest_sources in declined["answer"] or not declined["sources"]
+    assert "couldn't find" not in declined["answer"]
+
+
+async def test_the_maintenance_reply_is_in_the_askers_language(stack: Stack) -> None:
+    from bot.status_text import wording
+    from playbooks.killswitch import GLOBAL_SCOPE, Mode, set_mode
+
+    async with stack.db.asession() as session:
+        await set_mode(session, GLOBAL_SCOPE, Mode.OFF, actor="test")
+    try:
+        spanish = await ask(stack, "¿Cuántos días de vacaciones tengo al año?")
+        english = await ask(stack, "How many vacation days do I get per year?")
+    finally:
+        async with stack.db.asession() as session:
+            await set_mode(session, GLOBAL_SCOPE, Mode.ON, actor="test")
+    assert spanish["status"] == english["status"] == "maintenance"
+    assert spanish["answer"] == wording("es").maintenance_message
+    assert spanish["label"]["title"] == "Deskmate está en pausa"
+    assert english["answer"] == stack.settings.maintenance_message
+    assert english["label"]["title"] == "Deskmate is paused"

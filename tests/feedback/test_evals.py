@@ -14,7 +14,8 @@ from bot import cli as bot_cli
 from bot.cli import feedback as feedback_cli
 from bot.core.settings import Settings
 from feedback.evals.judge import RUBRIC, parse_verdict
-from feedback.evals.metrics import clean_answer, percentile, token_f1
+from bot.status_text import fallback_label, wording
+from feedback.evals.metrics import LEGACY_NOT_FOUND_TEXT, ItemResult, clean_answer, percentile, score_item, token_f1
 from feedback.evals.report import render_html, to_json
 from feedback.evals.runner import EvalError, compare
 from feedback.models import EvalRun
@@ -30,6 +31,31 @@ def test_token_f1_and_answer_cleaning() -> None:
     text = "_Automatic excerpt — not written by the AI model (no API key configured)._\n\n> USD 80 a day. [1]"
     assert clean_answer(text) == "USD 80 a day."
     assert percentile([1, 2, 3, 4], 50) == 2.5 and percentile([], 95) is None
+
+
+def test_the_excerpt_label_is_dropped_in_any_language() -> None:
+    for language in ("de", "zh", "ja"):
+        text = f"{fallback_label('no API key configured', language)}\n\n> USD 80 a day. [1]"
+        assert clean_answer(text) == "USD 80 a day.", language
+    assert clean_answer("_Note — see below_ and more\n\nUSD 80") == "_Note — see below_ and more\n\nUSD 80", \
+        "only a whole italic first line is a label"
+
+
+def regression_item(status: str) -> ItemResult:
+    return ItemResult(qid="fb1", question="Wie hoch ist das Tagegeld?", answerable=None, scored=False,
+                      relevant_doc_ids=[], status=status, answer="…", regression=True)
+
+
+def test_a_rejected_not_found_reply_is_recognised_by_its_status_in_any_language() -> None:
+    german = f"{wording('de').not_found}\n\n{wording('de').closest_sources}"
+    declined_again = score_item(regression_item("not_found"), rejected_answer=german, rejected_status="not_found")
+    assert declined_again.repeated_rejected is True
+    answered_now = score_item(regression_item("answered"), rejected_answer=german, rejected_status="not_found")
+    assert answered_now.repeated_rejected is False
+    # items promoted before the status was recorded: the English text (replies were English-only then)
+    assert wording("en").not_found.startswith(LEGACY_NOT_FOUND_TEXT)
+    legacy = score_item(regression_item("not_found"), rejected_answer=wording("en").not_found)
+    assert legacy.repeated_rejected is True
 
 
 def test_judge_verdicts_parse() -> None:

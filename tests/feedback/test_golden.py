@@ -44,6 +44,8 @@ def test_every_problem_is_reported_with_its_line() -> None:
         json.dumps({"qid": "c", "question": "x", "relevant_doc_ids": ["d"], "answer": "", "answerable": False,
                     "colour": "red"}),
         json.dumps({"qid": "d", "question": "x", "answerable": None}),
+        json.dumps({"qid": "e", "question": "x", "answerable": None, "needs_review": True, "regression": True,
+                    "rejected_answer": "Ich weiß es nicht.", "rejected_status": "declined"}),
     ])
     with pytest.raises(GoldenError) as caught:
         parse_golden(text, source="set.jsonl")
@@ -55,6 +57,7 @@ def test_every_problem_is_reported_with_its_line() -> None:
     assert "set.jsonl:5: an unanswerable item has no relevant_doc_ids" in problems
     assert "set.jsonl:5: unknown fields: colour" in problems
     assert "set.jsonl:6: answerable must be true or false (null only with needs_review)" in problems
+    assert "set.jsonl:7: rejected_status must be one of answered, not_found" in problems
 
 
 async def test_feedback_is_promoted_into_the_golden_set(db: Database, tmp_path: Path) -> None:
@@ -90,11 +93,13 @@ async def test_feedback_is_promoted_into_the_golden_set(db: Database, tmp_path: 
     assert regression.regression and regression.needs_review and regression.answerable is None
     assert (regression.rejected_answer, regression.rejected_doc_ids, regression.reason) == (
         "Restart your laptop [1].", ["it/laptop-setup"], "wrong")
+    assert regression.rejected_status == "answered", "a 'not found' reply is recognised by it, in any language"
     assert by_id[declined].answerable is False and by_id[declined].relevant_doc_ids == []
 
     path = tmp_path / "promoted.jsonl"
     write_golden(path, promotion.added)
     assert [i.qid for i in load_golden(path)] == [i.qid for i in promotion.added], "what is written loads back"
+    assert [i.rejected_status for i in load_golden(path)] == [i.rejected_status for i in promotion.added]
     again = promote_feedback(await labelled_rows(db), load_golden(path))
     assert again.added == [] and again.skipped["already in the set"] == 4
 
