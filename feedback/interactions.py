@@ -134,14 +134,15 @@ class InteractionStore:
         """Count an attempt and return the row; None when it is missing or already final (a redelivered
         job is never answered twice)."""
         async with self.db.asession() as session:
-            row = await session.get(Interaction, interaction_id)
-            if row is None or row.status in FINAL_STATUSES:
-                return None
-            row.attempts += 1
-            session.add(row)
+            counted = await session.exec(  # type: ignore[call-overload]
+                update(Interaction)  # one atomic increment: concurrent attempts each count
+                .where(col(Interaction.id) == interaction_id, col(Interaction.status) == Status.PENDING.value)
+                .values(attempts=col(Interaction.attempts) + 1)
+            )
             await session.commit()
-            await session.refresh(row)
-            return row
+            if counted.rowcount != 1:
+                return None
+            return await session.get(Interaction, interaction_id)
 
     async def thread_history(self, row: Interaction, *, pairs: int) -> list[Exchange]:
         """Earlier answered turns of the same thread, oldest first, at most ``pairs``."""
