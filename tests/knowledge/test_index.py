@@ -222,3 +222,33 @@ def test_the_client_is_created_once_under_concurrency(tmp_path: Path, monkeypatc
     assert {id(c) for c in clients[0::2]} == {id(stores[0].client)}
     assert {id(c) for c in clients[1::2]} == {id(stores[1].client)}
     assert stores[0].open() is stores[0].client
+
+
+class _OtherModel:
+    """A stand-in embedder of another model with the same width as MiniLM (as multilingual-e5-small has)."""
+
+    name = "other-384"
+    dim = 384
+
+    def embed(self, texts):  # noqa: ANN001, ANN201 - test double
+        import numpy as np
+
+        vectors = np.ones((len(texts), 384), dtype=np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@pytest.mark.filterwarnings("ignore:legacy embedding function config")  # the stand-in is no registered backend
+def test_a_version_embedded_by_another_model_is_not_searched(tmp_path: Path, kb_dir: Path) -> None:
+    # Switching DESKMATE_EMBEDDING_BACKEND without a re-ingest must fail loudly, not rank by vectors of another
+    # space (two 384-d spaces mix without any error from Chroma).
+    from knowledge.embedding import EmbeddingModelError
+
+    ingest(IndexStore(config_for(tmp_path / "data")), kb_dir, kb="t")
+    other = IndexStore(config_for(tmp_path / "data"), embedder=_OtherModel())  # type: ignore[arg-type]
+    with pytest.raises(EmbeddingModelError, match=r"embedded with onnx-minilm-int8.*embeds with other-384.*re-ingest"):
+        Retriever(other).search("meal allowance", kb="t")
+    # BM25 alone needs no vectors; and a re-ingest with the new model makes a version it can search.
+    assert Retriever(other).search("meal allowance", kb="t", mode="bm25")
+    report = ingest(other, kb_dir, kb="t")
+    assert report.version == 2 and report.chunks_embedded == report.chunks_total
+    assert Retriever(other).search("meal allowance", kb="t")
