@@ -5,11 +5,8 @@ delivery goes pending → retried → delivered or failed; the sweeper's list an
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from alembic import command
 
@@ -18,24 +15,6 @@ from bot.core.types import Answer, Platform, Question
 from feedback.db import Database, alembic_config
 from feedback.interactions import DeliveryState, InteractionStore
 from feedback.stats import delivery_totals
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrate.db'}"
-        return
-    from bench.scale_out import Postgres
-
-    try:
-        server = Postgres()
-        server.start()
-    except Exception as exc:  # noqa: BLE001 - no PostgreSQL binaries here
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 def insert_old_row(url: str) -> None:

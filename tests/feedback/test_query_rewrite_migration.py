@@ -4,7 +4,6 @@ searched query is recorded, and the migration goes down and up again."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,24 +17,6 @@ from feedback.interactions import InteractionStore
 from feedback.releases import active_release, get_release
 from playbooks.releases import ReleaseError, create_release
 from tests.conftest import settings_for
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrate.db'}"
-        return
-    from bench.scale_out import Postgres
-
-    try:
-        server = Postgres()
-        server.start()
-    except Exception as exc:  # noqa: BLE001 - no PostgreSQL binaries here
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 def insert_old_release(url: str) -> None:
