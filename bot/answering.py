@@ -29,7 +29,7 @@ from bot.core.settings import Settings
 from bot.core.types import Answer, Source, Status
 from bot.fallback import extractive_answer
 from bot.language import detect_language
-from bot.llm import GenerationConfig, LLMError, LLMResult, Turn, generate
+from bot.llm import GenerationConfig, LLMError, LLMResult, StreamStopped, TextSink, Turn, generate
 from bot.status_text import (
     REASON_CIRCUIT_OPEN,
     REASON_NO_KEY,
@@ -95,8 +95,11 @@ class AnswerEngine:
         config: GenerationConfig,
         *,
         allow_llm: bool = True,
+        sink: TextSink | None = None,
     ) -> Answer:
-        """The answer to ``question`` from ``passages`` (already judged relevant by the caller)."""
+        """The answer to ``question`` from ``passages`` (already judged relevant by the caller). With a ``sink``,
+        the model's answer is streamed into it as it is written (the fallback and "not found" never are: they
+        are delivered at once); a sink's :class:`~bot.llm.StreamStopped` is raised through."""
         if not passages:
             return not_found_answer(passages, question=question)
         relevant = passages  # what the fallback may quote
@@ -109,7 +112,10 @@ class AnswerEngine:
 
         started = time.perf_counter()
         try:
-            result = await generate(self.client, question, history, passages, config, stream=self.stream)
+            result = await generate(self.client, question, history, passages, config, stream=self.stream,
+                                    sink=sink)
+        except StreamStopped:
+            raise
         except LLMError as exc:
             latency = _ms_since(started)
             if exc.transient:

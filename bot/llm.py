@@ -8,6 +8,13 @@ span, numbering sources in order of first citation.
 The model says "the sources don't answer this" by starting its reply with the exact token ``NOT_FOUND``
 (see :data:`DEFAULT_PROMPT_TEMPLATE`); :attr:`LLMResult.not_found` reports it and the token is removed.
 
+Streaming (``generate(..., sink=...)``): the answer is read with the SDK's streaming Messages API and its text is
+handed to a :class:`TextSink` as it comes, already as the final answer will read — leading whitespace dropped, a
+``[n]`` marker after each cited block (numbers in order of first citation, as :func:`result_from_message` gives
+them), and nothing at all while the text could still be the ``NOT_FOUND`` token (a "not found" answer is never
+streamed). The concatenated deltas equal :attr:`LLMResult.text` of the same message. A sink may raise
+:class:`StreamStopped` to end the call at once (the kill-switch was set mid-stream).
+
 Every failure leaves as an :class:`LLMError` saying whether it is transient (worth counting against the
 circuit breaker: timeouts, connection errors, 429, 5xx, 529 overloaded, a malformed body) or permanent
 (400/401/403/404…: retrying will not help).
@@ -16,7 +23,7 @@ circuit breaker: timeouts, connection errors, 429, 5xx, 529 overloaded, a malfor
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import anthropic
 import httpx2
@@ -73,6 +80,22 @@ class LLMError(Exception):
 
     def __repr__(self) -> str:
         return f"LLMError({self.reason!r}, transient={self.transient})"
+
+
+class StreamStopped(Exception):
+    """Raised by a :class:`TextSink` to stop the model's answer midway (not an error of the model)."""
+
+
+class TextSink(Protocol):
+    """Where a streamed answer's text goes as the model writes it (the pipeline's live answer)."""
+
+    async def writing(self) -> None:
+        """The model call is starting (a live "Writing…" status)."""
+        ...
+
+    async def text(self, delta: str) -> None:
+        """More answer text, exactly as the final answer will read. May raise :class:`StreamStopped`."""
+        ...
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -152,13 +175,22 @@ async def generate(
     config: GenerationConfig,
     *,
     stream: bool = False,
+    sink: TextSink | None = None,
 ) -> LLMResult:
-    """Ask Claude; the streaming and non-streaming paths give the same result. Raises :class:`LLMError`."""
+    """Ask Claude; the streaming and non-streaming paths give the same result. With a ``sink``, the answer's
+    text goes to it as it is written (streamed). Raises :class:`LLMError` (or the sink's :class:`StreamStopped`)."""
     request = build_request(question, history, passages, config)
     # Built outside the try: a TypeError here is a bug in the request, not a failure of the API.
-    call = _final_message(client.messages.stream(**request)) if stream else client.messages.create(**request)
+    if sink is not None:
+        call = _live_message(client.messages.stream(**request), LiveText(sink, passages))
+    elif stream:
+        call = _final_message(client.messages.stream(**request))
+    else:
+        call = client.messages.create(**request)
     try:
         message = await call
+    except StreamStopped:
+        raise
     except Exception as exc:  # every failure becomes an LLMError, classified below
         error = classify_error(exc)
         if error.reason.startswith("unexpected error"):
@@ -180,6 +212,93 @@ async def _final_message(manager: Any) -> Any:
     """The stream assembled into the same ``Message`` that ``messages.create`` returns."""
     async with manager as events:
         return await events.get_final_message()
+
+
+async def _live_message(manager: Any, live: LiveText) -> Any:
+    """The stream, its text handed to ``live`` as it comes, then assembled like :func:`_final_message`."""
+    async with manager as events:
+        await live.sink.writing()
+        async for event in events:
+            kind = getattr(event, "type", None)
+            if kind == "text":
+                await live.on_text(event.text)
+            elif kind == "content_block_stop":
+                await live.on_block_stop(getattr(event, "content_block", None))
+        return await events.get_final_message()
+
+
+class LiveText:
+    """The model's text deltas → the final answer's text, as it comes (see the module docstring)."""
+
+    def __init__(self, sink: TextSink, passages: list[Passage]) -> None:
+        self.sink = sink
+        self.passages = passages
+        self.numbers: dict[int, int] = {}  # passage index → source number, as result_from_message numbers them
+        self.held = ""  # the start of the answer, while it could still be NOT_FOUND
+        self.decided = False
+        self.not_found = False
+        self.started = False  # some text was handed on
+        self.pending_ws = ""  # trailing whitespace, handed on only if more text follows
+        self.sent: list[str] = []
+
+    async def on_text(self, delta: str) -> None:
+        if self.not_found or not delta:
+            return
+        if not self.decided:
+            self.held += delta
+            head = self.held.lstrip(" \t\r\n*_`")
+            if head.startswith(NOT_FOUND_TOKEN):
+                self.not_found = True
+                return
+            if NOT_FOUND_TOKEN.startswith(head):
+                return  # could still be the token
+            self.decided = True
+            delta, self.held = self.held, ""
+        await self._emit(delta)
+
+    async def on_block_stop(self, block: Any) -> None:
+        if self.not_found or getattr(block, "type", None) != "text":
+            return
+        cited: list[int] = []
+        for citation in getattr(block, "citations", None) or []:
+            index = _passage_index(citation, self.passages)
+            if index is None:
+                continue
+            if index not in self.numbers:
+                self.numbers[index] = len(self.numbers) + 1
+            if self.numbers[index] not in cited:
+                cited.append(self.numbers[index])
+        if not cited:
+            return
+        marker = " " + "".join(f"[{n}]" for n in cited)
+        if not self.decided:
+            await self.on_text(marker)
+            return
+        # result_from_message puts the marker between the block's text and its trailing whitespace
+        text = getattr(block, "text", "") or ""
+        trailing = text[len(text.rstrip()):]
+        before = self.pending_ws[: len(self.pending_ws) - len(trailing)] if trailing else self.pending_ws
+        self.pending_ws = before
+        await self._emit(marker + trailing)
+
+    async def _emit(self, text: str) -> None:
+        if not self.started:
+            text = text.lstrip()
+            self.pending_ws = ""
+            if not text:
+                return
+        full = self.pending_ws + text
+        body = full.rstrip()
+        self.pending_ws = full[len(body):]
+        if body:
+            self.started = True
+            self.sent.append(body)
+            await self.sink.text(body)
+
+    @property
+    def text(self) -> str:
+        """What was handed on so far."""
+        return "".join(self.sent)
 
 
 def classify_error(exc: BaseException) -> LLMError:

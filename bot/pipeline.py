@@ -5,6 +5,15 @@ Steps, in order: begin the attempt (an already-final interaction is not answered
 and the new message made into one standalone query) → retrieve → compose (Claude or the extractive fallback) →
 record → trace → deliver → after-answer hooks. Each step's latency goes into the answer and the interaction.
 
+Streaming (:mod:`bot.delivery`, "Streaming"): when the platform's deliverer can stream
+(:class:`~bot.delivery.StreamingDeliverer`), the answer is written live — a status while searching and writing,
+then the model's text as it comes (:class:`LiveAnswer`) — and the first delivery attempt is the stream's
+``finish``. The stream's refs are recorded as soon as something is posted (``Interaction.delivery["stream"]``),
+so a job retried after a crash mid-stream replaces that message instead of posting a second answer. A platform
+failing midway ends the streaming, never the answer: it is delivered the placeholder-then-update way, over the
+half-streamed message. The kill-switch is read again while streaming (at most every
+:data:`KILL_SWITCH_CHECK_S`): set to off, it stops the model and the stream shows the maintenance reply.
+
 Delivery is its own durable step. Recording the answer makes its delivery *pending* (in the same commit); the
 answer job then makes the first attempt itself (no extra hop when the platform is fine). A failed attempt is
 classified by the deliverer (:class:`~bot.delivery.DeliveryFailed`): permanent → recorded as failed; retryable
@@ -34,10 +43,10 @@ from bot.core.log import get_logger, redact
 from bot.core.settings import Settings
 from bot.answering import maintenance_answer, not_found_answer
 from bot.core.types import Answer, Platform, Question, Source, Status, Usage
-from bot.delivery import Deliverer, DeliveryFailed
-from bot.llm import GenerationConfig, Turn
+from bot.delivery import STREAM_REFS, AnswerStream, Deliverer, DeliveryFailed
+from bot.llm import GenerationConfig, StreamStopped, TextSink, Turn
 from bot.rewrite import QueryRewriter, Rewrite
-from bot.status_text import FAILURE_NOTICE
+from bot.status_text import FAILURE_NOTICE, SEARCHING, WRITING, Progress
 from feedback.db import Database
 from feedback.interactions import DeliveryState, Exchange, InteractionStore, relevance
 from feedback.models import Interaction, Release
@@ -51,6 +60,9 @@ from feedback.releases import active_release
 
 log = get_logger(__name__)
 
+#: While an answer streams, the kill-switch is read again at most this often (one small query).
+KILL_SWITCH_CHECK_S = 1.0
+
 
 class Searcher(Protocol):
     async def asearch(self, query: str, **kwargs: Any) -> list[Passage]: ...
@@ -63,7 +75,9 @@ class Searcher(Protocol):
 
 class Composer(Protocol):
     async def compose(self, question: str, history: list[Turn], passages: list[Passage],
-                      config: GenerationConfig, *, allow_llm: bool = True) -> Answer: ...
+                      config: GenerationConfig, *, allow_llm: bool = True) -> Answer:
+        """(An implementation that can stream also takes ``sink: TextSink | None``: see :class:`LiveAnswer`.)"""
+        ...
 
 
 class TraceSpan(Protocol):
@@ -215,11 +229,11 @@ def _plus(a: Usage, b: Usage) -> Usage:
 async def compose_for_release(
     searcher: Searcher, composer: Composer, settings: Settings, text: str, history: list[Turn], release: Release,
     search_filter: SearchFilter, *, allow_llm: bool, latency: dict[str, float], trace: TraceSpan | None = None,
-    rewriter: QueryRewriter | None = None,
+    rewriter: QueryRewriter | None = None, sink: TextSink | None = None,
 ) -> tuple[Answer, list[Passage]]:
     """Make the search query, retrieve and compose one answer as ``release`` would: the core the worker and the
     evaluation share. A rewrite model call's tokens and cost are added to the answer's, its latency is
-    ``latency["rewrite"]``."""
+    ``latency["rewrite"]``. With a ``sink`` the model's answer is streamed into it (:class:`LiveAnswer`)."""
     query = await search_query(searcher, rewriter, settings, text, history, release, allow_llm=allow_llm,
                                trace=trace)
     if query.rewrite is not None and query.rewrite.called:
@@ -242,8 +256,12 @@ async def compose_for_release(
     if not passages or relevance(passages) < release.min_score:
         answer = not_found_answer(passages, question=text)  # nothing relevant: no model call, the closest sources shown
     else:
-        answer = await composer.compose(text, history, passages, generation_config(release, settings.llm_timeout_s),
-                                        allow_llm=allow_llm)
+        config = generation_config(release, settings.llm_timeout_s)
+        if sink is not None:
+            answer = await composer.compose(text, history, passages, config, allow_llm=allow_llm,
+                                            sink=sink)  # type: ignore[call-arg]
+        else:
+            answer = await composer.compose(text, history, passages, config, allow_llm=allow_llm)
     latency["generate"] = round((time.perf_counter() - t1) * 1000, 1)
     if trace is not None and (answer.model or answer.usage.input_tokens):
         trace.generation(model=answer.model or release.model, input_messages=text, output_text=answer.text,
@@ -255,6 +273,72 @@ async def compose_for_release(
     answer.search_query = query.text
     answer.release = release.name
     return answer, passages
+
+
+class LiveAnswer:
+    """The pipeline's side of one streamed answer (a :class:`~bot.llm.TextSink` over an
+    :class:`~bot.delivery.AnswerStream`): hands it the status and the model's text, records its refs the moment
+    something is posted, reads the kill-switch again now and then, and gives up streaming — never the answer —
+    when the platform fails (``broken``: the answer is then delivered without the stream)."""
+
+    def __init__(self, pipeline: AnswerPipeline, interaction_id: int, question: Question,
+                 stream: AnswerStream) -> None:
+        self.pipeline = pipeline
+        self.interaction_id = interaction_id
+        self.question = question
+        self.stream = stream
+        self.broken = False
+        self.recorded: dict[str, Any] = {}
+        self.switch_reason: str | None = None
+        self._checked_at = time.monotonic()
+
+    @property
+    def refs(self) -> dict[str, Any]:
+        return dict(self.stream.refs or {})
+
+    async def _call(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        if self.broken:
+            return
+        try:
+            await step()
+        except DeliveryFailed as exc:
+            self.broken = True
+            log.warning("pipeline.stream_failed", step=what, error=exc.error, retryable=exc.retryable)
+        except Exception as exc:  # noqa: BLE001 - the stream is given up, the answer is not
+            self.broken = True
+            log.exception("pipeline.stream_error", step=what, error=repr(exc)[:300])
+        await self._record()
+
+    async def _record(self) -> None:
+        try:
+            refs = self.refs
+        except Exception:  # noqa: BLE001
+            return
+        if refs and refs != self.recorded:
+            self.recorded = refs
+            await self.pipeline.interactions.record_stream(self.interaction_id, refs)
+
+    async def status(self, progress: Progress) -> None:
+        await self._call("status", lambda: self.stream.status(progress.text))
+
+    async def writing(self) -> None:
+        await self.status(WRITING)
+
+    async def text(self, delta: str) -> None:
+        await self._check_switch()
+        await self._call("append", lambda: self.stream.append(delta))
+
+    async def _check_switch(self) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < KILL_SWITCH_CHECK_S:
+            return
+        self._checked_at = now
+        async with self.pipeline.db.asession() as session:
+            mode, switch = await effective_mode(session, self.question.platform.value, self.question.channel)
+        if mode == Mode.OFF:
+            self.switch_reason = switch.reason if switch else None
+            log.info("pipeline.stream_stopped", reason="kill-switch")
+            raise StreamStopped("kill-switch set to off while streaming")
 
 
 class AnswerPipeline:
@@ -303,19 +387,31 @@ class AnswerPipeline:
 
         latency: dict[str, float] = {}
         passages: list[Passage] = []
+        live: LiveAnswer | None = None
+        switch_reason = switch.reason if switch else None
         if mode == Mode.OFF or not policy.enabled:
             answer = maintenance_answer(self.settings.maintenance_message, question.text, release=release.name)
+            self._replace_earlier_stream(question, row)
         else:
+            live = await self._open_stream(interaction_id, question, row)
+            if live is not None:
+                await live.status(SEARCHING)
             pairs = max(1, self.settings.history_turns // 2) if self.settings.history_turns > 0 else 0
             history = history_turns(await self.interactions.thread_history(row, pairs=pairs))
             with self.tracing.answer_trace(interaction_id=interaction_id, question=question.text,
                                            user=question.user, thread=question.thread or question.idempotency_key,
                                            platform=question.platform.value, release=release.name) as trace:
-                answer, passages = await compose_for_release(
-                    self.searcher, self.composer, self.settings, question.text, history, release,
-                    policy.search_filter, allow_llm=mode == Mode.ON, latency=latency, trace=trace,
-                    rewriter=self.rewriter,
-                )
+                try:
+                    answer, passages = await compose_for_release(
+                        self.searcher, self.composer, self.settings, question.text, history, release,
+                        policy.search_filter, allow_llm=mode == Mode.ON, latency=latency, trace=trace,
+                        rewriter=self.rewriter, sink=live,
+                    )
+                except StreamStopped:  # the kill-switch, set to off while the answer was being written
+                    answer = maintenance_answer(self.settings.maintenance_message, question.text,
+                                                release=release.name)
+                    passages = []
+                    switch_reason = live.switch_reason if live is not None else switch_reason
                 trace.finish(answer.text, answer.status.value)
                 trace_id = trace.trace_id
             if answer.error:
@@ -330,11 +426,13 @@ class AnswerPipeline:
         answer.latency_ms = latency
         if not await self.interactions.finalize(interaction_id, answer, passages,
                                                 index_version=release.index_version,
-                                                switch_reason=switch.reason if switch else None, deliver=deliver):
+                                                switch_reason=switch_reason, deliver=deliver):
             log.warning("pipeline.already_answered", reason="another attempt recorded its answer first")
             return None
         if deliver:
-            await self._first_attempt(interaction_id, question, answer, latency)
+            await self._first_attempt(interaction_id, question, answer, latency, live=live)
+        elif live is not None:
+            await self._finish_stream(live, answer)  # the local chat: the page's stream ends with the answer
         for hook in self.after_answer:
             try:
                 await hook(interaction_id, answer)
@@ -352,13 +450,72 @@ class AnswerPipeline:
         if row is None or row.delivery_state != DeliveryState.PENDING:
             return DeliveryOutcome(None)
         question = Question.model_validate(row.question_payload)
+        self._replace_earlier_stream(question, row)
         answer = None if row.status == Status.ERROR else recorded_answer(row)
         return await self._attempt(interaction_id, question, answer, answered_at=row.answered_at,
                                    failures=row.delivery_attempts, later=True)
 
+    # --- streaming -------------------------------------------------------------------------------------------
+    async def _open_stream(self, interaction_id: int, question: Question, row: Interaction) -> LiveAnswer | None:
+        """A live answer when the platform's deliverer can stream here — and no earlier attempt has already
+        streamed into the conversation (then its message is the one the answer replaces: no second answer)."""
+        if self._replace_earlier_stream(question, row):
+            return None
+        opener = getattr(self.deliverers.get(question.platform), "open_stream", None)
+        if opener is None:
+            return None
+        try:
+            stream = await opener(question)
+        except Exception as exc:  # noqa: BLE001 - no stream: the answer goes the placeholder-then-update way
+            log.warning("pipeline.stream_unavailable", error=repr(exc)[:300])
+            return None
+        return LiveAnswer(self, interaction_id, question, stream) if stream is not None else None
+
+    @staticmethod
+    def _replace_earlier_stream(question: Question, row: Interaction) -> bool:
+        """Point the delivery at a message an earlier attempt streamed (recorded in ``row.delivery``)."""
+        earlier = (row.delivery or {}).get(STREAM_REFS)
+        if not earlier:
+            return False
+        question.reply_target[STREAM_REFS] = dict(earlier)
+        log.info("pipeline.replacing_earlier_stream")
+        return True
+
+    async def _finish_stream(self, live: LiveAnswer, answer: Answer) -> dict[str, Any] | None:
+        """The stream's last step: the final answer (or, for the maintenance reply, the stream abandoned with its
+        text). None when it failed (the caller delivers the answer without the stream)."""
+        if live.broken:
+            return None
+        timeout_s = max(1.0, min(60.0, self.settings.job_timeout_s / 2))
+        try:
+            if answer.status == Status.MAINTENANCE:
+                refs = await asyncio.wait_for(live.stream.abandon(answer.text), timeout_s)
+            else:
+                refs = await asyncio.wait_for(live.stream.finish(answer), timeout_s)
+        except Exception as exc:  # noqa: BLE001 - DeliveryFailed, a timeout, a bug: delivered without the stream
+            live.broken = True
+            log.warning("pipeline.stream_finish_failed", error=repr(exc)[:300])
+            await live._record()
+            return None
+        return dict(refs or {})
+
     async def _first_attempt(self, interaction_id: int, question: Question, answer: Answer | None,
-                             latency: dict[str, float] | None = None) -> DeliveryOutcome:
-        """The answer job's own attempt; a retryable failure is handed over to the ``deliver`` job."""
+                             latency: dict[str, float] | None = None,
+                             live: LiveAnswer | None = None) -> DeliveryOutcome:
+        """The answer job's own attempt — the stream's finish when the answer was streamed; a retryable failure
+        is handed over to the ``deliver`` job."""
+        if live is not None and answer is not None:
+            started = time.perf_counter()
+            refs = await self._finish_stream(live, answer)
+            if refs is not None:
+                timing = latency if latency is not None else {}
+                timing["deliver"] = round((time.perf_counter() - started) * 1000, 1)
+                if not await self.interactions.mark_delivered(interaction_id, refs | {"streamed": True}, timing):
+                    log.warning("pipeline.delivered_twice", platform=question.platform.value, refs=refs)
+                log.info("pipeline.delivered", platform=question.platform.value, attempt=1, method="stream")
+                return DeliveryOutcome(DeliveryState.DELIVERED)
+            if live.refs:
+                question.reply_target[STREAM_REFS] = live.refs  # replace what was streamed, never beside it
         outcome = await self._attempt(interaction_id, question, answer, answered_at=utcnow(), failures=0,
                                       latency=latency)
         if outcome.retry_in_s is not None:
@@ -435,7 +592,10 @@ class AnswerPipeline:
     async def fail(self, interaction_id: int, error: str) -> None:
         """The job failed for good: record it and tell the user in their thread (never a silent failure). The
         notice is delivered like an answer: retried, then recorded, if the platform is down."""
+        row = await self.interactions.get(interaction_id)
         question = await self.interactions.fail(interaction_id, error)
         if question is None:
             return
+        if row is not None:
+            self._replace_earlier_stream(question, row)  # a half-streamed answer becomes the notice
         await self._first_attempt(interaction_id, question, None)

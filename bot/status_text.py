@@ -7,7 +7,8 @@ texts their own way — bold, colour, escaping — but none of them words a stat
   handbook, an automatic (extractive) excerpt, the maintenance reply, an error; ``None`` for a normal answer;
 - :func:`answer_body` — the answer text without the extractive answer's own leading label (the surface shows
   :func:`status_label` instead, so the label is not shown twice);
-- :data:`PLACEHOLDER` — the "looking it up" message shown until the worker's answer replaces it;
+- :data:`PLACEHOLDER` — the "looking it up" message shown until the worker's answer replaces it; :data:`SEARCHING`
+  and :data:`WRITING` — the live status while an answer is streamed;
 - :data:`FAILURE_NOTICE` — what replaces the placeholder when answering failed for good;
 - the acknowledgements of a vote and the outcomes of "Ask a human".
 
@@ -68,6 +69,13 @@ class Progress:
 
 
 PLACEHOLDER = Progress("⏳", "Looking through the handbook…")
+#: Live status while an answer is streamed (Slack's assistant-thread status, the placeholder elsewhere, Teams'
+#: informative update, the local chat): retrieving, then the model writing.
+SEARCHING = Progress("🔎", "Searching the handbook…")
+WRITING = Progress("✍️", "Writing…")
+#: Where an answer too long for one chat message goes on in the next one (Slack splits it, never cuts it).
+CONTINUED_BELOW = "_(continued below)_"
+CONTINUED = "_(continued)_"
 
 ERROR_LABEL = StatusLabel("⚠️", "Something went wrong", "this answer could not be completed.", warning=True)
 

@@ -5,7 +5,8 @@ Every chat surface and the worker go through :class:`InteractionStore`:
 - intake: :meth:`~InteractionStore.record_pending` (the platform's idempotency key is unique, so a redelivered
   event finds the first row instead of creating a second), :meth:`~InteractionStore.asked_in_thread`;
 - the worker: :meth:`~InteractionStore.begin_attempt`, :meth:`~InteractionStore.thread_history`,
-  :meth:`~InteractionStore.finalize`, :meth:`~InteractionStore.set_trace`, :meth:`~InteractionStore.fail`;
+  :meth:`~InteractionStore.finalize`, :meth:`~InteractionStore.set_trace`, :meth:`~InteractionStore.fail`,
+  :meth:`~InteractionStore.record_stream` (what a streamed answer has posted so far);
 - delivery (its own, retried step after the row turns final): :meth:`~InteractionStore.mark_delivered`,
   :meth:`~InteractionStore.record_delivery_failure`;
 - the sweeper: :meth:`~InteractionStore.stale_pending`, :meth:`~InteractionStore.undelivered`;
@@ -206,6 +207,18 @@ class InteractionStore:
             session.add(row)
             await session.commit()
             return True
+
+    async def record_stream(self, interaction_id: int, refs: dict[str, Any]) -> None:
+        """An answer is being streamed into the conversation: keep what was posted (``delivery["stream"]``) while
+        the question is pending, so that an attempt retried after a crash replaces that message instead of
+        posting a second answer (:mod:`bot.delivery`). A final row is left alone."""
+        async with self.db.asession() as session:
+            await session.exec(  # type: ignore[call-overload]
+                update(Interaction)
+                .where(col(Interaction.id) == interaction_id, col(Interaction.status) == Status.PENDING.value)
+                .values(delivery={"stream": dict(refs)})
+            )
+            await session.commit()
 
     async def set_trace(self, interaction_id: int, trace_id: str) -> None:
         await self._update(interaction_id, trace_id=trace_id)

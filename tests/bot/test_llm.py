@@ -1,5 +1,6 @@
 """bot.llm through the real anthropic SDK, pointed at the local fake Messages API."""
 
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -10,6 +11,7 @@ from bot.llm import (
     NOT_FOUND_TOKEN,
     GenerationConfig,
     LLMError,
+    StreamStopped,
     Turn,
     build_messages,
     generate,
@@ -292,3 +294,79 @@ async def test_connection_refused() -> None:
         with pytest.raises(LLMError) as caught:
             await generate(c, QUESTION, [], PASSAGES, CONFIG)
     assert caught.value.reason == "connection error" and caught.value.transient
+
+
+# --- streaming into a sink (issue 14) ----------------------------------------------------------------------
+class RecordingSink:
+    """What a live answer receives: the "writing" signal and every text delta, with when it arrived."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.deltas: list[str] = []
+        self.at: list[float] = []
+        self.writing_calls = 0
+        self.stop_after = stop_after
+
+    async def writing(self) -> None:
+        self.writing_calls += 1
+
+    async def text(self, delta: str) -> None:
+        if self.stop_after is not None and len(self.deltas) >= self.stop_after:
+            raise StreamStopped("stopped by the test")
+        self.deltas.append(delta)
+        self.at.append(time.monotonic())
+
+    @property
+    def text_so_far(self) -> str:
+        return "".join(self.deltas)
+
+
+async def test_a_cited_answer_is_streamed_token_by_token_as_it_will_read(fake: FakeAnthropic, client) -> None:
+    fake.script(Reply.answer(cite=[1, 0], tokens_per_s=200))
+    sink = RecordingSink()
+    result = await generate(client, QUESTION, [], PASSAGES, CONFIG, sink=sink)
+    assert fake.requests[0].stream is True
+    assert sink.writing_calls == 1
+    assert len(sink.deltas) > 10  # word by word, not the whole answer at once
+    assert sink.text_so_far == result.text  # markers included, exactly what is recorded
+    assert "[1]" in sink.text_so_far and "[2]" in sink.text_so_far
+    assert sink.text_so_far.index("Request leave") < sink.text_so_far.index("[1]")
+    assert sink.at[0] < sink.at[-1]  # the first words arrived before the last were written
+
+
+async def test_markers_go_between_a_cited_block_and_its_trailing_space(fake: FakeAnthropic, client) -> None:
+    fake.script(Reply.answer(segments=[("  You get 25 days.  ", 0), ("\nRequest it in Workday. ", 1),
+                                       ("That is all.\n\n", None)]))
+    sink = RecordingSink()
+    result = await generate(client, QUESTION, [], PASSAGES, CONFIG, sink=sink)
+    assert sink.text_so_far == result.text == "You get 25 days. [1]  \nRequest it in Workday. [2] That is all."
+
+
+async def test_a_not_found_answer_is_never_streamed(fake: FakeAnthropic, client) -> None:
+    fake.script(Reply.not_found("**NOT_FOUND** The documents do not say."))
+    sink = RecordingSink()
+    result = await generate(client, QUESTION, [], PASSAGES, CONFIG, sink=sink)
+    assert result.not_found and sink.deltas == []
+
+
+async def test_an_answer_starting_like_the_token_is_streamed_once_it_differs(fake: FakeAnthropic, client) -> None:
+    fake.script(Reply.plain("NOT all employees get the same leave."))
+    sink = RecordingSink()
+    result = await generate(client, QUESTION, [], PASSAGES, CONFIG, sink=sink)
+    assert not result.not_found and sink.text_so_far == result.text
+
+
+async def test_a_stream_failing_midway_raises_after_the_text_so_far(fake: FakeAnthropic, client) -> None:
+    fake.script(Reply.answer(cite=[0, 1], fail_after_tokens=6), Reply.answer(cite=[0, 1], fail_after_tokens=6))
+    sink = RecordingSink()
+    with pytest.raises(LLMError) as caught:
+        await generate(client, QUESTION, [], PASSAGES, CONFIG, sink=sink)
+    assert caught.value.transient
+    assert sink.deltas and "[1]" not in sink.text_so_far  # part of the answer had been handed on
+
+
+async def test_a_sink_can_stop_the_answer_midway(fake: FakeAnthropic, client) -> None:
+    fake.script(Reply.answer(cite=[0, 1], tokens_per_s=500))
+    sink = RecordingSink(stop_after=3)
+    with pytest.raises(StreamStopped):
+        await generate(client, QUESTION, [], PASSAGES, CONFIG, sink=sink)
+    assert len(sink.deltas) == 3

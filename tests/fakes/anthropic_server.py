@@ -13,6 +13,15 @@ content block, whole). Tests script other behaviour per request::
         assert fake.requests[0].search_results[0]["title"] == "Leave policy › Annual leave"
 
 Every request is recorded (``fake.requests``) before the scripted reply is chosen, so retries can be counted.
+
+Streaming is token by token (a token ≈ a word with its leading space, about what the real API sends per
+``text_delta``), each cited block's ``citations_delta`` before its ``content_block_stop``, as the API sends them.
+A realistic pace and failures midway are scripted per reply::
+
+    fake.script(Reply.answer(first_token_s=1.0, tokens_per_s=40))        # 1 s to the first token, then 40/s
+    fake.script(Reply.answer(fail_after_tokens=12))                      # an ``error`` event after 12 tokens
+    fake.script(Reply.answer(drop_after_tokens=12))                      # the connection cut after 12 tokens
+    fake.script(Reply.answer(segments=[("x " * 3000, 0)]))                # a very long cited answer
 """
 
 from __future__ import annotations
@@ -54,6 +63,10 @@ class Reply:
     usage: dict[str, int] = field(default_factory=dict)  # overrides of the computed usage
     model: str | None = None  # the model id to report; default: the requested one
     stop_reason: str = "end_turn"
+    first_token_s: float = 0.0  # streaming: from message_start to the first text token
+    tokens_per_s: float = 0.0  # streaming: the pace of text tokens after the first (0: as fast as possible)
+    fail_after_tokens: int | None = None  # streaming: an ``error`` event (overloaded) after this many tokens
+    drop_after_tokens: int | None = None  # streaming: the connection closed after this many tokens
 
     @classmethod
     def answer(
@@ -67,8 +80,16 @@ class Reply:
         delay_s: float = 0.0,
         stall_s: float = 0.0,
         stop_reason: str = "end_turn",
+        first_token_s: float = 0.0,
+        tokens_per_s: float = 0.0,
+        fail_after_tokens: int | None = None,
+        drop_after_tokens: int | None = None,
     ) -> Reply:
         return cls(
+            first_token_s=first_token_s,
+            tokens_per_s=tokens_per_s,
+            fail_after_tokens=fail_after_tokens,
+            drop_after_tokens=drop_after_tokens,
             cite=tuple(cite),
             intro=intro,
             segments=segments,
@@ -182,6 +203,11 @@ def find_search_results(body: dict[str, Any]) -> list[dict[str, Any]]:
 def first_sentence(text: str) -> str:
     match = re.match(r"\s*(.+?[.!?])(?=\s|$)", text, re.DOTALL)
     return (match.group(1) if match else text).strip()
+
+
+def stream_tokens(text: str) -> list[str]:
+    """``text`` as the text deltas the fake streams: one word with its leading whitespace each."""
+    return re.findall(r"\s*\S+|\s+", text) or [""]
 
 
 def _tokens(text: str) -> int:
@@ -367,7 +393,11 @@ class FakeAnthropic:
                 )
                 await response.write_eof()
                 return response
-            await self._sleep(reply.stall_s)
+            await self._sleep(reply.stall_s + reply.first_token_s)
+            sent = 0
+            interval = 1.0 / reply.tokens_per_s if reply.tokens_per_s > 0 else 0.0
+            loop = asyncio.get_running_loop()
+            started = loop.time()
             for index, block in enumerate(message["content"]):
                 await send(
                     "content_block_start",
@@ -377,8 +407,19 @@ class FakeAnthropic:
                         "content_block": {"type": "text", "text": ""},
                     },
                 )
-                text = block["text"]
-                for chunk in [text[i : i + 16] for i in range(0, len(text), 16)] or [""]:
+                for chunk in stream_tokens(block["text"]):
+                    if sent and interval:  # the pace: token n at first_token + n / tokens_per_s
+                        await self._sleep(started + sent * interval - loop.time())
+                    if reply.fail_after_tokens is not None and sent >= reply.fail_after_tokens:
+                        await send("error", {"type": "error",
+                                             "error": {"type": "overloaded_error", "message": "Overloaded"}})
+                        await response.write_eof()
+                        return response
+                    if reply.drop_after_tokens is not None and sent >= reply.drop_after_tokens:
+                        if request.transport is not None:
+                            request.transport.close()
+                        return response
+                    sent += 1
                     await send(
                         "content_block_delta",
                         {
