@@ -1,6 +1,7 @@
 """Rendering an :class:`~bot.core.types.Answer` as an Adaptive Card (schema 1.5) for Teams.
 
-The card holds the answer, its numbered sources, the fallback / not-found label and the feedback actions:
+The card holds the answer (its Markdown converted to elements Teams renders: :mod:`bot.teams.markdown`), its
+numbered sources, the fallback / not-found label and the feedback actions:
 👍 / 👎 / "Ask a human" are ``Action.Execute`` (Universal Actions → an ``adaptiveCard/action`` invoke, answered
 with a refreshed card) and each carries an ``Action.Submit`` ``fallback`` for clients without Universal Actions
 (those send a message activity whose ``value`` is the same data). Teams refuses messages over ~28 KB, so the
@@ -15,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from bot.core.types import Answer, Source, Status
+from bot.teams.markdown import escape, markdown_elements
 from bot.status_text import (
     PLACEHOLDER,
     VOTE_DOWN_THANKS,
@@ -33,6 +35,7 @@ MAX_SOURCES = 8
 DATA_KEY = "deskmate"  # every action's data carries {"deskmate": <action>, "iid": <interaction id>, …}
 
 PLACEHOLDER_TEXT = PLACEHOLDER.with_icon
+SHORTENED = "shortened to fit Teams"
 
 
 class CardState(StrEnum):
@@ -68,11 +71,11 @@ def _text(text: str, **props: Any) -> dict[str, Any]:
 
 
 def source_line(source: Source) -> str:
-    label = source.label.replace("[", "(").replace("]", ")")
+    label = escape(source.label.replace("[", "(").replace("]", ")"))
     if is_url(source.location):
-        return f"{source.number}. [{label}]({source.location})"
+        return f"{source.number}. [{label}]({source.location.replace(' ', '%20').replace(')', '%29')})"
     location = display_location(source.location, source.doc_id)  # a path is shown, never linked
-    return f"{source.number}. {label} — {location}" if location else f"{source.number}. {label}"
+    return f"{source.number}. {label} — {escape(location)}" if location else f"{source.number}. {label}"
 
 
 def label_markdown(label: StatusLabel) -> str:
@@ -112,8 +115,9 @@ def answer_card(answer: Answer, *, state: CardState = CardState.OPEN, notice: st
     """The Adaptive Card for an answer (kept under :data:`MAX_CARD_BYTES`)."""
     text = answer_body(answer.text, fallback=answer.fallback, fallback_reason=answer.fallback_reason)
     sources = list(answer.sources[:MAX_SOURCES])
+    shortened = False
     while True:
-        card = _build(answer, text, sources, state, notice)
+        card = _build(answer, text, sources, state, notice, shortened=shortened)
         size = len(json.dumps(card, ensure_ascii=False).encode())
         if size <= MAX_CARD_BYTES:
             return card
@@ -124,16 +128,20 @@ def answer_card(answer: Answer, *, state: CardState = CardState.OPEN, notice: st
         keep = max(200, len(text) - overflow - 200)
         if keep >= len(text):  # nothing left to shorten
             return card
-        text = text[:keep].rsplit(" ", 1)[0] + " … _(shortened to fit Teams)_"
+        text = text[:keep].rsplit(" ", 1)[0] + " …"
+        shortened = True
 
 
-def _build(answer: Answer, text: str, sources: list[Source], state: CardState, notice: str | None) -> dict[str, Any]:
+def _build(answer: Answer, text: str, sources: list[Source], state: CardState, notice: str | None, *,
+           shortened: bool = False) -> dict[str, Any]:
     body: list[dict[str, Any]] = []
     label = answer_label(answer)
     if label:
         body.append(_text(label_markdown(label), size="Small", color="Warning" if label.warning else "Default",
                           isSubtle=True))
-    body.append(_text(text))
+    body += markdown_elements(text)  # the answer's Markdown as what Teams renders (bot/teams/markdown.py)
+    if shortened:
+        body.append(_text(f"_({SHORTENED})_", isSubtle=True, size="Small", spacing="Small"))
     if sources:
         body.append(_text("**Sources**", separator=True, spacing="Medium", size="Small"))
         body.append(_text("\n\n".join(source_line(s) for s in sources), size="Small", spacing="Small"))

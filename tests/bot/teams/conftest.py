@@ -6,7 +6,7 @@ import asyncio
 import copy
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -76,3 +76,22 @@ async def settle(stack: Stack, timeout_s: float = 30.0) -> None:
 
 async def post(stack: Stack, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
     return await stack.client.post("/api/messages", json=body, headers=headers or {})
+
+
+def walk(elements: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Every element of a card body, depth first (containers, columns, table cells, a table's fallback)."""
+    for element in elements:
+        yield element
+        yield from walk(element.get("items", []))
+        for column in element.get("columns", []):
+            yield from walk(column.get("items", []))
+        for row in element.get("rows", []):
+            for cell in row["cells"]:
+                yield from walk(cell["items"])
+        if isinstance(element.get("fallback"), dict) and not element["type"].startswith("Action."):
+            yield from walk([element["fallback"]])
+
+
+def card_text(elements: list[dict[str, Any]]) -> str:
+    """The text of every TextBlock in ``elements`` (a card's body), nested ones included, one per line."""
+    return "\n".join(e["text"] for e in walk(elements) if e["type"] == "TextBlock")

@@ -10,7 +10,7 @@ from bot.core.types import Answer, Source, Status
 from bot.teams.activities import build_question, channel_of, idempotency_key, strip_mentions, thread_of
 from bot.teams.cards import MAX_CARD_BYTES, CardState, answer_card, card_bytes
 from feedback.votes import DOWN_REASONS
-from tests.bot.teams.conftest import recorded
+from tests.bot.teams.conftest import card_text, recorded
 
 
 def sources(n: int) -> list[Source]:
@@ -19,7 +19,7 @@ def sources(n: int) -> list[Source]:
 
 
 def texts(card: dict) -> str:
-    return "\n".join(e.get("text", "") for e in card["body"] if e["type"] == "TextBlock")
+    return card_text(card["body"])
 
 
 def actions(card: dict) -> list[dict]:

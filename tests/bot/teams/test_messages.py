@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.bot.teams.conftest import activity, post, recorded, settle
+from tests.bot.teams.conftest import activity, card_text, post, recorded, settle
 from tests.fakes.botframework import FakeConnector
 from tests.stack import Stack
 
@@ -42,7 +42,7 @@ async def test_personal_message_gets_placeholder_then_answer_card_in_place(teams
     assert update.activity_id == placeholder_id, "the placeholder is replaced in place, not a new message"
     card = update.card
     assert card is not None and card["version"] == "1.5"
-    texts = " ".join(e.get("text", "") for e in card["body"] if e["type"] == "TextBlock")
+    texts = card_text(card["body"])  # the fallback's quotes are in shaded containers
     assert "not written by the AI model" in texts  # no API key: the labelled extractive fallback
     assert "1. " in texts and "[1]" in texts
     actions = executes(card)
