@@ -28,6 +28,7 @@ so tests can drive it with in-memory parts; the worker builds it from its :class
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -48,12 +49,12 @@ from bot.llm import GenerationConfig, StreamStopped, TextSink, Turn
 from bot.rewrite import QueryRewriter, Rewrite
 from bot.status_text import FAILURE_NOTICE, SEARCHING, WRITING, Progress
 from feedback.db import Database
-from feedback.interactions import DeliveryState, Exchange, InteractionStore, relevance
+from feedback.interactions import DeliveryState, Exchange, InteractionStore
 from feedback.models import Interaction, Release
 from knowledge.index import IndexNotFound
 from knowledge.passage import Passage
 from knowledge.query import looks_like, offline_query
-from knowledge.retrieval import FusionConfig, SearchFilter
+from knowledge.retrieval import FusionConfig, SearchFilter, relevant_enough
 from playbooks.channel_policy import resolve_policy
 from playbooks.killswitch import Mode, effective_mode
 from feedback.releases import active_release
@@ -172,6 +173,7 @@ class PlannedQuery:
     method: str
     reason: str = ""
     rewrite: Rewrite | None = None  # the model call, when one was made (successful or not)
+    alternative: str | None = None  # also searched, rankings merged (knowledge.query: a thread's self-contained message)
 
 
 async def search_query(
@@ -190,16 +192,16 @@ async def search_query(
     if mode == "off":
         return PlannedQuery(text, "message", "query rewriting off")
     offline = offline_query(text, history, vocabulary=await _vocabulary(searcher, release))
-    planned = PlannedQuery(offline.text, "offline", offline.reason)
+    planned = PlannedQuery(offline.text, "offline", offline.reason, alternative=offline.alternative)
     if mode == "offline":
         return planned
     language = settings.documents_language
     if mode == "auto" and not history and looks_like(text, language) is not False:
         return planned  # nothing to resolve, nothing to translate: no model call
     if rewriter is None or not rewriter.available:
-        return PlannedQuery(planned.text, planned.method, f"{planned.reason} (no rewrite model: no API key)")
+        return dataclasses.replace(planned, reason=f"{planned.reason} (no rewrite model: no API key)")
     if not allow_llm:
-        return PlannedQuery(planned.text, planned.method, f"{planned.reason} (retrieval-only mode)")
+        return dataclasses.replace(planned, reason=f"{planned.reason} (retrieval-only mode)")
     rewrite = await rewriter.rewrite(text, history, model=release.rewrite_model or settings.query_rewrite_model,
                                      language=language)
     if rewrite.called and trace is not None:
@@ -208,8 +210,8 @@ async def search_query(
                       error=rewrite.error)
     if rewrite.query is None:
         log.info("pipeline.rewrite_fallback", reason=rewrite.error)
-        return PlannedQuery(planned.text, planned.method, f"{planned.reason} (rewrite model: {rewrite.error})",
-                            rewrite=rewrite)
+        return dataclasses.replace(planned, reason=f"{planned.reason} (rewrite model: {rewrite.error})",
+                                   rewrite=rewrite)
     return PlannedQuery(rewrite.query, "llm", f"rewritten by {rewrite.model}", rewrite=rewrite)
 
 
@@ -243,7 +245,7 @@ async def compose_for_release(
         passages = await searcher.asearch(
             query.text, kb=release.kb, version=release.index_version, k=release.retrieval_k,
             candidates=release.retrieval_candidates, search_filter=search_filter,
-            fusion=FusionConfig.from_dict(release.fusion),
+            fusion=FusionConfig.from_dict(release.fusion), alternative=query.alternative,
         )
     except IndexNotFound as exc:
         log.error("pipeline.index_missing", error=str(exc))
@@ -253,7 +255,7 @@ async def compose_for_release(
         trace.retrieval(passages, latency["retrieve"], query.text, query_method=query.method,
                         query_reason=query.reason)
     t1 = time.perf_counter()
-    if not passages or relevance(passages) < release.min_score:
+    if not passages or not relevant_enough(passages, level=release.not_found_level, min_score=release.min_score):
         answer = not_found_answer(passages, question=text)  # nothing relevant: no model call, the closest sources shown
     else:
         config = generation_config(release, settings.llm_timeout_s)
@@ -481,43 +483,37 @@ class AnswerPipeline:
         log.info("pipeline.replacing_earlier_stream")
         return True
 
-    async def _finish_stream(self, live: LiveAnswer, answer: Answer) -> dict[str, Any] | None:
-        """The stream's last step: the final answer (or, for the maintenance reply, the stream abandoned with its
-        text). None when it failed (the caller delivers the answer without the stream)."""
+    @staticmethod
+    async def _end_stream(live: LiveAnswer, answer: Answer) -> dict[str, Any]:
+        """The stream's last step: the final answer — or, for the maintenance reply, the stream abandoned with
+        its text. Raises like a deliverer (:class:`~bot.delivery.DeliveryFailed`)."""
+        if answer.status == Status.MAINTENANCE:
+            refs = await live.stream.abandon(answer.text)
+        else:
+            refs = await live.stream.finish(answer)
+        return dict(refs or {}) | {"streamed": True}
+
+    async def _finish_stream(self, live: LiveAnswer, answer: Answer) -> None:
+        """The local chat's stream ends with the answer (its delivery is the recorded row: nothing to retry)."""
         if live.broken:
-            return None
-        timeout_s = max(1.0, min(60.0, self.settings.job_timeout_s / 2))
+            return
         try:
-            if answer.status == Status.MAINTENANCE:
-                refs = await asyncio.wait_for(live.stream.abandon(answer.text), timeout_s)
-            else:
-                refs = await asyncio.wait_for(live.stream.finish(answer), timeout_s)
-        except Exception as exc:  # noqa: BLE001 - DeliveryFailed, a timeout, a bug: delivered without the stream
-            live.broken = True
+            await asyncio.wait_for(self._end_stream(live, answer), max(1.0, min(60.0, self.settings.job_timeout_s / 2)))
+        except Exception as exc:  # noqa: BLE001 - the page reads the recorded answer anyway
             log.warning("pipeline.stream_finish_failed", error=repr(exc)[:300])
-            await live._record()
-            return None
-        return dict(refs or {})
 
     async def _first_attempt(self, interaction_id: int, question: Question, answer: Answer | None,
                              latency: dict[str, float] | None = None,
                              live: LiveAnswer | None = None) -> DeliveryOutcome:
-        """The answer job's own attempt — the stream's finish when the answer was streamed; a retryable failure
-        is handed over to the ``deliver`` job."""
-        if live is not None and answer is not None:
-            started = time.perf_counter()
-            refs = await self._finish_stream(live, answer)
-            if refs is not None:
-                timing = latency if latency is not None else {}
-                timing["deliver"] = round((time.perf_counter() - started) * 1000, 1)
-                if not await self.interactions.mark_delivered(interaction_id, refs | {"streamed": True}, timing):
-                    log.warning("pipeline.delivered_twice", platform=question.platform.value, refs=refs)
-                log.info("pipeline.delivered", platform=question.platform.value, attempt=1, method="stream")
-                return DeliveryOutcome(DeliveryState.DELIVERED)
+        """The answer job's own attempt — the stream's end when the answer was streamed (a stream broken midway:
+        the ordinary delivery, over what was streamed); a retryable failure is handed over to the ``deliver``
+        job, which replaces whatever the stream had shown."""
+        if live is not None and live.broken:
             if live.refs:
                 question.reply_target[STREAM_REFS] = live.refs  # replace what was streamed, never beside it
+            live = None
         outcome = await self._attempt(interaction_id, question, answer, answered_at=utcnow(), failures=0,
-                                      latency=latency)
+                                      latency=latency, live=live)
         if outcome.retry_in_s is not None:
             await self._hand_over(interaction_id, question.idempotency_key, outcome.retry_in_s)
         return outcome
@@ -537,7 +533,7 @@ class AnswerPipeline:
 
     async def _attempt(self, interaction_id: int, question: Question, answer: Answer | None, *,
                        answered_at: datetime | None, failures: int, later: bool = False,
-                       latency: dict[str, float] | None = None) -> DeliveryOutcome:
+                       latency: dict[str, float] | None = None, live: LiveAnswer | None = None) -> DeliveryOutcome:
         """Make one attempt and record its outcome: delivered (with what was posted), failed for good, or to be
         retried after :func:`retry_delay` (never past the deadline: the last attempt is made at the deadline)."""
         platform = question.platform
@@ -546,7 +542,9 @@ class AnswerPipeline:
         started = time.perf_counter()
         refs: dict[str, Any] = {}
         try:
-            if deliverer is None:
+            if live is not None and answer is not None:
+                refs = await asyncio.wait_for(self._end_stream(live, answer), timeout_s)
+            elif deliverer is None:
                 if needs_delivery(platform):
                     raise DeliveryFailed(f"no deliverer for {platform.value} in this worker", retryable=False)
             elif answer is not None:
@@ -561,6 +559,8 @@ class AnswerPipeline:
         except Exception as exc:  # noqa: BLE001 - unexpected: logged with the traceback, retried until the deadline
             log.exception("pipeline.delivery_error", platform=platform.value)
             failure = DeliveryFailed(repr(exc)[:500], retryable=True)
+        if failure is not None and live is not None:
+            await live._record()  # what the stream had posted: the next attempt replaces it
         timing = latency if latency is not None else {}
         timing["deliver"] = round((time.perf_counter() - started) * 1000, 1)
         now = utcnow()

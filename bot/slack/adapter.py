@@ -32,6 +32,7 @@ from bot.runtime import Runtime
 from bot.slack.mrkdwn import escape
 from bot.slack.pacing import ChannelPacer
 from bot.slack.rendering import render_notice, render_placeholder
+from bot.status_text import PLACEHOLDER
 from playbooks.channel_policy import EffectivePolicy
 
 log = get_logger(__name__)
@@ -175,7 +176,17 @@ class SlackAdapter:
         return submitted.interaction_id
 
     async def _post_placeholder(self, question: Question) -> None:
-        """Intake's ``prepare`` step: the placeholder, whose ``ts`` the worker replaces with the answer."""
+        """Intake's ``prepare`` step: the placeholder, whose ``ts`` the worker replaces with the answer — or, in an
+        assistant thread (a thread of the DM), the thread's status instead ("Deskmate is Looking through the
+        handbook…"), which the streamed answer follows (a placeholder only if Slack refuses the status)."""
+        thread_ts = question.reply_target.get("thread_ts")
+        if question.channel_type == "im" and thread_ts and question.channel.startswith("D"):
+            try:
+                await self.client.assistant_threads_setStatus(channel_id=question.channel, thread_ts=thread_ts,
+                                                              status=PLACEHOLDER.text)
+                return
+            except Exception as exc:  # noqa: BLE001 - not an assistant thread, or no assistant:write scope
+                log.info("slack.status_refused", error=repr(exc)[:200])
         placeholder_ts = await self.post(question.channel, thread_ts=question.reply_target.get("thread_ts"),
                                          **render_placeholder())
         if placeholder_ts:

@@ -17,13 +17,16 @@ from typing import Any
 
 from bot.core.types import Answer, Source, Status
 from bot.slack.mrkdwn import escape, link, markdown_to_mrkdwn, safe_cut, safe_url, split_text, truncate
-from bot.status_text import PLACEHOLDER, StatusLabel, answer_body, answer_label
+from bot.status_text import CONTINUED, CONTINUED_BELOW, PLACEHOLDER, Progress, StatusLabel, answer_body, answer_label
 from feedback.votes import DOWN_REASONS
 from knowledge.sources import display_location, is_url
 
 SECTION_LIMIT = 3000
 MAX_BLOCKS = 50
 NOTIFICATION_TEXT_LIMIT = 3000
+#: The answer text one message carries (:func:`render_answer_parts`): Slack refuses a message whose blocks hold
+#: much more than ~12,000 characters of text (``msg_blocks_too_long``), whatever the per-block limits allow.
+MESSAGE_TEXT_BUDGET = 10_000
 
 VOTE_UP = "deskmate_vote_up"
 VOTE_DOWN = "deskmate_vote_down"
@@ -107,6 +110,38 @@ def render_answer(answer: Answer, *, ask_a_human: bool = False) -> dict[str, Any
     blocks = head + [mrkdwn_section(p) for p in pieces] + tail
     text = (f"{escape(label.text)}\n" if label else "") + body
     return {"text": truncate(text, NOTIFICATION_TEXT_LIMIT), "blocks": blocks}
+
+
+def render_answer_parts(answer: Answer, *, ask_a_human: bool = False,
+                        budget: int = MESSAGE_TEXT_BUDGET) -> list[dict[str, Any]]:
+    """The answer as one message, or — too long for one (more than ``budget`` characters of text) — as several,
+    in order: the label on the first, the sources and buttons on the last, each but the last ending with
+    "(continued below)" and each but the first starting with "(continued)". Nothing is cut."""
+    body = markdown_to_mrkdwn(answer_body(answer.text, fallback=answer.fallback,
+                                          fallback_reason=answer.fallback_reason)) or "_(no answer text)_"
+    if len(body) <= budget:
+        return [render_answer(answer, ask_a_human=ask_a_human)]
+    label = answer_label(answer)
+    tail: Blocks = sources_blocks(answer.sources)
+    if answer.interaction_id is not None and answer.status in (Status.ANSWERED, Status.NOT_FOUND):
+        tail.append(feedback_actions(answer.interaction_id, ask_a_human=ask_a_human))
+    room = budget - len(CONTINUED) - len(CONTINUED_BELOW) - 4
+    chunks = split_text(body, room)
+    messages: list[dict[str, Any]] = []
+    for n, chunk in enumerate(chunks):
+        first, last = n == 0, n == len(chunks) - 1
+        text = ("" if first else CONTINUED + "\n") + chunk + ("" if last else "\n" + CONTINUED_BELOW)
+        head: Blocks = [context(label_mrkdwn(label))] if first and label else []
+        sections = [mrkdwn_section(p) for p in split_text(text, SECTION_LIMIT)]
+        blocks = head + sections + (tail if last else [])
+        note = (f"{escape(label.text)}\n" if first and label else "") + text
+        messages.append({"text": truncate(note, NOTIFICATION_TEXT_LIMIT), "blocks": blocks[:MAX_BLOCKS]})
+    return messages
+
+
+def render_progress(progress: Progress) -> dict[str, Any]:
+    """The placeholder showing what is happening now ("Searching the handbook…", "Writing…")."""
+    return {"text": escape(progress.text), "blocks": [context(escape(progress.with_icon))]}
 
 
 def render_placeholder() -> dict[str, Any]:

@@ -176,11 +176,18 @@ async def test_a_platform_failing_midway_gets_the_whole_answer_over_the_half_str
     assert row is not None and row.delivery_state == "delivered"
 
 
-async def test_a_failing_finish_falls_back_to_updating_the_streamed_message(parts: Parts) -> None:
+async def test_a_failing_finish_is_retried_by_updating_the_streamed_message(parts: Parts) -> None:
     parts.stream.fail_finish = True
-    answer = await parts.pipeline.run(await parts.ask())
+    interaction_id = await parts.ask()
+    answer = await parts.pipeline.run(interaction_id)
 
-    assert answer is not None
+    assert answer is not None and parts.deliverer.delivered == []
+    assert [s[0] for s in parts.pipeline.deliveries.scheduled] == [interaction_id], "handed over, with backoff"
+    row = await parts.store.get(interaction_id)
+    assert row is not None and (row.delivery_state, row.delivery_attempts) == ("pending", 1)
+
+    outcome = await parts.pipeline.deliver(interaction_id)  # the deliver job
+    assert outcome.state is not None and outcome.state.value == "delivered"
     [(question, delivered)] = parts.deliverer.delivered
     assert delivered.text == ANSWER and question.reply_target[STREAM_REFS]["ts"] == "1700000000.000900"
 

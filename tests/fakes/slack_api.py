@@ -17,6 +17,15 @@ rate limits are HTTP 429 with ``Retry-After``). ``response_url`` posts go to ``f
         update = await slack.wait_for("chat.update")
         assert update.args["ts"] == placeholder.response["ts"]
 
+Streaming (the AI-app methods, recorded like every call): ``chat.startStream`` creates a message in a thread
+(``thread_ts`` required; outside DMs ``recipient_team_id`` and ``recipient_user_id`` too), ``chat.appendStream``
+adds ``markdown_text`` to it while it streams, ``chat.stopStream`` ends it (optionally with more text and
+``blocks``); ``markdown_text`` over 12,000 characters is ``msg_too_long``, an append after the stop is
+``message_not_in_streaming_state``. ``fake.message_text(channel, ts)`` is what a user sees of a message.
+``assistant.threads.setStatus`` needs ``channel_id`` and ``thread_ts``. A ``chat.postMessage``/``chat.update``
+whose blocks hold more than :data:`BLOCKS_TEXT_LIMIT` characters of text is refused with
+``msg_blocks_too_long``, as Slack does in practice.
+
 Socket Mode: ``apps.connections.open`` returns this server's ``ws://`` URL; on connect the fake sends Slack's
 ``hello`` message; ``await slack.send_envelope("events_api", payload)`` delivers an envelope and
 ``await slack.wait_for_ack(envelope_id)`` returns the client's acknowledgement.
@@ -43,6 +52,8 @@ BOT_ID = "B111"
 TEAM_ID = "T111"
 
 ChannelKind = str  # "public" | "private" | "im" | "mpim"
+MARKDOWN_TEXT_LIMIT = 12_000  # chat.*Stream markdown_text, per call
+BLOCKS_TEXT_LIMIT = 12_000  # the text in one message's blocks, beyond which Slack answers msg_blocks_too_long
 
 
 @dataclass
@@ -156,6 +167,13 @@ class FakeSlack:
         self._outage_until = 0.0
         self.socket_acks.clear()
         self.socket_messages.clear()
+
+    def seed(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Answer a Web API call as if someone (an earlier worker) had made it: the state changes, nothing is
+        recorded in :attr:`calls`."""
+        handler = getattr(self, "_m_" + method.replace(".", "_"))
+        result: dict[str, Any] = handler(args)
+        return result
 
     # --- reading what happened ------------------------------------------------------------------------
     def calls_to(self, method: str, **match: Any) -> list[Call]:
@@ -273,12 +291,76 @@ class FakeSlack:
             message["thread_ts"] = args["thread_ts"]
         return message
 
+    def message_text(self, channel: str, ts: str) -> str:
+        """What a user reads of a message: a streamed message's Markdown, else the text of its blocks (or text)."""
+        message = self.messages.get((channel, ts))
+        if message is None:
+            return ""
+        if "streamed_text" in message:
+            return str(message["streamed_text"])
+        texts = [t for block in message.get("blocks") or [] for t in _block_texts(block)]
+        return "\n".join(texts) if texts else str(message.get("text", ""))
+
+    def _m_chat_startStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel, thread_ts = str(args.get("channel", "")), str(args.get("thread_ts", ""))
+        if not channel:
+            return {"ok": False, "error": "channel_not_found"}
+        if not thread_ts:
+            return {"ok": False, "error": "invalid_arguments"}
+        if not channel.startswith("D"):
+            if not args.get("recipient_team_id"):
+                return {"ok": False, "error": "missing_recipient_team_id"}
+            if not args.get("recipient_user_id"):
+                return {"ok": False, "error": "missing_recipient_user_id"}
+        text = str(args.get("markdown_text") or "")
+        if len(text) > MARKDOWN_TEXT_LIMIT:
+            return {"ok": False, "error": "msg_too_long"}
+        ts = self._next_ts()
+        message = self._bot_message({"thread_ts": thread_ts}, ts)
+        message.update(streamed_text=text, streaming=True)
+        self.messages[(channel, ts)] = message
+        return {"ok": True, "channel": channel, "ts": ts}
+
+    def _streaming(self, args: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))
+        message = self.messages.get((channel, ts))
+        if message is None:
+            return None, {"ok": False, "error": "message_not_found"}
+        if not message.get("streaming"):
+            return None, {"ok": False, "error": "message_not_in_streaming_state"}
+        if len(str(args.get("markdown_text") or "")) > MARKDOWN_TEXT_LIMIT:
+            return None, {"ok": False, "error": "msg_too_long"}
+        return message, {"ok": True, "channel": channel, "ts": ts}
+
+    def _m_chat_appendStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        message, response = self._streaming(args)
+        if message is not None:
+            message["streamed_text"] += str(args.get("markdown_text") or "")
+        return response
+
+    def _m_chat_stopStream(self, args: dict[str, Any]) -> dict[str, Any]:
+        message, response = self._streaming(args)
+        if message is not None:
+            message["streamed_text"] += str(args.get("markdown_text") or "")
+            message["streaming"] = False
+            if args.get("blocks"):
+                message["final_blocks"] = _json_arg(args["blocks"])
+            response["message"] = {k: v for k, v in message.items() if k != "streaming"}
+        return response
+
+    def _m_assistant_threads_setStatus(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not args.get("channel_id") or not args.get("thread_ts"):
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True}
+
     def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = str(args.get("channel", ""))
         if not channel:
             return {"ok": False, "error": "channel_not_found"}
         if not (args.get("text") or args.get("blocks")):
             return {"ok": False, "error": "no_text"}
+        if _blocks_too_long(args):
+            return {"ok": False, "error": "msg_blocks_too_long"}
         ts = self._next_ts()
         message = self._bot_message(args, ts)
         self.messages[(channel, ts)] = message
@@ -288,6 +370,8 @@ class FakeSlack:
         channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))
         if (channel, ts) not in self.messages:
             return {"ok": False, "error": "message_not_found"}
+        if _blocks_too_long(args):
+            return {"ok": False, "error": "msg_blocks_too_long"}
         message = self._bot_message(args, ts)
         self.messages[(channel, ts)] = message
         return {"ok": True, "channel": channel, "ts": ts, "text": args.get("text", ""), "message": message}
@@ -312,7 +396,6 @@ class FakeSlack:
         return {"ok": True}
 
     _m_reactions_remove = _m_reactions_add
-    _m_assistant_threads_setStatus = _m_reactions_add
     _m_assistant_threads_setSuggestedPrompts = _m_reactions_add
     _m_assistant_threads_setTitle = _m_reactions_add
 
@@ -428,6 +511,27 @@ class FakeSlack:
         async with self._changed:
             await asyncio.wait_for(self._changed.wait_for(lambda: envelope_id in self.socket_acks), timeout)
         return self.socket_acks[envelope_id]
+
+
+def _block_texts(block: Any) -> list[str]:
+    """The visible text of one block (section text and fields, markdown, context elements)."""
+    if not isinstance(block, dict):
+        return []
+    texts: list[str] = []
+    text = block.get("text")
+    if isinstance(text, dict):
+        texts.append(str(text.get("text", "")))
+    elif isinstance(text, str):
+        texts.append(text)  # the markdown block
+    for item in (block.get("fields") or []) + (block.get("elements") or []):
+        if isinstance(item, dict) and isinstance(item.get("text"), str) and item.get("type") != "button":
+            texts.append(item["text"])
+    return texts
+
+
+def _blocks_too_long(args: dict[str, Any]) -> bool:
+    blocks = _json_arg(args.get("blocks")) or []
+    return isinstance(blocks, list) and sum(len(t) for b in blocks for t in _block_texts(b)) > BLOCKS_TEXT_LIMIT
 
 
 def _json_arg(value: Any) -> Any:

@@ -24,14 +24,16 @@ MODEL_TEXT = ("See [the form](https://example.com/a<!channel>) and [<!here>](htt
 
 def scanned(call: Call, own: set[str] | None = None) -> Call:
     """The call, after asserting that what it posted carries no control sequence Deskmate did not write."""
-    posted = {k: call.args.get(k) for k in ("text", "blocks", "attachments", "view") if call.args.get(k)}
+    posted = {k: call.args.get(k) for k in ("text", "blocks", "attachments", "view", "markdown_text")
+              if call.args.get(k)}
     assert control_sequences(posted, own or set()) == [], posted
     return call
 
 
 def all_posted(slack_api: FakeSlack) -> list[Call]:
     return [c for c in slack_api.calls
-            if c.method in ("chat.postMessage", "chat.update", "chat.postEphemeral", "response_url", "views.open")]
+            if c.method in ("chat.postMessage", "chat.update", "chat.postEphemeral", "response_url", "views.open",
+                            "chat.startStream", "chat.appendStream", "chat.stopStream")]
 
 
 async def test_model_answer_and_ask_a_human_carry_no_foreign_control_sequences(
@@ -41,15 +43,20 @@ async def test_model_answer_and_ask_a_human_carry_no_foreign_control_sequences(
     async with running_stack(settings) as stack:
         slack = SlackClient(stack.client)
         await slack.event(mention(QUESTION))
-        placeholder = scanned(await slack_api.wait_for("chat.postMessage"))
-        answer = scanned(await slack_api.wait_for("chat.update", ts=placeholder.response["ts"]))
-        shown = visible_text(answer.args["text"])
+        scanned(await slack_api.wait_for("chat.postMessage"))  # the placeholder
+        # the model's answer is streamed into the thread (escaped as it goes), then ends with sources and buttons
+        await slack_api.wait_for("chat.stopStream")
+        [start] = slack_api.calls_to("chat.startStream")
+        shown = visible_text(slack_api.message_text(PUBLIC, start.response["ts"]))
         assert "<!everyone>" in shown and "<@U0BAD>" in shown, "the text is shown as written, not dropped"
-        assert "<https://example.com/a%3C!channel%3E|the form>" in answer.text_of_blocks
+        assert "Book through the travel portal. [1]" in shown
+        for call in slack_api.calls:
+            if call.method.startswith("chat.") and call.method.endswith("Stream"):
+                scanned(call)
 
         row = await stack.wait_final((await stack.interactions())[0].id)
         assert row.question == QUESTION
-        click = block_action("deskmate_escalate", str(row.id), channel=PUBLIC, message_ts=answer.args["ts"],
+        click = block_action("deskmate_escalate", str(row.id), channel=PUBLIC, message_ts=start.response["ts"],
                              response_url=slack_api.response_url("human"))
         assert (await slack.interactive(click)).status_code == 200
         escalation = await slack_api.wait_for("chat.postMessage", channel=SUPPORT)
