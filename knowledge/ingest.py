@@ -1,8 +1,9 @@
 """Incremental ingestion: a folder in, a new index version out (or nothing, when nothing changed).
 
-Unchanged documents (same content hash, same chunking) keep their vectors; new and changed documents are
-chunked and embedded; documents gone from the folder are left out of the new version. The run reports what it
-did in an :class:`IngestReport`.
+Unchanged documents (same content hash, same chunking and embedders) keep their vectors; new and changed
+documents are chunked and embedded (with the main embedder, and with the cross-lingual one when configured);
+documents gone from the folder are left out of the new version, which is then calibrated for "not found"
+(:mod:`knowledge.calibration`). The run reports what it did in an :class:`IngestReport`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from bot.core.log import get_logger
+from knowledge.calibration import calibrate
 from knowledge.chunking import chunk_document, indexed_text
-from knowledge.embedding import Vector
+from knowledge.embedding import Embedder, Vector
 from knowledge.index import ChunkingParams, ChunkRecord, DocEntry, IndexStore, Manifest, now_iso, records_for
 from knowledge.sources import SkippedFile, SourceDocument, scan
 
@@ -47,8 +49,9 @@ class IngestReport:
 
 def _chunking_params(store: IndexStore) -> ChunkingParams:
     c = store.config
+    crosslingual = store.crosslingual_embedder
     return {"target_words": c.chunk_words, "overlap_words": c.chunk_overlap_words, "embedder": store.embedder.name,
-            "max_tokens": c.embedding.max_tokens}
+            "max_tokens": c.embedding.max_tokens, "crosslingual": crosslingual.name if crosslingual else ""}
 
 
 def ingest(
@@ -110,7 +113,11 @@ def ingest(
                                        "knowledge_set": doc.knowledge_set, "public": doc.public,
                                        "format": doc.format, "chunks": len(doc_records)}
 
-        embeddings = _embed(store, [r for r in records if r.chunk_id in embed_ids], progress)
+        to_vectors = [r for r in records if r.chunk_id in embed_ids]
+        embeddings = _embed(store.embedder, to_vectors, progress)
+        crosslingual = store.crosslingual_embedder
+        crosslingual_embeddings = (_embed(crosslingual, to_vectors, progress, stage="embed-crosslingual")
+                                   if crosslingual is not None else None)
         version = (int(previous["version"]) + 1) if previous else 1
         total = len(records)
         written = 0
@@ -122,7 +129,12 @@ def ingest(
                 progress("index", written, total)
 
         store.write_version(kb, version, records, embeddings,
-                            copy_from=int(previous["version"]) if previous else None, progress=on_written)
+                            copy_from=int(previous["version"]) if previous else None, progress=on_written,
+                            crosslingual_embeddings=crosslingual_embeddings)
+        store.write_vector_info(kb, version, {
+            "embedder": store.embedder.name, "crosslingual": crosslingual.name if crosslingual else None,
+            "null_scores": calibrate(store, kb, version, crosslingual=crosslingual is not None),
+        })
         manifest = Manifest(kb=kb, embedder=store.embedder.name, chunking=params, versions=manifest.versions)
         manifest.versions.append({
             "version": version, "created_at": now_iso(), "source": str(source_dir.resolve()),
@@ -141,14 +153,15 @@ def ingest(
         return report
 
 
-def _embed(store: IndexStore, records: list[ChunkRecord], progress: ProgressCallback | None) -> dict[str, Vector]:
+def _embed(embedder: Embedder, records: list[ChunkRecord], progress: ProgressCallback | None, *,
+           stage: str = "embed") -> dict[str, Vector]:
     out: dict[str, Vector] = {}
     step = 256
     for i in range(0, len(records), step):
         part = records[i : i + step]
-        vectors = store.embedder.embed([indexed_text(r.title, r.heading, r.text) for r in part])
+        vectors = embedder.embed([indexed_text(r.title, r.heading, r.text) for r in part])
         for record, vector in zip(part, vectors):
             out[record.chunk_id] = vector
         if progress:
-            progress("embed", min(i + step, len(records)), len(records))
+            progress(stage, min(i + step, len(records)), len(records))
     return out

@@ -1,7 +1,14 @@
-"""The language a question is written in, detected offline, for wording Deskmate's own replies in it.
+"""The language a question is written in, detected offline: for wording Deskmate's own replies in it, and for
+searching a question that is not in the documents' language with the cross-lingual embedder.
 
-Only what Deskmate words itself (the extractive fallback's label, the "not found" reply, the maintenance reply:
-:mod:`bot.status_text`) needs this; the model is told to reply in the question's language by its prompt.
+Two questions are asked of a message:
+
+- :func:`written_in` — is it in the documents' language? Retrieval (:mod:`knowledge.retrieval`) searches a
+  message that confidently is not with the index's cross-lingual vectors, and the worker asks the rewrite model
+  for an English query. Any of the model's 139 languages counts, and a non-Latin script settles it.
+- :func:`detect_language` — which of Deskmate's reply languages is it in? Only what Deskmate words itself (the
+  extractive fallback's label, the "not found" reply, the maintenance reply: ``bot.status_text``) needs this;
+  the model is told to reply in the question's language by its prompt.
 
 :func:`detect_language` returns one of :data:`LANGUAGES` and **English whenever it is unsure**: a false
 "German" on an English question is worse than an English reply to a German one (that is what everybody got
@@ -105,3 +112,41 @@ def detect_language(text: str) -> str:
     if probability < MIN_PROBABILITY or (own and probability / own < MIN_SHARE):
         return ENGLISH
     return str(best)
+
+
+# --- is a message in the documents' language? ---------------------------------------------------------------
+#: Letters of scripts other than Latin (Cyrillic, Greek, Arabic, Hebrew, Devanagari, Thai, Hangul, kana, Han …).
+_NON_LATIN = re.compile(r"[\u0370-\u03ff\u0400-\u052f\u0590-\u06ff\u0900-\u0dff\u0e00-\u0e7f\u1100-\u11ff"
+                        r"\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_LATIN_SCRIPT_LANGUAGES = frozenset(("en", "de", "es", "fr", "pt", "it", "nl", "da", "sv", "no", "fi", "pl", "cs",
+                                     "sk", "hu", "ro", "hr", "sl", "et", "lv", "lt", "tr", "id", "ms", "vi"))
+#: Languages a colleague may write in: the model also knows English-based creoles (Nigerian Pidgin) and small
+#: languages that short English chat often resembles more than English itself ("how do i boil an egg" → pcm).
+_WORKPLACE_LANGUAGES = _LATIN_SCRIPT_LANGUAGES | {"ru", "uk", "bg", "el", "ar", "he", "fa", "hi", "bn", "th", "zh",
+                                                  "ja", "ko"}
+
+
+def written_in(text: str, language: str) -> bool:
+    """Is ``text`` written in ``language`` (ISO 639-1, the documents' language)? False only when it confidently
+    is not: mostly letters of another script, or — among the languages colleagues write in — the model's best
+    guess is another language, with at least :data:`MIN_PROBABILITY` of the probability over all its languages
+    and :data:`MIN_SHARE` of the workplace languages'. Unsure (very short messages, product names, code) → True.
+
+    >>> written_in("Wie viele Urlaubstage habe ich?", "en"), written_in("wifi password", "en")
+    (False, True)
+    """
+    language = language.lower()
+    words = clean(text)
+    if not words:
+        return True
+    if language in _LATIN_SCRIPT_LANGUAGES:
+        if len(_NON_LATIN.findall(words)) > len(_LATIN_WORD.findall(words)):
+            return False
+    elif language in ("zh", "ja"):
+        return bool(_HAN.search(words) or _KANA.search(words))
+    ranking = [(lang, p) for lang, p in _model().rank(words) if lang in _WORKPLACE_LANGUAGES]
+    if not ranking:
+        return True
+    best, probability = ranking[0]
+    total = sum(p for _, p in ranking)
+    return bool(best == language or probability < MIN_PROBABILITY or probability / total < MIN_SHARE)

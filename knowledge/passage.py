@@ -18,5 +18,8 @@ class Passage(BaseModel):
     text: str
     score: float
     index_version: int
-    dense_score: float | None = None
+    dense_score: float | None = None  # cosine to the question (the cross-lingual embedder's, for another language)
     bm25_score: float | None = None
+    #: Calibrated relevance in [0, 1]: the share of unrelated questions whose best cosine is lower
+    #: (knowledge.calibration); None when the index version is not calibrated.
+    relevance: float | None = None

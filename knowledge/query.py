@@ -24,7 +24,12 @@ first that applies is the recorded reason):
    :data:`POINTING_MAX_WORDS` content words ("can I install it on my phone?").
 
 Anything else is **self-contained** and searched as written, so a change of topic ("how do I request parental
-leave?" after a VPN question) carries nothing.
+leave?" after a VPN question) carries nothing. Yet rules cannot tell every follow-up ("does all this waiting
+around count as work time?" after a cancelled flight): in a thread, a self-contained message also gets an
+``alternative`` — the message with the conversation's words carried as if it were a follow-up — and retrieval
+searches both and merges the two rankings (:meth:`knowledge.retrieval.Retriever.search`). A real change of
+topic keeps its own best passages near the top; a missed follow-up gains its conversation's. A message that
+announces a new topic gets no alternative.
 
 **What is carried** into a follow-up's query, after the message:
 
@@ -46,6 +51,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from knowledge.index import stem_words
+from knowledge.language import written_in
 
 #: A message with more content words than this is self-contained, whatever it begins with.
 MAX_ELLIPTICAL_WORDS = 5
@@ -130,6 +136,8 @@ class SearchQuery:
     message: str  # the message as written (whitespace normalised)
     carried: tuple[str, ...] = ()  # words taken from the conversation
     reason: str = "self-contained"  # why words were (or were not) carried
+    #: Also to search (and merge), for a self-contained message in a thread: it with the conversation's words.
+    alternative: str | None = None
 
     @property
     def follow_up(self) -> bool:
@@ -203,20 +211,33 @@ def _resolve(message: str, context: list[str], answer: str, vocabulary: Mapping[
              max_carried: int, answer_words: int) -> SearchQuery:
     reason = follow_up_reason(message, vocabulary)
     if reason is None:
-        return SearchQuery(text=message, message=message)
+        if not context or _TOPIC_CHANGE.search(message.lower().replace("’", "'")):
+            return SearchQuery(text=message, message=message)
+        carried = _carried(message, context, answer, vocabulary, max_carried, answer_words)
+        return SearchQuery(text=message, message=message,
+                           alternative=f"{message} {' '.join(carried)}" if carried else None,
+                           reason="self-contained; also searched with the conversation's words" if carried
+                           else "self-contained")
     if not context:
         return SearchQuery(text=message, message=message, reason=f"{reason}; no earlier question to carry from")
+    carried = _carried(message, context, answer, vocabulary, max_carried, answer_words)
+    if not carried:
+        return SearchQuery(text=message, message=message, reason=f"{reason}; nothing new to carry")
+    text = f"{message} {' '.join(carried)}".strip()
+    return SearchQuery(text=text, message=message, carried=tuple(carried), reason=reason)
+
+
+def _carried(message: str, context: list[str], answer: str, vocabulary: Mapping[str, int] | None,
+             max_carried: int, answer_words: int) -> list[str]:
+    """The conversation's words to add to ``message``: the earlier question's topic, then the last answer's most
+    specific words, none that the message already has (by stem)."""
     have = set(stem_words(content_words(message)))
     carried: list[str] = []
     for word, stem in zip(context, stem_words(context)):
         if stem not in have and len(carried) < max_carried:
             carried.append(word)
             have.add(stem)
-    carried += _specific_words(answer, have, vocabulary, answer_words)
-    if not carried:
-        return SearchQuery(text=message, message=message, reason=f"{reason}; nothing new to carry")
-    text = f"{message} {' '.join(carried)}".strip()
-    return SearchQuery(text=text, message=message, carried=tuple(carried), reason=reason)
+    return carried + _specific_words(answer, have, vocabulary, answer_words)
 
 
 def _specific_words(answer: str, have: set[str], vocabulary: Mapping[str, int] | None, limit: int) -> list[str]:
@@ -238,31 +259,7 @@ def _specific_words(answer: str, have: set[str], vocabulary: Mapping[str, int] |
 
 
 # --- the language of a message ------------------------------------------------------------------------------
-#: Frequent function words of other languages that are not English words (a message made of English
-#: letters that uses them is probably not English).
-_FOREIGN = frozenset("""
-el la los las del por para como cómo qué que es está están una uno mi mis tu pero porque cuando donde dónde hay
-puedo puede tengo funciona
-le les des est une pour avec sur dans mais comment quand pourquoi je tu il elle nous vous ne pas ça mon ma
-der die das den dem des ist sind nicht ein eine einen mit auf für wie wann warum ich du wir ihr mein meine kann
-und oder aber funktioniert
-não nao com uma meu minha você voce isso está posso pode
-il lo gli che di per con non sono è mio mia come quando perché posso
-""".split())
-_ENGLISH_MARKERS = FUNCTION_WORDS - _FOREIGN
-
-
-def looks_like(text: str, language: str) -> bool | None:
-    """Is ``text`` written in ``language`` (ISO 639-1)? True/False for English, None (cannot tell) otherwise.
-
-    English: no letters outside ASCII, and no frequent function word of Spanish, French, German, Portuguese or
-    Italian unless English ones outnumber them. A heuristic, for deciding whether a message needs translating.
-    """
-    if language.lower() != "en":
-        return None
-    if any(ch.isalpha() and not ch.isascii() for ch in text):
-        return False
-    words = _WORD.findall(text.lower())
-    foreign = sum(1 for w in words if w in _FOREIGN)
-    english = sum(1 for w in words if w in _ENGLISH_MARKERS)
-    return foreign == 0 or english > foreign
+def looks_like(text: str, language: str) -> bool:
+    """Is ``text`` written in ``language`` (ISO 639-1)? :func:`knowledge.language.written_in`: False only when
+    it confidently is not — for deciding whether a message needs translating."""
+    return written_in(text, language)

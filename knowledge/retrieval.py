@@ -12,6 +12,22 @@ compares complete evidence instead of guessing a missing rank. Fusion methods:
   reciprocal rank fusion fell below it on two of them.
 - ``rrf``: reciprocal rank fusion, kept for comparison.
 - ``dense`` / ``bm25``: one retriever alone.
+
+**Questions in another language.** A question that is confidently not in the documents' language
+(:func:`knowledge.language.written_in`) is searched with the version's cross-lingual vectors (``_xl``
+collection, :mod:`knowledge.index`) instead of the main embedder's, when the version has them (``crosslingual``
+in the fusion settings, default on). Its BM25 and heading weights are scaled by the share of its terms that
+occur in the documents at all: a German question still finds "Concur" or "VPN" by their letters, but its other
+words are noise to an English BM25.
+
+**Two queries for one message.** In a thread, a message the offline rules call self-contained is also searched
+with the conversation's words carried (``alternative``, :mod:`knowledge.query`); the two rankings are merged by
+reciprocal rank (k = :data:`ALTERNATIVE_RRF_K`), so a change of topic keeps its own passages on top and a
+follow-up the rules missed still finds its conversation's page.
+
+Each passage carries its calibrated ``relevance`` (:mod:`knowledge.calibration`): how its cosine compares with
+the best cosines that unrelated questions reach in this version on the same route. The "not found" decision is
+made on it (:func:`relevant_enough`).
 """
 
 from __future__ import annotations
@@ -26,12 +42,16 @@ import numpy.typing as npt
 from chromadb.api.types import Where
 from chromadb.base_types import InclusionExclusionOperator, LiteralValue
 
-from knowledge.embedding import Vector, embed_queries
+from knowledge.calibration import relevance
+from knowledge.embedding import Embedder, Vector, embed_queries
 from knowledge.index import IndexStore, VersionData, bm25_tokenize
+from knowledge.language import written_in
 from knowledge.passage import Passage
 from knowledge.sources import display_location
 
 Mode = Literal["hybrid", "dense", "bm25"]
+#: Reciprocal-rank constant for merging a message's two rankings (measured in docs/retrieval.md: 3, 10 and 60).
+ALTERNATIVE_RRF_K = 10
 
 
 @dataclass(frozen=True)
@@ -40,11 +60,19 @@ class FusionConfig:
     dense_weight: float = 0.7
     heading_weight: float = 0.2
     rrf_k: int = 60
+    #: Search questions not in the documents' language with the cross-lingual vectors (when the version has them).
+    crosslingual: bool = True
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "FusionConfig":
-        data = data or {}
-        return cls(**{k: v for k, v in data.items() if k in ("method", "dense_weight", "heading_weight", "rrf_k")})
+        """A release's fusion settings. A release made before the cross-lingual vectors has no ``crosslingual``
+        key and keeps searching every question with the main embedder (releases are immutable). None: the
+        defaults."""
+        if data is None:
+            return cls()
+        data = {"crosslingual": False, **data}
+        return cls(**{k: v for k, v in data.items()
+                      if k in ("method", "dense_weight", "heading_weight", "rrf_k", "crosslingual")})
 
 
 @dataclass
@@ -80,6 +108,7 @@ class SearchFilter:
 class _Candidate:
     row: int
     dense: float | None = None
+    relevance: float | None = None
     bm25: float = 0.0
     fused: float = 0.0
     ranks: dict[str, int] = field(default_factory=dict)
@@ -127,6 +156,29 @@ class Retriever:
         search_filter: SearchFilter | None = None,
         mode: Mode = "hybrid",
         fusion: FusionConfig | None = None,
+        alternative: str | None = None,
+    ) -> list[Passage]:
+        """The ``k`` best passages for ``query`` (and ``alternative``: a second query whose ranking is merged
+        with the first's — see the module's docstring)."""
+        options: dict[str, Any] = dict(kb=kb, version=version, k=k, candidates=candidates,
+                                       search_filter=search_filter, mode=mode, fusion=fusion)
+        first = self._search(query, **options)
+        alternative = " ".join((alternative or "").split())
+        if not alternative or alternative == " ".join(query.split()):
+            return first
+        return _merge([first, self._search(alternative, **options)], k)
+
+    def _search(
+        self,
+        query: str,
+        *,
+        kb: str,
+        version: int | None,
+        k: int,
+        candidates: int,
+        search_filter: SearchFilter | None,
+        mode: Mode,
+        fusion: FusionConfig | None,
     ) -> list[Passage]:
         query = " ".join(query.split())
         if not query or k <= 0:
@@ -135,6 +187,9 @@ class Retriever:
         search_filter = search_filter or SearchFilter()
         data = self.store.load(kb, version)
         found: dict[int, _Candidate] = {}
+        foreign = fusion.crosslingual and not written_in(query, self.store.config.documents_language)
+        crosslingual = foreign and data.crosslingual is not None and self.store.crosslingual_embedder is not None
+        null_scores = data.null_scores.get("foreign" if foreign else "native", [])
 
         bm25_scores = self._bm25_scores(data, query, search_filter)
         if mode in ("hybrid", "bm25") and bm25_scores is not None:
@@ -147,8 +202,10 @@ class Retriever:
 
         query_vector: Vector | None = None
         if mode in ("hybrid", "dense"):
-            query_vector = np.asarray(embed_queries(self.store.embedder, [query])[0], dtype=np.float32)
-            collection = self.store.collection(kb, data.version)
+            embedder: Embedder | None = self.store.crosslingual_embedder if crosslingual else self.store.embedder
+            assert embedder is not None  # crosslingual only when the store has that embedder
+            query_vector = np.asarray(embed_queries(embedder, [query])[0], dtype=np.float32)
+            collection = self.store.collection(kb, data.version, crosslingual=crosslingual)
             result = collection.query(query_embeddings=[query_vector.tolist()], n_results=max(1, candidates),
                                       where=search_filter.chroma_where(), include=["distances"])
             distances = result["distances"]
@@ -169,7 +226,9 @@ class Retriever:
             for row in rows:
                 found[row].bm25 = float(bm25_scores[row])
         if query_vector is not None:
-            self._fill_dense(data, found, query_vector)
+            self._fill_dense(data, found, query_vector, crosslingual=crosslingual)
+            for cand in found.values():
+                cand.relevance = relevance(cand.dense, null_scores)
 
         cands = [found[r] for r in rows]
         if mode == "dense":
@@ -185,11 +244,15 @@ class Retriever:
         else:
             dense = _minmax(np.asarray([c.dense or 0.0 for c in cands]))
             sparse = _minmax(np.asarray([c.bm25 for c in cands]))
-            w = fusion.dense_weight
             query_terms = terms(query)
+            # a question in another language: its words count only as far as the documents use them at all
+            lexical = (sum(1 for t in query_terms if t in data.bm25.vocab_dict) / len(query_terms)
+                       if foreign and query_terms else 1.0)
+            w_dense, w_bm25 = fusion.dense_weight, (1 - fusion.dense_weight) * lexical
+            w_heading = fusion.heading_weight * lexical
             for c, d, s in zip(cands, dense, sparse):
-                bonus = heading_match(query_terms, data, c.row) if fusion.heading_weight else 0.0
-                c.fused = float(w * d + (1 - w) * s + fusion.heading_weight * bonus)
+                bonus = heading_match(query_terms, data, c.row) if w_heading else 0.0
+                c.fused = float(w_dense * d + w_bm25 * s + w_heading * bonus)
         cands.sort(key=lambda c: (-c.fused, c.row))
         return [self._passage(data, c) for c in cands[:k]]
 
@@ -224,11 +287,12 @@ class Retriever:
             scores = np.where(mask, scores, -1.0).astype(np.float32)
         return scores
 
-    def _fill_dense(self, data: VersionData, found: dict[int, _Candidate], query_vector: Vector) -> None:
+    def _fill_dense(self, data: VersionData, found: dict[int, _Candidate], query_vector: Vector, *,
+                    crosslingual: bool) -> None:
         missing = [c for c in found.values() if c.dense is None]
         if not missing:
             return
-        collection = self.store.collection(data.kb, data.version)
+        collection = self.store.collection(data.kb, data.version, crosslingual=crosslingual)
         got = collection.get(ids=[data.chunks[c.row].chunk_id for c in missing], include=["embeddings"])
         embeddings = got["embeddings"]
         if embeddings is None:  # asked for with include=["embeddings"]
@@ -247,5 +311,27 @@ class Retriever:
             title=chunk.title, location=display_location(chunk.location, chunk.doc_id),  # never a server path
             heading=chunk.heading, text=chunk.text,
             score=round(c.fused, 6), index_version=data.version, dense_score=c.dense,
-            bm25_score=c.bm25 if c.bm25 >= 0 else None,
+            bm25_score=c.bm25 if c.bm25 >= 0 else None, relevance=c.relevance,
         )
+
+
+def _merge(rankings: list[list[Passage]], k: int) -> list[Passage]:
+    """One ranking from several (reciprocal rank; ties keep the first ranking's order)."""
+    score: dict[str, float] = {}
+    first: dict[str, Passage] = {}
+    for ranking in rankings:
+        for rank, passage in enumerate(ranking):
+            score[passage.chunk_id] = score.get(passage.chunk_id, 0.0) + 1.0 / (ALTERNATIVE_RRF_K + rank + 1)
+            first.setdefault(passage.chunk_id, passage)
+    merged = sorted(first.values(), key=lambda p: -score[p.chunk_id])[:k]
+    return [p.model_copy(update={"score": round(score[p.chunk_id], 6)}) for p in merged]
+
+
+def relevant_enough(passages: list[Passage], *, level: float | None, min_score: float) -> bool:
+    """May an answer be given from ``passages``? With a ``level`` and a calibrated version: the best passage's
+    calibrated relevance reaches it (:mod:`knowledge.calibration`); otherwise (releases made before the
+    calibration, versions built before it) the best passage's raw cosine reaches ``min_score``."""
+    calibrated = [p.relevance for p in passages if p.relevance is not None]
+    if level is not None and calibrated:
+        return max(calibrated) >= level
+    return max((p.dense_score or 0.0 for p in passages), default=0.0) >= min_score

@@ -30,8 +30,8 @@ from playbooks.gate import GateResult, PromotionGate, resolve_gate, run_gate
 DEFAULT_GATE = object()
 #: Fields a new release may override; everything else is copied from its base release.
 MUTABLE_FIELDS = ("prompt_template", "prompt_version", "model", "max_tokens", "temperature", "kb", "index_version",
-                  "retrieval_k", "retrieval_candidates", "min_score", "fusion", "knowledge_sets", "query_rewrite",
-                  "rewrite_model", "notes")
+                  "retrieval_k", "retrieval_candidates", "min_score", "not_found_level", "fusion", "knowledge_sets",
+                  "query_rewrite", "rewrite_model", "notes")
 #: How a release makes its search query (``bot.pipeline.search_query``).
 QUERY_REWRITE_MODES = ("auto", "llm", "offline", "off")
 
@@ -60,6 +60,8 @@ async def create_release(session: AsyncSession, settings: Settings, name: str, *
         data["index_version"] = IndexStore(KnowledgeConfig.from_settings(settings)).latest_version(data["kb"])
     if data["retrieval_k"] is not None and data["retrieval_k"] < 0:
         raise ReleaseError("retrieval_k must be ≥ 0")
+    if data["not_found_level"] is not None and not 0.0 <= data["not_found_level"] <= 1.0:
+        raise ReleaseError("not_found_level is a share of unrelated questions: between 0 and 1")
     if data["query_rewrite"] not in QUERY_REWRITE_MODES:
         raise ReleaseError(f"query_rewrite must be one of {', '.join(QUERY_REWRITE_MODES)}")
     if not str(data["rewrite_model"] or "").strip():

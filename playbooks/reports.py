@@ -37,7 +37,13 @@ def release_line(release: Release) -> str:
     index = f"index v{release.index_version}" if release.index_version is not None else "latest index"
     rewrite = f" ({release.rewrite_model})" if release.query_rewrite in ("auto", "llm") else ""
     return (f"`{release.name}` — {release.model}, prompt {release.prompt_version}, {index}, k={release.retrieval_k}, "
-            f"min score {release.min_score:g}, query {release.query_rewrite}{rewrite}")
+            f"{_not_found(release)}, query {release.query_rewrite}{rewrite}")
+
+
+def _not_found(release: Release) -> str:
+    if release.not_found_level is None:
+        return f"not found below cosine {release.min_score:g}"
+    return f"not found below relevance {release.not_found_level:g}"
 
 
 def switch_line(row: Switch, now: datetime | None = None, *, slack_links: bool = False) -> str:

@@ -44,8 +44,9 @@ def run_ingest(directory: Path, kb: str, *, show_progress: bool = True) -> Inges
 
         def progress(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
-                tasks[stage] = bar.add_task({"embed": "Embedding chunks", "index": "Writing index"}.get(stage, stage),
-                                            total=total)
+                labels = {"embed": "Embedding chunks", "embed-crosslingual": "Embedding chunks (cross-lingual)",
+                          "index": "Writing index"}
+                tasks[stage] = bar.add_task(labels.get(stage, stage), total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
         return ingest(store, directory, kb=kb, progress=progress, protected_versions=protected_index_versions(kb))
@@ -138,16 +139,24 @@ def eval_retrieval_command(
         "--standalone-field", help="Search this field of each item instead of the question (e.g. standalone).")] = None,
     by: Annotated[Optional[str], typer.Option(help="Also give the results per value of this field (e.g. kind); "
                                                    "default: per lang when several are present.")] = None,
+    not_found_level: Annotated[Optional[float], typer.Option(
+        help="Calibrated 'not found' level (default: DESKMATE_RETRIEVAL_NOT_FOUND_LEVEL).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Recall@1/5/10 and MRR@10 (document level) for BM25, dense and hybrid, side by side.
+    """Recall@1/5/10 and MRR@10 (document level) for BM25, dense and hybrid, side by side; and how many
+    answerable questions would be declined as "not found", and unanswerable ones (empty relevant_doc_ids)
+    answered.
 
     A question with a `history` is searched as the worker's offline path searches it (knowledge/query.py)."""
-    kb = kb or get_settings().kb_name
+    settings = get_settings()
+    kb = kb or settings.kb_name
+    level = settings.retrieval_not_found_level if not_found_level is None else not_found_level
     try:
-        items = load_qrels(qrels, corpus=corpus)
-        results = evaluate_retrieval(Retriever(_store()), items, kb=kb, version=version, fusion=FusionConfig(),
-                                     use_history=not no_history, query_field=standalone_field, group_by=by)
+        items = load_qrels(qrels, corpus=corpus, unanswerable=True)
+        results = evaluate_retrieval(Retriever(_store()), items, kb=kb, version=version,
+                                     fusion=FusionConfig(crosslingual=True), use_history=not no_history,
+                                     query_field=standalone_field, group_by=by, not_found_level=level,
+                                     min_score=settings.retrieval_min_score)
     except (ValueError, FileNotFoundError, IndexNotFound) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
@@ -156,10 +165,21 @@ def eval_retrieval_command(
         return
     searched = {"history": "with history (offline query)", "alone": "the turns alone"}.get(
         results["query"], f"field '{results['query']}'")
-    out.print(_metrics_table(f"Retrieval on {qrels.name} ({results['n']} questions, kb '{kb}', {searched})",
-                             results))
+    _print_results(f"Retrieval on {qrels.name} ({results['n']} answerable questions, kb '{kb}', {searched})",
+                   results)
     for value, group in (results.get("groups") or {}).items():
-        out.print(_metrics_table(f"{results['group_by']} = {value} ({group['n']} questions)", group))
+        _print_results(f"{results['group_by']} = {value} ({group['n']} answerable questions)", group)
+
+
+def _print_results(title: str, results: dict[str, Any]) -> None:
+    if results["n"]:
+        out.print(_metrics_table(title, results))
+    else:
+        out.print(title)
+    nf = results.get("not_found")
+    if nf:
+        out.print(f"  not found at level {nf['level']:g}: {nf['declined']}/{nf['answerable']} answerable declined, "
+                  f"{nf['answered']}/{nf['unanswerable']} unanswerable answered\n")
 
 
 def _metrics_table(title: str, results: dict[str, Any]) -> Table:

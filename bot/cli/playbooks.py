@@ -193,8 +193,15 @@ def release_create_command(
     prompt_version: Annotated[Optional[str], typer.Option(help="Default: a hash of the prompt file.")] = None,
     k: Annotated[Optional[int], typer.Option("--k", help="Passages given to the model.")] = None,
     candidates: Annotated[Optional[int], typer.Option(help="Candidates per retriever before fusion.")] = None,
-    min_score: Annotated[Optional[float], typer.Option(help="Best-passage cosine below which: not found.")] = None,
+    min_score: Annotated[Optional[float], typer.Option(
+        help="Best-passage cosine below which: not found (only where there is no calibration).")] = None,
+    not_found_level: Annotated[Optional[float], typer.Option(
+        help="Calibrated 'not found': the best passage must be closer than this share (0-1) of unrelated "
+             "questions.")] = None,
     dense_weight: Annotated[Optional[float], typer.Option(help="Weighted fusion: share of the dense score.")] = None,
+    crosslingual: Annotated[Optional[bool], typer.Option(
+        "--crosslingual/--no-crosslingual",
+        help="Search questions not in the documents' language with the cross-lingual vectors.")] = None,
     max_tokens: Annotated[Optional[int], typer.Option()] = None,
     temperature: Annotated[Optional[float], typer.Option()] = None,
     index_version: Annotated[Optional[str], typer.Option(help="N or 'latest' (default: the base release's).")] = None,
@@ -218,12 +225,11 @@ def release_create_command(
     elif prompt_version:
         changes["prompt_version"] = prompt_version
     for key, value in (("model", model), ("retrieval_k", k), ("retrieval_candidates", candidates),
-                       ("min_score", min_score), ("max_tokens", max_tokens), ("temperature", temperature),
+                       ("min_score", min_score), ("not_found_level", not_found_level),
+                       ("max_tokens", max_tokens), ("temperature", temperature),
                        ("query_rewrite", query_rewrite), ("rewrite_model", rewrite_model)):
         if value is not None:
             changes[key] = value
-    if dense_weight is not None:
-        changes["fusion"] = {"method": "weighted", "dense_weight": dense_weight}
     if knowledge_set:
         changes["knowledge_sets"] = list(knowledge_set)
 
@@ -233,6 +239,14 @@ def release_create_command(
             kb = source.kb if source else settings.kb_name
             if index_version is not None:
                 changes["index_version"] = parse_index_version(index_version, settings, kb)
+            if dense_weight is not None or crosslingual is not None:  # the base's other fusion settings are kept
+                fusion_base = source or await active_release(session, settings)
+                fusion = dict(fusion_base.fusion)
+                if dense_weight is not None:
+                    fusion.update(method="weighted", dense_weight=dense_weight)
+                if crosslingual is not None:
+                    fusion["crosslingual"] = crosslingual
+                changes["fusion"] = fusion
             try:
                 release = await create_release(session, settings, name, actor=actor.key, base=base, **changes)
             except ReleaseError as exc:

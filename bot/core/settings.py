@@ -96,12 +96,24 @@ class Settings(BaseSettings):
     )
     embedding_max_tokens: int = Field(256, description="Token limit per text (trained at 128; 256 keeps more of a long chunk, see docs/benchmarks.md).")
     embedding_threads: int = Field(0, description="ONNX intra-op threads; 0 = one per core.")
+    embedding_crosslingual: Literal["use-multilingual-v3", "off"] = Field(
+        "use-multilingual-v3",
+        description="Second embedder for questions not in the documents' language: each chunk is also embedded "
+                    "with it, and such a question is searched with those vectors (docs/retrieval.md). 'off': one "
+                    "embedder (unused when the main backend is itself multilingual).",
+    )
 
     # --- retrieval (defaults of the first release; releases carry their own) --------------------------
     retrieval_k: int = Field(6, description="Passages given to the model (first release; releases carry their own).")
     retrieval_candidates: int = Field(40, description="Candidates taken from each retriever before fusion.")
     retrieval_min_score: float = Field(
-        0.3, description="Below this cosine similarity of the best passage the answer is 'not found' instead of a guess."
+        0.3, description="Raw-cosine 'not found' cut-off, used only where there is no calibration (index versions "
+                         "built before it, releases made before it)."
+    )
+    retrieval_not_found_level: float = Field(
+        0.75, ge=0.0, le=1.0,
+        description="'Not found' unless the best passage is closer to the question than this share of unrelated "
+                    "questions get (calibrated per index version, embedder and language: docs/retrieval.md).",
     )
 
     # --- LLM -----------------------------------------------------------------------------------------
@@ -129,7 +141,8 @@ class Settings(BaseSettings):
     query_rewrite_max_retries: int = Field(
         1, ge=0, le=1, description="Retries of a failed query rewrite (0 or 1) before the offline query is used.")
     documents_language: str = Field(
-        "en", description="Language of the documents (ISO 639-1): the query rewrite writes queries in it.")
+        "en", description="Language of the documents (ISO 639-1): the query rewrite writes queries in it, and a "
+                          "question in another language is searched with the cross-lingual vectors.")
     max_question_chars: int = Field(4000, description="Longer messages are refused with a clear reply.")
 
     # --- tracing -------------------------------------------------------------------------------------

@@ -22,6 +22,12 @@ PALETTE = ("#2f6fde", "#e2711d", "#2a9d8f", "#9b5de5", "#d62839", "#6c757d")
 
 
 # --- formatting ------------------------------------------------------------------------------------------
+
+def _not_found(cfg: dict[str, Any]) -> str:
+    """The release's "not found" cut-off: a calibrated relevance level, or (older releases) a raw cosine."""
+    level = cfg.get("not_found_level")
+    return f"relevance {level:g}" if isinstance(level, (int, float)) else f"cosine {cfg.get('min_score')}"
+
 def fmt(key: str, value: Any) -> str:
     if value is None:
         return "—"
@@ -239,13 +245,13 @@ def render_html(results: list[EvalResult], *, title: str | None = None) -> str:
            f"{results[0].summary['n']} items</p>"]
 
     # releases
-    out.append("<div class=card><table><tr><th>release</th><th>kb / index</th><th>k</th><th>min score</th>"
+    out.append("<div class=card><table><tr><th>release</th><th>kb / index</th><th>k</th><th>not found below</th>"
                "<th>generation</th><th>judge</th><th>run</th></tr>")
     for i, r in enumerate(results):
         cfg, fp = r.meta.get("release_config", {}), r.fingerprint
         out.append(f"<tr><td><i class=swatch style='background:{PALETTE[i % len(PALETTE)]}'></i>{_e(r.release)}</td>"
                    f"<td>{_e(cfg.get('kb'))} v{_e(fp.get('index_version'))}</td><td>{_e(cfg.get('retrieval_k'))}</td>"
-                   f"<td>{_e(cfg.get('min_score'))}</td><td>{_e(fp.get('generation'))}</td>"
+                   f"<td>{_e(_not_found(cfg))}</td><td>{_e(fp.get('generation'))}</td>"
                    f"<td>{_e(fp.get('judge') or 'off (no API key)')}</td>"
                    f"<td>{'#' + str(r.run_id) if r.run_id else '—'} · {r.meta.get('seconds', 0):.1f} s</td></tr>")
     out.append("</table></div>")

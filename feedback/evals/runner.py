@@ -106,7 +106,7 @@ def release_config(release: Release) -> dict[str, Any]:
     return {"name": release.name, "model": release.model, "prompt_version": release.prompt_version,
             "kb": release.kb, "index_version": release.index_version, "retrieval_k": release.retrieval_k,
             "retrieval_candidates": release.retrieval_candidates, "min_score": release.min_score,
-            "fusion": release.fusion, "knowledge_sets": release.knowledge_sets,
+            "not_found_level": release.not_found_level, "fusion": release.fusion, "knowledge_sets": release.knowledge_sets,
             "query_rewrite": release.query_rewrite, "rewrite_model": release.rewrite_model}
 
 

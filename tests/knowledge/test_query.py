@@ -49,7 +49,15 @@ def test_elliptical_messages_are_follow_ups(message: str, reason: str) -> None:
 def test_self_contained_messages_are_searched_as_written(message: str) -> None:
     assert follow_up_reason(message) is None
     query = offline_query(message, VPN)
-    assert (query.text, query.carried, query.reason) == (message, (), "self-contained")
+    assert (query.text, query.carried) == (message, ())
+    assert query.alternative is not None and query.alternative.startswith(f"{message} vpn"), (
+        "and also with the thread's topic, in case it is one")
+    assert offline_query(message, []).alternative is None, "no thread: nothing else to search"
+
+
+def test_a_message_that_announces_a_new_topic_gets_no_alternative() -> None:
+    query = offline_query("Different question: how do I request parental leave?", VPN)
+    assert (query.text, query.alternative) == ("Different question: how do I request parental leave?", None)
 
 
 def test_a_follow_up_carries_the_previous_questions_topic() -> None:
@@ -119,14 +127,22 @@ def test_carried_words_are_bounded() -> None:
 @pytest.mark.parametrize("text, english", [
     ("how do I reset my password", True),
     ("VPN?", True),
+    ("how do i boil an egg", True),  # py3langid's best guess is Nigerian Pidgin: not a workplace language
     ("no funciona la vpn", False),
     ("Wie kann ich das VPN nutzen", False),
     ("comment réinitialiser mon mot de passe", False),
     ("Quantos dias de férias tenho?", False),
+    ("Jak złożyć wniosek urlopowy?", False),
+    ("Как оформить отпуск?", False),
+    ("VPN 连不上", False),
 ])
 def test_looks_like_english(text: str, english: bool) -> None:
     assert looks_like(text, "en") is english
-    assert looks_like(text, "de") is None, "only English is checked"
+
+
+def test_looks_like_german_documents() -> None:
+    assert looks_like("Wie kann ich das VPN nutzen", "de") is True
+    assert looks_like("how do I reset my password on the laptop", "de") is False
 
 
 # --- on the sample index ------------------------------------------------------------------------------------

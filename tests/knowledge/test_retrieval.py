@@ -138,7 +138,8 @@ def test_heading_weight_favours_the_section_named_like_the_question(sample_retri
 def test_rrf_and_config_from_a_stored_release(sample_retriever: Retriever) -> None:
     """Releases store fusion as a dict; unknown keys (from an older or newer version) are ignored."""
     config = FusionConfig.from_dict({"method": "rrf", "rrf_k": 60, "retired_option": True})
-    assert config == FusionConfig(method="rrf", rrf_k=60)
+    assert config == FusionConfig(method="rrf", rrf_k=60, crosslingual=False), "no key: made before cross-lingual"
+    assert FusionConfig.from_dict({"crosslingual": True}).crosslingual
     assert FusionConfig.from_dict(None) == FusionConfig()
     passages = sample_retriever.search("How do I report a phishing email?", kb=KB, k=5, fusion=config)
     assert passages[0].doc_id == "security/phishing"
@@ -155,3 +156,15 @@ def test_a_server_path_stored_by_an_older_index_never_reaches_a_passage(sample_r
     passage = Retriever._passage(stale, _Candidate(row=row, fused=0.5))
     assert passage.location == f"{chunk.doc_id}.md"
     assert "/srv" not in passage.location
+
+
+def test_a_second_query_is_merged_without_pushing_the_first_ones_best_page_down(sample_retriever: Retriever) -> None:
+    """A thread's self-contained message is also searched with the thread's words (knowledge.query): a real
+    change of topic keeps its page first, and the thread's page is offered too, in case it was a follow-up."""
+    question = "How do I report a phishing email?"
+    alone = sample_retriever.search(question, kb=KB, k=6)
+    both = sample_retriever.search(question, kb=KB, k=6, alternative=f"{question} vpn working northgate")
+    assert both[0].doc_id == alone[0].doc_id == "security/phishing"
+    assert "it/vpn" in {p.doc_id for p in both} and "it/vpn" not in {p.doc_id for p in alone}
+    assert len(both) == 6 and [p.score for p in both] == sorted((p.score for p in both), reverse=True)
+    assert sample_retriever.search(question, kb=KB, k=6, alternative=f"  {question} ") == alone
