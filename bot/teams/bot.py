@@ -1,9 +1,11 @@
 """The Teams activity handler: what Deskmate does with each kind of activity.
 
 - ``message`` — a question (the bot's @mention stripped), handed to :meth:`bot.intake.Intake.submit`: a
-  redelivered activity (same id in the same conversation) is ignored; otherwise a typing indicator and a
-  placeholder reply are sent, then the question is recorded and enqueued and the worker replaces the
-  placeholder with the answer (if it cannot be recorded, the placeholder says so). ``admin …`` goes to the admin command handler.
+  redelivered activity (same id in the same conversation) is ignored; otherwise, in a personal chat, a stream
+  is started with an informative update (:mod:`bot.teams.streaming`) that the worker continues with the answer
+  as it is written; in channels and group chats (or where Teams refuses the stream) a typing indicator and a
+  placeholder reply are sent, which the worker replaces with the answer. Then the question is recorded and
+  enqueued (if it cannot be recorded, the placeholder or the stream says so). ``admin …`` goes to the admin command handler.
   A message whose ``value`` is Deskmate card data is an ``Action.Submit`` from an older client: feedback.
 - ``conversationUpdate`` — a greeting when the bot itself is added (installed); everything else is ignored.
 - ``messageReaction`` — 👍/❤️ (up) and 😢/😠 (down) on an answer are votes.
@@ -16,6 +18,7 @@ Nothing here waits for an answer: Teams allows a turn 15 seconds and redelivers 
 from __future__ import annotations
 
 import re
+import time
 from http import HTTPStatus
 
 from botbuilder.core import BotAdapter, CardFactory, InvokeResponse, TurnContext
@@ -38,11 +41,13 @@ from bot.status_text import NO_SUPPORT_CHANNEL, SUPPORT_UNREACHABLE
 from bot.teams.activities import (
     build_question,
     channel_of,
+    conversation_type,
     strip_mentions,
     tenant_of,
     user_of,
 )
-from bot.teams.cards import PLACEHOLDER_TEXT, CardState, Verb, answer_card
+from bot.teams.cards import PLACEHOLDER_TEXT, CardState, Verb, answer_card, message_text
+from bot.teams.streaming import final_text_activity, start_activity
 from bot.teams.feedback import (
     ActionOutcome,
     CardAction,
@@ -77,6 +82,12 @@ def text_activity(text: str) -> Activity:
     return Activity(type=ActivityTypes.message, text=text, text_format="markdown")
 
 
+def text_in_message(row: Interaction) -> bool:
+    """Was the answer delivered as a streamed message (its text the message's, the card only sources and
+    actions)? Then a refreshed card keeps that shape."""
+    return (row.delivery or {}).get("card") == "compact"
+
+
 class DeskmateTeamsBot(TeamsActivityHandler):
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -105,13 +116,22 @@ class DeskmateTeamsBot(TeamsActivityHandler):
         question = build_question(activity, question_text, placeholder_id=None)
 
         async def show_progress(pending: Question) -> None:
-            """Intake's ``prepare`` step: typing, then the placeholder the worker replaces with the answer."""
+            """Intake's ``prepare`` step: in a personal chat a stream's informative update (the worker streams
+            the answer into it); elsewhere, or if Teams refuses the stream, typing and then the placeholder the
+            worker replaces with the answer."""
+            if conversation_type(activity) == "personal":
+                started = time.time()
+                stream_id = await self._send_quietly(turn_context, start_activity(PLACEHOLDER_TEXT))
+                if stream_id:
+                    pending.reply_target.update(stream_id=stream_id, stream_sequence=1, stream_started_at=started)
+                    return
             await self._send_quietly(turn_context, Activity(type=ActivityTypes.typing))
             pending.reply_target["placeholder_id"] = await self._send_quietly(turn_context,
                                                                               text_activity(PLACEHOLDER_TEXT))
 
         submitted = await self.rt.intake.submit(question, prepare=show_progress)
         placeholder_id = question.reply_target.get("placeholder_id")
+        stream_id = question.reply_target.get("stream_id")
         log.info("teams.question", interaction_id=submitted.interaction_id, outcome=submitted.outcome.value,
                  enqueued=submitted.enqueued, channel_type=question.channel_type, question=redact(question_text))
         if submitted.outcome is Outcome.DUPLICATE and placeholder_id:
@@ -120,6 +140,12 @@ class DeskmateTeamsBot(TeamsActivityHandler):
                 await turn_context.delete_activity(placeholder_id)
             except Exception as exc:  # noqa: BLE001
                 log.warning("teams.placeholder_delete_failed", error=describe(exc))
+        elif submitted.outcome is Outcome.UNRECORDED and stream_id:
+            try:  # the stream ends with the notice
+                await turn_context.send_activity(final_text_activity(stream_id, RECORD_FAILED_REPLY))
+            except Exception as exc:  # noqa: BLE001
+                log.warning("teams.stream_notice_failed", error=describe(exc))
+                await self._send_quietly(turn_context, text_activity(RECORD_FAILED_REPLY))
         elif submitted.outcome is Outcome.UNRECORDED:
             await self._replace_quietly(turn_context, placeholder_id, text_activity(RECORD_FAILED_REPLY))
 
@@ -204,7 +230,8 @@ class DeskmateTeamsBot(TeamsActivityHandler):
             return AdaptiveCardInvokeResponse(status_code=HTTPStatus.NOT_FOUND, type="application/vnd.microsoft.error",
                                               value={"code": "NotFound",
                                                      "message": "That answer is not available in this conversation."})
-        card = answer_card(answer_from_row(outcome.row), state=outcome.state, notice=notice)
+        card = answer_card(answer_from_row(outcome.row), state=outcome.state, notice=notice,
+                           text_in_message=text_in_message(outcome.row))
         return AdaptiveCardInvokeResponse(status_code=HTTPStatus.OK, type="application/vnd.microsoft.card.adaptive",
                                           value=card)
 
@@ -226,8 +253,12 @@ class DeskmateTeamsBot(TeamsActivityHandler):
         message_id = turn_context.activity.reply_to_id
         if outcome is None or not message_id:
             return
-        card = answer_card(answer_from_row(outcome.row), state=outcome.state, notice=notice)
-        activity = Activity(type=ActivityTypes.message, id=message_id, attachments=[CardFactory.adaptive_card(card)])
+        answer = answer_from_row(outcome.row)
+        in_message = text_in_message(outcome.row)
+        card = answer_card(answer, state=outcome.state, notice=notice, text_in_message=in_message)
+        activity = Activity(type=ActivityTypes.message, id=message_id, attachments=[CardFactory.adaptive_card(card)],
+                            text=message_text(answer) if in_message else None,
+                            text_format="markdown" if in_message else None)
         try:
             await turn_context.update_activity(activity)
         except Exception as exc:  # noqa: BLE001 - the vote is recorded; only the card refresh failed

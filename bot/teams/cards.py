@@ -36,6 +36,7 @@ DATA_KEY = "deskmate"  # every action's data carries {"deskmate": <action>, "iid
 
 PLACEHOLDER_TEXT = PLACEHOLDER.with_icon
 SHORTENED = "shortened to fit Teams"
+MAX_MESSAGE_TEXT_BYTES = 16_000  # a streamed answer's text in its final message (Teams: ~28 KB with the card)
 
 
 class CardState(StrEnum):
@@ -111,9 +112,23 @@ def _feedback_section(interaction_id: int, state: CardState) -> list[dict[str, A
     return items
 
 
-def answer_card(answer: Answer, *, state: CardState = CardState.OPEN, notice: str | None = None) -> dict[str, Any]:
-    """The Adaptive Card for an answer (kept under :data:`MAX_CARD_BYTES`)."""
+def message_text(answer: Answer, max_bytes: int = MAX_MESSAGE_TEXT_BYTES) -> str:
+    """The answer's own text (Markdown, without the fallback's label) as the text of a message — a streamed
+    answer's final message — shortened to ``max_bytes`` of UTF-8 when longer."""
     text = answer_body(answer.text, fallback=answer.fallback, fallback_reason=answer.fallback_reason)
+    if len(text.encode()) <= max_bytes:
+        return text
+    cut = text.encode()[:max_bytes - 100].decode(errors="ignore")
+    return cut.rsplit(" ", 1)[0] + f" … _({SHORTENED})_"
+
+
+def answer_card(answer: Answer, *, state: CardState = CardState.OPEN, notice: str | None = None,
+                text_in_message: bool = False) -> dict[str, Any]:
+    """The Adaptive Card for an answer (kept under :data:`MAX_CARD_BYTES`). ``text_in_message``: the answer's
+    text is the message's own text (a streamed answer, :mod:`bot.teams.streaming`), so the card holds only the
+    label, the sources and the feedback actions."""
+    text = "" if text_in_message else answer_body(answer.text, fallback=answer.fallback,
+                                                   fallback_reason=answer.fallback_reason)
     sources = list(answer.sources[:MAX_SOURCES])
     shortened = False
     while True:
@@ -153,6 +168,10 @@ def _build(answer: Answer, text: str, sources: list[Source], state: CardState, n
         body += _feedback_section(answer.interaction_id, state)
     return {"type": "AdaptiveCard", "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
             "version": CARD_VERSION, "msteams": {"width": "Full"}, "body": body}
+
+
+def card_has_content(card: dict[str, Any]) -> bool:
+    return bool(card.get("body"))
 
 
 def card_bytes(card: dict[str, Any]) -> int:

@@ -7,11 +7,17 @@ in the call (:mod:`bot.teams.retry`), then raised as a retryable :class:`~bot.de
 pipeline retries later (with ``Retry-After``), the placeholder still being the one place the answer goes, so a
 retry never shows it twice. Only if the placeholder cannot be updated for good (deleted: 404, 400…) is the answer
 sent as a new message in the same thread. Permanent failures (403: the bot was removed, 401…) are raised as such.
+
+In personal chats the web turn starts a stream instead of posting a placeholder (:mod:`bot.teams.streaming`):
+:meth:`TeamsDeliverer.open_stream` continues it while the answer is written, and :meth:`TeamsDeliverer.deliver`
+ends it with the final message — or, when that is no longer possible (the stream ended or ran too long:
+403), replaces the streamed message with the answer card (and sends a new message only if that is gone too).
 """
 
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
 
 from botbuilder.core import BotAdapter, CardFactory, TurnContext
@@ -21,10 +27,17 @@ from botframework.connector.aio import ConnectorClient
 from bot.core.log import get_logger
 from bot.core.types import Answer, Platform, Question
 from bot.core.settings import Settings
-from bot.delivery import DeliveryFailed
+from bot.delivery import STREAM_REFS, DeliveryFailed
 from bot.teams.adapter import TeamsAdapter
 from bot.teams.cards import answer_card
 from bot.teams.retry import describe, own_retries, retry_after_s, retryable_later, with_retries
+from bot.teams.streaming import (
+    STREAM_MAX_AGE_S,
+    TeamsAnswerStream,
+    final_activity,
+    final_text_activity,
+    stream_target,
+)
 
 log = get_logger(__name__)
 
@@ -98,6 +111,23 @@ class ProactiveSender:
             raise _failure(exc, reference) from exc
 
 
+    async def end_stream_or_replace(self, reference: ConversationReference, stream_id: str, final: Activity,
+                                    replacement: Activity) -> dict[str, Any]:
+        """A reply where a stream was started: the stream's final message; if the stream cannot take it any more
+        (ended, too old, refused: a 4xx), ``replacement`` over the streamed message (or as a new message)."""
+        outcome: dict[str, Any] = {"platform": Platform.TEAMS.value, "conversation_id": reference.conversation.id}
+        try:
+            await self.send(reference, final)
+            return outcome | {"ok": True, "updated": True, "activity_id": stream_id, "stream_id": stream_id,
+                              "card": "compact", "method": "stream_final"}
+        except Exception as exc:  # noqa: BLE001 - retryable: tried again later; refused: replaced instead
+            if retryable_later(exc):
+                raise _failure(exc, reference) from exc
+            log.info("teams.stream_final_refused", error=describe(exc))
+            result = await self.replace_or_send(reference, stream_id, replacement)
+            return result | {"stream_error": describe(exc)}
+
+
 def _failure(exc: BaseException, reference: ConversationReference) -> DeliveryFailed:
     failure = DeliveryFailed(describe(exc), retryable=retryable_later(exc), retry_after_s=retry_after_s(exc))
     log.warning("teams.delivery_attempt_failed", conversation_id=reference.conversation.id, error=failure.error,
@@ -117,18 +147,49 @@ class TeamsDeliverer:
             return None, None
         return ConversationReference().deserialize(raw), question.reply_target.get("placeholder_id")
 
+    @staticmethod
+    def _stream_id(question: Question) -> str | None:
+        """The stream this reply goes into: an earlier stream's refs (the pipeline's), or the web turn's."""
+        earlier = question.reply_target.get(STREAM_REFS) or {}
+        return str(earlier.get("stream_id") or stream_target(question).get("stream_id") or "") or None
+
+    async def open_stream(self, question: Question) -> TeamsAnswerStream | None:
+        """A stream when the web turn started one (personal chats) and it is young enough to be continued."""
+        target = stream_target(question)
+        if not target.get("stream_id") or question.reply_target.get(STREAM_REFS):
+            return None
+        age_s = time.time() - float(target.get("stream_started_at") or 0.0)
+        if age_s > STREAM_MAX_AGE_S:
+            log.info("teams.stream_too_old", age_s=round(age_s, 1))
+            return None
+        reference, _ = self._target(question)
+        if reference is None:
+            return None
+        return TeamsAnswerStream(question, reference, send=self.sender.send, deliver=self.deliver,
+                                 classify=_failure)
+
     async def deliver(self, question: Question, answer: Answer) -> dict[str, Any]:
         reference, placeholder_id = self._target(question)
         if reference is None:
             log.error("teams.delivery_no_reference", idempotency_key=question.idempotency_key)
             raise DeliveryFailed("no conversation reference", retryable=False)
-        return await self.sender.replace_or_send(reference, placeholder_id, card_activity(answer_card(answer)))
+        card = card_activity(answer_card(answer))
+        stream_id = self._stream_id(question)
+        if stream_id:
+            return await self.sender.end_stream_or_replace(reference, stream_id, final_activity(stream_id, answer),
+                                                           card)
+        return await self.sender.replace_or_send(reference, placeholder_id, card)
 
     async def deliver_failure(self, question: Question, message: str) -> dict[str, Any]:
         reference, placeholder_id = self._target(question)
         if reference is None:
             log.error("teams.failure_notice_no_reference", idempotency_key=question.idempotency_key)
             raise DeliveryFailed("no conversation reference", retryable=False)
+        stream_id = self._stream_id(question)
+        if stream_id:
+            return await self.sender.end_stream_or_replace(reference, stream_id,
+                                                           final_text_activity(stream_id, message),
+                                                           text_activity(message))
         return await self.sender.replace_or_send(reference, placeholder_id, text_activity(message))
 
     async def aclose(self) -> None:

@@ -11,6 +11,17 @@ the conversation endpoints the bot uses and records every call:
 - ``GET /v3/conversations/{id}/members/{memberId}``
 
 Any path prefix before ``/v3`` is accepted, as Teams' service URLs carry one (``…/amer/``).
+
+**Streaming** ("Stream bot messages", personal chats only) is played as Teams' connector does: an activity with a
+``streaminfo`` entity and no ``streamId`` starts a stream (``typing``, ``streamSequence`` 1, text required) and
+is answered 201 with the stream id; later ``typing`` updates carry the ``streamId`` and a rising
+``streamSequence`` (202 ``{}``; an out-of-order one is dropped, as Teams drops it), each ``streaming`` update's
+text must begin with the text streamed before, attachments are refused until the ``final`` ``message`` (which
+has no ``streamSequence``); after it, or after :attr:`FakeConnector.stream_max_s` (Teams: two minutes), the stream
+is closed — 403 ``ContentStreamNotAllowed``. Updates closer together than :attr:`FakeConnector.stream_min_interval_s`
+are throttled (429), a stream in a channel or group chat, or with :attr:`FakeConnector.streaming_allowed` off, is
+refused (403). :attr:`FakeConnector.streams` holds every stream's updates; ``fail_next(…, kind="stream")`` (or
+``"stream_final"``) fails stream calls only.
 :meth:`FakeConnector.fail_next` makes the next matching call(s) fail with 429 (``Retry-After``), 412 or 5xx — as
 JSON or as an HTML error page (``html=True``, what a gateway in front of the service answers);
 :meth:`FakeConnector.outage` fails every call for a while, then the service recovers.
@@ -75,6 +86,16 @@ class Call:
         return self.body.get("type") if isinstance(self.body, dict) else None
 
     @property
+    def stream_info(self) -> dict[str, Any] | None:
+        """The ``streaminfo`` entity of a streaming activity, if any."""
+        if not isinstance(self.body, dict):
+            return None
+        for entity in self.body.get("entities") or []:
+            if isinstance(entity, dict) and str(entity.get("type", "")).lower() == "streaminfo":
+                return entity
+        return None
+
+    @property
     def card(self) -> dict[str, Any] | None:
         """The Adaptive Card attached to the activity, if any."""
         if not isinstance(self.body, dict):
@@ -95,6 +116,30 @@ class _Failure:
     html: bool = False
 
 
+@dataclass
+class Stream:
+    """One streamed message as the connector saw it."""
+
+    stream_id: str
+    conversation_id: str
+    started: float
+    sequence: int = 1
+    text: str = ""  # the last streamed (cumulative) text
+    informative: list[str] = field(default_factory=list)  # the informative updates' texts, in order
+    updates: list[str] = field(default_factory=list)  # the streaming updates' texts, in order
+    dropped: int = 0  # out-of-order updates dropped
+    final: Call | None = None
+    last_at: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.final is not None
+
+
+def _stream_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
 HTML_ERROR = ("<!DOCTYPE html><html><head><title>{status} - Service unavailable</title></head><body><h1>{status}"
               "</h1><p>The service is temporarily unavailable.</p></body></html>")
 
@@ -107,6 +152,10 @@ class FakeConnector:
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _outage_until: float = 0.0
     _outage_status: int = 503
+    streams: dict[str, Stream] = field(default_factory=dict)
+    streaming_allowed: bool = True  # False: Teams refuses streaming for this bot or user (403)
+    stream_max_s: float = 120.0  # Teams ends a stream that is not finished within two minutes
+    stream_min_interval_s: float = 0.5  # updates of one stream closer together than this are throttled (429)
 
     @property
     def service_url(self) -> str:
@@ -117,6 +166,19 @@ class FakeConnector:
         self.calls.clear()
         self._failures.clear()
         self._outage_until = 0.0
+        self.streams.clear()
+        self.streaming_allowed = True
+        self.stream_max_s = 120.0
+        self.stream_min_interval_s = 0.5
+
+    def expire_streams(self) -> None:
+        """Every open stream has run out of time (as after Teams' two minutes): further calls get 403."""
+        for stream in self.streams.values():
+            stream.started -= self.stream_max_s + 1
+
+    def stream_calls(self) -> list[Call]:
+        """Every call that carried a ``streaminfo`` entity, failed ones included."""
+        return [c for c in self.calls if c.stream_info is not None]
 
     def fail_next(self, status: int, *, times: int = 1, method: str | None = None, kind: str | None = None,
                   retry_after: float | None = None, html: bool = False) -> None:
@@ -149,9 +211,13 @@ class FakeConnector:
                 raise TimeoutError(f"condition not met; calls: {[(c.method, c.path, c.status) for c in self.calls]}")
             await asyncio.sleep(0.02)
 
-    def _take_failure(self, method: str, kind: str) -> _Failure | None:
+    def _take_failure(self, method: str, kind: str, call: Call | None = None) -> _Failure | None:
+        kinds = {kind}
+        info = call.stream_info if call is not None else None
+        if info is not None:
+            kinds.add("stream_final" if info.get("streamType") == "final" else "stream")
         for failure in self._failures:
-            if (failure.method is None or failure.method == method) and (failure.kind is None or failure.kind == kind):
+            if (failure.method is None or failure.method == method) and (failure.kind is None or failure.kind in kinds):
                 failure.times -= 1
                 if failure.times <= 0:
                     self._failures.remove(failure)
@@ -175,15 +241,20 @@ class FakeConnector:
             call.status = self._outage_status
             return web.Response(text=HTML_ERROR.format(status=call.status), status=call.status,
                                 content_type="text/html")
-        failure = self._take_failure(request.method, call.kind)
+        failure = self._take_failure(request.method, call.kind, call)
         if failure is not None:
             call.status = failure.status
             headers = {"Retry-After": f"{failure.retry_after:g}"} if failure.retry_after is not None else {}
             if failure.html:
                 return web.Response(text=HTML_ERROR.format(status=failure.status), status=failure.status,
                                     content_type="text/html", headers=headers)
-            return web.json_response({"error": {"code": "Injected", "message": f"fake failure {failure.status}"}},
+            code = "ContentStreamNotAllowed" if failure.status == 403 and call.stream_info else "Injected"
+            return web.json_response({"error": {"code": code, "message": f"fake failure {failure.status}"}},
                                      status=failure.status, headers=headers)
+        if call.kind in ("send", "reply") and call.stream_info is not None:
+            response = self._stream(call)
+            call.status = response.status
+            return response
         if call.kind == "create_conversation":
             call.response = {"id": f"19:created-{next(self._ids)}@thread.tacv2", "activityId": f"{next(self._ids)}"}
             return web.json_response(call.response, status=201)
@@ -199,6 +270,74 @@ class FakeConnector:
             call.response = {"id": f"fake-activity-{next(self._ids)}"}
             return web.json_response(call.response, status=201)
         return web.json_response({}, status=200)
+
+
+    def _stream(self, call: Call) -> web.Response:
+        """A streaming activity, answered as Teams answers it (see the module docstring)."""
+        body: dict[str, Any] = call.body
+        info = call.stream_info or {}
+        stream_type = info.get("streamType") or "streaming"
+        sequence = info.get("streamSequence")
+        stream_id = info.get("streamId")
+        text = body.get("text") or ""
+        now = time.monotonic()
+        conversation_type = (body.get("conversation") or {}).get("conversationType") or "personal"
+        if not self.streaming_allowed or conversation_type != "personal":
+            return _stream_error(403, "ContentStreamNotAllowed", "Content stream is not allowed")
+        if stream_type == "final":
+            if body.get("type") != "message" or sequence is not None or not stream_id:
+                return _stream_error(400, "BadRequest", "Final streaming activity must be a message with a "
+                                                        "streamId and no streamSequence")
+        elif body.get("type") != "typing":
+            return _stream_error(400, "BadRequest", "Streaming activities must be typing activities")
+        elif body.get("attachments"):
+            return _stream_error(400, "BadRequest", "Attachments are allowed only in the final streaming message")
+        elif not isinstance(sequence, int):
+            return _stream_error(400, "BadRequest", "streamSequence is required")
+        if not stream_id:  # start streaming
+            if sequence != 1 or not text:
+                return _stream_error(400, "BadRequest", "Start streaming activities should include text and "
+                                                        "streamSequence 1")
+            stream = Stream(f"stream-{next(self._ids)}", call.conversation_id or "", started=now, last_at=now)
+            (stream.informative if stream_type == "informative" else stream.updates).append(text)
+            stream.text = text if stream_type == "streaming" else ""
+            self.streams[stream.stream_id] = stream
+            call.response = {"id": stream.stream_id}
+            return web.json_response(call.response, status=201)
+        stream = self.streams.get(str(stream_id))
+        if stream is None or stream.conversation_id != call.conversation_id:
+            return _stream_error(404, "NotFound", "Unknown stream")
+        if stream.done:
+            return _stream_error(403, "ContentStreamNotAllowed",
+                                 "Content stream is not allowed on an already completed streamed message")
+        if now - stream.started > self.stream_max_s:
+            return _stream_error(403, "ContentStreamNotAllowed",
+                                 "Content stream finished due to exceeded streaming time.")
+        if stream_type == "final":
+            stream.final = call
+            stream.text = text
+            call.response = {}
+            return web.json_response({}, status=202)
+        if now - stream.last_at < self.stream_min_interval_s:
+            return web.json_response({"error": {"code": "Throttled", "message": "API calls quota exceeded"}},
+                                     status=429, headers={"Retry-After": "1"})
+        assert isinstance(sequence, int)
+        if sequence <= stream.sequence:
+            stream.dropped += 1
+            call.response = {"error": {"code": "ContentStreamSequenceOrderPreConditionFailed"}}
+            return web.json_response(call.response, status=202)
+        if stream_type == "streaming":
+            if not text.startswith(stream.text):
+                return _stream_error(400, "BadRequest", "Streamed content must contain the content streamed "
+                                                        "before")
+            stream.text = text
+            stream.updates.append(text)
+        else:
+            stream.informative.append(text)
+        stream.sequence = sequence
+        stream.last_at = now
+        call.response = {}
+        return web.json_response({}, status=202)
 
 
 @contextlib.asynccontextmanager

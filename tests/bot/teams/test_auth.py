@@ -84,8 +84,9 @@ async def test_valid_token_is_answered_and_outbound_calls_are_signed(secured: St
     assert response.status_code == 200, response.text
     [row] = await secured.interactions()
     assert (await secured.wait_final(row.id)).status == "answered"
-    update = await connector.wait_for(lambda calls: [c for c in calls if c.kind == "update"])
-    assert update[0].card is not None
+    shown = await connector.wait_for(lambda calls: [c for c in calls if c.card is not None and c.status < 400])
+    assert shown[0].card is not None
+    assert connector.stream_calls(), "a personal chat's answer was streamed, with signed calls too"
     assert {c.headers.get("Authorization") for c in connector.calls} == {f"Bearer {OUTBOUND_TOKEN}"}
     assert any(path == "/keys" for path in openid.requests), "the signing key came from the JWKS"
 

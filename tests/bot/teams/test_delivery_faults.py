@@ -66,6 +66,7 @@ class Asked:
 @asynccontextmanager
 async def asked(settings: Settings, connector: FakeConnector) -> AsyncIterator[Asked]:
     """The web app takes the message and posts the placeholder; the worker is not running yet."""
+    connector.streaming_allowed = False  # placeholder-then-update (a stream's faults: test_streaming.py)
     async with running_stack(settings, worker=False) as stack:
         response = await post(stack, activity("message_personal", connector, text=QUESTION))
         assert response.status_code == 200, response.text

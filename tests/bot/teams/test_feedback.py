@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +11,7 @@ from sqlmodel import select
 from bot.core.settings import Settings
 from feedback.models import Feedback, Interaction
 from tests.bot.teams.conftest import activity, post, settle, teams_settings
-from tests.fakes.botframework import FakeConnector
+from tests.fakes.botframework import Call, FakeConnector
 from tests.stack import Stack, running_stack
 
 QUESTION = "How much is the daily meal allowance when I travel?"
@@ -23,12 +24,17 @@ async def ask(stack: Stack, connector: FakeConnector, fixture: str = "message_pe
     assert (await post(stack, body)).status_code == 200
     rows = await stack.interactions()
     row = await stack.wait_final(rows[-1].id)
-    await connector.wait_for(lambda calls: [c for c in calls if c.kind == "update"])
+    await connector.wait_for(answer_shown)
     await settle(stack)
     async with stack.db.asession() as session:
         row = await session.get(Interaction, row.id)
     assert row is not None and row.delivery["ok"]
     return row, row.delivery["activity_id"], body
+
+
+def answer_shown(calls: list[Call]) -> bool:
+    """The answer card went out: the placeholder updated, or a personal chat's stream ended with it."""
+    return any(c.status < 400 and c.card is not None and c.kind in ("update", "send", "reply") for c in calls)
 
 
 def execute_invoke(question: dict[str, Any], connector: FakeConnector, message_id: str, data: dict[str, Any]) -> dict:
@@ -128,6 +134,10 @@ async def test_action_submit_fallback_records_the_vote_and_updates_the_card(team
     assert (fb.interaction_id, fb.label) == (row.id, "down")
     [update] = [c for c in connector.calls if c.kind == "update"]
     assert update.activity_id == message_id and card_inputs(update.card) == ["reason", "comment"]
+    assert row.delivery["card"] == "compact", "a personal chat's answer was streamed"
+    text = update.body["text"]
+    assert text and text in row.answer, "the streamed answer's text stays the message's text"
+    assert text[:40] not in json.dumps(update.card, ensure_ascii=False), "…and is not repeated in the card"
     assert len(await teams_stack.interactions()) == 1, "a card submit is not a question"
 
 

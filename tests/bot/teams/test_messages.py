@@ -23,14 +23,17 @@ def executes(card: dict) -> list[dict]:
     return found
 
 
-async def test_personal_message_gets_placeholder_then_answer_card_in_place(teams_stack: Stack,
-                                                                           connector: FakeConnector) -> None:
+async def test_personal_message_where_streaming_is_refused_gets_placeholder_then_answer_card_in_place(
+        teams_stack: Stack, connector: FakeConnector) -> None:
+    connector.streaming_allowed = False  # Teams answers 403 ContentStreamNotAllowed to the stream's start
     body = activity("message_personal", connector, text=QUESTION)
     response = await post(teams_stack, body)
     assert response.status_code == 200, response.text
 
+    [refused] = connector.stream_calls()
+    assert refused.status == 403 and refused.stream_info["streamType"] == "informative"
     # the turn itself: typing, then the placeholder, both replies to the user's message
-    turn = [c for c in connector.calls if c.kind == "reply"]
+    turn = [c for c in connector.calls if c.kind == "reply" and c.status < 400]
     assert [c.activity_type for c in turn] == ["typing", "message"]
     assert turn[1].body["text"] == PLACEHOLDER_TEXT
     assert all(c.activity_id == body["id"] for c in turn)
@@ -75,9 +78,13 @@ async def test_channel_mention_is_stripped_and_the_answer_goes_to_the_reply_chai
     await teams_stack.wait_final(row.id)
     update = await connector.wait_for(lambda calls: [c for c in calls if c.kind == "update"])
     assert update[0].conversation_id == body["conversation"]["id"], "answered in the post's reply chain"
+    assert connector.stream_calls() == [], "Teams streams only in personal chats: a channel gets the placeholder"
+    [placeholder] = [c for c in connector.messages() if c.kind == "reply"]
+    assert update[0].activity_id == placeholder.response["id"] and update[0].card is not None
 
 
 async def test_redelivered_activity_gets_one_answer(teams_stack: Stack, connector: FakeConnector) -> None:
+    connector.streaming_allowed = False  # placeholder-then-update (streamed: tests/bot/teams/test_streaming.py)
     body = activity("message_personal", connector, text=QUESTION)
     first, again = await post(teams_stack, body), await post(teams_stack, body)
     assert first.status_code == again.status_code == 200
@@ -165,6 +172,7 @@ async def test_question_that_cannot_be_recorded_turns_the_placeholder_into_an_ap
 
     monkeypatch.setattr(InteractionStore, "record_pending", locked)
     monkeypatch.setattr(intake, "RECORD_BACKOFF_S", (0.01,))
+    connector.streaming_allowed = False
     body = activity("message_personal", connector, text=QUESTION)
     assert (await post(teams_stack, body)).status_code == 200
     [placeholder] = [c for c in connector.calls if c.kind == "reply" and c.activity_type == "message"]
@@ -181,6 +189,7 @@ async def test_without_redis_claims_the_database_still_catches_a_redelivery(
         return None
 
     monkeypatch.setattr(Intake, "_claim", unavailable)
+    connector.streaming_allowed = False
     body = activity("message_personal", connector, text=QUESTION)
     assert (await post(teams_stack, body)).status_code == 200
     assert (await post(teams_stack, body)).status_code == 200
