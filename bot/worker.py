@@ -17,6 +17,7 @@ from bot import metrics
 from bot.core.log import configure_logging, get_logger
 from bot.core.settings import Settings, get_settings
 from bot.core.types import Platform
+from bot.local_chat.live import LocalDeliverer
 from bot.pipeline import AnswerPipeline
 from bot.queue import (ANSWER_JOB, DELIVER_JOB, DeliveryQueue, delivery_max_tries, sweep_pending,
                        sweep_undelivered)
@@ -37,6 +38,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     if slack is not None:
         rt.deliverers[Platform.SLACK] = slack
     rt.deliverers[Platform.TEAMS] = teams_deliverer(settings)
+    rt.deliverers[Platform.LOCAL] = LocalDeliverer(rt.redis)  # live answers for the local chat page and terminal
     ctx["runtime"] = rt
     rt.after_answer.append(metrics.after_answer)
     ctx["pipeline"] = rt.answer_pipeline()

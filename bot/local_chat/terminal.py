@@ -1,7 +1,9 @@
 """`deskmate chat`: talk to Deskmate in the terminal, through the same intake, queue and worker as every surface.
 
 Votes go through :class:`feedback.votes.Votes` like everywhere else (recorded, then scored on the answer's trace);
-status labels are :mod:`bot.status_text`'s.
+status labels are :mod:`bot.status_text`'s. The answer is printed as the worker writes it (the live events of
+:mod:`bot.local_chat.live`), then its sources; an answer that was not streamed (an excerpt, "not found") is
+printed whole once it is recorded.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from rich.markup import escape
 from bot.core.types import Platform, Status
 from bot.intake import RECORD_FAILED_REPLY, QuestionRejected, clean_question
 from bot.local_chat.answers import interaction_view
+from bot.local_chat.live import follow
 from bot.local_chat.web import local_question
 from bot.runtime import Runtime
 from feedback.votes import VoteError
@@ -48,12 +51,51 @@ async def ask_and_wait(rt: Runtime, text: str, conversation: str, timeout_s: flo
     raise TimeoutError(f"no answer after {timeout_s:.0f} s — is a worker running? (interaction {interaction_id})")
 
 
-def print_answer(view: dict[str, Any]) -> None:
+async def ask_and_follow(rt: Runtime, text: str, conversation: str, timeout_s: float = 180.0) -> tuple[
+        dict[str, Any], str]:
+    """Like :func:`ask_and_wait`, printing the answer's text as it is written; returns the recorded answer and
+    the text printed while it streamed."""
+    submitted = await rt.intake.submit(local_question(text, conversation, user=LOCAL_USER))
+    interaction_id = submitted.interaction_id
+    if interaction_id is None:
+        raise NotRecorded(RECORD_FAILED_REPLY)
+    row = await rt.interactions.get(interaction_id)
+    written = ""
+    if row is not None:
+        async for event in follow(rt.redis, row.idempotency_key, timeout_s=timeout_s):
+            if event is not None and event.kind == "text":
+                written += event.text
+                console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
+                continue
+            view = await interaction_view(rt.interactions, interaction_id)
+            if view and view["status"] != Status.PENDING:
+                break
+        if written:
+            console.print()
+    return await ask_wait_recorded(rt, interaction_id, timeout_s), written
+
+
+async def ask_wait_recorded(rt: Runtime, interaction_id: int, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while time.monotonic() < deadline:
+        view = await interaction_view(rt.interactions, interaction_id)
+        if view and view["status"] != Status.PENDING:
+            return view
+        await asyncio.sleep(delay)
+        delay = min(0.5, delay * 1.5)
+    raise TimeoutError(f"no answer after {timeout_s:.0f} s — is a worker running? (interaction {interaction_id})")
+
+
+def print_answer(view: dict[str, Any], streamed: str = "") -> None:
+    """The recorded answer: its label, its text (unless that was just printed as it streamed), its sources."""
     label = view.get("label")
     if label:
         console.print(f"[yellow]{escape(label['icon'])} [bold]{escape(label['title'])}[/bold] — "
                       f"{escape(label['detail'])}[/yellow]")
-    console.print(Markdown(view.get("error") or view.get("text") or view["answer"] or ""))
+    text = view.get("error") or view.get("text") or view["answer"] or ""
+    if not streamed or streamed.strip() != text.strip():
+        console.print(Markdown(text))
     for s in view["sources"]:
         heading = f" › {s['heading']}" if s.get("heading") and s["heading"] != s["title"] else ""
         console.print(f"  [bold][{s['number']}][/bold] {escape(s['title'] + heading)}  "
@@ -96,11 +138,11 @@ async def chat_loop(rt: Runtime, questions: list[str] | None = None) -> int:
             console.print(f"[red]{escape(exc.reply)}[/red]")
             continue
         try:
-            view = await ask_and_wait(rt, text, conversation)
+            view, streamed = await ask_and_follow(rt, text, conversation)
         except NotRecorded as exc:
             console.print(f"[red]{escape(str(exc))}[/red]")
             continue
-        print_answer(view)
+        print_answer(view, streamed)
         if interactive and view["status"] in (Status.ANSWERED, Status.NOT_FOUND):
             answer = (await asyncio.to_thread(console.input, "[dim]helpful? (y/n, Enter to skip)[/dim] "))
             await vote(rt, view["interaction_id"], answer.strip().lower())

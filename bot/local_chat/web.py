@@ -1,8 +1,8 @@
 """The local chat page (``/chat``) and its small JSON API, for trying Deskmate with no Slack or Teams account.
 
 Questions go through the same path as Slack's and Teams': :meth:`bot.intake.Intake.submit` records and enqueues
-them, the worker answers. The page polls the interaction until it is final, then shows the answer, its numbered
-sources and 👍/👎 (recorded and scored through :class:`feedback.votes.Votes`). Its status texts come from
+them, the worker answers. The page follows the answer as the worker writes it (Server-Sent Events:
+``…/stream``, fed by :mod:`bot.local_chat.live`), then shows the recorded answer, its numbered sources and 👍/👎 (recorded and scored through :class:`feedback.votes.Votes`). Its status texts come from
 :mod:`bot.status_text`, filled into the page when it is served.
 
 A development convenience unless an operator turns it on in production (``DESKMATE_LOCAL_CHAT``); then it needs
@@ -14,6 +14,9 @@ API (JSON bodies, ``Content-Type: application/json``)::
 
     POST /chat/api/ask                {"text": …}                      → 202 {"interaction_id", "conversation", "queued"}
     GET  /chat/api/interactions/<id>                                   → 200 the answer (bot.local_chat.answers)
+    GET  /chat/api/interactions/<id>/stream                            → 200 text/event-stream: ``status`` and
+         ``text`` events ({"text": …}) while the answer is written, then ``answer`` (the same JSON as above);
+         ``timeout`` if none came in time. Same header and checks as the GET above (the page reads it with fetch)
     POST /chat/api/feedback           {"interaction_id", "label", "reason"?, "comment"?} → 200 {"ok", "changed"}
     GET  /chat/api/reasons                                             → 200 the 👎 reasons
 
@@ -36,6 +39,7 @@ from bot.intake import RECORD_FAILED_REPLY, Outcome, QuestionRejected, clean_que
 from bot.local_chat import access
 from bot.local_chat.access import CONVERSATION_HEADER, Caller
 from bot.local_chat.answers import interaction_view, local_channel
+from bot.local_chat.live import follow
 from bot.runtime import Runtime
 from bot.status_text import PLACEHOLDER, VOTE_DOWN_THANKS, VOTE_UP_THANKS
 from bot.web import runtime_of
@@ -161,6 +165,46 @@ async def get_interaction(request: web.Request) -> web.Response:
     return web.json_response(view, headers=NO_STORE)
 
 
+#: How long one ``…/stream`` request follows an answer before it says ``timeout`` (the page then polls).
+STREAM_TIMEOUT_S = 180.0
+
+
+def _sse(event: str, data: Any) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+async def stream_interaction(request: web.Request) -> web.StreamResponse:
+    """The answer as it is written (Server-Sent Events), then the recorded answer."""
+    rt = runtime_of(request)
+    who = _caller(request)
+    conversation = _conversation(request, who)
+    try:
+        interaction_id = int(request.match_info["id"])
+    except ValueError as exc:
+        raise web.HTTPNotFound() from exc
+    view = await interaction_view(rt.interactions, interaction_id, conversation=conversation)
+    row = await rt.interactions.get(interaction_id) if view is not None else None
+    if view is None or row is None:
+        return web.json_response({"error": "no such question"}, status=404, headers=NO_STORE)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no",
+                                           **NO_STORE})
+    await response.prepare(request)
+    if view["status"] == "pending":
+        async for event in follow(rt.redis, row.idempotency_key, timeout_s=STREAM_TIMEOUT_S):
+            if event is not None and event.kind in ("status", "text"):
+                await response.write(_sse(event.kind, {"text": event.text}))
+                continue
+            view = await interaction_view(rt.interactions, interaction_id, conversation=conversation)
+            if view is None or view["status"] != "pending":
+                break  # the end, or a quiet second in which the answer was recorded (e.g. by another worker)
+    if view is None or view["status"] == "pending":
+        await response.write(_sse("timeout", {"interaction_id": interaction_id}))
+    else:
+        await response.write(_sse("answer", view))
+    await response.write_eof()
+    return response
+
+
 async def feedback(request: web.Request) -> web.Response:
     rt = runtime_of(request)
     who = _caller(request)
@@ -198,6 +242,7 @@ def setup(app: web.Application, rt: Runtime) -> None:
     app.router.add_get("/chat", page)
     app.router.add_post("/chat/api/ask", ask)
     app.router.add_get("/chat/api/interactions/{id}", get_interaction)
+    app.router.add_get("/chat/api/interactions/{id}/stream", stream_interaction)
     app.router.add_post("/chat/api/feedback", feedback)
     app.router.add_get("/chat/api/reasons", reasons)
     log.info("local_chat.on", sign_in=sign_in,

@@ -1,0 +1,90 @@
+"""The local chat's live answers (issue 14): the page's ``…/stream`` endpoint (Server-Sent Events) and the terminal,
+through the real web app, queue and worker, with the fake Messages API streaming a cited answer token by token."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from bot.core.settings import Settings
+from bot.local_chat import terminal
+from bot.local_chat.access import CONVERSATION_HEADER
+from tests.fakes.anthropic_server import Reply
+from tests.stack import Stack, running_stack
+
+
+@pytest.fixture
+async def model_stack(make_settings: Callable[..., Settings], fake_anthropic: Any) -> AsyncIterator[Stack]:
+    settings = make_settings(anthropic_api_key="test-key", anthropic_base_url=fake_anthropic.url)
+    async with running_stack(settings) as running:
+        yield running
+
+
+async def ask(stack: Stack, text: str) -> tuple[int, str]:
+    response = await stack.client.post("/chat/api/ask", json={"text": text})
+    assert response.status_code == 202, response.text
+    return response.json()["interaction_id"], response.json()["conversation"]
+
+
+async def events(stack: Stack, interaction_id: int, token: str) -> list[tuple[str, Any, float]]:
+    """The SSE events of one answer, as the page reads them: (event, data, when it arrived)."""
+    received: list[tuple[str, Any, float]] = []
+    async with stack.client.stream("GET", f"/chat/api/interactions/{interaction_id}/stream",
+                                   headers={CONVERSATION_HEADER: token}) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        buffer = ""
+        async for chunk in response.aiter_text():
+            buffer += chunk
+            while "\n\n" in buffer:
+                raw, buffer = buffer.split("\n\n", 1)
+                fields = dict(line.split(": ", 1) for line in raw.splitlines())
+                received.append((fields["event"], json.loads(fields["data"]), time.monotonic()))
+    return received
+
+
+async def test_the_page_sees_the_answer_written_then_its_sources(model_stack: Stack, fake_anthropic: Any) -> None:
+    fake_anthropic.script(Reply.answer(cite=[0], tokens_per_s=40, first_token_s=0.3))
+    interaction_id, token = await ask(model_stack, "How much is the daily meal allowance when I travel?")
+    seen = await events(model_stack, interaction_id, token)
+
+    kinds = [kind for kind, _, _ in seen]
+    assert kinds[-1] == "answer" and "text" in kinds
+    assert [data["text"] for kind, data, _ in seen if kind == "status"][-1] == "Writing…"
+    texts = [(data["text"], at) for kind, data, at in seen if kind == "text"]
+    assert len(texts) > 2, "the answer arrives in pieces as the model writes it"
+    final = seen[-1][1]
+    assert "".join(t for t, _ in texts) == final["answer"], "what streamed is exactly the recorded answer"
+    assert final["sources"] and final["sources"][0]["number"] == 1 and final["status"] == "answered"
+    assert texts[0][1] < seen[-1][2], "the first words came before the end"
+
+
+async def test_an_answer_that_is_not_streamed_still_arrives_whole(stack: Stack) -> None:
+    interaction_id, token = await ask(stack, "How do I connect to the VPN?")  # no API key: an excerpt, at once
+    seen = await events(stack, interaction_id, token)
+
+    assert [kind for kind, _, _ in seen if kind == "text"] == []
+    assert seen[-1][0] == "answer" and seen[-1][1]["fallback"] and seen[-1][1]["sources"]
+
+
+async def test_the_stream_needs_the_conversations_token(stack: Stack) -> None:
+    interaction_id, _ = await ask(stack, "How do I connect to the VPN?")
+    missing = await stack.client.get(f"/chat/api/interactions/{interaction_id}/stream")
+    assert missing.status_code == 403
+    _, other = await ask(stack, "vpn")  # another conversation's token
+    foreign = await stack.client.get(f"/chat/api/interactions/{interaction_id}/stream",
+                                     headers={CONVERSATION_HEADER: other})
+    assert foreign.status_code == 404
+
+
+async def test_the_terminal_prints_the_answer_as_it_is_written(model_stack: Stack, fake_anthropic: Any) -> None:
+    fake_anthropic.script(Reply.answer(cite=[0], tokens_per_s=80))
+    with terminal.console.capture() as captured:
+        assert await terminal.chat_loop(model_stack.web_runtime, ["How much is the meal allowance?"]) == 0
+    out = captured.get()
+    [row] = await model_stack.interactions()
+    assert row.answer and out.count(row.answer[:40]) == 1, "printed once, as it streamed"
+    assert "[1]" in out and "Per diem" in out
