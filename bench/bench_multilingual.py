@@ -5,7 +5,8 @@ memory and query latency, on the sample handbook and the 18F handbook.
     .venv/bin/python bench/bench_multilingual.py --backends onnx-minilm-int8,use-multilingual-v3
     .venv/bin/python bench/bench_multilingual.py --keep /tmp/dm-ml    # keep (and reuse) the indexes
 
-Each backend runs in its own subprocess (so its peak RSS is its own) with the default threads (one per core):
+Each backend runs alone (no second, cross-lingual embedder: ``bench/bench_retrieval.py`` measures the default
+pair) in its own subprocess (so its peak RSS is its own) with the default threads (one per core):
 it ingests ``knowledge/sample`` (kb ``sample``) and the 18F handbook in ``../shared`` (kb ``18f``; read in
 place, never copied) with ``knowledge.ingest.ingest``, then evaluates document-level recall@1/@5 and MRR@10
 (``knowledge.evaluation``, the code behind ``deskmate eval retrieval``) for dense and hybrid (the default
@@ -105,7 +106,8 @@ def run_one(backend: str, data_dir: Path, with_bm25: bool) -> dict[str, Any]:
 
     out: dict[str, Any] = {"backend": backend, "load_before": os.getloadavg()[0]}
     config = KnowledgeConfig(index_dir=data_dir / "index", chroma_dir=data_dir / "chroma",
-                             embedding=EmbeddingConfig(backend=backend))  # type: ignore[arg-type]
+                             embedding=EmbeddingConfig(backend=backend),  # type: ignore[arg-type]
+                             crosslingual=None)  # each backend alone (bench_retrieval.py measures the default pair)
     started = time.perf_counter()
     embedder = get_embedder(config.embedding)
     out["load_s"] = time.perf_counter() - started

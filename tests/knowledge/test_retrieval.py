@@ -107,7 +107,8 @@ async def test_asearch_matches_search(sample_retriever: Retriever) -> None:
 def test_fusion_weights_choose_between_dense_and_bm25_rankings(sample_retriever: Retriever) -> None:
     """``weighted`` fusion is a convex combination: weight 1 ranks by the dense score, weight 0 by BM25."""
     question = "sick days"
-    dense = sample_retriever.search(question, kb=KB, k=8, fusion=FusionConfig(dense_weight=1.0, heading_weight=0))
+    dense = sample_retriever.search(question, kb=KB, k=8, fusion=FusionConfig(dense_weight=1.0, heading_weight=0,
+                                                                              crosslingual_weight=0))
     sparse = sample_retriever.search(question, kb=KB, k=8, fusion=FusionConfig(dense_weight=0.0, heading_weight=0))
 
     dense_scores = [p.dense_score or 0.0 for p in dense]
@@ -168,3 +169,14 @@ def test_a_second_query_is_merged_without_pushing_the_first_ones_best_page_down(
     assert "it/vpn" in {p.doc_id for p in both} and "it/vpn" not in {p.doc_id for p in alone}
     assert len(both) == 6 and [p.score for p in both] == sorted((p.score for p in both), reverse=True)
     assert sample_retriever.search(question, kb=KB, k=6, alternative=f"  {question} ") == alone
+
+
+def test_the_second_embedders_opinion_is_a_tenth_of_an_english_questions_score(sample_retriever: Retriever) -> None:
+    """With the cross-lingual vectors, an English question's dense share (0.7) is split 0.6 / 0.1 between the
+    main embedder and the cross-lingual one: the ranking moves, and only a little."""
+    question = "can I use my own laptop for work"
+    both = sample_retriever.search(question, kb=KB, k=8, fusion=FusionConfig())
+    main_only = sample_retriever.search(question, kb=KB, k=8, fusion=FusionConfig(crosslingual_weight=0))
+    assert [p.score for p in both] != [p.score for p in main_only]
+    assert {p.doc_id for p in both[:3]} & {p.doc_id for p in main_only[:3]}
+    assert all(p.dense_score is not None and p.relevance is not None for p in both), "main-embedder cosines"
