@@ -31,7 +31,7 @@ from tests.bot.teams.conftest import activity, card_text, post, settle, teams_se
 from tests.conftest import settings_for
 from tests.fakes.anthropic_server import Reply
 from tests.fakes.botframework import Call, FakeConnector, Stream
-from tests.stack import running_stack
+from tests.stack import Stack, running_stack
 
 ANSWER_TEXT = ("You can claim a daily meal allowance while you travel for work [1]. The amount depends on the "
                "destination, and receipts are needed for anything above it [1].")
@@ -247,3 +247,23 @@ async def test_a_stream_that_teams_ends_midway_gets_the_whole_answer_in_its_plac
     assert "per diem" in card_text(update.card["body"]) and "[1]" in card_text(update.card["body"])
     assert row.delivery_state == "delivered" and row.delivery["activity_id"] == update.activity_id
     assert [c.kind for c in connector.messages()] == ["update"], "one answer, and no second message"
+
+
+async def test_a_question_that_cannot_be_recorded_ends_the_stream_with_the_apology(
+        teams_stack: Stack, connector: FakeConnector, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from bot import intake
+    from feedback.interactions import InteractionStore
+
+    async def locked(*_args: Any, **_kwargs: Any) -> Any:
+        raise OperationalError("INSERT …", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(InteractionStore, "record_pending", locked)
+    monkeypatch.setattr(intake, "RECORD_BACKOFF_S", (0.01,))
+    body = activity("message_personal", connector, text="How much is the meal allowance?")
+    assert (await post(teams_stack, body)).status_code == 200
+    s = only_stream(connector)
+    assert s.final is not None and s.final.body["text"] == intake.RECORD_FAILED_REPLY
+    assert [c.activity_type for c in connector.messages()] == ["message"], "the apology, in the streamed message"
+    assert await teams_stack.interactions() == []
