@@ -26,6 +26,20 @@ log = get_logger(__name__)
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 
 
+class NoDocuments(ValueError):
+    """Nothing to index: the source has no usable document. No version is made, so the version in service (if
+    any) keeps answering — an empty index would silently turn every question into "not found"."""
+
+    def __init__(self, source: str, skipped: list[SkippedFile], *, had_documents: bool) -> None:
+        what = "every document it had is gone" if had_documents else "it has no documents"
+        why = f"; {len(skipped)} file(s) skipped, e.g. {skipped[0].path}: {skipped[0].reason}" if skipped else ""
+        keep = " The current index version is kept." if had_documents else ""
+        super().__init__(f"nothing to index from {source}: {what}{why}.{keep}")
+        self.source = source
+        self.skipped = skipped
+        self.had_documents = had_documents
+
+
 @dataclass
 class IngestReport:
     kb: str
@@ -62,15 +76,35 @@ def ingest(
     progress: ProgressCallback | None = None,
     protected_versions: set[int] | None = None,
 ) -> IngestReport:
-    """Build a new version of ``kb`` from ``source_dir`` when anything changed."""
-    started = time.perf_counter()
+    """Build a new version of ``kb`` from ``source_dir`` when anything changed; raises :class:`NoDocuments`
+    when the folder has no usable document."""
     config = store.config
     documents, skipped = scan(source_dir, max_bytes=config.max_document_bytes, base_url=config.doc_base_url)
+    return ingest_documents(store, documents, skipped, kb=kb, source=str(source_dir.resolve()), progress=progress,
+                            protected_versions=protected_versions)
+
+
+def ingest_documents(
+    store: IndexStore,
+    documents: list[SourceDocument],
+    skipped: list[SkippedFile],
+    *,
+    kb: str,
+    source: str,
+    progress: ProgressCallback | None = None,
+    protected_versions: set[int] | None = None,
+) -> IngestReport:
+    """Build a new version of ``kb`` holding exactly ``documents`` (read by a connector or :func:`scan`), when
+    anything changed. ``source`` is recorded in the version's manifest entry."""
+    started = time.perf_counter()
+    config = store.config
     for s in skipped:
         log.warning("ingest.skipped", path=s.path, reason=s.reason)
 
     with store.writer_lock(kb):
         manifest = store.manifest(kb)
+        if not documents:
+            raise NoDocuments(source, skipped, had_documents=manifest.latest is not None)
         params = _chunking_params(store)
         previous = manifest.latest
         reusable = previous is not None and manifest.chunking == params
@@ -137,7 +171,7 @@ def ingest(
         })
         manifest = Manifest(kb=kb, embedder=store.embedder.name, chunking=params, versions=manifest.versions)
         manifest.versions.append({
-            "version": version, "created_at": now_iso(), "source": str(source_dir.resolve()),
+            "version": version, "created_at": now_iso(), "source": source,
             "doc_count": len(documents), "chunk_count": total, "docs": doc_entries,
         })
         store.write_manifest(manifest)

@@ -1,4 +1,5 @@
-"""Reading a folder of documents: Markdown, plain text, HTML and PDF, validated and cleaned.
+"""Reading a folder of documents: Markdown, plain text (in any common encoding), HTML, PDF and Word (.docx),
+validated and cleaned.
 
 Every document gets a stable id (its path relative to the source root, without extension), a title, a citable
 location and a knowledge set. A file that cannot be used raises :class:`DocumentSkipped` with a reason a person
@@ -14,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import charset_normalizer
 import yaml
 
-SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf"}
+SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx"}
 MIN_TEXT_CHARS = 20
 
 #: An absolute file path (POSIX, Windows or ``file://``): how indexes built by earlier versions stored the
@@ -93,17 +95,23 @@ def split_front_matter(text: str) -> tuple[dict[str, Any], str]:
 
 
 def _decode(raw: bytes) -> str:
+    """Text from bytes: UTF-8 (with or without BOM), UTF-16 with a BOM, else the encoding detected by
+    charset-normalizer (Latin-1 / Windows-1252 and the other common single-byte encodings)."""
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError:
+            pass
     if b"\x00" in raw[:8192]:
         raise DocumentSkipped("binary content (NUL bytes) in a text file")
-    for encoding in ("utf-8-sig", "utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ("utf-8-sig",):
-        try:
-            return raw.decode(encoding)
-        except UnicodeDecodeError:
-            continue
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DocumentSkipped(f"not valid UTF-8 text (byte {exc.start})") from exc
+        first_bad = exc.start
+    best = charset_normalizer.from_bytes(raw).best()
+    if best is None:
+        raise DocumentSkipped(f"not valid UTF-8 text (byte {first_bad}) and no other text encoding fits")
+    return str(best)
 
 
 def _first_heading(text: str) -> str | None:
@@ -160,12 +168,62 @@ def _pdf_to_text(path: Path) -> tuple[str, dict[str, Any]]:
             if text:
                 pages.append(f"## Page {number}\n\n{text}")
         info = reader.metadata
-        meta: dict[str, Any] = {"title": str(info.title)} if info is not None and info.title else {}
+        title = str(info.title).strip() if info is not None and info.title else ""
     except DocumentSkipped:
         raise
     except (PdfReadError, ValueError, KeyError, OSError) as exc:
         raise DocumentSkipped(f"unreadable PDF ({exc.__class__.__name__}: {exc})") from exc
-    return "\n\n".join(pages), meta
+    if not title and pages:
+        # No metadata title: the first line of the first page when it reads like a heading, never "Page 1".
+        first = next((ln.strip() for ln in pages[0].splitlines()[1:] if ln.strip()), "")
+        title = first if 0 < len(first) <= 120 and not first.endswith((".", ",", ";", ":")) else ""
+    return "\n\n".join(pages), {"title": title or _title_from_name(path)}
+
+
+def _title_from_name(path: Path) -> str:
+    return path.stem.replace("-", " ").replace("_", " ").strip().title() or path.name
+
+
+def _docx_to_text(path: Path) -> tuple[str, dict[str, Any]]:
+    """A Word document as Markdown-ish text: heading styles become "#" lines, list items "- ", tables rows of
+    cells joined by " | "; the title from the document properties, else its "Title" paragraph."""
+    import docx  # noqa: PLC0415 - python-docx (and lxml) only for Word files
+    from docx.opc.exceptions import PackageNotFoundError  # noqa: PLC0415
+    from docx.table import Table  # noqa: PLC0415
+    from docx.text.paragraph import Paragraph  # noqa: PLC0415
+
+    try:
+        document = docx.Document(str(path))
+        lines: list[str] = []
+        title = (document.core_properties.title or "").strip()
+        for block in document.iter_inner_content():
+            if isinstance(block, Table):
+                for row in block.rows:
+                    cells = [" ".join(c.text.split()) for c in row.cells]
+                    if any(cells):
+                        lines.append(" | ".join(cells) + "\n")
+                continue
+            if not isinstance(block, Paragraph):
+                continue
+            text = " ".join(block.text.split())
+            if not text:
+                continue
+            style = (block.style.name if block.style is not None else "") or ""
+            level = re.match(r"^Heading (\d)$", style)
+            if style == "Title":
+                title = title or text
+                lines.append(f"\n# {text}\n")
+            elif level:
+                lines.append(f"\n{'#' * int(level.group(1))} {text}\n")
+            elif style.startswith("List"):
+                lines.append(f"- {text}")
+            else:
+                lines.append(f"{text}\n")
+    except (PackageNotFoundError, ValueError, KeyError, OSError) as exc:
+        raise DocumentSkipped(f"unreadable Word document ({exc.__class__.__name__})") from exc
+    except Exception as exc:  # noqa: BLE001 - lxml/zipfile errors of a corrupt file
+        raise DocumentSkipped(f"unreadable Word document ({exc.__class__.__name__})") from exc
+    return "\n".join(lines), ({"title": title} if title else {})
 
 
 def _is_public(meta: dict[str, Any]) -> bool:
@@ -231,6 +289,11 @@ def load_document(path: Path, root: Path, *, max_bytes: int, base_url: str | Non
             raise DocumentSkipped("not a PDF file (no %PDF header)")
         text, meta = _pdf_to_text(path)
         fmt = "pdf"
+    elif suffix == ".docx":
+        if not raw.startswith(b"PK"):
+            raise DocumentSkipped("not a Word .docx file (not a zip package)")
+        text, meta = _docx_to_text(path)
+        fmt = "docx"
     else:
         decoded = _decode(raw)
         if suffix in (".html", ".htm"):
@@ -248,7 +311,7 @@ def load_document(path: Path, root: Path, *, max_bytes: int, base_url: str | Non
     if len(re.sub(r"\s+", "", text)) < MIN_TEXT_CHARS:
         raise DocumentSkipped("no text content after cleaning")
 
-    title = str(meta.get("title") or _first_heading(text) or path.stem.replace("-", " ").replace("_", " ").title())
+    title = str(meta.get("title") or _first_heading(text) or _title_from_name(path))
     knowledge_set = str(meta.get("knowledge_set") or (doc_id.split("/")[0] if "/" in doc_id else "general"))
     return SourceDocument(
         doc_id=doc_id,

@@ -32,6 +32,7 @@ from bot.teams import package as teams_package
 from bot.web import run_web, serve
 from bot.worker import build_worker, run_worker
 from feedback.db import get_database
+from knowledge.ingest import NoDocuments
 
 log = get_logger(__name__)
 err = Console(stderr=True)
@@ -67,8 +68,12 @@ def prepare(settings: Settings, *, ingest: bool) -> None:
         raise typer.Exit(2)
     get_database(settings.database_url_resolved()).migrate()
     if ingest:
-        report = knowledge_cli.run_ingest(settings.knowledge_dir, settings.kb_name)
-        knowledge_cli.print_report(report)
+        try:
+            report = knowledge_cli.run_ingest(settings.knowledge_dir, settings.kb_name)
+        except NoDocuments as exc:  # start anyway: the version in service (if any) keeps answering
+            err.print(f"[bold yellow]warning:[/bold yellow] {exc}")
+        else:
+            knowledge_cli.print_report(report)
 
 
 @contextlib.asynccontextmanager

@@ -16,7 +16,7 @@ from bot.core.settings import get_settings
 from knowledge.config import KnowledgeConfig
 from knowledge.evaluation import evaluate_retrieval, load_qrels
 from knowledge.index import IndexNotFound, IndexStore
-from knowledge.ingest import IngestReport, ingest
+from knowledge.ingest import IngestReport, NoDocuments, ingest
 from knowledge.retrieval import FusionConfig, Retriever, SearchFilter
 from playbooks.releases import pinned_index_versions
 
@@ -71,7 +71,7 @@ def print_report(report: IngestReport) -> None:
 
 
 def ingest_command(
-    directory: Annotated[Path, typer.Argument(help="Folder of Markdown, text, HTML and PDF documents.")],
+    directory: Annotated[Path, typer.Argument(help="Folder of Markdown, text, HTML, PDF and Word documents.")],
     kb: Annotated[Optional[str], typer.Option(help="Knowledge base (index) name.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
 ) -> None:
@@ -80,7 +80,11 @@ def ingest_command(
     if not directory.is_dir():
         err.print(f"[red]error:[/red] {directory} is not a folder")
         raise typer.Exit(2)
-    report = run_ingest(directory, kb, show_progress=not as_json and sys.stderr.isatty())
+    try:
+        report = run_ingest(directory, kb, show_progress=not as_json and sys.stderr.isatty())
+    except NoDocuments as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
     if as_json:
         print(json.dumps(report.to_dict(), indent=1))
     else:

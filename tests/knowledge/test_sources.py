@@ -89,7 +89,7 @@ def test_html_text_and_pdf(tmp_path: Path) -> None:
     ("name", "content", "reason"),
     [
         ("empty.md", b"", "empty file"),
-        ("latin1.md", "caf\xe9 menu".encode("latin-1") * 5, "not valid UTF-8"),
+        ("noise.md", bytes(range(1, 256)) * 3, "no other text encoding fits"),  # Latin-1 text is decoded
         ("binary.md", b"\x00\x01\x02binary" * 10, "binary content"),
         ("image.png", b"\x89PNG....", "unsupported file type"),
         ("fake.pdf", b"this is not a pdf at all, just text", "not a PDF"),
