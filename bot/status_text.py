@@ -10,6 +10,8 @@ texts their own way — bold, colour, escaping — but none of them words a stat
 - :data:`PLACEHOLDER` — the "looking it up" message shown until the worker's answer replaces it; :data:`SEARCHING`
   and :data:`WRITING` — the live status while an answer is streamed;
 - :data:`FAILURE_NOTICE` — what replaces the placeholder when answering failed for good;
+- :func:`progress_in`, :func:`failure_notice` — those progress messages and the failure notice in a language
+  (a surface that knows the asker's language uses them; English otherwise);
 - the acknowledgements of a vote and the outcomes of "Ask a human".
 
 **Languages.** What Deskmate words itself in an *answer* — the extractive fallback's label and its reason, the
@@ -435,3 +437,50 @@ def answer_body(text: str, *, fallback: bool, fallback_reason: str | None = None
     if fallback:
         text = _OWN_FALLBACK_LABEL.sub("", text, count=1)
     return text.strip()
+
+
+# --- progress messages and the failure notice, per language --------------------------------------------------
+# Written by an AI assistant (Claude), like the translations above: to be reviewed by native speakers.
+_PROGRESS_WORDS: dict[str, dict[str, str]] = {
+    "de": {PLACEHOLDER.text: "Ich sehe im Handbuch nach…", SEARCHING.text: "Durchsuche das Handbuch…",
+           WRITING.text: "Schreibe die Antwort…",
+           FAILURE_NOTICE: "Entschuldigung – beim Beantworten ist etwas schiefgelaufen. Das Team wurde informiert; "
+                           "bitte versuchen Sie es in ein paar Minuten erneut."},
+    "es": {PLACEHOLDER.text: "Revisando el manual…", SEARCHING.text: "Buscando en el manual…",
+           WRITING.text: "Redactando…",
+           FAILURE_NOTICE: "Lo siento, algo salió mal al responder. Hemos avisado al equipo; vuelve a intentarlo "
+                           "en unos minutos."},
+    "fr": {PLACEHOLDER.text: "Je consulte le manuel…", SEARCHING.text: "Recherche dans le manuel…",
+           WRITING.text: "Rédaction en cours…",
+           FAILURE_NOTICE: "Désolé, une erreur s'est produite pendant la réponse. L'équipe a été prévenue ; "
+                           "veuillez réessayer dans quelques minutes."},
+    "pt": {PLACEHOLDER.text: "Consultando o manual…", SEARCHING.text: "Pesquisando no manual…",
+           WRITING.text: "Escrevendo…",
+           FAILURE_NOTICE: "Desculpe, algo deu errado ao responder. A equipe foi avisada; tente novamente em "
+                           "alguns minutos."},
+    "it": {PLACEHOLDER.text: "Sto consultando il manuale…", SEARCHING.text: "Ricerca nel manuale…",
+           WRITING.text: "Sto scrivendo…",
+           FAILURE_NOTICE: "Spiacente, qualcosa è andato storto durante la risposta. Il team è stato avvisato; "
+                           "riprova tra qualche minuto."},
+    "nl": {PLACEHOLDER.text: "Ik kijk in het handboek…", SEARCHING.text: "Het handboek doorzoeken…",
+           WRITING.text: "Bezig met schrijven…",
+           FAILURE_NOTICE: "Sorry, er ging iets mis bij het beantwoorden. Het team is op de hoogte gebracht; "
+                           "probeer het over een paar minuten opnieuw."},
+    "zh": {PLACEHOLDER.text: "正在查阅手册…", SEARCHING.text: "正在搜索手册…", WRITING.text: "正在撰写…",
+           FAILURE_NOTICE: "抱歉，回答时出了点问题。团队已收到通知，请过几分钟再试。"},
+    "ja": {PLACEHOLDER.text: "ハンドブックを確認しています…", SEARCHING.text: "ハンドブックを検索しています…",
+           WRITING.text: "回答を作成しています…",
+           FAILURE_NOTICE: "申し訳ありません。回答中に問題が発生しました。担当チームに通知済みです。"
+                           "数分後にもう一度お試しください。"},
+}
+
+
+def progress_in(progress: Progress, language: str | None) -> Progress:
+    """A progress message (:data:`PLACEHOLDER`, :data:`SEARCHING`, :data:`WRITING`) in ``language``; English, as
+    it is, for any other language or message."""
+    return Progress(progress.icon, _PROGRESS_WORDS.get(language or ENGLISH, {}).get(progress.text, progress.text))
+
+
+def failure_notice(language: str | None) -> str:
+    """:data:`FAILURE_NOTICE` in ``language`` (English for any language without it)."""
+    return _PROGRESS_WORDS.get(language or ENGLISH, {}).get(FAILURE_NOTICE, FAILURE_NOTICE)
