@@ -17,6 +17,7 @@ Nothing here waits for an answer: Teams allows a turn 15 seconds and redelivers 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from http import HTTPStatus
@@ -36,8 +37,9 @@ from botbuilder.schema import (
 from bot.core.log import get_logger, redact
 from bot.core.types import Question
 from bot.intake import RECORD_FAILED_REPLY, Outcome, QuestionRejected, clean_question
+from bot.language import detect_language
 from bot.runtime import Runtime
-from bot.status_text import NO_SUPPORT_CHANNEL, SUPPORT_UNREACHABLE
+from bot.status_text import NO_SUPPORT_CHANNEL, PLACEHOLDER, SUPPORT_UNREACHABLE, progress_in
 from bot.teams.activities import (
     build_question,
     channel_of,
@@ -46,7 +48,7 @@ from bot.teams.activities import (
     tenant_of,
     user_of,
 )
-from bot.teams.cards import PLACEHOLDER_TEXT, CardState, Verb, answer_card, message_text
+from bot.teams.cards import CardState, Verb, answer_card, message_text
 from bot.teams.streaming import final_text_activity, start_activity
 from bot.teams.feedback import (
     ActionOutcome,
@@ -114,6 +116,11 @@ class DeskmateTeamsBot(TeamsActivityHandler):
             await turn_context.send_activity(exc.reply)
             return
         question = build_question(activity, question_text, placeholder_id=None)
+        # the placeholder / live status in the asker's language (py3langid, off the event loop: its first use loads
+        # the model); the worker's stream words its status in the same one
+        language = await asyncio.to_thread(detect_language, question_text)
+        question.reply_target["language"] = language
+        placeholder_text = progress_in(PLACEHOLDER, language).with_icon
 
         async def show_progress(pending: Question) -> None:
             """Intake's ``prepare`` step: in a personal chat a stream's informative update (the worker streams
@@ -121,13 +128,13 @@ class DeskmateTeamsBot(TeamsActivityHandler):
             worker replaces with the answer."""
             if conversation_type(activity) == "personal":
                 started = time.time()
-                stream_id = await self._send_quietly(turn_context, start_activity(PLACEHOLDER_TEXT))
+                stream_id = await self._send_quietly(turn_context, start_activity(placeholder_text))
                 if stream_id:
                     pending.reply_target.update(stream_id=stream_id, stream_sequence=1, stream_started_at=started)
                     return
             await self._send_quietly(turn_context, Activity(type=ActivityTypes.typing))
             pending.reply_target["placeholder_id"] = await self._send_quietly(turn_context,
-                                                                              text_activity(PLACEHOLDER_TEXT))
+                                                                              text_activity(placeholder_text))
 
         submitted = await self.rt.intake.submit(question, prepare=show_progress)
         placeholder_id = question.reply_target.get("placeholder_id")

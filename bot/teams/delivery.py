@@ -28,6 +28,7 @@ from bot.core.log import get_logger
 from bot.core.types import Answer, Platform, Question
 from bot.core.settings import Settings
 from bot.delivery import STREAM_REFS, DeliveryFailed
+from bot.status_text import FAILURE_NOTICE, failure_notice
 from bot.teams.adapter import TeamsAdapter
 from bot.teams.cards import answer_card
 from bot.teams.retry import describe, own_retries, retry_after_s, retryable_later, with_retries
@@ -185,6 +186,8 @@ class TeamsDeliverer:
         if reference is None:
             log.error("teams.failure_notice_no_reference", idempotency_key=question.idempotency_key)
             raise DeliveryFailed("no conversation reference", retryable=False)
+        if message == FAILURE_NOTICE:  # in the asker's language, as the web turn detected it
+            message = failure_notice(question.reply_target.get("language"))
         stream_id = self._stream_id(question)
         if stream_id:
             return await self.sender.end_stream_or_replace(reference, stream_id,

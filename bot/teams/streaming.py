@@ -9,7 +9,7 @@ The protocol, over the connector's ordinary ``POST /v3/conversations/{id}/activi
    user sees "⏳ Looking through the handbook…" at once, and stores the stream id in the question's
    ``reply_target`` (``stream_id``, ``stream_sequence``, ``stream_started_at``).
 2. **Updates** — more ``typing`` activities carrying ``streamId`` and a rising ``streamSequence``: informative
-   ones ("🔎 Searching the handbook…", "✍️ Writing…"), then ``streaming`` ones whose text is the whole answer so far
+   ones ("🔎 Searching the handbook…", "✍️ Writing…", in the asker's language), then ``streaming`` ones whose text is the whole answer so far
    (each must begin with the text before). Teams throttles: at most one update per :data:`STREAM_INTERVAL_S`
    per stream; text arriving in between is coalesced into the next update, so the model is never held back.
 3. **Final** — a ``message`` with ``streamType: final`` and the ``streamId`` (no ``streamSequence``): its text is
@@ -37,7 +37,7 @@ from botbuilder.schema import Activity, ActivityTypes, ConversationReference, En
 from bot.core.log import get_logger
 from bot.core.types import Answer, Platform, Question, Status
 from bot.delivery import DeliveryFailed
-from bot.status_text import SEARCHING, WRITING, Progress
+from bot.status_text import SEARCHING, WRITING, Progress, progress_in
 from bot.teams.cards import MAX_MESSAGE_TEXT_BYTES, answer_card, card_has_content, message_text
 
 log = get_logger(__name__)
@@ -125,6 +125,7 @@ class TeamsAnswerStream:
                  max_text_bytes: int = MAX_MESSAGE_TEXT_BYTES) -> None:
         target = stream_target(question)
         self.question = question
+        self.language = str(question.reply_target.get("language") or "") or None  # the web turn detected it
         self.reference = reference
         self.stream_id = str(target["stream_id"])
         self.sequence = int(target.get("stream_sequence") or 1)
@@ -249,7 +250,7 @@ class TeamsAnswerStream:
                                        stream_id=self.stream_id)
         else:
             status = self._status or ""
-            progress = _PROGRESS.get(status, Progress("⏳", status))
+            progress = progress_in(_PROGRESS.get(status, Progress("⏳", status)), self.language)
             text = progress.with_icon[:MAX_INFORMATIVE_CHARS]
             activity = stream_activity(text, stream_type="informative", sequence=self.sequence,
                                        stream_id=self.stream_id)

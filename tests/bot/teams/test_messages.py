@@ -198,3 +198,13 @@ async def test_without_redis_claims_the_database_still_catches_a_redelivery(
     [deleted] = connector.of_kind("delete")
     assert deleted.activity_id == placeholders[1].response["id"], "the redelivery's placeholder is taken back"
     assert len(await teams_stack.interactions()) == 1
+
+
+async def test_a_german_question_gets_its_placeholder_in_german(teams_stack: Stack, connector: FakeConnector) -> None:
+    body = activity("message_channel_mention", connector,
+                    text="<at>My Combined</at> Wie hoch ist die Verpflegungspauschale bei einer Dienstreise?")
+    assert (await post(teams_stack, body)).status_code == 200
+    [placeholder] = [c for c in connector.messages() if c.kind == "reply"]
+    assert placeholder.body["text"] == "⏳ Ich sehe im Handbuch nach…"
+    [row] = await teams_stack.interactions()
+    assert row.question_payload["reply_target"]["language"] == "de"

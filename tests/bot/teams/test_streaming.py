@@ -22,7 +22,7 @@ from botbuilder.schema import Activity, ConversationReference
 from bot.core.settings import Settings
 from bot.core.types import Answer, Question, Source, Status
 from bot.delivery import STREAM_REFS, DeliveryFailed
-from bot.status_text import SEARCHING, WRITING
+from bot.status_text import FAILURE_NOTICE, SEARCHING, WRITING
 from bot.teams.activities import build_question
 from bot.teams.cards import PLACEHOLDER_TEXT, SHORTENED
 from bot.teams.delivery import TeamsDeliverer
@@ -267,3 +267,17 @@ async def test_a_question_that_cannot_be_recorded_ends_the_stream_with_the_apolo
     assert s.final is not None and s.final.body["text"] == intake.RECORD_FAILED_REPLY
     assert [c.activity_type for c in connector.messages()] == ["message"], "the apology, in the streamed message"
     assert await teams_stack.interactions() == []
+
+
+async def test_the_live_status_and_the_failure_notice_are_in_the_askers_language(
+        deliverer: TeamsDeliverer, connector: FakeConnector) -> None:
+    question = await started(deliverer, connector)
+    question.reply_target["language"] = "de"  # the web turn detected it from the question
+    stream = await deliverer.open_stream(question)
+    assert stream is not None
+    await stream.status(SEARCHING.text)
+    await connector.wait_for(lambda _: len(only_stream(connector).informative) == 2)
+    assert only_stream(connector).informative[1] == "🔎 Durchsuche das Handbuch…"
+    await deliverer.deliver_failure(question, FAILURE_NOTICE)
+    final = only_stream(connector).final
+    assert final is not None and final.body["text"].startswith("Entschuldigung – beim Beantworten")
