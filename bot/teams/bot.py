@@ -141,10 +141,10 @@ class DeskmateTeamsBot(TeamsActivityHandler):
         stream_id = question.reply_target.get("stream_id")
         log.info("teams.question", interaction_id=submitted.interaction_id, outcome=submitted.outcome.value,
                  enqueued=submitted.enqueued, channel_type=question.channel_type, question=redact(question_text))
-        if submitted.outcome is Outcome.DUPLICATE and placeholder_id:
-            # the database caught a redelivery (Redis could not): one placeholder is enough
+        if submitted.outcome is Outcome.DUPLICATE and (placeholder_id or stream_id):
+            # the database caught a redelivery (Redis could not): one placeholder (or stream) is enough
             try:
-                await turn_context.delete_activity(placeholder_id)
+                await turn_context.delete_activity(placeholder_id or stream_id)
             except Exception as exc:  # noqa: BLE001
                 log.warning("teams.placeholder_delete_failed", error=describe(exc))
         elif submitted.outcome is Outcome.UNRECORDED and stream_id:

@@ -65,6 +65,7 @@ class Call:
     headers: dict[str, str]
     status: int = 200
     response: Any = None
+    at: float = field(default_factory=time.monotonic)  # when the call arrived (time.monotonic)
 
     @property
     def kind(self) -> str:

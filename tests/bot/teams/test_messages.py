@@ -208,3 +208,22 @@ async def test_a_german_question_gets_its_placeholder_in_german(teams_stack: Sta
     assert placeholder.body["text"] == "⏳ Ich sehe im Handbuch nach…"
     [row] = await teams_stack.interactions()
     assert row.question_payload["reply_target"]["language"] == "de"
+
+
+async def test_a_redelivery_caught_by_the_database_takes_its_stream_back(
+        teams_stack: Stack, connector: FakeConnector, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same in a personal chat, where the web turn started a stream instead of posting a placeholder."""
+    from bot.intake import Intake
+
+    async def unavailable(self: Intake, key: str) -> None:
+        return None
+
+    monkeypatch.setattr(Intake, "_claim", unavailable)
+    body = activity("message_personal", connector, text=QUESTION)
+    assert (await post(teams_stack, body)).status_code == 200
+    assert (await post(teams_stack, body)).status_code == 200
+    starts = [c for c in connector.stream_calls() if c.kind == "reply"]
+    assert len(starts) == 2
+    [deleted] = connector.of_kind("delete")
+    assert deleted.activity_id == starts[1].response["id"], "the redelivery's stream is taken back"
+    assert len(await teams_stack.interactions()) == 1
