@@ -193,3 +193,26 @@ class Admin(SQLModel, table=True):
     added_by: str = Field(default="", max_length=255)
     note: str = Field(default="", max_length=255)
     added_at: datetime = Field(default_factory=utcnow)
+
+
+class SyncRun(SQLModel, table=True):
+    """One sync of one knowledge source (``deskmate source sync``, the worker's schedule): what it changed in the
+    index, what it skipped and why, what failed, how long it took."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(index=True, max_length=64)
+    kind: str = Field(max_length=32)
+    kb: str = Field(default="default", max_length=128)
+    status: str = Field(index=True, max_length=16)  # ok | unchanged | partial | failed
+    started_at: datetime = Field(default_factory=utcnow, index=True)
+    seconds: float = 0.0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    index_version: int | None = None
+    # the documents concerned (ids) and [{path, reason}] / [message]: capped lists, the counts above are exact
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    skipped: list[dict[str, str]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    errors: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    trigger: str = Field(default="cli", max_length=16)  # cli | schedule

@@ -3,7 +3,7 @@
 This module holds the typer ``app`` (``deskmate = "bot.cli:app"`` in ``pyproject.toml``), the process commands
 (``run``, ``web``, ``worker``, ``chat``) and assembles the others: :mod:`bot.cli.knowledge` (ingest, search,
 eval retrieval), :mod:`bot.cli.feedback` (feedback …, eval run|compare|gate), :mod:`bot.cli.playbooks`
-(admin …, release …, rollback), :mod:`bot.cli.slack` (slack …) and ``bot.teams.package`` (teams …).
+(admin …, release …, rollback), :mod:`bot.cli.sources` (source …), :mod:`bot.cli.slack` (slack …) and ``bot.teams.package`` (teams …).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from bot.cli import feedback as feedback_cli
 from bot.cli import knowledge as knowledge_cli
 from bot.cli import playbooks as playbooks_cli
 from bot.cli import slack as slack_cli
+from bot.cli import sources as sources_cli
 from bot.core.log import configure_logging, get_logger
 from bot.core.settings import Settings, get_settings
 from bot.local_chat.terminal import chat_loop
@@ -51,6 +52,7 @@ eval_app.command("gate")(feedback_cli.eval_gate_command)
 app.add_typer(feedback_cli.feedback_app, name="feedback")
 playbooks_cli.register(app)  # admin …, release …, rollback
 app.add_typer(slack_cli.app, name="slack")
+app.add_typer(sources_cli.app, name="source")
 app.add_typer(teams_package.app, name="teams")
 
 
@@ -60,14 +62,17 @@ def main() -> None:
 
 
 def prepare(settings: Settings, *, ingest: bool) -> None:
-    """Settings fit for the environment; database schema up to date; the knowledge folder ingested when asked."""
+    """Settings fit for the environment; database schema up to date; when asked, the sources of
+    DESKMATE_SOURCES_FILE synced, or (when it declares none) the knowledge folder ingested."""
     problems = settings.production_problems()
     if problems:
         for problem in problems:
             err.print(f"[bold red]Refusing to start:[/bold red] {problem}")
         raise typer.Exit(2)
     get_database(settings.database_url_resolved()).migrate()
-    if ingest:
+    if ingest and sources_cli.declared_sources(settings):
+        sources_cli.sync_and_print(settings)  # the sources replace the knowledge folder (docs/sources.md)
+    elif ingest:
         try:
             report = knowledge_cli.run_ingest(settings.knowledge_dir, settings.kb_name)
         except NoDocuments as exc:  # start anyway: the version in service (if any) keeps answering
@@ -106,7 +111,7 @@ async def local_services(settings: Settings, *, web: bool, worker: bool) -> Asyn
 
 @app.command()
 def run(
-    ingest: Annotated[bool, typer.Option(help="Ingest DESKMATE_KNOWLEDGE_DIR first (incremental).")] = True,
+    ingest: Annotated[bool, typer.Option(help="Sync DESKMATE_SOURCES_FILE's sources first, or ingest DESKMATE_KNOWLEDGE_DIR when it declares none (incremental).")] = True,
 ) -> None:
     """Everything for local use in one process: embedded Redis, the web server (chat page) and a worker."""
     settings = get_settings()
@@ -145,7 +150,7 @@ def worker() -> None:
 def chat(
     question: Annotated[Optional[list[str]], typer.Option("--question", "-q", help="Ask and exit (repeatable).")] = None,
     with_worker: Annotated[bool, typer.Option(help="Run a worker in this process.")] = True,
-    ingest: Annotated[bool, typer.Option(help="Ingest DESKMATE_KNOWLEDGE_DIR first (incremental).")] = True,
+    ingest: Annotated[bool, typer.Option(help="Sync DESKMATE_SOURCES_FILE's sources first, or ingest DESKMATE_KNOWLEDGE_DIR when it declares none (incremental).")] = True,
 ) -> None:
     """Chat in the terminal, through the same queue and worker as Slack and Teams."""
     settings = get_settings()
