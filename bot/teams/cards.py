@@ -32,6 +32,7 @@ from knowledge.sources import display_location, is_url
 CARD_VERSION = "1.5"
 MAX_CARD_BYTES = 20_000  # well under Teams' ~28 KB message limit, leaving room for the activity envelope
 MAX_SOURCES = 8
+SOURCES_CAN_SAVE_BYTES = 2_000  # a card further over the limit is shortened first (trailing sources save less)
 DATA_KEY = "deskmate"  # every action's data carries {"deskmate": <action>, "iid": <interaction id>, …}
 
 PLACEHOLDER_TEXT = PLACEHOLDER.with_icon
@@ -136,12 +137,16 @@ def answer_card(answer: Answer, *, state: CardState = CardState.OPEN, notice: st
         size = len(json.dumps(card, ensure_ascii=False).encode())
         if size <= MAX_CARD_BYTES:
             return card
-        if len(sources) > 3:
+        overflow = size - MAX_CARD_BYTES
+        if len(sources) > 3 and overflow <= SOURCES_CAN_SAVE_BYTES:
             sources = sources[:-1]
             continue
-        overflow = size - MAX_CARD_BYTES
-        keep = max(200, len(text) - overflow - 200)
+        # markup (a table's cells, a code block's lines) costs more bytes than its text: cut in proportion
+        keep = max(200, int(len(text) * MAX_CARD_BYTES / size * 0.95))
         if keep >= len(text):  # nothing left to shorten
+            if len(sources) > 3:
+                sources = sources[:-1]
+                continue
             return card
         text = text[:keep].rsplit(" ", 1)[0] + " …"
         shortened = True

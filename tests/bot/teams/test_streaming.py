@@ -27,6 +27,7 @@ from bot.teams.activities import build_question
 from bot.teams.cards import PLACEHOLDER_TEXT, SHORTENED
 from bot.teams.delivery import TeamsDeliverer
 from bot.teams.streaming import STREAM_INTERVAL_S, start_activity
+from playbooks.killswitch import GLOBAL_SCOPE, Mode, set_mode
 from tests.bot.teams.conftest import activity, card_text, post, settle, teams_settings
 from tests.conftest import settings_for
 from tests.fakes.anthropic_server import Reply
@@ -137,7 +138,9 @@ async def test_a_very_long_answer_stops_streaming_at_the_limit_and_ends_shortene
     stream = await deliverer.open_stream(question)
     assert stream is not None
     long_text = " ".join(f"word{n}" for n in range(6_000))  # ~50 KB
-    await write(stream, long_text, pace_s=0.0003)
+    for start in range(0, len(long_text), 1_000):  # in 50 pieces over ~2 s
+        await stream.append(long_text[start:start + 1_000])
+        await asyncio.sleep(0.04)
     await stream.finish(Answer(interaction_id=6, text=long_text, sources=SOURCES))
     s = only_stream(connector)
     assert all(len(u.encode()) <= 16_000 for u in s.updates)
@@ -281,3 +284,23 @@ async def test_the_live_status_and_the_failure_notice_are_in_the_askers_language
     await deliverer.deliver_failure(question, FAILURE_NOTICE)
     final = only_stream(connector).final
     assert final is not None and final.body["text"].startswith("Entschuldigung – beim Beantworten")
+
+
+async def test_a_kill_switch_set_while_the_answer_streams_ends_it_with_the_maintenance_reply(
+        make_settings: Callable[..., Settings], fake_anthropic: Any, connector: FakeConnector) -> None:
+    fake_anthropic.always(Reply.answer(first_token_s=0.2, tokens_per_s=10, segments=[(LONG_CITED * 2, 0)]))
+    async with running_stack(streamed_settings(make_settings, fake_anthropic)) as stack:
+        body = activity("message_personal", connector, text="How much is the daily meal allowance when I travel?")
+        assert (await post(stack, body)).status_code == 200
+        await connector.wait_for(lambda _: connector.streams and only_stream(connector).updates)
+        async with stack.db.asession() as session:
+            await set_mode(session, GLOBAL_SCOPE, Mode.OFF, actor="teams:admin", reason="incident 7")
+        [final] = await connector.wait_for(lambda _: final_calls(connector))
+        await settle(stack)
+        [row] = await stack.interactions()
+
+    assert row.status == "maintenance" and row.fallback_reason == "incident 7"
+    assert final.body["text"] == row.answer, "the half-written answer is replaced by the maintenance reply"
+    assert "paused" in card_text(final.card["body"]).lower()
+    assert not [e for e in final.card["body"] if e["type"] == "ActionSet"], "no buttons on a maintenance reply"
+    assert not connector.of_kind("update") and [c.activity_type for c in connector.messages()] == ["message"]
