@@ -56,7 +56,7 @@ from knowledge.passage import Passage
 from knowledge.query import looks_like, offline_query
 from knowledge.retrieval import FusionConfig, SearchFilter, relevant_enough
 from playbooks.channel_policy import resolve_policy
-from playbooks.killswitch import Mode, effective_mode
+from playbooks.killswitch import GLOBAL_SCOPE, Mode, channel_scope, effective_mode, is_expired, list_switches
 from feedback.releases import active_release
 
 log = get_logger(__name__)
@@ -277,6 +277,32 @@ async def compose_for_release(
     return answer, passages
 
 
+class SwitchWatch:
+    """The kill-switch as the answers being streamed see it: every switch read at most once per
+    :data:`KILL_SWITCH_CHECK_S` for the whole process (one small query, however many answers stream)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._read_at = float("-inf")
+        self._rows: list[Any] = []
+        self._lock = asyncio.Lock()
+
+    async def mode(self, platform: str, channel: str) -> tuple[Mode, str | None]:
+        """The effective mode of ``channel`` (as :func:`playbooks.killswitch.effective_mode`) and its reason."""
+        if time.monotonic() - self._read_at >= KILL_SWITCH_CHECK_S:
+            async with self._lock:
+                if time.monotonic() - self._read_at >= KILL_SWITCH_CHECK_S:
+                    async with self.db.asession() as session:
+                        self._rows = [(r.scope, r.mode, r.reason, is_expired(r)) for r in await list_switches(session)]
+                    self._read_at = time.monotonic()
+        scopes = {GLOBAL_SCOPE, channel_scope(platform, channel)}
+        worst: tuple[Mode, str | None] = (Mode.ON, None)
+        for scope, value, reason, expired in self._rows:
+            if scope in scopes and not expired and Mode(value).severity > worst[0].severity:
+                worst = (Mode(value), reason)
+        return worst
+
+
 class LiveAnswer:
     """The pipeline's side of one streamed answer (a :class:`~bot.llm.TextSink` over an
     :class:`~bot.delivery.AnswerStream`): hands it the status and the model's text, records its refs the moment
@@ -292,7 +318,6 @@ class LiveAnswer:
         self.broken = False
         self.recorded: dict[str, Any] = {}
         self.switch_reason: str | None = None
-        self._checked_at = time.monotonic()
 
     @property
     def refs(self) -> dict[str, Any]:
@@ -327,18 +352,13 @@ class LiveAnswer:
         await self.status(WRITING)
 
     async def text(self, delta: str) -> None:
+        await self._call("append", lambda: self.stream.append(delta))  # the text first: it is what people wait for
         await self._check_switch()
-        await self._call("append", lambda: self.stream.append(delta))
 
     async def _check_switch(self) -> None:
-        now = time.monotonic()
-        if now - self._checked_at < KILL_SWITCH_CHECK_S:
-            return
-        self._checked_at = now
-        async with self.pipeline.db.asession() as session:
-            mode, switch = await effective_mode(session, self.question.platform.value, self.question.channel)
+        mode, reason = await self.pipeline.switches.mode(self.question.platform.value, self.question.channel)
         if mode == Mode.OFF:
-            self.switch_reason = switch.reason if switch else None
+            self.switch_reason = reason
             log.info("pipeline.stream_stopped", reason="kill-switch")
             raise StreamStopped("kill-switch set to off while streaming")
 
@@ -369,6 +389,8 @@ class AnswerPipeline:
         self.deliveries = deliveries
         #: the query rewrite model; without one, every follow-up is searched with the offline query
         self.rewriter = rewriter
+        #: the kill-switch as streamed answers re-read it
+        self.switches = SwitchWatch(db)
 
     async def run(self, interaction_id: int) -> Answer | None:
         """Answer one interaction. Returns None when it is missing or already final (a redelivered job)."""

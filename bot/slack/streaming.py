@@ -195,7 +195,15 @@ class SlackAnswerStream:
             await self._wake.wait()
 
     async def _send(self) -> None:
-        text = self._buffer
+        if self.ts is not None:
+            delay = await self._append_pacer.reserve(self.question.workspace or self.channel)
+            if delay > 0:  # the workspace's budget: wait our turn — unless the answer ends meanwhile (the end
+                try:       # then carries the text)
+                    await asyncio.wait_for(self._closed(), delay)
+                    return
+                except TimeoutError:
+                    pass
+        text = self._buffer  # everything so far: what came while we waited goes too
         room = STREAM_TEXT_LIMIT - len(self.sent)
         if not text.strip() or room <= 0:
             return
@@ -214,7 +222,6 @@ class SlackAnswerStream:
             self._refs = {"method": "chat.startStream", "channel": self.channel, "ts": self.ts}
             await self._remove_placeholder()
         else:
-            await self._append_pacer.wait(self.question.workspace or self.channel)
             await self._call(self.client.chat_appendStream(channel=self.channel, ts=self.ts, markdown_text=chunk))
             self.appends += 1
         self.sent += chunk

@@ -237,7 +237,7 @@ async def test_a_kill_switch_set_mid_stream_stops_it_with_the_maintenance_reply(
     answer = await parts.pipeline.run(interaction_id)
 
     assert answer is not None and answer.status is Status.MAINTENANCE
-    assert len(parts.stream.appended) == 3, "no more text after the switch was seen"
+    assert len(parts.stream.appended) == 4, "no more text after the switch was seen (at the next word)"
     assert parts.stream.abandoned == [settings.maintenance_message] and parts.stream.finished == []
     row = await parts.store.get(interaction_id)
     assert row is not None and row.status == "maintenance" and row.fallback_reason == "incident 7"

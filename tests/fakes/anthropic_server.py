@@ -31,6 +31,7 @@ import hashlib
 import json
 import re
 import socket
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -169,6 +170,7 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]  # names lower-cased
     body: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
     @property
     def search_results(self) -> list[dict[str, Any]]:
@@ -257,6 +259,7 @@ class FakeAnthropic:
     async def start(self) -> None:
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_post("/v1/messages", self._messages)
+        app.router.add_get("/_requests", self._requests_json)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         self._runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
         await self._runner.setup()
@@ -280,6 +283,16 @@ class FakeAnthropic:
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
         except TimeoutError:
             pass
+
+    async def _requests_json(self, _request: web.Request) -> web.Response:
+        """Each Messages request's arrival (``time.monotonic()``) and its last text block (the question), for a
+        benchmark driving the fake from another process."""
+        rows = []
+        for r in self.message_requests:
+            texts = [b.get("text", "") for m in r.body.get("messages", []) if isinstance(m, dict)
+                     for b in m.get("content", []) if isinstance(b, dict) and b.get("type") == "text"]
+            rows.append({"at": r.at, "question": texts[-1] if texts else "", "stream": r.stream})
+        return web.json_response(rows)
 
     # --- handlers -------------------------------------------------------------------------------------
     async def _not_found(self, request: web.Request) -> web.Response:
@@ -310,6 +323,10 @@ class FakeAnthropic:
 
         message = self._build_message(body, reply)
         if not stream:
+            # a paced model answers a non-streaming request once it has written everything
+            tokens = sum(len(stream_tokens(b["text"])) for b in message["content"])
+            await self._sleep(reply.first_token_s + (max(0, tokens - 1) / reply.tokens_per_s
+                                                     if reply.tokens_per_s > 0 else 0.0))
             return web.json_response(message, headers={"request-id": "req_fake"})
         return await self._stream(request, message, reply)
 
@@ -409,7 +426,7 @@ class FakeAnthropic:
                 )
                 for chunk in stream_tokens(block["text"]):
                     if sent and interval:  # the pace: token n at first_token + n / tokens_per_s
-                        await self._sleep(started + sent * interval - loop.time())
+                        await asyncio.sleep(max(0.0, started + sent * interval - loop.time()))
                     if reply.fail_after_tokens is not None and sent >= reply.fail_after_tokens:
                         await send("error", {"type": "error",
                                              "error": {"type": "overloaded_error", "message": "Overloaded"}})

@@ -210,6 +210,7 @@ class FakeSlack:
         app.router.add_post("/response/{name}", self._response_url)
         app.router.add_get("/socket-mode/link/", self._socket)
         app.router.add_get("/_counts", self._counts)
+        app.router.add_get("/_calls", self._calls_json)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5, access_log=None)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -447,6 +448,12 @@ class FakeSlack:
         for call in self.calls:
             counts[call.method] = counts.get(call.method, 0) + 1
         return web.json_response(counts)
+
+    async def _calls_json(self, _request: web.Request) -> web.Response:
+        """Every call's method, channel, HTTP status, ``ok`` and arrival (``time.monotonic()``: comparable across
+        processes on one machine), for a benchmark driving the fake from another process."""
+        return web.json_response([{"method": c.method, "channel": c.args.get("channel"), "status": c.status,
+                                   "ok": bool(c.response.get("ok")), "at": c.at} for c in self.calls])
 
     # --- response_url -----------------------------------------------------------------------------------
     async def _response_url(self, request: web.Request) -> web.Response:
