@@ -40,6 +40,8 @@ class Changes:
     complete: bool = False
     #: Documents the source lists but the connector will not read (too large, unsupported), with the reason.
     skipped: dict[str, str] = field(default_factory=dict)
+    #: Documents that could not be checked now (kept as they were, retried next time).
+    errors: list[str] = field(default_factory=list)
 
 
 class Connector(Protocol):

@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from knowledge.connectors.schedule import Schedule
 
@@ -107,9 +107,43 @@ class GitSource(_Source):
         return value
 
 
-SourceConfig = Annotated[FolderSource | GitSource, Field(discriminator="kind")]
+class WebsiteSource(_Source):
+    kind: Literal["website"]
+    #: Exactly one of: a sitemap (``<urlset>`` or ``<sitemapindex>``), or a page to crawl from (links followed
+    #: within its host and below its folder).
+    sitemap: str | None = None
+    start_url: str | None = None
+    user_agent: str = "DeskmateBot/1.0"
+    max_pages: int = Field(1000, ge=1)
+    timeout_s: float = Field(30.0, gt=0)
+    #: 429 / 503 are retried after their Retry-After up to this many times; a longer Retry-After fails the page.
+    max_retries: int = Field(3, ge=0)
+    max_retry_after_s: float = Field(120.0, ge=0)
+    #: A bearer token for a site behind a login (environment variable or file).
+    token_env: str | None = None
+    token_file: Path | None = None
+
+    @field_validator("sitemap", "start_url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None:
+            parsed = urlparse(value)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise ValueError("must be an http(s):// URL")
+            if parsed.password:
+                raise ValueError("the URL holds a password or token: put it in token_env or token_file instead")
+        return value
+
+    @model_validator(mode="after")
+    def _one_start(self) -> WebsiteSource:
+        if (self.sitemap is None) == (self.start_url is None):
+            raise ValueError("give exactly one of 'sitemap' and 'start_url'")
+        return self
+
+
+SourceConfig = Annotated[FolderSource | GitSource | WebsiteSource, Field(discriminator="kind")]
 _ADAPTER: TypeAdapter[SourceConfig] = TypeAdapter(SourceConfig)
-KINDS = ("folder", "git")
+KINDS = ("folder", "git", "website")
 
 
 def _describe(error: Mapping[str, Any]) -> str:

@@ -28,9 +28,17 @@ from typing import Any
 
 from bot.core.log import get_logger
 from knowledge.connectors.base import Connector, FetchError, SourceError
-from knowledge.connectors.config import FolderSource, GitSource, SourceConfig, SourcesConfigError, read_secret
+from knowledge.connectors.config import (
+    FolderSource,
+    GitSource,
+    SourceConfig,
+    SourcesConfigError,
+    WebsiteSource,
+    read_secret,
+)
 from knowledge.connectors.folder import FolderConnector
 from knowledge.connectors.git import GitConnector
+from knowledge.connectors.website import WebsiteConnector
 from knowledge.index import IndexStore
 from knowledge.ingest import NoDocuments, ProgressCallback, ingest_documents
 from knowledge.sources import SkippedFile, SourceDocument, is_url, scan
@@ -99,6 +107,9 @@ def connector_for(source: SourceConfig, work_dir: Path, *, environ: Mapping[str,
     if isinstance(source, GitSource):
         token = read_secret(source.name, "token", source.token_env, source.token_file, environ)
         return GitConnector(source, work_dir, token=token, max_bytes=max_bytes)
+    if isinstance(source, WebsiteSource):
+        token = read_secret(source.name, "token", source.token_env, source.token_file, environ)
+        return WebsiteConnector(source, token=token, max_bytes=max_bytes)
     raise SourcesConfigError(f"source '{source.name}': no connector for this kind")
 
 
@@ -131,7 +142,7 @@ def update_mirror(connector: Connector, work_dir: Path) -> tuple[list[str], list
     files.mkdir(parents=True, exist_ok=True)
     state = _State.load(state_path)
     changes = connector.changes(state.cursor)
-    errors: list[str] = []
+    errors: list[str] = list(changes.errors)
     skipped = [SkippedFile(path, reason) for path, reason in sorted(changes.skipped.items())]
     for ref in changes.changed:
         known = state.docs.get(ref.path)
@@ -218,7 +229,12 @@ def sync_source(
             work_dir = work_root / source.name
             connector = connector_for(source, work_dir, environ=environ, max_bytes=config.max_document_bytes)
             if connector.local_root is None:
-                errors, listed_skips = update_mirror(connector, work_dir)
+                try:
+                    errors, listed_skips = update_mirror(connector, work_dir)
+                finally:
+                    close = getattr(connector, "close", None)
+                    if callable(close):
+                        close()
                 result.errors.extend(errors)
                 result.skipped.extend(SkippedFile(f"{source.name}/{s.path}", s.reason) for s in listed_skips)
             elif not connector.local_root.is_dir():
