@@ -2,7 +2,8 @@
 
 One process holds many answers in flight (``DESKMATE_WORKER_MAX_JOBS``): each job mostly waits on the LLM.
 Transient faults are retried with backoff by arq; a job that fails for good records the error and tells the
-user in their thread. A cron job sweeps pending questions whose job vanished (e.g. Redis was down).
+user in their thread. A cron job sweeps pending questions whose job vanished (e.g. Redis was down); another starts
+the knowledge sources' syncs when their schedule is due (:mod:`playbooks.sources`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from bot.runtime import Runtime, build_runtime
 from bot.slack.delivery import slack_deliverer
 from bot.teams.delivery import teams_deliverer
 from playbooks.guard import guard_cron
+from playbooks.sources import SourceScheduler
 
 log = get_logger(__name__)
 
@@ -44,6 +46,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["pipeline"] = rt.answer_pipeline()
     ctx["pipeline"].deliveries = DeliveryQueue(rt.redis)  # a failed first delivery attempt goes to `deliver`
     ctx["guard"] = rt.guard
+    ctx["source_scheduler"] = SourceScheduler(settings, rt.redis)  # the knowledge sources' schedules
     # /healthz and /readyz next to /metrics (the Redis state is there with deskmate worker's ResilientWorker)
     state = ctx.get("redis_state")
     ctx["metrics_runner"] = await metrics.start_worker_metrics(
@@ -100,6 +103,12 @@ async def sweep(ctx: dict[str, Any]) -> int:
             + await sweep_undelivered(rt.interactions, rt.redis, min_age_s=min_age_s))
 
 
+async def sources_tick(ctx: dict[str, Any]) -> int:
+    """Start the syncs of the knowledge sources that are due (each in its own thread; returns at once)."""
+    scheduler: SourceScheduler = ctx["source_scheduler"]
+    return len(await scheduler.tick())
+
+
 def worker_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for :class:`arq.worker.Worker` (what :class:`bot.resilient_worker.ResilientWorker` is built with)."""
     interval = max(1, int(settings.sweeper_interval_s))
@@ -115,6 +124,9 @@ def worker_options(settings: Settings) -> dict[str, Any]:
                  timeout=min(60.0, settings.job_timeout_s)),
             # alerts and the budget switch's daily reset must not depend on answers succeeding
             cron(guard_cron, second={0, 30}, unique=True, timeout=min(60.0, settings.job_timeout_s)),
+            # every minute: the sources whose schedule is due (docs/sources.md)
+            *([cron(sources_tick, second={20}, unique=True, timeout=min(60.0, settings.job_timeout_s))]
+              if settings.sources_scheduler else []),
         ],
         on_startup=startup,
         on_shutdown=shutdown,

@@ -1,7 +1,8 @@
 """`deskmate source list|show NAME|sync NAME|sync --all`: the knowledge sources of DESKMATE_SOURCES_FILE.
 
-The sync itself is :func:`knowledge.connectors.sync.sync_source`; each run is recorded by
-:mod:`feedback.sync_runs` (shown by ``list`` and ``show``)."""
+The sync itself is :func:`knowledge.connectors.sync.sync_source`, run and recorded by
+:func:`playbooks.sources.run_sync` (the worker's schedule uses it too); runs are read back by
+:mod:`feedback.sync_runs` (``list`` and ``show``)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bot.cli.knowledge import protected_index_versions
 from bot.core.settings import Settings, get_settings
 from feedback.db import Database, get_database
 from feedback.models import SyncRun
-from feedback.sync_runs import last_runs, recent_runs, record_run
-from knowledge.config import KnowledgeConfig
+from feedback.sync_runs import last_runs, recent_runs
 from knowledge.connectors.config import SourceConfig, SourcesConfigError, load_sources
-from knowledge.connectors.sync import SyncResult, kb_of, sync_source
-from knowledge.index import IndexStore
+from knowledge.connectors.sync import SyncResult, kb_of
+from playbooks.sources import run_sync
 
 app = typer.Typer(help="Knowledge sources (DESKMATE_SOURCES_FILE): list, show, sync.", no_args_is_help=True)
 err = Console(stderr=True, soft_wrap=True)  # whole lines: errors name a source and a key
@@ -121,18 +120,9 @@ def sync_sources(settings: Settings, names: list[str] | None, *, trigger: str = 
     """Sync the named sources (None: all), one after the other, each recorded; a failing one never stops the
     others."""
     sources = load_sources(settings.sources_file)
+    _database(settings)
     chosen = sources if names is None else [s for s in sources if s.name in names]
-    store = IndexStore(KnowledgeConfig.from_settings(settings))
-    db = _database(settings)
-    results = []
-    for source in chosen:
-        kb = kb_of(source, settings.kb_name)
-        result = sync_source(store, source, sources, work_root=settings.sources_work_dir(),
-                             default_kb=settings.kb_name, protected_versions=protected_index_versions(kb))
-        with db.session() as session:
-            record_run(session, result, trigger=trigger)
-        results.append(result)
-    return results
+    return [run_sync(settings, source, sources, trigger=trigger) for source in chosen]
 
 
 def declared_sources(settings: Settings) -> list[SourceConfig]:

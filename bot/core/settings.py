@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     kb_name: str = Field("default", description="Name of the index (a knowledge base) used by default.")
     sources_file: Path = Field(Path("sources.yaml"), description="YAML list of knowledge sources (folder, git, "
                                "website) synced by `deskmate source sync` (docs/sources.md); absent = none.")
+    sources_scheduler: bool = Field(True, description="The worker syncs each source of DESKMATE_SOURCES_FILE on "
+                                    "its own schedule (false: only `deskmate source sync`).")
     doc_base_url: str | None = Field(None, description="Base URL that makes a document's path citable.")
     max_document_bytes: int = Field(5_000_000, description="Larger files are skipped at ingestion, with a reason.")
     chunk_words: int = Field(180, description="Target words per chunk.")
