@@ -166,8 +166,7 @@ class TeamsDeliverer:
         reference, _ = self._target(question)
         if reference is None:
             return None
-        return TeamsAnswerStream(question, reference, send=self.sender.send, deliver=self.deliver,
-                                 classify=_failure)
+        return TeamsAnswerStream(question, reference, send=self.sender.send, classify=_failure)
 
     async def deliver(self, question: Question, answer: Answer) -> dict[str, Any]:
         reference, placeholder_id = self._target(question)

@@ -51,7 +51,6 @@ MAX_INFORMATIVE_CHARS = 1_000
 
 _PROGRESS = {p.text: p for p in (SEARCHING, WRITING)}
 
-Deliver = Callable[[Question, Answer], Awaitable[dict[str, Any]]]
 Send = Callable[[ConversationReference, Activity], Awaitable[str | None]]
 Classify = Callable[[BaseException, ConversationReference], DeliveryFailed]
 
@@ -120,8 +119,7 @@ class TeamsAnswerStream:
     next) and at most every :data:`STREAM_INTERVAL_S`; :meth:`status` and :meth:`append` return at once. A
     failure is kept and raised, as :class:`DeliveryFailed`, by the next call."""
 
-    def __init__(self, question: Question, reference: ConversationReference, *, send: Send, deliver: Deliver,
-                 classify: Classify, interval_s: float = STREAM_INTERVAL_S,
+    def __init__(self, question: Question, reference: ConversationReference, *, send: Send, classify: Classify, interval_s: float = STREAM_INTERVAL_S,
                  max_text_bytes: int = MAX_MESSAGE_TEXT_BYTES) -> None:
         target = stream_target(question)
         self.question = question
@@ -132,7 +130,6 @@ class TeamsAnswerStream:
         self.interval_s = interval_s
         self.max_text_bytes = max_text_bytes
         self._send = send
-        self._deliver = deliver
         self._classify = classify
         started_at = float(target.get("stream_started_at") or 0.0)
         # the web turn's start counts as the last update (its time from the wall clock, it was another process)
