@@ -70,6 +70,20 @@ def _sets(techdocs: bool) -> list[tuple[str, str, str, list[QrelItem], str]]:
         items = load_qrels(DATA / "followups.jsonl", corpus=corpus)
         for how in ("alone", "history", "standalone"):
             out.append((f"follow-ups {corpus}", how, corpus, items, how))
+        out.append((f"topic changes {corpus}", "history", corpus, _topic_changes(items), "history"))
+    return out
+
+
+def _topic_changes(items: list[QrelItem]) -> list[QrelItem]:
+    """A new, self-contained question in a thread about something else: conversation i's history, then the
+    hand-written standalone question of conversation i+7 (when it is about other documents). What carrying the
+    thread's words must not break."""
+    out = []
+    for i, item in enumerate(items):
+        other = items[(i + 7) % len(items)]
+        if not other.relevant & item.relevant:
+            out.append(QrelItem(f"{item.qid}+{other.qid}", str(other.fields["standalone"]), other.relevant,
+                                history=item.history, lang="en"))
     return out
 
 
@@ -108,12 +122,14 @@ def main(argv: list[str] | None = None) -> None:
         options: dict[str, Any] = dict(kb=kb, use_history=how != "alone",
                                        query_field="standalone" if how == "standalone" else None)
         now = evaluate_retrieval(retriever, items, fusion=NOW, **options)
-        before = evaluate_retrieval(retriever, items, fusion=BEFORE, modes=("hybrid",), **options)
+        before = evaluate_retrieval(retriever, items, fusion=BEFORE, modes=("hybrid",), not_found_level=None,
+                                    **options)
         levels = {level: evaluate_retrieval(retriever, items, fusion=NOW, modes=("hybrid",), not_found_level=level,
                                             **options)["not_found"] for level in LEVELS if level != DEFAULT_NOT_FOUND_LEVEL}
         levels[DEFAULT_NOT_FOUND_LEVEL] = now["not_found"]
         rows.append({"set": name, "lang": lang, "kb": kb, "n": now["n"], "bm25": now["bm25"], "dense": now["dense"],
-                     "hybrid": now["hybrid"], "before": before["hybrid"], "not_found": levels})
+                     "hybrid": now["hybrid"], "before": before["hybrid"], "not_found": levels,
+                     "not_found_before": before["not_found"]})
         print(f"{name} {lang}: {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
     latency = _latency(retriever)
@@ -138,6 +154,15 @@ def _latency(retriever: Retriever) -> dict[str, dict[str, float]]:
             times.append((time.perf_counter() - started) * 1000)
         out[label] = {"p50": round(statistics.median(times), 1), "p95": round(_pct(times, 0.95), 1)}
     return out
+
+
+def _declined(nf: dict[str, Any]) -> str:
+    part = []
+    if nf["answerable"]:
+        part.append(f"{nf['declined']}/{nf['answerable']} declined")
+    if nf["unanswerable"]:
+        part.append(f"{nf['answered']}/{nf['unanswerable']} answered")
+    return ", ".join(part)
 
 
 def _print(rows: list[dict[str, Any]], latency: dict[str, dict[str, float]], ingestion: dict[str, Any]) -> None:
@@ -167,20 +192,12 @@ def _print(rows: list[dict[str, Any]], latency: dict[str, dict[str, float]], ing
         print(f"| {name} (en {english[name]:.2f}) | " + " | ".join(cells) + " |")
     print("\n### \"Not found\": answerable questions declined, unanswerable ones answered\n")
     levels = sorted(rows[0]["not_found"])
-    print("| set | lang / query | " + " | ".join(f"level {lv:g}" for lv in levels) + " |")
-    print("|---|---|" + "---|" * len(levels))
+    print("| set | lang / query | before (cosine 0.3, MiniLM) | " + " | ".join(f"level {lv:g}" for lv in levels) + " |")
+    print("|---|---|---|" + "---|" * len(levels))
     for r in rows:
         if r["lang"] in ("alone", "standalone"):
             continue
-        cells = []
-        for lv in levels:
-            nf = r["not_found"][lv]
-            part = []
-            if nf["answerable"]:
-                part.append(f"{nf['declined']}/{nf['answerable']} declined")
-            if nf["unanswerable"]:
-                part.append(f"{nf['answered']}/{nf['unanswerable']} answered")
-            cells.append(", ".join(part))
+        cells = [_declined(r["not_found_before"])] + [_declined(r["not_found"][lv]) for lv in levels]
         print(f"| {r['set']} | {r['lang']} | " + " | ".join(cells) + " |")
     print("\n### Hybrid search latency, 18F index (ms, warm, one process)\n")
     print("| questions | p50 | p95 |")

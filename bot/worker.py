@@ -46,7 +46,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["pipeline"] = rt.answer_pipeline()
     ctx["pipeline"].deliveries = DeliveryQueue(rt.redis)  # a failed first delivery attempt goes to `deliver`
     ctx["guard"] = rt.guard
-    ctx["source_scheduler"] = SourceScheduler(settings, rt.redis)  # the knowledge sources' schedules
+    ctx["source_scheduler"] = SourceScheduler(  # the knowledge sources' schedules; a held sync is alerted
+        settings, rt.redis, rt.guard.alerter if rt.guard is not None else None)
     # /healthz and /readyz next to /metrics (the Redis state is there with deskmate worker's ResilientWorker)
     state = ctx.get("redis_state")
     ctx["metrics_runner"] = await metrics.start_worker_metrics(

@@ -233,6 +233,9 @@ def _onnx_session(model_path: Path, threads: int) -> onnxruntime.InferenceSessio
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # No busy-waiting after a run: spinning threads hold the cores for a while, and the next CPU work of the
+        # search (the cross-lingual embedder's numpy BLAS, BM25) then crawls — 150 ms instead of 2 ms measured.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only
         try:
             session = ort.InferenceSession(
@@ -483,9 +486,20 @@ class UseMultilingualEmbedder:
             raise EmbeddingModelError(f"Could not load the {USE_BACKEND} model {self.weights_path}: {exc}") from exc
 
     def embed(self, texts: Sequence[str]) -> Vectors:
+        return self._encode(texts, self.threads)
+
+    def embed_query(self, texts: Sequence[str]) -> Vectors:
+        """Questions: the same vectors, on one BLAS thread. A question is a few tokens; with several threads on
+        a busy machine it waited for them (measured: 2.6 ms p50 either way, but p95 225 ms instead of 7 ms)."""
+        return self._encode(texts, 1)
+
+    def _encode(self, texts: Sequence[str], threads: int) -> Vectors:
         batch = _texts(texts)
         if not batch:
             return np.zeros((0, self.dim), dtype=np.float32)
+        # The package reads its thread limit at each call. Ingestion (many threads) and questions (one) run in
+        # different processes; where both run in one, a race only changes how many threads a call uses.
+        self._backend.threads = threads
         vectors = np.asarray(self._backend.encode(batch), dtype=np.float32).reshape(len(batch), self.dim)
         return _l2_normalise(vectors)  # the package normalises too; this keeps the contract explicit
 

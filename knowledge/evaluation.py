@@ -148,11 +148,13 @@ def evaluate_retrieval(retriever: Retriever, items: list[QrelItem], *, kb: str,
                        fusion: FusionConfig | None = None, version: int | None = None,
                        modes: tuple[Mode, ...] = MODES, use_history: bool = True,
                        query_field: str | None = None, group_by: str | None = None,
-                       not_found_level: float = DEFAULT_NOT_FOUND_LEVEL, min_score: float = 0.3) -> dict[str, Any]:
+                       not_found_level: float | None = DEFAULT_NOT_FOUND_LEVEL,
+                       min_score: float = 0.3) -> dict[str, Any]:
     """Mean metrics per retrieval mode over the answerable items (``results[mode]``);
     ``results["groups"][value][mode]`` per value of ``group_by`` (a field of the items' lines) or, with more than
     one language present, per ``lang``; ``results["not_found"]`` (and per group): how many answerable items the
-    hybrid search declines and how many unanswerable ones it answers at ``not_found_level``."""
+    hybrid search declines and how many unanswerable ones it answers at ``not_found_level`` (None: on the raw
+    cosine ``min_score``, as releases made before the calibration decide)."""
     vocabulary = retriever.vocabulary(kb, version)
     queries = [item_queries(item, vocabulary=vocabulary, use_history=use_history, query_field=query_field)
                for item in items]
@@ -189,7 +191,7 @@ def evaluate_retrieval(retriever: Retriever, items: list[QrelItem], *, kb: str,
     return results
 
 
-def _not_found(items: list[QrelItem], answered: list[bool], members: Any, level: float) -> dict[str, Any]:
+def _not_found(items: list[QrelItem], answered: list[bool], members: Any, level: float | None) -> dict[str, Any]:
     ids = list(members)
     answerable = [i for i in ids if items[i].relevant]
     unanswerable = [i for i in ids if not items[i].relevant]

@@ -6,6 +6,9 @@ Layout under ``KnowledgeConfig.index_dir``::
     <kb>/v<N>/chunks.json     chunk ids, texts and metadata in BM25 row order
     <kb>/v<N>/bm25/           the bm25s index (loaded memory-mapped)
     <kb>/v<N>/vectors.json    which embedders made the version's vectors, and the "not found" calibration
+    <kb>/v<N>/vectors.npy     the same vectors as Chroma's, one row per chunk in chunks.json's order (and
+    <kb>/v<N>/vectors_xl.npy  the cross-lingual ones): loaded memory-mapped, so that rescoring a candidate is
+                              a dot product instead of a vector-store round trip
 
 Chroma holds the vectors in collection ``dm_<kb>_v<N>`` (embedded ``PersistentClient`` in
 ``KnowledgeConfig.chroma_dir``, or a server at ``chroma_url``) and, when a cross-lingual embedder is configured
@@ -118,6 +121,9 @@ class VersionData:
     crosslingual: str | None = None
     #: Per search route ("native", "foreign"): the null questions' best cosines, ascending (vectors.json).
     null_scores: dict[str, list[float]] = field(default_factory=dict)
+    #: The chunks' vectors in row order, memory-mapped (None in versions built before they were written).
+    vectors: npt.NDArray[np.float32] | None = None
+    crosslingual_vectors: npt.NDArray[np.float32] | None = None
     heading_terms: dict[int, set[str]] = field(default_factory=dict)  # filled lazily by retrieval
     term_chunks: dict[str, int] = field(default_factory=dict)  # chunks per BM25 term, filled lazily by retrieval
 
@@ -340,13 +346,18 @@ class IndexStore:
     ) -> None:
         """Create collection(s) and BM25 files for ``version``. Vectors of chunks not in ``new_embeddings`` (and
         ``crosslingual_embeddings``, when given) are copied from version ``copy_from``."""
-        self._write_vectors(kb, version, records, new_embeddings, copy_from, progress)
+        matrix = self._write_vectors(kb, version, records, new_embeddings, copy_from, progress)
+        crosslingual_matrix = None
         if crosslingual_embeddings is not None:
-            self._write_vectors(kb, version, records, crosslingual_embeddings, copy_from, None, crosslingual=True)
+            crosslingual_matrix = self._write_vectors(kb, version, records, crosslingual_embeddings, copy_from, None,
+                                                      crosslingual=True)
         vdir = self.kb_dir(kb) / f"v{version}"
         if vdir.exists():
             shutil.rmtree(vdir)
         vdir.mkdir(parents=True)
+        np.save(vdir / "vectors.npy", matrix)
+        if crosslingual_matrix is not None:
+            np.save(vdir / "vectors_xl.npy", crosslingual_matrix)
         retriever = bm25s.BM25()
         corpus = [indexed_text(r.title, r.heading, r.text) for r in records]
         retriever.index(bm25_tokenize(corpus), show_progress=False)
@@ -362,7 +373,8 @@ class IndexStore:
 
     def _write_vectors(self, kb: str, version: int, records: list[ChunkRecord], new_embeddings: dict[str, Vector],
                        copy_from: int | None, progress: Callable[[int], None] | None, *,
-                       crosslingual: bool = False) -> None:
+                       crosslingual: bool = False) -> npt.NDArray[np.float32]:
+        """Add the version's vectors to its collection; return them as one matrix in ``records``' order."""
         collection = self.collection(kb, version, create=True, crosslingual=crosslingual)
         batch = 1000
         copied_ids = [r.chunk_id for r in records if r.chunk_id not in new_embeddings]
@@ -395,6 +407,7 @@ class IndexStore:
             )
             if progress:
                 progress(len(part))
+        return np.asarray([vectors[r.chunk_id] for r in records], dtype=np.float32).reshape(len(records), -1)
 
     def prune(self, kb: str, keep: int, protected: set[int] | None = None) -> list[int]:
         """Drop all but the newest ``keep`` versions, never one in ``protected`` (pinned by a release)."""
@@ -441,6 +454,8 @@ class IndexStore:
                     public=np.asarray([c.public for c in chunks], dtype=bool),
                     crosslingual=info.get("crosslingual") or None,
                     null_scores=dict(info.get("null_scores") or {}),
+                    vectors=_load_matrix(vdir / "vectors.npy", len(chunks)),
+                    crosslingual_vectors=_load_matrix(vdir / "vectors_xl.npy", len(chunks)),
                 )
                 self._loaded[key] = data
         return data
@@ -448,6 +463,17 @@ class IndexStore:
     def ping(self) -> None:
         """Raise if the vector store cannot be reached (for /readyz)."""
         self.client.heartbeat()
+
+
+def _load_matrix(path: Path, rows: int) -> npt.NDArray[np.float32] | None:
+    """A version's vector matrix, memory-mapped; None when the version has none (or it does not match)."""
+    if not path.exists():
+        return None
+    matrix = np.load(path, mmap_mode="r")
+    if matrix.ndim != 2 or matrix.shape[0] != rows or matrix.dtype != np.float32:
+        log.warning("index.vectors_ignored", path=path.name, shape=str(matrix.shape), rows=rows)
+        return None
+    return cast("npt.NDArray[np.float32]", matrix)
 
 
 def now_iso() -> str:

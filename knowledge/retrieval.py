@@ -312,9 +312,14 @@ class Retriever:
 
     def _cosines(self, data: VersionData, rows: list[int], query_vector: Vector, *,
                  crosslingual: bool) -> dict[int, float]:
-        """The cosine of each chunk (row) to the query, from its stored vector."""
+        """The cosine of each chunk (row) to the query, from its stored vector: a dot product with the version's
+        memory-mapped matrix, or (versions built before it) the vectors fetched from the vector store."""
         if not rows:
             return {}
+        matrix = data.crosslingual_vectors if crosslingual else data.vectors
+        if matrix is not None:
+            scores = np.asarray(matrix[np.asarray(rows)], dtype=np.float32) @ query_vector
+            return {row: float(score) for row, score in zip(rows, scores)}
         collection = self.store.collection(data.kb, data.version, crosslingual=crosslingual)
         got = collection.get(ids=[data.chunks[row].chunk_id for row in rows], include=["embeddings"])
         embeddings = got["embeddings"]

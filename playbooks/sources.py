@@ -3,7 +3,8 @@
 :class:`SourceScheduler` is ticked every minute by the worker (``bot/worker.py``). Each source whose schedule is
 due — from its last recorded run — is synced in a thread of its own, so a slow or failing source never holds
 the others back; a Redis lock per source (``deskmate:source-sync:<name>``) keeps two workers, or two ticks, from
-syncing the same source at once (it expires after ``LOCK_TTL_S`` should a worker die mid-sync).
+syncing the same source at once (it expires after ``LOCK_TTL_S`` should a worker die mid-sync). A sync held by
+the change guard raises an alert naming the runbook.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from feedback.models import SyncRun
 from feedback.sync_runs import last_runs, record_run
 from knowledge.config import KnowledgeConfig
 from knowledge.connectors.config import SourceConfig, SourcesConfigError, load_sources
-from knowledge.connectors.sync import SyncResult, kb_of, sync_source
+from knowledge.connectors.sync import ChangeGuard, SyncResult, kb_of, sync_source
 from knowledge.index import IndexStore
+from playbooks.alerts import Alerter
 from playbooks.releases import pinned_index_versions
 
 log = get_logger(__name__)
@@ -30,8 +32,9 @@ LOCK_PREFIX = "deskmate:source-sync:"
 
 
 def run_sync(settings: Settings, source: SourceConfig, sources: list[SourceConfig], *,
-             trigger: str = "cli") -> SyncResult:
-    """Sync one source (synchronous: embedding is CPU work) and record the run."""
+             trigger: str = "cli", force: bool = False) -> SyncResult:
+    """Sync one source (synchronous: embedding is CPU work) and record the run. The change guard
+    (``DESKMATE_SOURCES_MAX_CHANGE_SHARE``) holds a mass deletion or change unless ``force``."""
     kb = kb_of(source, settings.kb_name)
     try:
         protected = pinned_index_versions(settings, kb)
@@ -39,7 +42,8 @@ def run_sync(settings: Settings, source: SourceConfig, sources: list[SourceConfi
         protected = set()
     result = sync_source(IndexStore(KnowledgeConfig.from_settings(settings)), source, sources,
                          work_root=settings.sources_work_dir(), default_kb=settings.kb_name,
-                         protected_versions=protected)
+                         protected_versions=protected,
+                         guard=None if force else ChangeGuard(max_share=settings.sources_max_change_share))
     db = get_database(settings.database_url_resolved())
     with db.session() as session:
         record_run(session, result, trigger=trigger)
@@ -68,9 +72,10 @@ def due_sources(sources: list[SourceConfig], last: dict[str, SyncRun], now: date
 class SourceScheduler:
     """Starts the due sources' syncs; each runs in its own thread and task, recorded with trigger "schedule"."""
 
-    def __init__(self, settings: Settings, redis: Any) -> None:
+    def __init__(self, settings: Settings, redis: Any, alerter: Alerter | None = None) -> None:
         self.settings = settings
         self.redis = redis  # redis.asyncio.Redis (arq's ArqRedis)
+        self.alerter = alerter  # a held sync is alerted to the operators
         self.running: dict[str, asyncio.Task[SyncResult | None]] = {}
 
     async def tick(self, now: datetime | None = None) -> list[str]:
@@ -110,7 +115,10 @@ class SourceScheduler:
 
     async def _run(self, source: SourceConfig, sources: list[SourceConfig]) -> SyncResult | None:
         try:
-            return await asyncio.to_thread(run_sync, self.settings, source, sources, trigger="schedule")
+            result = await asyncio.to_thread(run_sync, self.settings, source, sources, trigger="schedule")
+            if result.status == "held" and self.alerter is not None:
+                await self.alerter.raise_alert(f"source-held:{source.name}", f"Knowledge source sync {result.errors[0]}")
+            return result
         except Exception:  # noqa: BLE001 - e.g. the database was down: logged, retried at the next due time
             log.exception("sources.schedule.failed", source=source.name)
             return None

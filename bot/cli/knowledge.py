@@ -182,7 +182,7 @@ def _print_results(title: str, results: dict[str, Any]) -> None:
         out.print(title)
     nf = results.get("not_found")
     if nf:
-        out.print(f"  not found at level {nf['level']:g}: {nf['declined']}/{nf['answerable']} answerable declined, "
+        out.print(f"  not found at level {nf['level']}: {nf['declined']}/{nf['answerable']} answerable declined, "
                   f"{nf['answered']}/{nf['unanswerable']} unanswerable answered\n")
 
 

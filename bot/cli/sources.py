@@ -116,13 +116,14 @@ def print_result(result: SyncResult) -> None:
         err.print(f"  [red]error[/red] {e}")
 
 
-def sync_sources(settings: Settings, names: list[str] | None, *, trigger: str = "cli") -> list[SyncResult]:
+def sync_sources(settings: Settings, names: list[str] | None, *, trigger: str = "cli",
+                 force: bool = False) -> list[SyncResult]:
     """Sync the named sources (None: all), one after the other, each recorded; a failing one never stops the
     others."""
     sources = load_sources(settings.sources_file)
     _database(settings)
     chosen = sources if names is None else [s for s in sources if s.name in names]
-    return [run_sync(settings, source, sources, trigger=trigger) for source in chosen]
+    return [run_sync(settings, source, sources, trigger=trigger, force=force) for source in chosen]
 
 
 def declared_sources(settings: Settings) -> list[SourceConfig]:
@@ -141,10 +142,12 @@ def sync_and_print(settings: Settings) -> list[SyncResult]:
 def sync_command(
     name: Annotated[Optional[str], typer.Argument(help="The source to sync.")] = None,
     all_sources: Annotated[bool, typer.Option("--all", help="Sync every source.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Apply a change the change guard would hold (a mass "
+                                                        "deletion you intend).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the runs as JSON.")] = False,
 ) -> None:
     """Sync a source now (incremental: only what changed since its last sync is read and embedded); exit 1 when
-    a source failed."""
+    a source failed or was held."""
     settings = get_settings()
     if (name is None) == (not all_sources):
         err.print("[red]error:[/red] name one source, or --all")
@@ -156,12 +159,12 @@ def sync_command(
     if not sources:
         err.print(f"No sources declared in {settings.sources_file} (see docs/sources.md).")
         return
-    results = sync_sources(settings, None if all_sources else [name or ""])
+    results = sync_sources(settings, None if all_sources else [name or ""], force=force)
     if as_json:
         print(json.dumps([r.to_dict() for r in results]))
     else:
         for result in results:
             print_result(result)
-    if any(r.status == "failed" for r in results):
+    if any(r.status in ("failed", "held") for r in results):
         raise typer.Exit(1)
 

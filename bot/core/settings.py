@@ -78,6 +78,8 @@ class Settings(BaseSettings):
                                "website) synced by `deskmate source sync` (docs/sources.md); absent = none.")
     sources_scheduler: bool = Field(True, description="The worker syncs each source of DESKMATE_SOURCES_FILE on "
                                     "its own schedule (false: only `deskmate source sync`).")
+    sources_max_change_share: float = Field(0.3, description="A sync that would delete or change more than this "
+                                            "share of a source (of 10+ documents) is held and alerted; 1 = off.")
     doc_base_url: str | None = Field(None, description="Base URL that makes a document's path citable.")
     max_document_bytes: int = Field(5_000_000, description="Larger files are skipped at ingestion, with a reason.")
     chunk_words: int = Field(180, description="Target words per chunk.")

@@ -50,6 +50,32 @@ class SourceBusy(SourceError):
     """The source is already being synced (by this or another process)."""
 
 
+RUNBOOK = "playbooks/runbooks/source-change-held.md"
+
+
+class ChangeHeld(SourceError):
+    """The sync would delete or change too large a share of the source: nothing was applied."""
+
+
+@dataclass(frozen=True)
+class ChangeGuard:
+    """Holds a sync that would delete or change more than ``max_share`` of a source's documents (a source of
+    fewer than ``min_docs`` documents is not guarded; ``max_share`` >= 1 turns the guard off)."""
+
+    max_share: float = 0.3
+    min_docs: int = 10
+
+    def check(self, source: str, before: int, deleted: int, changed: int) -> None:
+        if self.max_share >= 1 or before < self.min_docs:
+            return
+        share = (deleted + changed) / before
+        if share > self.max_share:
+            raise ChangeHeld(
+                f"held: this sync would delete {deleted} and change {changed} of the {before} documents of source "
+                f"'{source}' ({share:.0%} > {self.max_share:.0%}); nothing was applied. Check the source; if the "
+                f"change is intended, run `deskmate source sync {source} --force` (runbook: {RUNBOOK})")
+
+
 @dataclass
 class SyncResult:
     """One sync run of one source: what an operator sees and what is recorded."""
@@ -58,7 +84,8 @@ class SyncResult:
     kind: str
     kb: str
     started_at: datetime
-    status: str = "ok"  # ok (a new index version) | unchanged | partial (some documents failed) | failed
+    #: ok (a new index version) | unchanged | partial (some documents failed) | held (the change guard) | failed
+    status: str = "ok"
     added: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
@@ -134,9 +161,11 @@ def _safe_path(files: Path, rel: str) -> Path:
     return target
 
 
-def update_mirror(connector: Connector, work_dir: Path) -> tuple[list[str], list[SkippedFile]]:
+def update_mirror(connector: Connector, work_dir: Path, *, name: str = "",
+                  guard: ChangeGuard | None = None) -> tuple[list[str], list[SkippedFile]]:
     """Apply the connector's changes since the last cursor to ``work_dir/files``; returns (errors, skipped).
-    The cursor advances only when every changed document was fetched, so failures are retried."""
+    The cursor advances only when every changed document was fetched, so failures are retried. Raises
+    :class:`ChangeHeld`, before anything is applied, when ``guard`` holds the change."""
     state_path = work_dir / "state.json"
     files = work_dir / "files"
     files.mkdir(parents=True, exist_ok=True)
@@ -144,6 +173,16 @@ def update_mirror(connector: Connector, work_dir: Path) -> tuple[list[str], list
     changes = connector.changes(state.cursor)
     errors: list[str] = list(changes.errors)
     skipped = [SkippedFile(path, reason) for path, reason in sorted(changes.skipped.items())]
+    gone = set(changes.deleted) | set(changes.skipped)
+    if changes.complete:
+        listed = {r.path for r in changes.changed}
+        gone |= {p for p in state.docs if p not in listed}
+        gone |= {p.relative_to(files).as_posix() for p in files.rglob("*")
+                 if p.is_file() and not p.name.startswith(".") and p.relative_to(files).as_posix() not in listed}
+    if guard is not None:
+        modified = sum(1 for r in changes.changed
+                       if r.path in state.docs and state.docs[r.path].get("version") != r.version)
+        guard.check(name, len(state.docs), len(gone & set(state.docs)), modified)
     for ref in changes.changed:
         known = state.docs.get(ref.path)
         try:
@@ -159,12 +198,6 @@ def update_mirror(connector: Connector, work_dir: Path) -> tuple[list[str], list
         tmp.write_bytes(content)
         os.replace(tmp, target)
         state.docs[ref.path] = {"version": ref.version, **({"location": ref.location} if ref.location else {})}
-    gone = set(changes.deleted) | set(changes.skipped)
-    if changes.complete:
-        listed = {r.path for r in changes.changed}
-        gone |= {p for p in state.docs if p not in listed}
-        gone |= {p.relative_to(files).as_posix() for p in files.rglob("*")
-                 if p.is_file() and not p.name.startswith(".") and p.relative_to(files).as_posix() not in listed}
     for rel in sorted(gone):
         state.docs.pop(rel, None)
         try:
@@ -207,6 +240,16 @@ def read_documents(source: SourceConfig, work_dir: Path, *, max_bytes: int,
     return out, [SkippedFile(f"{source.name}/{s.path}", s.reason) for s in skipped]
 
 
+def _check_in_place(store: IndexStore, kb: str, name: str, documents: list[SourceDocument],
+                    guard: ChangeGuard) -> None:
+    latest = store.manifest(kb).latest
+    prefix = f"{name}/"
+    old = {doc_id: entry["hash"] for doc_id, entry in (latest["docs"] if latest else {}).items()
+           if doc_id.startswith(prefix)}
+    new = {d.doc_id: d.content_hash for d in documents if d.doc_id.startswith(prefix)}
+    guard.check(name, len(old), len(set(old) - set(new)), sum(1 for i, h in new.items() if i in old and old[i] != h))
+
+
 def sync_source(
     store: IndexStore,
     source: SourceConfig,
@@ -217,9 +260,10 @@ def sync_source(
     environ: Mapping[str, str] | None = None,
     protected_versions: set[int] | None = None,
     progress: ProgressCallback | None = None,
+    guard: ChangeGuard | None = None,
 ) -> SyncResult:
     """Sync ``source`` and rebuild its knowledge base from all of its sources' mirrors. Never raises for a
-    problem of the source itself: the result says ``failed`` and why."""
+    problem of the source itself: the result says ``failed`` (or ``held``, by ``guard``) and why."""
     kb = kb_of(source, default_kb)
     result = SyncResult(source=source.name, kind=source.kind, kb=kb, started_at=datetime.now(timezone.utc))
     started = time.perf_counter()
@@ -230,7 +274,7 @@ def sync_source(
             connector = connector_for(source, work_dir, environ=environ, max_bytes=config.max_document_bytes)
             if connector.local_root is None:
                 try:
-                    errors, listed_skips = update_mirror(connector, work_dir)
+                    errors, listed_skips = update_mirror(connector, work_dir, name=source.name, guard=guard)
                 finally:
                     close = getattr(connector, "close", None)
                     if callable(close):
@@ -248,10 +292,18 @@ def sync_source(
                 documents.extend(docs)
                 if other.name == source.name:
                     result.skipped.extend(skipped)
+            if guard is not None and connector.local_root is not None:  # read in place: compared with the index
+                _check_in_place(store, kb, source.name, documents, guard)
             if not any(d.doc_id.startswith(f"{source.name}/") for d in documents) and not result.errors:
                 log.warning("source.sync.empty", source=source.name)
             report = ingest_documents(store, documents, [], kb=kb, source=f"source:{source.name}",
                                       progress=progress, protected_versions=protected_versions)
+    except ChangeHeld as exc:
+        result.status = "held"
+        result.errors.append(str(exc))
+        result.seconds = time.perf_counter() - started
+        log.warning("source.sync.held", source=source.name, kind=source.kind, error=str(exc))
+        return result
     except (SourceError, SourcesConfigError, NoDocuments) as exc:
         result.status = "failed"
         result.errors.append(str(exc))

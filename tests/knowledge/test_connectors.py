@@ -222,3 +222,44 @@ def test_a_failing_source_beside_a_healthy_one(repo: Path, store: IndexStore, tm
     emptied = sync_source(store, sources[0], sources, work_root=work, default_kb="t")
     assert emptied.status == "failed" and "every document it had is gone" in emptied.errors[0]
     assert store.latest_version("t") == 1
+
+
+def test_the_change_guard_holds_a_mass_deletion_until_forced(tmp_path: Path, store: IndexStore) -> None:
+    from knowledge.connectors.sync import ChangeGuard
+
+    root = tmp_path / "many"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    topics = ["vpn", "laptops", "printers", "badges", "parking", "lunch", "wifi", "phones", "desks", "lockers",
+              "keys", "mail"]
+    commit(root, {f"{t}.md": f"# {t.title()}\n\nEverything about {t} at the office, for every employee.\n"
+                  for t in topics}, "first")
+    (source,) = parse_sources([{"name": "office", "kind": "git", "repository": str(root)}])
+    work = tmp_path / "work"
+    guard = ChangeGuard(max_share=0.3)
+    assert sync_source(store, source, [source], work_root=work, default_kb="t", guard=guard).status == "ok"
+
+    commit(root, {f"{t}.md": None for t in topics[:5]}, "an accidental mass deletion")
+    held = sync_source(store, source, [source], work_root=work, default_kb="t", guard=guard)
+    assert held.status == "held" and held.deleted == [] and store.latest_version("t") == 1
+    assert "would delete 5 and change 0 of the 12 documents of source 'office' (42% > 30%)" in held.errors[0]
+    assert "deskmate source sync office --force" in held.errors[0] and "source-change-held.md" in held.errors[0]
+    assert (work / "office" / "files" / "vpn.md").exists(), "nothing was applied to the mirror"
+    assert sync_source(store, source, [source], work_root=work, default_kb="t", guard=guard).status == "held"
+
+    forced = sync_source(store, source, [source], work_root=work, default_kb="t", guard=None)
+    assert forced.status == "ok" and len(forced.deleted) == 5 and store.latest_version("t") == 2
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for t in topics:
+        (folder / f"{t}.md").write_text(f"# {t.title()}\n\nThe {t} policy, revised for everyone this year.\n")
+    (local,) = parse_sources([{"name": "local", "kind": "folder", "path": str(folder)}])
+    assert sync_source(store, local, [local], work_root=work, default_kb="f", guard=guard).status == "ok"
+    for t in topics[:3]:
+        (folder / f"{t}.md").write_text(f"# {t.title()}\n\nRewritten completely.\n")
+    for t in topics[3:5]:
+        (folder / f"{t}.md").unlink()
+    in_place = sync_source(store, local, [local], work_root=work, default_kb="f", guard=guard)
+    assert in_place.status == "held" and "delete 2 and change 3 of the 12 documents" in in_place.errors[0]
+    assert store.latest_version("f") == 1

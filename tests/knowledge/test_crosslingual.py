@@ -91,6 +91,11 @@ def test_cross_lingual_vectors_follow_their_version(tmp_path: Path) -> None:
     second = ingest(store, kb_dir, kb="t")
     assert second.version == 2 and second.chunks_embedded == 1, "unchanged chunks keep both of their vectors"
     assert store.collection("t", 2, crosslingual=True).count() == second.chunks_total
+    data = store.load("t")
+    assert data.vectors is not None and data.crosslingual_vectors is not None
+    assert data.vectors.shape == (second.chunks_total, 384) and data.crosslingual_vectors.shape[1] == 512
+    stored = store.collection("t", 2).get(ids=[data.chunks[0].chunk_id], include=["embeddings"])["embeddings"]
+    assert stored is not None and list(data.vectors[0]) == pytest.approx(list(stored[0]), abs=1e-6)
     names = {c.name for c in store.client.list_collections()}
     assert collection_name("t", 2, crosslingual=True) in names
     assert not {collection_name("t", 1), collection_name("t", 1, crosslingual=True)} & names, "pruned together"
@@ -114,12 +119,18 @@ def test_one_embedder_when_the_cross_lingual_one_is_off(tmp_path: Path) -> None:
 def test_a_version_built_before_the_calibration_decides_on_the_raw_cosine(tmp_path: Path) -> None:
     store = IndexStore(KnowledgeConfig(index_dir=tmp_path / "index", chroma_dir=tmp_path / "chroma"))
     ingest(store, _kb(tmp_path), kb="t")
-    (tmp_path / "index" / "t" / "v1" / "vectors.json").unlink()  # as versions built before it have none
+    vdir = tmp_path / "index" / "t" / "v1"
+    with_files = Retriever(IndexStore(KnowledgeConfig(index_dir=tmp_path / "index", chroma_dir=tmp_path / "chroma")))
+    expected = with_files.search("what is the daily meal allowance in Europe", kb="t", k=2)
+    for name in ("vectors.json", "vectors.npy", "vectors_xl.npy"):  # versions built before them have none
+        (vdir / name).unlink()
     fresh = IndexStore(KnowledgeConfig(index_dir=tmp_path / "index", chroma_dir=tmp_path / "chroma"))
     data = fresh.load("t")
-    assert data.crosslingual is None and data.null_scores == {}
+    assert data.crosslingual is None and data.null_scores == {} and data.vectors is None
     passages = Retriever(fresh).search("what is the daily meal allowance in Europe", kb="t", k=2)
     assert passages[0].doc_id == "travel/per-diem" and passages[0].relevance is None
+    assert [p.dense_score for p in passages] == pytest.approx([p.dense_score for p in expected], abs=1e-5), (
+        "the vector store's vectors, when the version has no matrix of its own: the same cosines")
     best = max(p.dense_score or 0.0 for p in passages)
     assert relevant_enough(passages, level=LEVEL, min_score=best - 0.01)
     assert not relevant_enough(passages, level=LEVEL, min_score=best + 0.01)

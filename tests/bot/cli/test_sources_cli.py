@@ -75,3 +75,17 @@ def test_unknown_sources_and_bad_files_are_clear_errors(operator: Path) -> None:
     code, _, err = invoke("source", "list")
     assert code == 2 and "source 'handbook': key 'token' would put a credential in the file" in err
     assert "abc123" not in err
+
+
+def test_a_mass_deletion_is_held_until_forced(operator: Path) -> None:
+    handbook = operator / "handbook" / "it"
+    for i in range(10):
+        (handbook / f"page-{i}.md").write_text(f"# Page {i}\n\nTopic number {i} of the IT handbook, in detail.\n")
+    (operator / "sources.yaml").write_text("- name: handbook\n  kind: folder\n  path: handbook\n")
+    assert invoke("source", "sync", "handbook")[0] == 0
+    for i in range(4):
+        (handbook / f"page-{i}.md").unlink()
+    code, _, err = invoke("source", "sync", "handbook")
+    assert code == 1 and "handbook (folder): held" in err and "would delete 4 and change 0 of the 11" in err
+    code, _, err = invoke("source", "sync", "handbook", "--force")
+    assert code == 0 and "handbook (folder): ok" in err and "4 deleted" in err
