@@ -89,9 +89,9 @@ class Settings(BaseSettings):
         "onnx-minilm-int8", "use-multilingual-v3", "multilingual-e5-small-q4", "sentence-transformers"
     ] = Field(
         "onnx-minilm-int8",
-        description="Embedding model: the bundled int8 ONNX MiniLM (English); use-multilingual-v3 or "
-        "multilingual-e5-small-q4 for questions in other languages (optional extras multilingual / multilingual-e5, "
-        "docs/retrieval.md); or sentence-transformers. A change needs a re-ingest.",
+        description="Main embedding model: the bundled int8 ONNX MiniLM (English; questions in other languages use "
+        "DESKMATE_EMBEDDING_CROSSLINGUAL); use-multilingual-v3 or multilingual-e5-small-q4 (optional extra "
+        "multilingual-e5) alone; or sentence-transformers. A change needs a re-ingest (docs/retrieval.md).",
     )
     embedding_model: str = Field(
         "sentence-transformers/all-MiniLM-L6-v2",
