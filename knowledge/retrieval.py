@@ -24,7 +24,8 @@ words are noise to an English BM25.
 **Two queries for one message.** In a thread, a message the offline rules call self-contained is also searched
 with the conversation's words carried (``alternative``, :mod:`knowledge.query`); the two rankings are merged by
 reciprocal rank (k = :data:`ALTERNATIVE_RRF_K`), so a change of topic keeps its own passages on top and a
-follow-up the rules missed still finds its conversation's page.
+follow-up the rules missed still finds its conversation's page. "Not found" is decided on the message's own
+passages (those only the alternative found carry no ``relevance``).
 
 Each passage carries its calibrated ``relevance`` (:mod:`knowledge.calibration`): how its cosine compares with
 the best cosines that unrelated questions reach in this version on the same route. The "not found" decision is
@@ -173,7 +174,12 @@ class Retriever:
         alternative = " ".join((alternative or "").split())
         if not alternative or alternative == " ".join(query.split()):
             return first
-        return _merge([first, self._search(alternative, **options)], k)
+        # Whether anything is relevant enough to answer stays the message's own call: a passage only the
+        # thread's words found carries no calibrated relevance (an off-topic question asked in a thread about
+        # the VPN is not made answerable by the VPN page).
+        own = {p.chunk_id for p in first}
+        return [p if p.chunk_id in own else p.model_copy(update={"relevance": None})
+                for p in _merge([first, self._search(alternative, **options)], k)]
 
     def _search(
         self,

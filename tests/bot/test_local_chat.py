@@ -3,6 +3,7 @@ extractive answers). Access in production, conversations and votes: tests/bot/lo
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import event
@@ -154,7 +155,11 @@ async def test_readiness_fails_while_the_database_is_read_only(stack: Stack) -> 
     finally:
         event.remove(engine, "connect", read_only)
         await stack.db.async_engine.dispose()
-    assert (await stack.client.get("/readyz")).status_code == 200, "ready again once writes work"
+    # ready again once writes work (polled: on a loaded machine one check may time out; /readyz says which)
+    deadline = asyncio.get_running_loop().time() + 15
+    while (again := await stack.client.get("/readyz")).status_code != 200:
+        assert asyncio.get_running_loop().time() < deadline, again.text
+        await asyncio.sleep(0.2)
 
 
 async def test_a_german_question_gets_its_excerpt_label_and_not_found_reply_in_german(stack: Stack) -> None:
@@ -171,8 +176,8 @@ async def test_a_german_question_gets_its_excerpt_label_and_not_found_reply_in_g
     assert answer["text"].startswith("> ") and de.excerpt_title not in answer["text"], "the label is shown once"
     assert answer["sources"] and "[1]" in answer["text"], "the quotes (the documents' English) cite their sources"
 
-    declined, _ = await ask_in(stack, "Wie heißt die Hauptstadt von Australien und wie viele Einwohner hat sie?",
-                               token)
+    # off topic, and far from every passage: declined by the calibrated "not found" (knowledge.calibration)
+    declined, _ = await ask_in(stack, "Wer hat 1990 die Fußball-Weltmeisterschaft gewonnen?", token)
     assert declined["status"] == "not_found", declined["answer"]
     assert declined["answer"].startswith(de.not_found) and declined["label"]["title"] == de.not_found_label.title
     assert de.closest_sources in declined["answer"] or not declined["sources"]

@@ -180,3 +180,16 @@ def test_the_second_embedders_opinion_is_a_tenth_of_an_english_questions_score(s
     assert [p.score for p in both] != [p.score for p in main_only]
     assert {p.doc_id for p in both[:3]} & {p.doc_id for p in main_only[:3]}
     assert all(p.dense_score is not None and p.relevance is not None for p in both), "main-embedder cosines"
+
+
+def test_an_off_topic_message_in_a_thread_is_not_made_answerable_by_the_threads_page(
+        sample_retriever: Retriever) -> None:
+    from knowledge.retrieval import relevant_enough
+
+    question = "Who won the 1990 football world cup?"
+    own = {p.chunk_id for p in sample_retriever.search(question, kb=KB, k=6)}
+    both = sample_retriever.search(question, kb=KB, k=6, alternative=f"{question} vpn globalprotect client install")
+    offered = [p for p in both if p.chunk_id not in own]
+    assert offered and {p.doc_id for p in offered} == {"it/vpn"}, "the thread's page is offered"
+    assert all(p.relevance is None for p in offered), "but it does not vouch for the answer"
+    assert not relevant_enough(both, level=0.75, min_score=0.3)
