@@ -4,8 +4,10 @@ for ``deskmate source list|show`` and the worker's schedule (when did a source l
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
 from sqlmodel import Session, col, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from feedback.models import SyncRun
 from knowledge.connectors.sync import SyncResult
@@ -46,8 +48,16 @@ def recent_runs(session: Session, source: str, limit: int = 10) -> list[SyncRun]
     return list(session.exec(query).all())
 
 
+def _last_runs_query() -> Any:
+    newest = (select(SyncRun.source, func.max(SyncRun.id).label("id")).group_by(col(SyncRun.source)).subquery())
+    return select(SyncRun).join(newest, col(SyncRun.id) == newest.c.id)
+
+
 def last_runs(session: Session) -> dict[str, SyncRun]:
     """The latest run of every source that ever ran."""
-    newest = (select(SyncRun.source, func.max(SyncRun.id).label("id")).group_by(col(SyncRun.source)).subquery())
-    rows = session.exec(select(SyncRun).join(newest, col(SyncRun.id) == newest.c.id)).all()
-    return {run.source: run for run in rows}
+    return {run.source: run for run in session.exec(_last_runs_query()).all()}
+
+
+async def last_runs_async(session: AsyncSession) -> dict[str, SyncRun]:
+    """:func:`last_runs` for the async processes (the dashboard)."""
+    return {run.source: run for run in (await session.exec(_last_runs_query())).all()}

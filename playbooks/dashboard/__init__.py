@@ -26,7 +26,15 @@ from bot.core.settings import Settings
 from feedback.db import Database
 from playbooks.admin import AdminActor, AdminContext, AdminReply, handle_admin_command
 from playbooks.dashboard import auth
-from playbooks.dashboard.data import Window, audit_view, delivery_view, overview, releases_view, switches_view
+from playbooks.dashboard.data import (
+    Window,
+    audit_view,
+    delivery_view,
+    overview,
+    releases_view,
+    sources_view,
+    switches_view,
+)
 from playbooks.dashboard.drift import score_drift
 from playbooks.dashboard.gaps import knowledge_gaps
 from playbooks.dashboard.page import render
@@ -94,10 +102,11 @@ async def page(request: web.Request) -> web.StreamResponse:
         overview(rt.db, rt.settings, window), cached_gaps(rt, window), score_drift(rt.db),
         releases_view(rt.db, rt.settings), switches_view(rt.db), audit_view(rt.db, 50))
     delivery = await delivery_view(rt.db, 50)
+    sources = await sources_view(rt.db, rt.settings)
     csrf, new_csrf = auth.csrf_token(request)
     flash = (request.query["msg"][:2000], request.query.get("ok") == "1") if request.query.get("msg") else None
     html = render(viewer_label=viewer.label, days=window.days, overview=ov, gaps=gaps, drift=drift, releases=releases,
-                  switches=switches, audit=audit, csrf=csrf, flash=flash, delivery=delivery)
+                  switches=switches, audit=audit, csrf=csrf, flash=flash, delivery=delivery, sources=sources)
     response = web.Response(text=html, content_type="text/html",
                             headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                                      "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -142,6 +151,12 @@ async def api_delivery(request: web.Request) -> web.Response:
     except ValueError:
         limit = 50
     return web.json_response(await delivery_view(request.app[RT].db, limit))
+
+
+async def api_sources(request: web.Request) -> web.Response:
+    _viewer(request, json=True)
+    rt = request.app[RT]
+    return web.json_response(await sources_view(rt.db, rt.settings))
 
 
 async def api_audit(request: web.Request) -> web.Response:
@@ -225,6 +240,7 @@ def setup(app: web.Application, rt: DashboardDeps) -> None:
     app.router.add_get("/dashboard/api/switches", api_switches)
     app.router.add_get("/dashboard/api/audit", api_audit)
     app.router.add_get("/dashboard/api/delivery", api_delivery)
+    app.router.add_get("/dashboard/api/sources", api_sources)
     app.router.add_post("/dashboard/actions/kill", action_kill)
     app.router.add_post("/dashboard/actions/rollback", action_rollback)
     if not auth.configured(rt.settings):

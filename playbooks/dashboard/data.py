@@ -20,6 +20,8 @@ from bot.core.types import Status
 from feedback.db import Database
 from feedback.models import AuditEntry, Feedback, Interaction, Release, ReleaseEvent
 from feedback.stats import delivery_totals
+from feedback.sync_runs import last_runs_async
+from knowledge.connectors.config import SourcesConfigError, load_sources
 from playbooks.killswitch import is_expired, list_switches
 from playbooks.releases import list_releases
 from feedback.releases import active_release
@@ -215,3 +217,27 @@ async def audit_view(db: Database, limit: int = 50) -> list[dict[str, Any]]:
                                    .limit(max(1, min(500, limit))))).all()
     return [{"at": iso(e.at), "actor": e.actor, "platform": e.platform, "where": e.where, "command": e.command,
              "allowed": e.allowed, "before": e.before, "after": e.after, "detail": e.detail} for e in rows]
+
+
+async def sources_view(db: Database, settings: Settings) -> dict[str, Any]:
+    """Every knowledge source (declared in DESKMATE_SOURCES_FILE, or that ran before) with its last sync run."""
+    error = None
+    try:
+        declared = {s.name: s for s in load_sources(settings.sources_file)}
+    except SourcesConfigError as exc:
+        declared, error = {}, str(exc)
+    async with db.asession() as session:
+        last = await last_runs_async(session)
+    rows = []
+    for name in list(declared) + sorted(set(last) - set(declared)):
+        source, run = declared.get(name), last.get(name)
+        rows.append({
+            "name": name, "declared": source is not None, "kind": source.kind if source else run.kind if run else "",
+            "schedule": source.schedule if source else "", "status": run.status if run else None,
+            "started_at": iso(run.started_at) if run else None, "seconds": run.seconds if run else None,
+            "added": run.added if run else 0, "updated": run.updated if run else 0,
+            "deleted": run.deleted if run else 0, "unchanged": run.unchanged if run else 0,
+            "skipped": len(run.skipped) if run else 0, "errors": list(run.errors[:3]) if run else [],
+            "index_version": run.index_version if run else None,
+        })
+    return {"file": str(settings.sources_file), "error": error, "sources": rows}

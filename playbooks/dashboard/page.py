@@ -178,6 +178,22 @@ def delivery_html(delivery: dict[str, Any]) -> str:
                          "Every answer reached its user.")
 
 
+def sources_html(sources: dict[str, Any]) -> str:
+    rows = []
+    for r in sources["sources"]:
+        status = r["status"] or "never synced"
+        flagged = r["status"] in ("failed", "held", "partial")
+        label = (f'<span class="flag" data-status="{escape(status)}">{escape(status)}</span>' if flagged
+                 else escape(status))
+        rows.append([escape(r["name"]) + ("" if r["declared"] else ' <span class="muted">(not declared)</span>'),
+                     escape(r["kind"]), escape(r["schedule"]), label, escape(r["started_at"] or ""),
+                     f'+{r["added"]} ~{r["updated"]} -{r["deleted"]} ={r["unchanged"]}', str(r["skipped"]),
+                     escape("; ".join(r["errors"]))])
+    error = f'<p class="flag">{escape(sources["error"])}</p>' if sources.get("error") else ""
+    return error + _table(["source", "kind", "schedule", "last run", "when", "documents", "skipped", "errors"], rows,
+                          f"No sources declared in {sources['file']} (docs/sources.md).")
+
+
 def audit_html(entries: list[dict[str, Any]]) -> str:
     rows = [[escape(e["at"] or ""), escape(e["actor"]), escape(e["where"]), f"<code>{escape(e['command'])}</code>",
              "yes" if e["allowed"] else "<b>refused</b>", escape(e["before"]), escape(e["after"]), escape(e["detail"])]
@@ -187,7 +203,8 @@ def audit_html(entries: list[dict[str, Any]]) -> str:
 
 def render(*, viewer_label: str, days: int, overview: dict[str, Any], gaps: dict[str, Any], drift: dict[str, Any],
            releases: dict[str, Any], switches: list[dict[str, Any]], audit: list[dict[str, Any]], csrf: str,
-           flash: tuple[str, bool] | None, delivery: dict[str, Any] | None = None) -> str:
+           flash: tuple[str, bool] | None, delivery: dict[str, Any] | None = None,
+           sources: dict[str, Any] | None = None) -> str:
     delivery = delivery or {"undelivered": 0, "failed": 0, "failed_attempts": 0, "rows": []}
     totals = overview["totals"]
     answered = totals.get("answered", 0) + totals.get("not_found", 0)
@@ -214,6 +231,7 @@ def render(*, viewer_label: str, days: int, overview: dict[str, Any], gaps: dict
 <div class="kpis">{kpi_html}</div><div class="grid" style="margin-top:1rem">{chart_html}</div></section>
 <section id="delivery"><h2>Delivery</h2>{delivery_html(delivery)}</section>
 <section id="gaps"><h2>Knowledge gaps</h2>{gaps_html(gaps)}</section>
+<section id="sources"><h2>Knowledge sources</h2>{sources_html(sources or {"file": "", "sources": []})}</section>
 <section id="drift"><h2>Retrieval drift</h2>{drift_html(drift)}</section>
 <section id="controls"><h2>Controls</h2>{controls_html(releases, csrf, days)}</section>
 <section id="releases"><h2>Releases</h2>{releases_html(releases)}</section>

@@ -289,3 +289,23 @@ async def test_the_page_renders_its_charts_in_a_real_browser(dashboard: Stack, t
     assert not external, external
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000
+
+
+async def test_knowledge_sources_show_their_last_sync_and_flag_a_held_or_failed_one(dashboard: Stack) -> None:
+    from feedback.models import SyncRun
+
+    async with dashboard.db.asession() as session:
+        session.add(SyncRun(source="handbook", kind="folder", status="failed", started_at=NOW - timedelta(hours=2),
+                            errors=["folder not found: /srv/handbook"]))
+        session.add(SyncRun(source="handbook", kind="folder", status="ok", started_at=NOW - timedelta(hours=1),
+                            added=3, updated=1, unchanged=40, index_version=7))
+        session.add(SyncRun(source="eng", kind="git", status="held", started_at=NOW - timedelta(minutes=5),
+                            errors=["held: this sync would delete 9 and change 0 of the 20 documents of source 'eng'"]))
+        await session.commit()
+    data = (await dashboard.client.get("/dashboard/api/sources", headers=bearer())).json()
+    rows = {r["name"]: r for r in data["sources"]}
+    assert (rows["handbook"]["status"], rows["handbook"]["added"], rows["handbook"]["index_version"]) == ("ok", 3, 7)
+    assert rows["eng"]["status"] == "held" and "would delete 9" in rows["eng"]["errors"][0]
+    page = (await dashboard.client.get("/dashboard", headers=bearer())).text
+    assert '<section id="sources"><h2>Knowledge sources</h2>' in page
+    assert '<span class="flag" data-status="held">held</span>' in page and "+3 ~1 -0 =40" in page
