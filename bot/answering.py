@@ -10,7 +10,7 @@ Order of decisions in :meth:`AnswerEngine.compose`:
 4. the model saying the sources don't answer → "not found" with the closest sources.
 
 What Deskmate words itself — the "not found" reply, the extractive fallback's label and reason, the default
-maintenance reply — is in the asker's language (:mod:`bot.language` detects it from the question,
+maintenance reply — is in the asker's language (:mod:`knowledge.language` detects it from the question,
 :mod:`bot.status_text` words it); a model answer is in it because the prompt says so.
 """
 
@@ -28,7 +28,7 @@ from bot.core.pricing import cost_usd
 from bot.core.settings import Settings
 from bot.core.types import Answer, Source, Status
 from bot.fallback import extractive_answer
-from bot.language import detect_language
+from knowledge.language import detect_language
 from bot.llm import GenerationConfig, LLMError, LLMResult, StreamStopped, TextSink, Turn, generate
 from bot.status_text import (
     REASON_CIRCUIT_OPEN,

@@ -3,7 +3,7 @@
 The reply is clearly labelled as an automatic excerpt, quotes whole sentences verbatim (Markdown noise
 stripped) and cites each quote with the same ``[n]`` markers and numbered sources as a model answer, so the
 renderers need nothing special for it. The label (and its reason) is worded in the asker's language
-(:mod:`bot.language`, :mod:`bot.status_text`); the quotes are the documents' own words, whatever their language.
+(:mod:`knowledge.language`, :mod:`bot.status_text`); the quotes are the documents' own words, whatever their language.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from bot.core.types import Source
-from bot.language import detect_language
+from knowledge.language import detect_language
 from bot.status_text import fallback_label, wording
 from knowledge.passage import Passage
 
@@ -256,7 +256,7 @@ def extractive_answer(question: str, passages: list[Passage], reason: str,
                       language: str | None = None) -> tuple[str, list[Source]]:
     """A labelled answer quoting the passages' best sentences, each quote followed by its ``[n]`` marker.
 
-    The label is worded in ``language`` (default: the question's, :func:`bot.language.detect_language`)."""
+    The label is worded in ``language`` (default: the question's, :func:`knowledge.language.detect_language`)."""
     language = language or detect_language(question)
     label = fallback_label(reason, language)
     chosen = pick_sentences(question, passages)

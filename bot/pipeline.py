@@ -53,7 +53,8 @@ from feedback.interactions import DeliveryState, Exchange, InteractionStore
 from feedback.models import Interaction, Release
 from knowledge.index import IndexNotFound
 from knowledge.passage import Passage
-from knowledge.query import looks_like, offline_query
+from knowledge.language import written_in
+from knowledge.query import offline_query
 from knowledge.retrieval import FusionConfig, SearchFilter, relevant_enough
 from playbooks.channel_policy import resolve_policy
 from playbooks.killswitch import GLOBAL_SCOPE, Mode, channel_scope, effective_mode, is_expired, list_switches
@@ -196,7 +197,7 @@ async def search_query(
     if mode == "offline":
         return planned
     language = settings.documents_language
-    if mode == "auto" and not history and looks_like(text, language) is not False:
+    if mode == "auto" and not history and written_in(text, language):
         return planned  # nothing to resolve, nothing to translate: no model call
     if rewriter is None or not rewriter.available:
         return dataclasses.replace(planned, reason=f"{planned.reason} (no rewrite model: no API key)")

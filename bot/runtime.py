@@ -19,7 +19,7 @@ from bot.core.settings import Settings
 from bot.core.types import Platform
 from bot.delivery import Deliverer
 from bot.intake import Intake
-from bot.language import warm_up as load_language_model
+from knowledge.language import warm_up as load_language_model
 from bot.notifier import AdminChannelNotifier
 from bot.pipeline import AfterAnswerHook, AnswerPipeline
 from bot.redis_conn import connect
@@ -102,7 +102,7 @@ def warm_up(store: IndexStore, kb: str) -> None:
     jobs: the first question is not the slow one, and a burst of first questions does not race to create the
     Chroma client (:attr:`knowledge.index.IndexStore.client`)."""
     store.embedder.embed(["warm up"])
-    load_language_model()  # the asker's language, for the replies Deskmate words itself (bot/language.py)
+    load_language_model()  # the asker's language, for the replies Deskmate words itself (knowledge/language.py)
     try:
         store.open()
     except Exception as exc:  # noqa: BLE001 - a Chroma server still starting: the first job opens it (safely)

@@ -51,7 +51,6 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from knowledge.index import stem_words
-from knowledge.language import written_in
 
 #: A message with more content words than this is self-contained, whatever it begins with.
 MAX_ELLIPTICAL_WORDS = 5
@@ -256,10 +255,3 @@ def _specific_words(answer: str, have: set[str], vocabulary: Mapping[str, int] |
             chosen.append(word)
             have.add(stem)
     return chosen
-
-
-# --- the language of a message ------------------------------------------------------------------------------
-def looks_like(text: str, language: str) -> bool:
-    """Is ``text`` written in ``language`` (ISO 639-1)? :func:`knowledge.language.written_in`: False only when
-    it confidently is not — for deciding whether a message needs translating."""
-    return written_in(text, language)

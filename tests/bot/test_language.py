@@ -1,4 +1,4 @@
-"""Which language a question is in (bot.language), and the wordings per language (bot.status_text)."""
+"""Which language a question is in (knowledge.language), and the wordings per language (bot.status_text)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from bot.core.types import Status
-from bot.language import LANGUAGES, clean, detect_language
+from knowledge.language import LANGUAGES, clean, detect_language
 from bot.status_text import (
     DEFAULT_MAINTENANCE_MESSAGE,
     ENGLISH_WORDING,
@@ -110,7 +110,7 @@ def test_detects_the_language_and_defaults_to_english_when_unsure(text: str, exp
 
 def test_every_detected_language_has_a_wording() -> None:
     assert {language for _, language in DETECTION} <= set(LANGUAGES)
-    assert set(LANGUAGES) == set(WORDINGS), "bot.language and bot.status_text know the same languages"
+    assert set(LANGUAGES) == set(WORDINGS), "knowledge.language and bot.status_text know the same languages"
     assert {"de", "es", "fr", "zh", "ja", "pt", "it", "nl"} <= set(WORDINGS)
 
 
