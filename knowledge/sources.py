@@ -1,5 +1,5 @@
-"""Reading a folder of documents: Markdown, plain text (in any common encoding), HTML, PDF and Word (.docx),
-validated and cleaned.
+"""Reading a folder of documents: Markdown, plain text (in any common encoding), HTML, PDF, Word (.docx),
+PowerPoint (.pptx) and Excel (.xlsx), validated and cleaned.
 
 Every document gets a stable id (its path relative to the source root, without extension), a title, a citable
 location and a knowledge set. A file that cannot be used raises :class:`DocumentSkipped` with a reason a person
@@ -18,7 +18,9 @@ from typing import Any
 import charset_normalizer
 import yaml
 
-SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx"}
+SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".docx", ".pptx", ".xlsx"}
+#: Rows read per Excel sheet (a sheet longer than that is cut, with a note in the text).
+MAX_SHEET_ROWS = 5000
 MIN_TEXT_CHARS = 20
 
 #: An absolute file path (POSIX, Windows or ``file://``): how indexes built by earlier versions stored the
@@ -226,6 +228,67 @@ def _docx_to_text(path: Path) -> tuple[str, dict[str, Any]]:
     return "\n".join(lines), ({"title": title} if title else {})
 
 
+def _pptx_to_text(path: Path) -> tuple[str, dict[str, Any]]:
+    """A slide deck as text: one "##" heading per slide (its title, else "Slide N"), its text boxes, tables
+    (cells joined by " | ") and speaker notes; the title from the properties, else the first slide's title."""
+    import pptx  # noqa: PLC0415 - python-pptx only for PowerPoint files
+
+    try:
+        deck = pptx.Presentation(str(path))
+        title = (deck.core_properties.title or "").strip()
+        lines: list[str] = []
+        for number, slide in enumerate(deck.slides, start=1):
+            heading_shape = slide.shapes.title
+            heading = " ".join((heading_shape.text_frame.text if heading_shape is not None else "").split())
+            title = title or heading
+            lines.append(f"\n## {heading or f'Slide {number}'}\n")
+            for shape in slide.shapes:
+                if heading_shape is not None and shape.shape_id == heading_shape.shape_id:
+                    continue
+                if shape.has_text_frame:
+                    for paragraph in shape.text_frame.paragraphs:
+                        text = " ".join("".join(run.text for run in paragraph.runs).split())
+                        if text:
+                            lines.append(f"- {text}" if paragraph.level else f"{text}\n")
+                if getattr(shape, "has_table", False):
+                    for row in shape.table.rows:
+                        cells = [" ".join(c.text.split()) for c in row.cells]
+                        if any(cells):
+                            lines.append(" | ".join(cells) + "\n")
+            if slide.has_notes_slide:
+                notes = " ".join(slide.notes_slide.notes_text_frame.text.split()) if \
+                    slide.notes_slide.notes_text_frame is not None else ""
+                if notes:
+                    lines.append(f"{notes}\n")
+    except Exception as exc:  # noqa: BLE001 - zip/XML errors of a corrupt file
+        raise DocumentSkipped(f"unreadable PowerPoint file ({exc.__class__.__name__})") from exc
+    return "\n".join(lines), ({"title": title} if title else {})
+
+
+def _xlsx_to_text(path: Path) -> tuple[str, dict[str, Any]]:
+    """A workbook as text: one "##" heading per sheet, then its rows (non-empty cells joined by " | "; the
+    values Excel last computed, not formulas), at most :data:`MAX_SHEET_ROWS` rows per sheet."""
+    import openpyxl  # noqa: PLC0415 - openpyxl only for Excel files
+
+    try:
+        book = openpyxl.load_workbook(str(path), read_only=True, data_only=True)
+        title = str(book.properties.title or "").strip()
+        lines: list[str] = []
+        for sheet in book.worksheets:
+            lines.append(f"\n## {sheet.title}\n")
+            for number, row in enumerate(sheet.iter_rows(values_only=True)):
+                if number >= MAX_SHEET_ROWS:
+                    lines.append(f"(only the first {MAX_SHEET_ROWS} rows of this sheet are read)\n")
+                    break
+                cells = [" ".join(str(v).split()) for v in row if v is not None and str(v).strip()]
+                if cells:
+                    lines.append(" | ".join(cells) + "\n")
+        book.close()
+    except Exception as exc:  # noqa: BLE001 - zip/XML errors of a corrupt file
+        raise DocumentSkipped(f"unreadable Excel file ({exc.__class__.__name__})") from exc
+    return "\n".join(lines), ({"title": title} if title else {})
+
+
 def _is_public(meta: dict[str, Any]) -> bool:
     value = str(meta.get("visibility", meta.get("access", "public"))).strip().lower()
     return value in ("public", "everyone", "all")
@@ -294,6 +357,11 @@ def load_document(path: Path, root: Path, *, max_bytes: int, base_url: str | Non
             raise DocumentSkipped("not a Word .docx file (not a zip package)")
         text, meta = _docx_to_text(path)
         fmt = "docx"
+    elif suffix in (".pptx", ".xlsx"):
+        if not raw.startswith(b"PK"):
+            raise DocumentSkipped(f"not a {suffix} file (not a zip package)")
+        text, meta = _pptx_to_text(path) if suffix == ".pptx" else _xlsx_to_text(path)
+        fmt = suffix[1:]
     else:
         decoded = _decode(raw)
         if suffix in (".html", ".htm"):

@@ -39,7 +39,9 @@ log = get_logger(__name__)
 
 _SUFFIX_OF_TYPE = {"text/html": ".html", "application/xhtml+xml": ".html", "text/plain": ".txt",
                    "text/markdown": ".md", "application/pdf": ".pdf",
-                   "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx"}
+                   "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx",
+                   "application/vnd.openxmlformats-officedocument.presentationml.presentation": ".pptx",
+                   "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ".xlsx"}
 _SITEMAP_NS = "{http://www.sitemaps.org/schemas/sitemap/0.9}"
 
 
@@ -50,7 +52,7 @@ def path_for(url: str, suffix: str) -> str:
     path = parsed.path.strip("/")
     if not path or parsed.path.endswith("/"):
         path = f"{path}/index" if path else "index"
-    stem = path[: -len(Path(path).suffix)] if Path(path).suffix.lower() in {".html", ".htm", ".pdf", ".docx", ".md", ".txt"} else path
+    stem = path[: -len(Path(path).suffix)] if Path(path).suffix.lower() in {".html", ".htm", ".pdf", ".docx", ".pptx", ".xlsx", ".md", ".txt"} else path
     if parsed.query:
         stem += "-" + hashlib.sha256(parsed.query.encode()).hexdigest()[:8]
     safe = "/".join(part if part not in ("", ".", "..") else "_" for part in stem.split("/"))

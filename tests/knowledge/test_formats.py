@@ -144,3 +144,53 @@ def test_a_folder_whose_documents_were_all_deleted_keeps_the_version_in_service(
     assert store.latest_version("t") == 1
     docs, _ = scan(kb, max_bytes=MAX)
     assert docs == []
+
+
+def test_a_slide_deck_is_read_slide_by_slide_with_tables_and_notes(tmp_path: Path) -> None:
+    import pptx
+    from pptx.util import Inches
+
+    deck = pptx.Presentation()
+    title_slide = deck.slides.add_slide(deck.slide_layouts[0])
+    title_slide.shapes.title.text = "Security training"
+    title_slide.placeholders[1].text = "What every employee must know"
+    slide = deck.slides.add_slide(deck.slide_layouts[1])
+    slide.shapes.title.text = "Lost laptops"
+    slide.placeholders[1].text_frame.text = "Report a lost laptop within one hour."
+    slide.notes_slide.notes_text_frame.text = "Call the security desk on extension 4444."
+    table = deck.slides.add_slide(deck.slide_layouts[5])
+    table.shapes.title.text = "Contacts"
+    grid = table.shapes.add_table(2, 2, Inches(1), Inches(2), Inches(6), Inches(1)).table
+    grid.cell(0, 0).text, grid.cell(0, 1).text = "Team", "Extension"
+    grid.cell(1, 0).text, grid.cell(1, 1).text = "Security", "4444"
+    deck.save(str(tmp_path / "training.pptx"))
+
+    doc = load_document(tmp_path / "training.pptx", tmp_path, max_bytes=MAX)
+    assert doc.format == "pptx" and doc.title == "Security training"
+    assert "## Lost laptops" in doc.text and "Report a lost laptop within one hour." in doc.text
+    assert "extension 4444" in doc.text and "Security | 4444" in doc.text
+    chunks = {c.heading: c.text for c in chunk_document(doc.doc_id, doc.title, doc.text)}
+    assert "one hour" in chunks["Lost laptops"]
+
+
+def test_a_workbook_is_read_sheet_by_sheet_with_computed_values(tmp_path: Path) -> None:
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    rates = book.active
+    rates.title = "Per diem"
+    rates.append(["Country", "Meals (EUR)"])
+    rates.append(["Portugal", 50])
+    rates.append(["Germany", 60])
+    holidays = book.create_sheet("Holidays")
+    holidays.append(["Date", "Holiday"])
+    holidays.append(["2026-12-25", "Christmas Day"])
+    book.properties.title = "Travel rates"
+    book.save(str(tmp_path / "rates.xlsx"))
+
+    doc = load_document(tmp_path / "rates.xlsx", tmp_path, max_bytes=MAX)
+    assert doc.format == "xlsx" and doc.title == "Travel rates"
+    assert "## Per diem" in doc.text and "Germany | 60" in doc.text and "Christmas Day" in doc.text
+    (tmp_path / "broken.xlsx").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(DocumentSkipped, match="unreadable Excel file"):
+        load_document(tmp_path / "broken.xlsx", tmp_path, max_bytes=MAX)
