@@ -40,7 +40,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     if slack is not None:
         rt.deliverers[Platform.SLACK] = slack
     rt.deliverers[Platform.TEAMS] = teams_deliverer(settings)
-    rt.deliverers[Platform.LOCAL] = LocalDeliverer(rt.redis)  # live answers for the local chat page and terminal
+    # live answers for the local chat page and terminal (DESKMATE_STREAMING=off: the whole answer at once)
+    rt.deliverers[Platform.LOCAL] = LocalDeliverer(rt.redis, streaming=settings.streaming == "on")
     ctx["runtime"] = rt
     rt.after_answer.append(metrics.after_answer)
     ctx["pipeline"] = rt.answer_pipeline()

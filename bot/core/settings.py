@@ -197,6 +197,9 @@ class Settings(BaseSettings):
     delivery_backoff_max_s: float = Field(60.0, gt=0, description="Longest wait between delivery retries.")
     delivery_retry_after_max_s: float = Field(
         300.0, gt=0, description="Longest Retry-After a delivery honours (a longer one is waited this long).")
+    streaming: Literal["on", "off"] = Field(
+        "on", description="Stream answers as they are written (Slack threads, Teams personal chats, the local chat); "
+        "off = the placeholder is replaced by the whole answer.")
 
     # --- Slack ---------------------------------------------------------------------------------------
     slack_bot_token: str | None = Field(None, description="xoxb- token of the Slack app.")

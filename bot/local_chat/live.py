@@ -91,11 +91,13 @@ class LocalAnswerStream:
 class LocalDeliverer:
     """The local chat's deliverer: streams live answers; the answer itself is read back from the database."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, streaming: bool = True) -> None:
         self.redis = redis
+        #: False (``DESKMATE_STREAMING=off``): no live text; the page and terminal get only ``end``, then the answer
+        self.streaming = streaming
 
-    async def open_stream(self, question: Question) -> LocalAnswerStream:
-        return LocalAnswerStream(self.redis, question)
+    async def open_stream(self, question: Question) -> LocalAnswerStream | None:
+        return LocalAnswerStream(self.redis, question) if self.streaming else None
 
     async def deliver(self, question: Question, answer: Answer) -> dict[str, Any]:
         return await LocalAnswerStream(self.redis, question).finish(answer)

@@ -226,9 +226,11 @@ class SlackDeliverer:
 
 
 def slack_deliverer(settings: Settings, redis: Redis) -> SlackDeliverer | None:
-    """The worker's Slack deliverer (built by :func:`bot.runtime.build_runtime`); None without a bot token."""
+    """The worker's Slack deliverer (built by :func:`bot.runtime.build_runtime`); None without a bot token.
+    ``DESKMATE_STREAMING=off``: answers are never streamed (placeholder, then the whole answer)."""
     if not settings.slack_bot_token:
         return None
     append_pacer = ChannelPacer(redis, interval_s=1.0 / WORKSPACE_APPENDS_PER_S, burst=WORKSPACE_APPEND_BURST,
                                 prefix="deskmate:slack:append")
-    return SlackDeliverer(settings, pacer_for(redis, settings), append_pacer=append_pacer)
+    return SlackDeliverer(settings, pacer_for(redis, settings), append_pacer=append_pacer,
+                          streaming=settings.streaming == "on")

@@ -124,9 +124,9 @@ class DeskmateTeamsBot(TeamsActivityHandler):
 
         async def show_progress(pending: Question) -> None:
             """Intake's ``prepare`` step: in a personal chat a stream's informative update (the worker streams
-            the answer into it); elsewhere, or if Teams refuses the stream, typing and then the placeholder the
-            worker replaces with the answer."""
-            if conversation_type(activity) == "personal":
+            the answer into it); elsewhere, with ``DESKMATE_STREAMING=off``, or if Teams refuses the stream, typing
+            and then the placeholder the worker replaces with the answer."""
+            if conversation_type(activity) == "personal" and self.rt.settings.streaming == "on":
                 started = time.time()
                 stream_id = await self._send_quietly(turn_context, start_activity(placeholder_text))
                 if stream_id:

@@ -138,6 +138,9 @@ def _failure(exc: BaseException, reference: ConversationReference) -> DeliveryFa
 
 class TeamsDeliverer:
     def __init__(self, settings: Settings, adapter: TeamsAdapter | None = None) -> None:
+        #: ``DESKMATE_STREAMING=off``: the web turn posts a placeholder, not a stream; a stream it started anyway
+        #: (before the setting changed) is ended with the whole answer, not continued
+        self.streaming = settings.streaming == "on"
         self.sender = ProactiveSender(adapter or TeamsAdapter(settings), attempts=settings.teams_delivery_attempts,
                                       backoff_s=settings.teams_delivery_backoff_s)
 
@@ -157,7 +160,7 @@ class TeamsDeliverer:
     async def open_stream(self, question: Question) -> TeamsAnswerStream | None:
         """A stream when the web turn started one (personal chats) and it is young enough to be continued."""
         target = stream_target(question)
-        if not target.get("stream_id") or question.reply_target.get(STREAM_REFS):
+        if not self.streaming or not target.get("stream_id") or question.reply_target.get(STREAM_REFS):
             return None
         age_s = time.time() - float(target.get("stream_started_at") or 0.0)
         if age_s > STREAM_MAX_AGE_S:

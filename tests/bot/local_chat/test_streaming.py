@@ -88,3 +88,16 @@ async def test_the_terminal_prints_the_answer_as_it_is_written(model_stack: Stac
     [row] = await model_stack.interactions()
     assert row.answer and out.count(row.answer[:40]) == 1, "printed once, as it streamed"
     assert "[1]" in out and "Per diem" in out
+
+
+async def test_with_streaming_off_the_page_gets_the_model_answer_whole(
+        make_settings: Callable[..., Settings], fake_anthropic: Any) -> None:
+    fake_anthropic.script(Reply.answer(cite=[0], tokens_per_s=40, first_token_s=0.3))
+    settings = make_settings(anthropic_api_key="test-key", anthropic_base_url=fake_anthropic.url, streaming="off")
+    async with running_stack(settings) as stack:
+        interaction_id, token = await ask(stack, "How much is the daily meal allowance when I travel?")
+        seen = await events(stack, interaction_id, token)
+
+    assert fake_anthropic.requests, "a model answer"
+    assert [kind for kind, _, _ in seen if kind == "text"] == [], "no text before the whole answer"
+    assert seen[-1][0] == "answer" and "[1]" in seen[-1][1]["answer"] and not seen[-1][1]["fallback"]

@@ -264,3 +264,21 @@ async def test_a_model_failing_midway_leaves_the_extractive_answer_not_half_a_st
     assert "Here is what" not in text, "the model's half answer is gone"
     assert "Automatic excerpt" in str(slack_api.messages[(DM, start.response["ts"])]["blocks"])
     assert len([c for c in slack_api.calls_to("chat.postMessage") if c.args.get("channel") == DM]) <= 1
+
+
+async def test_with_streaming_off_a_channel_answer_replaces_the_placeholder_end_to_end(
+        slack_settings: Callable[..., Settings], slack_api: FakeSlack, fake_anthropic: Any) -> None:
+    fake_anthropic.script(Reply.answer(cite=[0], tokens_per_s=60, first_token_s=0.2))
+    settings = slack_settings(anthropic_api_key="test-key", anthropic_base_url=fake_anthropic.url, streaming="off")
+    async with running_stack(settings) as stack:
+        await SlackClient(stack.client).event(mention("What is the per diem in the US?"))
+        await slack_api.wait_for("chat.update", lambda c: "actions" in str(c.args.get("blocks")))
+        await stack.settle()
+        row = await stack.wait_final((await stack.interactions())[0].id)
+
+    assert not [c for c in slack_api.calls if c.method.endswith("Stream")], "no chat.startStream, nothing streamed"
+    [placeholder] = slack_api.calls_to("chat.postMessage")
+    assert row.delivery["method"] == "chat.update" and row.delivery["ts"] == placeholder.response["ts"]
+    shown = visible_text(slack_api.message_text(PUBLIC, row.delivery["ts"]))
+    assert row.answer.split("**")[-1] in shown and "Sources" in shown, "the whole answer with its sources"
+    assert row.status == "answered" and row.delivery_state == "delivered"

@@ -304,3 +304,23 @@ async def test_a_kill_switch_set_while_the_answer_streams_ends_it_with_the_maint
     assert "paused" in card_text(final.card["body"]).lower()
     assert not [e for e in final.card["body"] if e["type"] == "ActionSet"], "no buttons on a maintenance reply"
     assert not connector.of_kind("update") and [c.activity_type for c in connector.messages()] == ["message"]
+
+
+async def test_with_streaming_off_a_personal_chat_gets_the_placeholder_then_the_answer_card(
+        make_settings: Callable[..., Settings], fake_anthropic: Any, connector: FakeConnector) -> None:
+    fake_anthropic.always(Reply.answer(first_token_s=0.2, tokens_per_s=30, segments=[(LONG_CITED, 0)]))
+    settings = teams_settings(make_settings, anthropic_api_key="test-key", anthropic_base_url=fake_anthropic.url,
+                              llm_max_retries=0, streaming="off")
+    async with running_stack(settings) as stack:
+        body = activity("message_personal", connector, text="How much is the daily meal allowance when I travel?")
+        assert (await post(stack, body)).status_code == 200
+        [row] = await stack.interactions()
+        row = await stack.wait_final(row.id)
+        [update] = await connector.wait_for(lambda calls: [c for c in calls if c.kind == "update" and c.status < 400])
+        await settle(stack)
+
+    assert connector.stream_calls() == [] and not connector.streams, "no streaming activities at all"
+    [placeholder] = [c for c in connector.messages() if c.kind == "reply"]
+    assert placeholder.body["text"] == PLACEHOLDER_TEXT
+    assert update.activity_id == row.delivery["activity_id"], "the placeholder became the answer"
+    assert "[1]" in card_text(update.card["body"]) and row.delivery_state == "delivered"
