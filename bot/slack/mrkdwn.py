@@ -222,6 +222,84 @@ def _block_line(line: str) -> str:
     return inline(line)
 
 
+_QUOTE_MARKS = re.compile(r"^(\s{0,3}(?:>\s?)+)(.*)$")
+_URL_LIKE = re.compile(r"^\s*(?:[a-z][a-z0-9+.-]*:|www\.|[\w-]+(?:\.[\w-]+)+(?:[/:?#]|\s*$))", re.IGNORECASE)
+
+
+def _markdown_target(url: str) -> str | None:
+    """A Markdown link's target for Slack's ``markdown`` block: :func:`safe_url`, and ``(``, ``)`` percent-encoded
+    so the target cannot end early or swallow text."""
+    target = safe_url(url)
+    if target is None or len(target) > LINK_URL_MAX:
+        return None
+    return target.replace("(", "%28").replace(")", "%29")
+
+
+def _host(url: str) -> str:
+    rest = re.sub(r"^[a-z][a-z0-9+.-]*:(//)?", "", url.strip(), flags=re.IGNORECASE)
+    return re.split(r"[/?#:]", rest, maxsplit=1)[0].lower().removeprefix("www.")
+
+
+def markdown_link(url: str, label: str) -> str:
+    """``[label](url)`` for a ``markdown`` block, like :func:`link`: only http(s)/mailto targets (anything else is
+    the escaped label as text); the label escaped, on one line, without brackets; a label that reads as an address
+    (``https://…``, ``www.…``, ``example.com``) shows the real target when its host differs from it — a link cannot
+    say one place and go to another."""
+    target = _markdown_target(url)
+    if target is None:
+        return escape(label or url)
+    shown = label.strip()
+    if not shown or (_URL_LIKE.match(shown) and _host(shown) != _host(url)):
+        shown = url.strip()
+    text = " ".join(escape(shown).replace("[", "(").replace("]", ")").replace("\\", "/").split())
+    return f"[{truncate(text, LINK_LABEL_MAX)}]({target})"
+
+
+def _inline_markdown(text: str) -> str:
+    """One line of Markdown for a ``markdown`` block: code spans and links made safe, everything else escaped."""
+    saved: list[str] = []
+
+    def keep(rendered: str) -> str:
+        saved.append(rendered)
+        return f"\x00{len(saved) - 1}\x00"
+
+    def raw_text(marked: str) -> str:
+        return _PLACEHOLDER.sub(lambda m: _PLACEHOLDER.sub("", saved[int(m.group(1))]), marked)
+
+    text = _CODE_SPAN.sub(lambda m: keep(f"{m.group(1)}{escape(m.group(2))}{m.group(1)}"), text)
+    for _ in range(3):  # a link in a link's label: the inner one first; the outer one takes its words
+        linked = _LINK.sub(lambda m: keep(markdown_link(raw_text(m.group(2)), raw_text(m.group(1)))), text)
+        if linked == text:
+            break
+        text = linked
+    text = _AUTOLINK.sub(lambda m: keep(markdown_link(m.group(1), m.group(1))), text)
+    text = escape(text)
+    return _PLACEHOLDER.sub(lambda m: saved[int(m.group(1))], text)
+
+
+def markdown_for_block(markdown: str) -> str:
+    """Markdown → the text of Slack's ``markdown`` block (standard Markdown, which Slack renders itself: headings,
+    lists, tables, quotes, code). Made as safe as mrkdwn: every ``&``, ``<``, ``>`` of outside text is an entity
+    (a quote's leading ``>`` stays, it cannot open a control sequence), code escaped inside its fences, and links
+    only through :func:`markdown_link`."""
+    lines = _INTERNAL.sub("", markdown).replace("\r\n", "\n").split("\n")
+    out: list[str] = []
+    in_code = False
+    for line in lines:
+        if _FENCE.match(line):
+            in_code = not in_code
+            out.append("```")
+        elif in_code:
+            out.append(escape(line))
+        elif m := _QUOTE_MARKS.match(line):
+            out.append(m.group(1).replace(" ", "") + " " + _inline_markdown(m.group(2)))
+        else:
+            out.append(_inline_markdown(line))
+    if in_code:
+        out.append("```")
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
+
+
 def split_text(text: str, limit: int = 3000) -> list[str]:
     """Pieces of at most ``limit`` characters, cut at paragraph, then line, then word boundaries (never inside
     a ``<link|text>`` or an entity); a code fence cut in two is closed and reopened so both halves render as code."""

@@ -5,9 +5,15 @@ sections), a message has at most 50 blocks, a button's value at most 2,000 chara
 interaction id). Fallback, "not found" and maintenance answers carry a visible label so nobody mistakes an
 automatic excerpt for a written answer; the wording of labels and the placeholder is :mod:`bot.status_text`'s.
 
+The answer's body is a ``markdown`` block (standard Markdown, rendered by Slack: headings, lists, tables, code;
+:func:`~bot.slack.mrkdwn.markdown_for_block`); the label, sources and buttons are mrkdwn context and actions as
+before, and the notification ``text`` is the mrkdwn conversion (:func:`~bot.slack.mrkdwn.markdown_to_mrkdwn`),
+which also renders answers too long for one message's markdown and admin replies.
+
 Every piece of outside text — the answer, source titles and locations, a notice — reaches the message through
-:mod:`bot.slack.mrkdwn` (:func:`~bot.slack.mrkdwn.escape`, :func:`~bot.slack.mrkdwn.link`, the Markdown
-converter): nothing posted can carry a ``<!channel>``, ``<@U…>`` or other control sequence Deskmate did not write.
+:mod:`bot.slack.mrkdwn` (:func:`~bot.slack.mrkdwn.escape`, :func:`~bot.slack.mrkdwn.link`,
+:func:`~bot.slack.mrkdwn.markdown_link`, the two converters): nothing posted can carry a ``<!channel>``, ``<@U…>``
+or other control sequence Deskmate did not write, nor a link whose text names another address than its target.
 """
 
 from __future__ import annotations
@@ -16,7 +22,16 @@ import json
 from typing import Any
 
 from bot.core.types import Answer, Source, Status
-from bot.slack.mrkdwn import escape, link, markdown_to_mrkdwn, safe_cut, safe_url, split_text, truncate
+from bot.slack.mrkdwn import (
+    escape,
+    link,
+    markdown_for_block,
+    markdown_to_mrkdwn,
+    safe_cut,
+    safe_url,
+    split_text,
+    truncate,
+)
 from bot.status_text import CONTINUED, CONTINUED_BELOW, PLACEHOLDER, Progress, StatusLabel, answer_body, answer_label
 from feedback.votes import DOWN_REASONS
 from knowledge.sources import display_location, is_url
@@ -27,6 +42,8 @@ NOTIFICATION_TEXT_LIMIT = 3000
 #: The answer text one message carries (:func:`render_answer_parts`): Slack refuses a message whose blocks hold
 #: much more than ~12,000 characters of text (``msg_blocks_too_long``), whatever the per-block limits allow.
 MESSAGE_TEXT_BUDGET = 10_000
+#: Slack's limit on the text of all ``markdown`` blocks of one message (slack_sdk's ``MarkdownBlock``).
+MARKDOWN_BLOCK_LIMIT = 12_000
 
 VOTE_UP = "deskmate_vote_up"
 VOTE_DOWN = "deskmate_vote_down"
@@ -40,6 +57,11 @@ Blocks = list[dict[str, Any]]
 
 def mrkdwn_section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def markdown_block(text: str) -> dict[str, Any]:
+    """Slack's ``markdown`` block: ``text`` is standard Markdown already made safe (:func:`markdown_for_block`)."""
+    return {"type": "markdown", "text": text}
 
 
 def context(text: str) -> dict[str, Any]:
@@ -92,8 +114,14 @@ def feedback_actions(interaction_id: int, *, ask_a_human: bool) -> dict[str, Any
     return {"type": "actions", "block_id": f"deskmate_feedback_{interaction_id}", "elements": elements}
 
 
-def render_answer(answer: Answer, *, ask_a_human: bool = False) -> dict[str, Any]:
-    """``{"text": ..., "blocks": [...]}`` for chat.postMessage / chat.update / a response_url."""
+def _markdown_body(answer: Answer) -> str:
+    return markdown_for_block(answer_body(answer.text, fallback=answer.fallback,
+                                          fallback_reason=answer.fallback_reason)) or "_(no answer text)_"
+
+
+def render_answer(answer: Answer, *, ask_a_human: bool = False, budget: int = MESSAGE_TEXT_BUDGET) -> dict[str, Any]:
+    """``{"text": ..., "blocks": [...]}`` for chat.postMessage / chat.update / a response_url: the body in one
+    ``markdown`` block when it fits (``budget``), else in mrkdwn sections (cut at Slack's 50 blocks)."""
     body = markdown_to_mrkdwn(answer_body(answer.text, fallback=answer.fallback,
                                           fallback_reason=answer.fallback_reason)) or "_(no answer text)_"
     label = answer_label(answer)
@@ -101,6 +129,10 @@ def render_answer(answer: Answer, *, ask_a_human: bool = False) -> dict[str, Any
     tail: Blocks = sources_blocks(answer.sources)
     if answer.interaction_id is not None and answer.status in (Status.ANSWERED, Status.NOT_FOUND):
         tail.append(feedback_actions(answer.interaction_id, ask_a_human=ask_a_human))
+    notification = truncate((f"{escape(label.text)}\n" if label else "") + body, NOTIFICATION_TEXT_LIMIT)
+    markdown = _markdown_body(answer)
+    if len(markdown) <= min(budget, MARKDOWN_BLOCK_LIMIT):
+        return {"text": notification, "blocks": head + [markdown_block(markdown)] + tail}
     room = MAX_BLOCKS - len(head) - len(tail)
     pieces = split_text(body, SECTION_LIMIT)
     if len(pieces) > room:
@@ -108,19 +140,18 @@ def render_answer(answer: Answer, *, ask_a_human: bool = False) -> dict[str, Any
         note = "\n_… (the answer was too long for Slack and was cut here)_"
         pieces[-1] = pieces[-1][: safe_cut(pieces[-1], SECTION_LIMIT - len(note))] + note
     blocks = head + [mrkdwn_section(p) for p in pieces] + tail
-    text = (f"{escape(label.text)}\n" if label else "") + body
-    return {"text": truncate(text, NOTIFICATION_TEXT_LIMIT), "blocks": blocks}
+    return {"text": notification, "blocks": blocks}
 
 
 def render_answer_parts(answer: Answer, *, ask_a_human: bool = False,
                         budget: int = MESSAGE_TEXT_BUDGET) -> list[dict[str, Any]]:
     """The answer as one message, or — too long for one (more than ``budget`` characters of text) — as several,
     in order: the label on the first, the sources and buttons on the last, each but the last ending with
-    "(continued below)" and each but the first starting with "(continued)". Nothing is cut."""
-    body = markdown_to_mrkdwn(answer_body(answer.text, fallback=answer.fallback,
-                                          fallback_reason=answer.fallback_reason)) or "_(no answer text)_"
+    "(continued below)" and each but the first starting with "(continued)", each part's text in one ``markdown``
+    block. Nothing is cut."""
+    body = _markdown_body(answer)
     if len(body) <= budget:
-        return [render_answer(answer, ask_a_human=ask_a_human)]
+        return [render_answer(answer, ask_a_human=ask_a_human, budget=budget)]
     label = answer_label(answer)
     tail: Blocks = sources_blocks(answer.sources)
     if answer.interaction_id is not None and answer.status in (Status.ANSWERED, Status.NOT_FOUND):
@@ -132,9 +163,8 @@ def render_answer_parts(answer: Answer, *, ask_a_human: bool = False,
         first, last = n == 0, n == len(chunks) - 1
         text = ("" if first else CONTINUED + "\n") + chunk + ("" if last else "\n" + CONTINUED_BELOW)
         head: Blocks = [context(label_mrkdwn(label))] if first and label else []
-        sections = [mrkdwn_section(p) for p in split_text(text, SECTION_LIMIT)]
-        blocks = head + sections + (tail if last else [])
-        note = (f"{escape(label.text)}\n" if first and label else "") + text
+        blocks = head + [markdown_block(text)] + (tail if last else [])
+        note = (f"{escape(label.text)}\n" if first and label else "") + markdown_to_mrkdwn(text)
         messages.append({"text": truncate(note, NOTIFICATION_TEXT_LIMIT), "blocks": blocks[:MAX_BLOCKS]})
     return messages
 

@@ -24,7 +24,9 @@ adds ``markdown_text`` to it while it streams, ``chat.stopStream`` ends it (opti
 ``message_not_in_streaming_state``. ``fake.message_text(channel, ts)`` is what a user sees of a message.
 ``assistant.threads.setStatus`` needs ``channel_id`` and ``thread_ts``. A ``chat.postMessage``/``chat.update``
 whose blocks hold more than :data:`BLOCKS_TEXT_LIMIT` characters of text is refused with
-``msg_blocks_too_long``, as Slack does in practice.
+``msg_blocks_too_long``, as Slack does in practice; a ``markdown`` block (``type``, ``text``, optional
+``block_id`` and nothing else; ``text`` a non-empty string, all of a message's markdown blocks together at most
+:data:`MARKDOWN_BLOCKS_LIMIT` characters) is checked like the others, a malformed one is ``invalid_blocks``.
 
 Socket Mode: ``apps.connections.open`` returns this server's ``ws://`` URL; on connect the fake sends Slack's
 ``hello`` message; ``await slack.send_envelope("events_api", payload)`` delivers an envelope and
@@ -54,6 +56,7 @@ TEAM_ID = "T111"
 ChannelKind = str  # "public" | "private" | "im" | "mpim"
 MARKDOWN_TEXT_LIMIT = 12_000  # chat.*Stream markdown_text, per call
 BLOCKS_TEXT_LIMIT = 12_000  # the text in one message's blocks, beyond which Slack answers msg_blocks_too_long
+MARKDOWN_BLOCKS_LIMIT = 12_000  # the text of all markdown blocks of one message (Block Kit's markdown block)
 
 
 @dataclass
@@ -360,6 +363,8 @@ class FakeSlack:
             return {"ok": False, "error": "channel_not_found"}
         if not (args.get("text") or args.get("blocks")):
             return {"ok": False, "error": "no_text"}
+        if _invalid_blocks(args):
+            return {"ok": False, "error": "invalid_blocks"}
         if _blocks_too_long(args):
             return {"ok": False, "error": "msg_blocks_too_long"}
         ts = self._next_ts()
@@ -371,6 +376,8 @@ class FakeSlack:
         channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))
         if (channel, ts) not in self.messages:
             return {"ok": False, "error": "message_not_found"}
+        if _invalid_blocks(args):
+            return {"ok": False, "error": "invalid_blocks"}
         if _blocks_too_long(args):
             return {"ok": False, "error": "msg_blocks_too_long"}
         message = self._bot_message(args, ts)
@@ -386,6 +393,8 @@ class FakeSlack:
     def _m_chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         if not args.get("user"):
             return {"ok": False, "error": "user_not_in_channel"}
+        if _invalid_blocks(args):
+            return {"ok": False, "error": "invalid_blocks"}
         return {"ok": True, "message_ts": self._next_ts()}
 
     def _m_chat_getPermalink(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -534,6 +543,18 @@ def _block_texts(block: Any) -> list[str]:
         if isinstance(item, dict) and isinstance(item.get("text"), str) and item.get("type") != "button":
             texts.append(item["text"])
     return texts
+
+
+def _invalid_blocks(args: dict[str, Any]) -> bool:
+    """A ``markdown`` block Slack refuses: other keys than type/text/block_id, no text, or too much text in all."""
+    blocks = _json_arg(args.get("blocks")) or []
+    if not isinstance(blocks, list):
+        return True
+    markdown = [b for b in blocks if isinstance(b, dict) and b.get("type") == "markdown"]
+    for block in markdown:
+        if set(block) - {"type", "text", "block_id"} or not isinstance(block.get("text"), str) or not block["text"]:
+            return True
+    return sum(len(b["text"]) for b in markdown) > MARKDOWN_BLOCKS_LIMIT
 
 
 def _blocks_too_long(args: dict[str, Any]) -> bool:

@@ -18,6 +18,7 @@ from bot.slack.mrkdwn import (
     channel_mention,
     escape,
     link,
+    markdown_for_block,
     markdown_to_mrkdwn,
     safe_url,
     split_text,
@@ -95,6 +96,7 @@ def test_no_path_lets_a_control_sequence_through(nasty: str) -> None:
     for limit in (5, 17, 100, 999):
         assert control_sequences_in_text(truncate(mrkdwn, limit)) == []
     assert control_sequences(render_markdown(nasty)) == []
+    assert control_sequences_in_text(markdown_for_block(nasty)) == [], markdown_for_block(nasty)
     assert control_sequences(render_notice(nasty)) == []
     assert control_sequences_in_text(escape(nasty)) == []
     for url in (nasty, f"https://example.com/{nasty}", f"mailto:a@example.com?subject={nasty}", "https://a.example"):
