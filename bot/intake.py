@@ -40,14 +40,17 @@ from bot.core.log import get_logger, redact
 from bot.core.settings import Settings
 from bot.core.types import Question
 from bot.queue import enqueue
+from bot.status_text import RECORD_FAILED, record_failed_reply
 from feedback.interactions import InteractionStore
 from playbooks.channel_policy import EffectivePolicy, default_public_only, resolve_policy
+from knowledge.language import detect_language
 from knowledge.retrieval import SearchFilter
 
 log = get_logger(__name__)
 
 EMPTY_REPLY = "Ask me a question about the handbook — for example “How do I book travel?”"
-RECORD_FAILED_REPLY = "Sorry — I couldn't take your question just now. Please ask again in a minute."
+#: The apology when a question could not be recorded, in English (:func:`record_failed_reply`: the asker's language).
+RECORD_FAILED_REPLY = RECORD_FAILED
 
 CLAIM_PREFIX = "deskmate:intake:claim:"
 CLAIM_TTL_S = 24 * 3600  # platforms stop redelivering an event within hours
@@ -120,6 +123,20 @@ class Submitted:
 
 
 Prepare = Callable[[Question], Awaitable[None]]
+
+
+async def record_failed_reply_for(question: Question) -> str:
+    """:data:`RECORD_FAILED_REPLY` in the asker's language: the one a surface already detected
+    (``reply_target["language"]``, Teams), else the question's (offline, off the event loop: its first use loads the
+    model; English when unsure)."""
+    language = question.reply_target.get("language")
+    if not language:
+        try:
+            language = await asyncio.to_thread(detect_language, question.text)
+        except Exception as exc:  # noqa: BLE001 - the apology still goes out, in English
+            log.warning("intake.language_unknown", error=str(exc)[:200])
+            language = None
+    return record_failed_reply(language)
 
 
 class Intake:

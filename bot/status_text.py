@@ -82,6 +82,8 @@ CONTINUED = "_(continued)_"
 ERROR_LABEL = StatusLabel("⚠️", "Something went wrong", "this answer could not be completed.", warning=True)
 
 #: Replaces the placeholder when a question could not be answered at all (the job failed for good).
+#: The reply when a question could not be recorded (the database unreachable): nothing was queued, ask again.
+RECORD_FAILED = "Sorry — I couldn't take your question just now. Please ask again in a minute."
 FAILURE_NOTICE = ("Sorry — something went wrong while answering. The team has been notified; "
                   "please try again in a few minutes.")
 
@@ -445,33 +447,47 @@ _PROGRESS_WORDS: dict[str, dict[str, str]] = {
     "de": {PLACEHOLDER.text: "Ich sehe im Handbuch nach…", SEARCHING.text: "Durchsuche das Handbuch…",
            WRITING.text: "Schreibe die Antwort…",
            FAILURE_NOTICE: "Entschuldigung – beim Beantworten ist etwas schiefgelaufen. Das Team wurde informiert; "
-                           "bitte versuchen Sie es in ein paar Minuten erneut."},
+                           "bitte versuchen Sie es in ein paar Minuten erneut.",
+           RECORD_FAILED: "Entschuldigung – ich konnte Ihre Frage gerade nicht annehmen. Bitte fragen Sie "
+                          "in einer Minute noch einmal."},
     "es": {PLACEHOLDER.text: "Revisando el manual…", SEARCHING.text: "Buscando en el manual…",
            WRITING.text: "Redactando…",
            FAILURE_NOTICE: "Lo siento, algo salió mal al responder. Hemos avisado al equipo; vuelve a intentarlo "
-                           "en unos minutos."},
+                           "en unos minutos.",
+           RECORD_FAILED: "Lo siento, ahora mismo no he podido recibir tu pregunta. Vuelve a preguntar "
+                          "en un minuto."},
     "fr": {PLACEHOLDER.text: "Je consulte le manuel…", SEARCHING.text: "Recherche dans le manuel…",
            WRITING.text: "Rédaction en cours…",
            FAILURE_NOTICE: "Désolé, une erreur s'est produite pendant la réponse. L'équipe a été prévenue ; "
-                           "veuillez réessayer dans quelques minutes."},
+                           "veuillez réessayer dans quelques minutes.",
+           RECORD_FAILED: "Désolé, je n'ai pas pu prendre votre question pour le moment. Veuillez la "
+                          "reposer dans une minute."},
     "pt": {PLACEHOLDER.text: "Consultando o manual…", SEARCHING.text: "Pesquisando no manual…",
            WRITING.text: "Escrevendo…",
            FAILURE_NOTICE: "Desculpe, algo deu errado ao responder. A equipe foi avisada; tente novamente em "
-                           "alguns minutos."},
+                           "alguns minutos.",
+           RECORD_FAILED: "Desculpe, não consegui receber sua pergunta agora. Pergunte de novo daqui a "
+                          "um minuto."},
     "it": {PLACEHOLDER.text: "Sto consultando il manuale…", SEARCHING.text: "Ricerca nel manuale…",
            WRITING.text: "Sto scrivendo…",
            FAILURE_NOTICE: "Spiacente, qualcosa è andato storto durante la risposta. Il team è stato avvisato; "
-                           "riprova tra qualche minuto."},
+                           "riprova tra qualche minuto.",
+           RECORD_FAILED: "Spiacente, al momento non sono riuscito a ricevere la tua domanda. Riprova "
+                          "tra un minuto."},
     "nl": {PLACEHOLDER.text: "Ik kijk in het handboek…", SEARCHING.text: "Het handboek doorzoeken…",
            WRITING.text: "Bezig met schrijven…",
            FAILURE_NOTICE: "Sorry, er ging iets mis bij het beantwoorden. Het team is op de hoogte gebracht; "
-                           "probeer het over een paar minuten opnieuw."},
+                           "probeer het over een paar minuten opnieuw.",
+           RECORD_FAILED: "Sorry, ik kon je vraag nu niet aannemen. Stel hem over een minuut opnieuw."},
     "zh": {PLACEHOLDER.text: "正在查阅手册…", SEARCHING.text: "正在搜索手册…", WRITING.text: "正在撰写…",
-           FAILURE_NOTICE: "抱歉，回答时出了点问题。团队已收到通知，请过几分钟再试。"},
+           FAILURE_NOTICE: "抱歉，回答时出了点问题。团队已收到通知，请过几分钟再试。",
+           RECORD_FAILED: "抱歉，暂时无法接收你的问题。请一分钟后再问一次。"},
     "ja": {PLACEHOLDER.text: "ハンドブックを確認しています…", SEARCHING.text: "ハンドブックを検索しています…",
            WRITING.text: "回答を作成しています…",
            FAILURE_NOTICE: "申し訳ありません。回答中に問題が発生しました。担当チームに通知済みです。"
-                           "数分後にもう一度お試しください。"},
+                           "数分後にもう一度お試しください。",
+           RECORD_FAILED: "申し訳ありません。今はご質問を受け付けられませんでした。"
+                          "1分ほどしてからもう一度お尋ねください。"},
 }
 
 
@@ -479,6 +495,11 @@ def progress_in(progress: Progress, language: str | None) -> Progress:
     """A progress message (:data:`PLACEHOLDER`, :data:`SEARCHING`, :data:`WRITING`) in ``language``; English, as
     it is, for any other language or message."""
     return Progress(progress.icon, _PROGRESS_WORDS.get(language or ENGLISH, {}).get(progress.text, progress.text))
+
+
+def record_failed_reply(language: str | None) -> str:
+    """:data:`RECORD_FAILED` (the question could not be taken) in ``language`` (English for any other)."""
+    return _PROGRESS_WORDS.get(language or ENGLISH, {}).get(RECORD_FAILED, RECORD_FAILED)
 
 
 def failure_notice(language: str | None) -> str:

@@ -19,7 +19,7 @@ from rich.markdown import Markdown
 from rich.markup import escape
 
 from bot.core.types import Platform, Status
-from bot.intake import RECORD_FAILED_REPLY, QuestionRejected, clean_question
+from bot.intake import QuestionRejected, clean_question, record_failed_reply_for
 from bot.local_chat.answers import interaction_view
 from bot.local_chat.live import follow
 from bot.local_chat.web import local_question
@@ -36,10 +36,11 @@ class NotRecorded(RuntimeError):
 
 
 async def ask_and_wait(rt: Runtime, text: str, conversation: str, timeout_s: float = 180.0) -> dict[str, Any]:
-    submitted = await rt.intake.submit(local_question(text, conversation, user=LOCAL_USER))
+    question = local_question(text, conversation, user=LOCAL_USER)
+    submitted = await rt.intake.submit(question)
     interaction_id = submitted.interaction_id
     if interaction_id is None:
-        raise NotRecorded(RECORD_FAILED_REPLY)
+        raise NotRecorded(await record_failed_reply_for(question))
     deadline = time.monotonic() + timeout_s
     delay = 0.05
     while time.monotonic() < deadline:
@@ -55,10 +56,11 @@ async def ask_and_follow(rt: Runtime, text: str, conversation: str, timeout_s: f
         dict[str, Any], str]:
     """Like :func:`ask_and_wait`, printing the answer's text as it is written; returns the recorded answer and
     the text printed while it streamed."""
-    submitted = await rt.intake.submit(local_question(text, conversation, user=LOCAL_USER))
+    question = local_question(text, conversation, user=LOCAL_USER)
+    submitted = await rt.intake.submit(question)
     interaction_id = submitted.interaction_id
     if interaction_id is None:
-        raise NotRecorded(RECORD_FAILED_REPLY)
+        raise NotRecorded(await record_failed_reply_for(question))
     row = await rt.interactions.get(interaction_id)
     written = ""
     if row is not None:

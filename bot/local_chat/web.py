@@ -35,7 +35,7 @@ from aiohttp import web
 
 from bot.core.log import get_logger
 from bot.core.types import Platform, Question
-from bot.intake import RECORD_FAILED_REPLY, Outcome, QuestionRejected, clean_question
+from bot.intake import Outcome, QuestionRejected, clean_question, record_failed_reply_for
 from bot.local_chat import access
 from bot.local_chat.access import CONVERSATION_HEADER, Caller
 from bot.local_chat.answers import interaction_view, local_channel
@@ -147,7 +147,7 @@ async def ask(request: web.Request) -> web.Response:
                               channel_type=access.channel_type(rt.settings))
     submitted = await rt.intake.submit(question)
     if submitted.outcome is Outcome.UNRECORDED or submitted.interaction_id is None:
-        return web.json_response({"error": RECORD_FAILED_REPLY}, status=503)
+        return web.json_response({"error": await record_failed_reply_for(question)}, status=503)
     return web.json_response({"interaction_id": submitted.interaction_id, "conversation": token,
                               "queued": submitted.enqueued}, status=202, headers=NO_STORE)
 

@@ -27,7 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.core.log import get_logger
 from bot.core.settings import Settings
 from bot.core.types import Platform, Question
-from bot.intake import RECORD_FAILED_REPLY, Intake, Outcome
+from bot.intake import Intake, Outcome, record_failed_reply_for
 from bot.runtime import Runtime
 from bot.slack.mrkdwn import escape
 from bot.slack.pacing import ChannelPacer
@@ -168,7 +168,7 @@ class SlackAdapter:
         submitted = await self.intake.submit(question, prepare=self._post_placeholder if placeholder else None)
         placeholder_ts = question.reply_target.get("placeholder_ts")
         if submitted.outcome is Outcome.UNRECORDED:
-            await self._withdraw(question, placeholder_ts, RECORD_FAILED_REPLY)
+            await self._withdraw(question, placeholder_ts, await record_failed_reply_for(question))
             return None
         if submitted.outcome is Outcome.DUPLICATE:
             await self._withdraw(question, placeholder_ts, None)

@@ -36,7 +36,7 @@ from botbuilder.schema import (
 
 from bot.core.log import get_logger, redact
 from bot.core.types import Question
-from bot.intake import RECORD_FAILED_REPLY, Outcome, QuestionRejected, clean_question
+from bot.intake import Outcome, QuestionRejected, clean_question, record_failed_reply_for
 from bot.language import detect_language
 from bot.runtime import Runtime
 from bot.status_text import NO_SUPPORT_CHANNEL, PLACEHOLDER, SUPPORT_UNREACHABLE, progress_in
@@ -148,13 +148,15 @@ class DeskmateTeamsBot(TeamsActivityHandler):
             except Exception as exc:  # noqa: BLE001
                 log.warning("teams.placeholder_delete_failed", error=describe(exc))
         elif submitted.outcome is Outcome.UNRECORDED and stream_id:
+            apology = await record_failed_reply_for(question)  # in the language detected above
             try:  # the stream ends with the notice
-                await turn_context.send_activity(final_text_activity(stream_id, RECORD_FAILED_REPLY))
+                await turn_context.send_activity(final_text_activity(stream_id, apology))
             except Exception as exc:  # noqa: BLE001
                 log.warning("teams.stream_notice_failed", error=describe(exc))
-                await self._send_quietly(turn_context, text_activity(RECORD_FAILED_REPLY))
+                await self._send_quietly(turn_context, text_activity(apology))
         elif submitted.outcome is Outcome.UNRECORDED:
-            await self._replace_quietly(turn_context, placeholder_id, text_activity(RECORD_FAILED_REPLY))
+            await self._replace_quietly(turn_context, placeholder_id,
+                                        text_activity(await record_failed_reply_for(question)))
 
     async def _replace_quietly(self, turn_context: TurnContext, activity_id: str | None, activity: Activity) -> None:
         """Update the message ``activity_id`` within the turn (or send ``activity`` when there is none)."""

@@ -101,3 +101,24 @@ async def test_with_streaming_off_the_page_gets_the_model_answer_whole(
     assert fake_anthropic.requests, "a model answer"
     assert [kind for kind, _, _ in seen if kind == "text"] == [], "no text before the whole answer"
     assert seen[-1][0] == "answer" and "[1]" in seen[-1][1]["answer"] and not seen[-1][1]["fallback"]
+
+
+async def test_a_question_that_cannot_be_recorded_is_answered_with_the_apology_in_its_language(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from bot import intake
+    from bot.status_text import record_failed_reply
+    from feedback.interactions import InteractionStore
+
+    async def locked(*_args: Any, **_kwargs: Any) -> Any:
+        raise OperationalError("INSERT …", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(InteractionStore, "record_pending", locked)
+    monkeypatch.setattr(intake, "RECORD_BACKOFF_S", (0.01,))
+    response = await stack.client.post("/chat/api/ask", json={"text": "¿Cuánto es la dieta diaria cuando viajo por "
+                                                                       "trabajo al extranjero?"})
+    assert response.status_code == 503
+    assert response.json()["error"] == record_failed_reply("es") != intake.RECORD_FAILED_REPLY
+    english = await stack.client.post("/chat/api/ask", json={"text": "How do I connect to the VPN from home?"})
+    assert english.status_code == 503 and english.json()["error"] == intake.RECORD_FAILED_REPLY

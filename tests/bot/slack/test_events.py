@@ -12,6 +12,7 @@ import pytest
 from playbooks.channel_policy import set_policy
 from bot.core.settings import Settings
 from feedback.models import Interaction
+from bot.status_text import record_failed_reply
 from tests.bot.slack.conftest import (
     ALL,
     DM,
@@ -374,6 +375,12 @@ async def test_question_that_cannot_be_recorded_gets_an_apology(
     apology = await slack_api.wait_for("chat.update", ts=placeholder.response["ts"])
     assert "couldn't take your question" in apology.args["text"]
     assert await slack_stack.interactions() == []
+
+    await slack.event(mention("Wie viel Tagegeld bekomme ich auf einer Dienstreise nach Berlin?"))
+    placeholder = await slack_api.wait_for("chat.postMessage", count=2)
+    apology = await slack_api.wait_for("chat.update", ts=placeholder.response["ts"])
+    assert apology.args["text"] == record_failed_reply("de") != intake.RECORD_FAILED_REPLY, "in the asker's language"
+    assert "Frage gerade nicht annehmen" in apology.args["text"]
 
 
 async def test_shutdown_finishes_acknowledged_events(slack_settings: Callable[..., Settings],

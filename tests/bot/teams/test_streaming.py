@@ -22,7 +22,7 @@ from botbuilder.schema import Activity, ConversationReference
 from bot.core.settings import Settings
 from bot.core.types import Answer, Question, Source, Status
 from bot.delivery import STREAM_REFS, DeliveryFailed
-from bot.status_text import FAILURE_NOTICE, SEARCHING, WRITING
+from bot.status_text import FAILURE_NOTICE, SEARCHING, WRITING, record_failed_reply
 from bot.teams.activities import build_question
 from bot.teams.cards import PLACEHOLDER_TEXT, SHORTENED
 from bot.teams.delivery import TeamsDeliverer
@@ -268,7 +268,14 @@ async def test_a_question_that_cannot_be_recorded_ends_the_stream_with_the_apolo
     assert (await post(teams_stack, body)).status_code == 200
     s = only_stream(connector)
     assert s.final is not None and s.final.body["text"] == intake.RECORD_FAILED_REPLY
-    assert [c.activity_type for c in connector.messages()] == ["message"], "the apology, in the streamed message"
+
+    body = activity("message_personal", connector, text="Combien vaut l'indemnité de repas quand je voyage pour le "
+                    "travail ?")
+    assert (await post(teams_stack, body)).status_code == 200
+    [french] = [x for x in connector.streams.values() if x is not s]
+    assert french.final is not None and french.final.body["text"] == record_failed_reply("fr")
+    assert "pas pu prendre votre question" in french.final.body["text"], "the apology in the asker's language"
+    assert [c.activity_type for c in connector.messages()] == ["message"] * 2, "each apology in its stream"
     assert await teams_stack.interactions() == []
 
 
