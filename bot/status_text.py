@@ -16,9 +16,9 @@ texts their own way — bold, colour, escaping — but none of them words a stat
 
 **Languages.** What Deskmate words itself in an *answer* — the extractive fallback's label and its reason, the
 "not found" reply and its "closest sources" line, the default maintenance reply and their labels — is worded
-in the asker's language (:data:`WORDINGS`, one :class:`Wording` per language of :data:`bot.language.LANGUAGES`;
+in the asker's language (:data:`WORDINGS`, one :class:`Wording` per language of :data:`knowledge.language.LANGUAGES`;
 :func:`wording` falls back to English). The answering code picks the wording from the question
-(:mod:`bot.language`); a surface learns it back from the answer's own text (:func:`answer_language`), so a label
+(:mod:`knowledge.language`); a surface learns it back from the answer's own text (:func:`answer_language`), so a label
 always matches the text under it — also for answers read back from the database, which keeps no language.
 Fallback *reasons* are recorded in English (operators' reports group by them); :func:`reason_text` words them
 for the label. The quoted passages themselves stay as the documents wrote them.
@@ -128,7 +128,7 @@ def request_failed(detail: str) -> str:
 class Wording:
     """Everything Deskmate words itself in an answer, in one language."""
 
-    language: str  # ISO 639-1, as bot.language.detect_language returns it
+    language: str  # ISO 639-1, as knowledge.language.detect_language returns it
     excerpt_title: str  # the extractive answer's label: "<title> — <detail> (<reason>)."
     excerpt_detail: str
     excerpt_note: str  # the shorter note in the excerpt's own first line: "_<title> — <note> (<reason>)._"

@@ -37,7 +37,7 @@ from botbuilder.schema import (
 from bot.core.log import get_logger, redact
 from bot.core.types import Question
 from bot.intake import Outcome, QuestionRejected, clean_question, record_failed_reply_for
-from bot.language import detect_language
+from knowledge.language import detect_language
 from bot.runtime import Runtime
 from bot.status_text import NO_SUPPORT_CHANNEL, PLACEHOLDER, SUPPORT_UNREACHABLE, progress_in
 from bot.teams.activities import (

@@ -48,7 +48,7 @@ def test_the_cross_lingual_vectors_are_what_find_it(sample_retriever: Retriever)
 
 
 @pytest.mark.parametrize("question", [
-    "what's the best way to get red wine out of a carpet",  # not one of the bundled null questions
+    "what's a good recipe for banana bread",  # not one of the bundled null questions
     "Wer hat 1990 die Fußball-Weltmeisterschaft gewonnen?",
     "¿Cómo se hace una tortilla de patatas?",
     "怎么给自行车的链条上油？",
