@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,25 @@ class Stack:
         await settle_listeners(timeout_s)
         if self.worker is not None:
             await queue_drained(self.web_runtime.redis, timeout_s)
+
+    async def row(self, interaction_id: int) -> Interaction:
+        """The interaction as recorded now."""
+        row = await _row(self.db, interaction_id)
+        assert row is not None, f"interaction {interaction_id} is not recorded"
+        return row
+
+    async def wait_row(self, interaction_id: int, predicate: Callable[[Interaction], bool],
+                       timeout_s: float = 30.0) -> Interaction:
+        """The interaction once ``predicate`` holds for it (polled; the timeout error says where it stands)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            row = await self.row(interaction_id)
+            if predicate(row):
+                return row
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"row {row.id}: {row.status}, delivery {row.delivery_state} after "
+                                   f"{row.delivery_attempts} attempts ({row.delivery_error})")
+            await asyncio.sleep(0.02)
 
     async def interactions(self) -> list[Interaction]:
         from sqlmodel import col, select

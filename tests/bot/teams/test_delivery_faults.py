@@ -9,7 +9,6 @@ dashboard and in ``/metrics``; a permanent error (403: the bot was removed) is r
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -38,21 +37,10 @@ class Asked:
     interaction_id: int
 
     async def row(self) -> Interaction:
-        async with self.stack.db.asession() as session:
-            row = await session.get(Interaction, self.interaction_id)
-        assert row is not None
-        return row
+        return await self.stack.row(self.interaction_id)
 
     async def wait_row(self, predicate: Callable[[Interaction], bool], timeout_s: float = 30.0) -> Interaction:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            row = await self.row()
-            if predicate(row):
-                return row
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"row {row.id}: delivery {row.delivery_state} after {row.delivery_attempts} "
-                                   f"attempts ({row.delivery_error})")
-            await asyncio.sleep(0.02)
+        return await self.stack.wait_row(self.interaction_id, predicate, timeout_s)
 
     async def settled(self, timeout_s: float = 30.0) -> Interaction:
         return await self.wait_row(lambda r: r.delivery_state in ("delivered", "failed"), timeout_s)
