@@ -141,12 +141,8 @@ class AnswerEngine:
         return self._from_result(result, question, passages, latency)
 
     async def _record(self, *, success: bool) -> None:
-        if self.breaker is None:
-            return
-        if success:
-            await self.breaker.record_success()
-        else:
-            await self.breaker.record_failure()
+        if self.breaker is not None:
+            await self.breaker.record(success=success)
 
     def _from_result(self, result: LLMResult, question: str, passages: list[Passage], latency_ms: float) -> Answer:
         cost = cost_usd(result.model, result.usage, self.settings.model_prices)

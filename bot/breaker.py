@@ -124,6 +124,13 @@ class CircuitBreaker:
         if state is not None and _text(state) == "open":
             log.warning("breaker_open", breaker=self.name, cooldown_s=self.cooldown_s)
 
+    async def record(self, *, success: bool) -> None:
+        """A call's outcome: :meth:`record_success` or :meth:`record_failure`."""
+        if success:
+            await self.record_success()
+        else:
+            await self.record_failure()
+
     async def state(self) -> BreakerState:
         """``closed``, ``open`` or ``half_open``; ``closed`` when Redis is unreadable (it fails open)."""
 

@@ -172,12 +172,8 @@ class QueryRewriter:
                        messages=request["messages"])
 
     async def _record(self, *, success: bool) -> None:
-        if self.breaker is None:
-            return
-        if success:
-            await self.breaker.record_success()
-        else:
-            await self.breaker.record_failure()
+        if self.breaker is not None:
+            await self.breaker.record(success=success)
 
 
 def _ms_since(started: float) -> float:
