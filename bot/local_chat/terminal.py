@@ -41,15 +41,7 @@ async def ask_and_wait(rt: Runtime, text: str, conversation: str, timeout_s: flo
     interaction_id = submitted.interaction_id
     if interaction_id is None:
         raise NotRecorded(await record_failed_reply_for(question))
-    deadline = time.monotonic() + timeout_s
-    delay = 0.05
-    while time.monotonic() < deadline:
-        view = await interaction_view(rt.interactions, interaction_id)
-        if view and view["status"] != Status.PENDING:
-            return view
-        await asyncio.sleep(delay)
-        delay = min(0.5, delay * 1.5)
-    raise TimeoutError(f"no answer after {timeout_s:.0f} s — is a worker running? (interaction {interaction_id})")
+    return await ask_wait_recorded(rt, interaction_id, timeout_s)
 
 
 async def ask_and_follow(rt: Runtime, text: str, conversation: str, timeout_s: float = 180.0) -> tuple[

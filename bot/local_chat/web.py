@@ -152,13 +152,17 @@ async def ask(request: web.Request) -> web.Response:
                               "queued": submitted.enqueued}, status=202, headers=NO_STORE)
 
 
+def _interaction_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["id"])
+    except ValueError as exc:
+        raise web.HTTPNotFound() from exc
+
+
 async def get_interaction(request: web.Request) -> web.Response:
     who = _caller(request)
     conversation = _conversation(request, who)
-    try:
-        interaction_id = int(request.match_info["id"])
-    except ValueError as exc:
-        raise web.HTTPNotFound() from exc
+    interaction_id = _interaction_id(request)
     view = await interaction_view(runtime_of(request).interactions, interaction_id, conversation=conversation)
     if view is None:
         return web.json_response({"error": "no such question"}, status=404, headers=NO_STORE)
@@ -178,10 +182,7 @@ async def stream_interaction(request: web.Request) -> web.StreamResponse:
     rt = runtime_of(request)
     who = _caller(request)
     conversation = _conversation(request, who)
-    try:
-        interaction_id = int(request.match_info["id"])
-    except ValueError as exc:
-        raise web.HTTPNotFound() from exc
+    interaction_id = _interaction_id(request)
     view = await interaction_view(rt.interactions, interaction_id, conversation=conversation)
     row = await rt.interactions.get(interaction_id) if view is not None else None
     if view is None or row is None:

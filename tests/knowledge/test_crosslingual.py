@@ -18,7 +18,7 @@ from knowledge.config import KnowledgeConfig
 from knowledge.index import IndexStore, collection_name
 from knowledge.ingest import ingest
 from knowledge.retrieval import FusionConfig, Retriever, relevant_enough
-from tests.knowledge.test_index import DOCS
+from tests.knowledge.test_index import write_docs
 
 KB = "default"
 LEVEL = 0.75  # Settings.retrieval_not_found_level
@@ -75,11 +75,7 @@ def test_the_sample_version_is_calibrated_per_route(sample_retriever: Retriever)
 
 
 def _kb(tmp_path: Path) -> Path:
-    root = tmp_path / "kb"
-    for rel, text in DOCS.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_text(text)
-    return root
+    return write_docs(tmp_path / "kb")
 
 
 def test_cross_lingual_vectors_follow_their_version(tmp_path: Path) -> None:

@@ -30,13 +30,17 @@ def config_for(data_dir: Path, index_keep_versions: int = 3) -> KnowledgeConfig:
                            index_keep_versions=index_keep_versions)
 
 
-@pytest.fixture
-def kb_dir(tmp_path: Path) -> Path:
-    root = tmp_path / "kb"
+def write_docs(root: Path) -> Path:
+    """The small knowledge base above, written under ``root``."""
     for rel, text in DOCS.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
     return root
+
+
+@pytest.fixture
+def kb_dir(tmp_path: Path) -> Path:
+    return write_docs(tmp_path / "kb")
 
 
 @pytest.fixture
