@@ -1,10 +1,21 @@
-"""The connector protocol: list what changed since a cursor, fetch a document, report deletions."""
+"""What every kind of source shares: its common settings (:class:`BaseSource`), the connector protocol (list
+what changed since a cursor, fetch a document, report deletions), the errors, and how credentials are read.
+
+A kind is one module of this package holding its settings (a :class:`BaseSource` subclass whose
+``open_connector`` builds its connector) and its connector; :mod:`knowledge.connectors.config` lists the kinds.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from knowledge.connectors.schedule import Schedule
 
 
 class SourceError(Exception):
@@ -27,6 +38,9 @@ class DocumentRef:
     path: str
     version: str
     location: str | None = None
+    #: The source's own permissions restrict the document to named people or groups: it is kept out of public
+    #: channels whatever the source's ``visibility`` says.
+    restricted: bool = False
 
 
 @dataclass
@@ -60,3 +74,64 @@ class Connector(Protocol):
     def fetch(self, ref: DocumentRef) -> bytes:
         """The content of one listed document. Raises :class:`FetchError`."""
         ...
+
+
+class SourcesConfigError(ValueError):
+    """The sources file (or one source in it) is not usable; the message names the source and the key."""
+
+
+class BaseSource(BaseModel):
+    """The settings every kind of source has. A kind subclasses it with ``kind: Literal["<kind>"]``, its own
+    keys, and :meth:`open_connector`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    knowledge_set: str | None = None
+    visibility: Literal["public", "restricted"] = "public"
+    schedule: str = "manual"
+    #: The knowledge base (index) it feeds; None = DESKMATE_KB_NAME.
+    kb: str | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        Schedule.parse(value)
+        return value
+
+    @property
+    def parsed_schedule(self) -> Schedule:
+        return Schedule.parse(self.schedule)
+
+    def public_settings(self) -> dict[str, Any]:
+        """The source's settings as shown to operators: credentials appear only as the variable or file that
+        holds them."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def open_connector(self, work_dir: Path, *, environ: Mapping[str, str] | None = None,
+                       max_bytes: int = 5_000_000) -> Connector:
+        """This source's connector, credentials read now (``work_dir``: the source's own work folder).
+        Raises :class:`SourcesConfigError` (e.g. a credential that is not set)."""
+        raise NotImplementedError
+
+
+def read_secret(source: str, key: str, env_name: str | None, file: Path | None,
+                environ: Mapping[str, str] | None = None) -> str | None:
+    """The credential named by ``<key>_env`` or ``<key>_file`` (None when neither is set). Raises
+    :class:`SourcesConfigError` naming the source and the key — never the value — when it is missing."""
+    environ = os.environ if environ is None else environ
+    if env_name:
+        value = environ.get(env_name, "").strip()
+        if not value:
+            raise SourcesConfigError(f"source '{source}': {key}_env names {env_name}, which is not set")
+        return value
+    if file is not None:
+        try:
+            value = file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SourcesConfigError(f"source '{source}': {key}_file {file} cannot be read "
+                                     f"({exc.strerror or exc.__class__.__name__})") from exc
+        if not value:
+            raise SourcesConfigError(f"source '{source}': {key}_file {file} is empty")
+        return value
+    return None

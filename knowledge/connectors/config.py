@@ -23,127 +23,34 @@ Credentials are never written in this file: a source names an environment variab
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlparse
+from typing import Annotated, Any, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError
 
-from knowledge.connectors.schedule import Schedule
+from knowledge.connectors.base import BaseSource, SourcesConfigError, read_secret
+from knowledge.connectors.folder import FolderSource
+from knowledge.connectors.git import GitSource
+from knowledge.connectors.website import WebsiteSource
+
+__all__ = ["KINDS", "BaseSource", "FolderSource", "GitSource", "SourceConfig", "SourcesConfigError",
+           "WebsiteSource", "load_sources", "parse_sources", "read_secret"]
 
 #: Keys that would put a credential's value into the file: refused with a pointer to *_env / *_file.
 _SECRET_KEYS = {"token", "password", "secret", "api_key", "apikey", "api_token", "client_secret", "private_key"}
 
-
-class SourcesConfigError(ValueError):
-    """The sources file (or one source in it) is not usable; the message names the source and the key."""
-
-
-class _Source(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    knowledge_set: str | None = None
-    visibility: Literal["public", "restricted"] = "public"
-    schedule: str = "manual"
-    #: The knowledge base (index) it feeds; None = DESKMATE_KB_NAME.
-    kb: str | None = None
-
-    @field_validator("schedule")
-    @classmethod
-    def _schedule(cls, value: str) -> str:
-        Schedule.parse(value)
-        return value
-
-    @property
-    def parsed_schedule(self) -> Schedule:
-        return Schedule.parse(self.schedule)
-
-    def public_settings(self) -> dict[str, Any]:
-        """The source's settings as shown to operators: credentials appear only as the variable or file that
-        holds them."""
-        return self.model_dump(mode="json", exclude_none=True)
-
-
-class FolderSource(_Source):
-    kind: Literal["folder"]
-    path: Path
-    #: Base URL that makes a document's path citable (else DESKMATE_DOC_BASE_URL, else the path).
-    base_url: str | None = None
-
-
-class GitSource(_Source):
-    kind: Literal["git"]
-    #: A clone URL (https://, ssh://, git@host:…) or a local path of a repository.
-    repository: str
-    #: Default: the repository's default branch (HEAD).
-    branch: str | None = None
-    #: Only this folder of the repository ("" = all of it).
-    path: str = ""
-    #: Where a document is read in its own system: ``web_url`` + its path below ``path``.
-    web_url: str | None = None
-    #: The environment variable, or file, holding an HTTPS token (sent as basic auth with ``username``).
-    token_env: str | None = None
-    token_file: Path | None = None
-    username: str = "x-access-token"
-    timeout_s: float = Field(300.0, gt=0)
-
-    @field_validator("repository")
-    @classmethod
-    def _no_credentials_in_url(cls, value: str) -> str:
-        if urlparse(value).password:
-            raise ValueError("the URL holds a password or token: put it in token_env or token_file instead")
-        return value
-
-    @field_validator("path")
-    @classmethod
-    def _relative(cls, value: str) -> str:
-        value = value.strip("/")
-        if ".." in value.split("/"):
-            raise ValueError("must be a folder inside the repository")
-        return value
-
-
-class WebsiteSource(_Source):
-    kind: Literal["website"]
-    #: Exactly one of: a sitemap (``<urlset>`` or ``<sitemapindex>``), or a page to crawl from (links followed
-    #: within its host and below its folder).
-    sitemap: str | None = None
-    start_url: str | None = None
-    user_agent: str = "DeskmateBot/1.0"
-    max_pages: int = Field(1000, ge=1)
-    timeout_s: float = Field(30.0, gt=0)
-    #: 429 / 503 are retried after their Retry-After up to this many times; a longer Retry-After fails the page.
-    max_retries: int = Field(3, ge=0)
-    max_retry_after_s: float = Field(120.0, ge=0)
-    #: A bearer token for a site behind a login (environment variable or file).
-    token_env: str | None = None
-    token_file: Path | None = None
-
-    @field_validator("sitemap", "start_url")
-    @classmethod
-    def _http(cls, value: str | None) -> str | None:
-        if value is not None:
-            parsed = urlparse(value)
-            if parsed.scheme not in ("http", "https") or not parsed.netloc:
-                raise ValueError("must be an http(s):// URL")
-            if parsed.password:
-                raise ValueError("the URL holds a password or token: put it in token_env or token_file instead")
-        return value
-
-    @model_validator(mode="after")
-    def _one_start(self) -> WebsiteSource:
-        if (self.sitemap is None) == (self.start_url is None):
-            raise ValueError("give exactly one of 'sitemap' and 'start_url'")
-        return self
-
-
-SourceConfig = Annotated[FolderSource | GitSource | WebsiteSource, Field(discriminator="kind")]
+#: Every kind of source: one module of this package each (its settings class and its connector).
+SourceConfig = Annotated[
+    FolderSource
+    | GitSource
+    | WebsiteSource,
+    Field(discriminator="kind"),
+]
 _ADAPTER: TypeAdapter[SourceConfig] = TypeAdapter(SourceConfig)
-KINDS = ("folder", "git", "website")
+KINDS: tuple[str, ...] = tuple(get_args(cls.model_fields["kind"].annotation)[0]
+                               for cls in get_args(get_args(SourceConfig)[0]))
 
 
 def _describe(error: Mapping[str, Any]) -> str:
@@ -210,25 +117,3 @@ def load_sources(path: Path) -> list[SourceConfig]:
     base = path.resolve().parent
     return [s.model_copy(update={"path": base / s.path}) if isinstance(s, FolderSource) and not s.path.is_absolute()
             else s for s in sources]
-
-
-def read_secret(source: str, key: str, env_name: str | None, file: Path | None,
-                environ: Mapping[str, str] | None = None) -> str | None:
-    """The credential named by ``<key>_env`` or ``<key>_file`` (None when neither is set). Raises
-    :class:`SourcesConfigError` naming the source and the key — never the value — when it is missing."""
-    environ = os.environ if environ is None else environ
-    if env_name:
-        value = environ.get(env_name, "").strip()
-        if not value:
-            raise SourcesConfigError(f"source '{source}': {key}_env names {env_name}, which is not set")
-        return value
-    if file is not None:
-        try:
-            value = file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise SourcesConfigError(f"source '{source}': {key}_file {file} cannot be read "
-                                     f"({exc.strerror or exc.__class__.__name__})") from exc
-        if not value:
-            raise SourcesConfigError(f"source '{source}': {key}_file {file} is empty")
-        return value
-    return None

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
-from knowledge.connectors.base import Changes, DocumentRef, FetchError, SourceError
+from knowledge.connectors.base import BaseSource, Changes, Connector, DocumentRef, FetchError, SourceError
 from knowledge.sources import discover
+
+
+class FolderSource(BaseSource):
+    kind: Literal["folder"]
+    path: Path
+    #: Base URL that makes a document's path citable (else DESKMATE_DOC_BASE_URL, else the path).
+    base_url: str | None = None
+
+    def open_connector(self, work_dir: Path, *, environ: Mapping[str, str] | None = None,
+                       max_bytes: int = 5_000_000) -> Connector:
+        return FolderConnector(self.path)
 
 
 class FolderConnector:

@@ -13,14 +13,63 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
+from typing import Literal
+from urllib.parse import urlparse
+
+from pydantic import Field, field_validator
 
 from bot.core.log import get_logger
-from knowledge.connectors.base import Changes, DocumentRef, FetchError, SourceError
-from knowledge.connectors.config import GitSource
+from knowledge.connectors.base import (
+    BaseSource,
+    Changes,
+    Connector,
+    DocumentRef,
+    FetchError,
+    SourceError,
+    read_secret,
+)
 from knowledge.sources import SUPPORTED_SUFFIXES
 
 log = get_logger(__name__)
+
+
+class GitSource(BaseSource):
+    kind: Literal["git"]
+    #: A clone URL (https://, ssh://, git@host:…) or a local path of a repository.
+    repository: str
+    #: Default: the repository's default branch (HEAD).
+    branch: str | None = None
+    #: Only this folder of the repository ("" = all of it).
+    path: str = ""
+    #: Where a document is read in its own system: ``web_url`` + its path below ``path``.
+    web_url: str | None = None
+    #: The environment variable, or file, holding an HTTPS token (sent as basic auth with ``username``).
+    token_env: str | None = None
+    token_file: Path | None = None
+    username: str = "x-access-token"
+    timeout_s: float = Field(300.0, gt=0)
+
+    @field_validator("repository")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str) -> str:
+        if urlparse(value).password:
+            raise ValueError("the URL holds a password or token: put it in token_env or token_file instead")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        value = value.strip("/")
+        if ".." in value.split("/"):
+            raise ValueError("must be a folder inside the repository")
+        return value
+
+    def open_connector(self, work_dir: Path, *, environ: Mapping[str, str] | None = None,
+                       max_bytes: int = 5_000_000) -> Connector:
+        token = read_secret(self.name, "token", self.token_env, self.token_file, environ)
+        return GitConnector(self, work_dir, token=token, max_bytes=max_bytes)
 
 
 class GitConnector:

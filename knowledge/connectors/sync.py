@@ -28,17 +28,7 @@ from typing import Any
 
 from bot.core.log import get_logger
 from knowledge.connectors.base import Connector, FetchError, SourceError
-from knowledge.connectors.config import (
-    FolderSource,
-    GitSource,
-    SourceConfig,
-    SourcesConfigError,
-    WebsiteSource,
-    read_secret,
-)
-from knowledge.connectors.folder import FolderConnector
-from knowledge.connectors.git import GitConnector
-from knowledge.connectors.website import WebsiteConnector
+from knowledge.connectors.config import FolderSource, SourceConfig, SourcesConfigError
 from knowledge.index import IndexStore
 from knowledge.ingest import NoDocuments, ProgressCallback, ingest_documents
 from knowledge.sources import SkippedFile, SourceDocument, is_url, scan
@@ -106,7 +96,7 @@ class SyncResult:
 @dataclass
 class _State:
     cursor: str | None = None
-    docs: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> {"version", "location"?}
+    docs: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> {"version", "location"?, "restricted"?}
 
     @classmethod
     def load(cls, path: Path) -> _State:
@@ -129,15 +119,7 @@ def kb_of(source: SourceConfig, default_kb: str) -> str:
 def connector_for(source: SourceConfig, work_dir: Path, *, environ: Mapping[str, str] | None = None,
                   max_bytes: int = 5_000_000) -> Connector:
     """The connector of ``source``'s kind (credentials read now). Raises SourcesConfigError."""
-    if isinstance(source, FolderSource):
-        return FolderConnector(source.path)
-    if isinstance(source, GitSource):
-        token = read_secret(source.name, "token", source.token_env, source.token_file, environ)
-        return GitConnector(source, work_dir, token=token, max_bytes=max_bytes)
-    if isinstance(source, WebsiteSource):
-        token = read_secret(source.name, "token", source.token_env, source.token_file, environ)
-        return WebsiteConnector(source, token=token, max_bytes=max_bytes)
-    raise SourcesConfigError(f"source '{source.name}': no connector for this kind")
+    return source.open_connector(work_dir, environ=environ, max_bytes=max_bytes)
 
 
 @contextmanager
@@ -197,7 +179,8 @@ def update_mirror(connector: Connector, work_dir: Path, *, name: str = "",
         tmp = target.with_name(f".{target.name}.part")
         tmp.write_bytes(content)
         os.replace(tmp, target)
-        state.docs[ref.path] = {"version": ref.version, **({"location": ref.location} if ref.location else {})}
+        state.docs[ref.path] = {"version": ref.version, **({"location": ref.location} if ref.location else {}),
+                                **({"restricted": True} if ref.restricted else {})}
     for rel in sorted(gone):
         state.docs.pop(rel, None)
         try:
@@ -218,14 +201,17 @@ def update_mirror(connector: Connector, work_dir: Path, *, name: str = "",
 def read_documents(source: SourceConfig, work_dir: Path, *, max_bytes: int,
                    doc_base_url: str | None = None) -> tuple[list[SourceDocument], list[SkippedFile]]:
     """The documents of one source as the index holds them: ids prefixed with the source's name, its knowledge
-    set and visibility applied (a document restricted by its own front matter stays restricted), located in
-    their own system when the connector said where."""
+    set and visibility applied (a document restricted by its own front matter, or by the source's permissions as
+    its connector reported them, stays restricted), located in their own system when the connector said where."""
+    restricted: set[str] = set()
     if isinstance(source, FolderSource):
         root, base_url = source.path, source.base_url or doc_base_url
         locations: dict[str, str] = {}
     else:
         root, base_url = work_dir / "files", None
-        locations = {p: d["location"] for p, d in _State.load(work_dir / "state.json").docs.items() if "location" in d}
+        docs = _State.load(work_dir / "state.json").docs
+        locations = {p: d["location"] for p, d in docs.items() if "location" in d}
+        restricted = {p for p, d in docs.items() if d.get("restricted")}
     if not root.is_dir():
         return [], []
     documents, skipped = scan(root, max_bytes=max_bytes, base_url=base_url)
@@ -235,7 +221,7 @@ def read_documents(source: SourceConfig, work_dir: Path, *, max_bytes: int,
         location = doc.location if is_url(doc.location) else locations.get(rel, doc.location)
         out.append(replace(doc, doc_id=f"{source.name}/{doc.doc_id}", location=location,
                            knowledge_set=source.knowledge_set or doc.knowledge_set,
-                           public=doc.public and source.visibility == "public",
+                           public=doc.public and source.visibility == "public" and rel not in restricted,
                            meta={**doc.meta, "source": source.name}))
     return out, [SkippedFile(f"{source.name}/{s.path}", s.reason) for s in skipped]
 

@@ -22,18 +22,26 @@ import json
 import time
 import xml.etree.ElementTree as ElementTree
 from collections import deque
-from collections.abc import Callable
-from email.utils import parsedate_to_datetime
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urldefrag, urljoin, urlparse
 from urllib.robotparser import RobotFileParser
 
 import httpx
+from pydantic import Field, field_validator, model_validator
 
 from bot.core.log import get_logger
-from knowledge.connectors.base import Changes, DocumentRef, FetchError, SourceError
-from knowledge.connectors.config import WebsiteSource
+from knowledge.connectors.base import (
+    BaseSource,
+    Changes,
+    Connector,
+    DocumentRef,
+    FetchError,
+    SourceError,
+    read_secret,
+)
+from knowledge.connectors.http import RETRIED_STATUSES, HttpClient
 
 log = get_logger(__name__)
 
@@ -59,17 +67,43 @@ def path_for(url: str, suffix: str) -> str:
     return safe + suffix
 
 
-def retry_after_seconds(value: str | None, default: float = 1.0) -> float:
-    if not value:
-        return default
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return default
-    return max(0.0, when.timestamp() - time.time())
+class WebsiteSource(BaseSource):
+    kind: Literal["website"]
+    #: Exactly one of: a sitemap (``<urlset>`` or ``<sitemapindex>``), or a page to crawl from (links followed
+    #: within its host and below its folder).
+    sitemap: str | None = None
+    start_url: str | None = None
+    user_agent: str = "DeskmateBot/1.0"
+    max_pages: int = Field(1000, ge=1)
+    timeout_s: float = Field(30.0, gt=0)
+    #: 429 / 503 are retried after their Retry-After up to this many times; a longer Retry-After fails the page.
+    max_retries: int = Field(3, ge=0)
+    max_retry_after_s: float = Field(120.0, ge=0)
+    #: A bearer token for a site behind a login (environment variable or file).
+    token_env: str | None = None
+    token_file: Path | None = None
+
+    @field_validator("sitemap", "start_url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None:
+            parsed = urlparse(value)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise ValueError("must be an http(s):// URL")
+            if parsed.password:
+                raise ValueError("the URL holds a password or token: put it in token_env or token_file instead")
+        return value
+
+    @model_validator(mode="after")
+    def _one_start(self) -> WebsiteSource:
+        if (self.sitemap is None) == (self.start_url is None):
+            raise ValueError("give exactly one of 'sitemap' and 'start_url'")
+        return self
+
+    def open_connector(self, work_dir: Path, *, environ: Mapping[str, str] | None = None,
+                       max_bytes: int = 5_000_000) -> Connector:
+        token = read_secret(self.name, "token", self.token_env, self.token_file, environ)
+        return WebsiteConnector(self, token=token, max_bytes=max_bytes)
 
 
 class WebsiteConnector:
@@ -77,16 +111,14 @@ class WebsiteConnector:
                  sleep: Callable[[float], None] = time.sleep, transport: httpx.BaseTransport | None = None) -> None:
         self.source = source
         self.max_bytes = max_bytes
-        self._sleep = sleep
         headers = {"User-Agent": source.user_agent}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._client = httpx.Client(headers=headers, timeout=source.timeout_s, follow_redirects=True,
-                                    transport=transport)
+        self._http = HttpClient(source=source.name, headers=headers, timeout_s=source.timeout_s,
+                                max_retries=source.max_retries, max_retry_after_s=source.max_retry_after_s,
+                                sleep=sleep, transport=transport)
         self._bodies: dict[str, bytes] = {}
         self._robots: RobotFileParser | None = None
-        self._delay = 0.0
-        self._last_request = 0.0
         root = str(source.start_url or source.sitemap)
         parsed = urlparse(root)
         self._origin = f"{parsed.scheme}://{parsed.netloc}"
@@ -99,27 +131,12 @@ class WebsiteConnector:
 
     # --- HTTP ---------------------------------------------------------------------------------------------
     def _get(self, url: str, headers: dict[str, str] | None = None) -> httpx.Response:
-        """GET with Crawl-delay and Retry-After honoured; raises FetchError."""
-        for attempt in range(self.source.max_retries + 1):
-            wait = self._delay - (time.monotonic() - self._last_request)
-            if wait > 0:
-                self._sleep(wait)
-            self._last_request = time.monotonic()
-            try:
-                response = self._client.get(url, headers=headers or {})
-            except httpx.HTTPError as exc:
-                raise FetchError(f"{exc.__class__.__name__} requesting {url}") from exc
-            if response.status_code in (429, 503) and attempt < self.source.max_retries:
-                delay = retry_after_seconds(response.headers.get("Retry-After"), default=2.0 ** attempt)
-                if delay > self.source.max_retry_after_s:
-                    raise FetchError(f"HTTP {response.status_code}: Retry-After {delay:.0f} s is longer than "
-                                     f"max_retry_after_s ({self.source.max_retry_after_s:g})")
-                log.info("source.website.retry_after", source=self.source.name, status=response.status_code,
-                         seconds=round(delay, 2))
-                self._sleep(delay)
-                continue
-            return response
-        raise FetchError(f"HTTP {response.status_code} after {self.source.max_retries} retries: {url}")
+        """GET with Crawl-delay and Retry-After honoured; raises FetchError (also when still rate-limited after
+        the retries)."""
+        response = self._http.get(url, headers=headers or {})
+        if response.status_code in RETRIED_STATUSES:
+            raise FetchError(f"HTTP {response.status_code} after {self.source.max_retries} retries: {url}")
+        return response
 
     def _load_robots(self) -> RobotFileParser:
         if self._robots is not None:
@@ -138,7 +155,7 @@ class WebsiteConnector:
         else:  # no robots.txt: everything may be fetched
             robots.parse([])
         delay = robots.crawl_delay(self.source.user_agent)
-        self._delay = min(float(delay), 30.0) if delay else 0.0
+        self._http.min_interval_s = min(float(delay), 30.0) if delay else 0.0
         self._robots = robots
         return robots
 
@@ -281,4 +298,4 @@ class WebsiteConnector:
         return response.content
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
