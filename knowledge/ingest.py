@@ -84,6 +84,14 @@ def ingest(
                             protected_versions=protected_versions)
 
 
+def _access_changed(old: DocEntry, doc: SourceDocument) -> bool:
+    """Who may see the document, its knowledge set or its link changed while its text did not (a page restricted
+    or shared anew, a source's visibility changed): the next version must carry the new labels — keeping the old
+    ones would show a newly restricted document in public channels."""
+    return (bool(old.get("public", True)) != doc.public or old.get("knowledge_set") != doc.knowledge_set
+            or old.get("location") != doc.location)
+
+
 def ingest_documents(
     store: IndexStore,
     documents: list[SourceDocument],
@@ -113,20 +121,24 @@ def ingest_documents(
         report = IngestReport(kb=kb, version=previous["version"] if previous else None, created_version=False,
                               skipped=skipped)
         to_embed: list[SourceDocument] = []
+        relabelled: list[str] = []
         for doc in documents:
             old = old_docs.get(doc.doc_id)
             if old is None:
                 report.ingested.append(doc.doc_id)
                 to_embed.append(doc)
-            elif old["hash"] != doc.content_hash or not reusable:
-                report.updated.append(doc.doc_id)
+            elif old["hash"] != doc.content_hash or old.get("title") != doc.title or not reusable:
+                report.updated.append(doc.doc_id)  # the title is part of every chunk's indexed text
                 to_embed.append(doc)
+            elif _access_changed(old, doc):
+                report.updated.append(doc.doc_id)  # same text, new visibility / set / link: new version, same vectors
+                relabelled.append(doc.doc_id)
             else:
                 report.unchanged.append(doc.doc_id)
         current_ids = {d.doc_id for d in documents}
         report.deleted = sorted(set(old_docs) - current_ids)
 
-        if previous is not None and not to_embed and not report.deleted:
+        if previous is not None and not to_embed and not relabelled and not report.deleted:
             report.chunks_total = int(previous.get("chunk_count", 0))
             report.seconds = time.perf_counter() - started
             return report

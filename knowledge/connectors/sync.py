@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -27,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from bot.core.log import get_logger
-from knowledge.connectors.base import Connector, FetchError, SourceError
+from knowledge.connectors.base import Connector, DocumentRef, FetchError, SourceError
 from knowledge.connectors.config import FolderSource, SourceConfig, SourcesConfigError
 from knowledge.index import IndexStore
 from knowledge.ingest import NoDocuments, ProgressCallback, ingest_documents
-from knowledge.sources import SkippedFile, SourceDocument, is_url, scan
+from knowledge.sources import DocumentSkipped, SkippedFile, SourceDocument, is_url, load_document, scan
 
 log = get_logger(__name__)
 
@@ -54,6 +55,17 @@ class ChangeGuard:
 
     max_share: float = 0.3
     min_docs: int = 10
+
+    def check_readable(self, source: str, before: int, unreadable: list[str]) -> None:
+        """Hold a sync in which more than ``max_share`` of the source's documents came back empty or unreadable
+        (an export that broke, an expired session serving login pages as empty bodies)."""
+        if self.max_share >= 1 or before < self.min_docs or len(unreadable) <= self.max_share * before:
+            return
+        raise ChangeHeld(
+            f"held: {len(unreadable)} documents of source '{source}' came back empty or unreadable (it had "
+            f"{before}; more than {self.max_share:.0%}), e.g. {', '.join(sorted(unreadable)[:3])}; nothing was "
+            f"applied. Check the source; if this is intended, run `deskmate source sync {source} --force` "
+            f"(runbook: {RUNBOOK})")
 
     def check(self, source: str, before: int, deleted: int, changed: int) -> None:
         if self.max_share >= 1 or before < self.min_docs:
@@ -143,11 +155,29 @@ def _safe_path(files: Path, rel: str) -> Path:
     return target
 
 
-def update_mirror(connector: Connector, work_dir: Path, *, name: str = "",
-                  guard: ChangeGuard | None = None) -> tuple[list[str], list[SkippedFile]]:
+def _entry(ref: DocumentRef) -> dict[str, Any]:
+    return {"version": ref.version, **({"location": ref.location} if ref.location else {}),
+            **({"restricted": True} if ref.restricted else {})}
+
+
+def _unreadable(fetched: list[tuple[DocumentRef, Path, Path]], staging: Path, max_bytes: int) -> list[str]:
+    """The fetched documents that came back empty or unreadable (not those merely unsupported or too large)."""
+    bad = []
+    for ref, staged, _ in fetched:
+        try:
+            load_document(staged, staging, max_bytes=max_bytes)
+        except DocumentSkipped as exc:
+            if not str(exc).startswith(("unsupported file type", "too large")):
+                bad.append(ref.path)
+    return bad
+
+
+def update_mirror(connector: Connector, work_dir: Path, *, name: str = "", guard: ChangeGuard | None = None,
+                  max_bytes: int = 5_000_000) -> tuple[list[str], list[SkippedFile]]:
     """Apply the connector's changes since the last cursor to ``work_dir/files``; returns (errors, skipped).
     The cursor advances only when every changed document was fetched, so failures are retried. Raises
-    :class:`ChangeHeld`, before anything is applied, when ``guard`` holds the change."""
+    :class:`ChangeHeld`, before anything is applied, when ``guard`` holds the change: fetched documents are
+    staged in ``work_dir/staging`` and checked first (a surge of empty or unreadable documents is held too)."""
     state_path = work_dir / "state.json"
     files = work_dir / "files"
     files.mkdir(parents=True, exist_ok=True)
@@ -165,22 +195,31 @@ def update_mirror(connector: Connector, work_dir: Path, *, name: str = "",
         modified = sum(1 for r in changes.changed
                        if r.path in state.docs and state.docs[r.path].get("version") != r.version)
         guard.check(name, len(state.docs), len(gone & set(state.docs)), modified)
+    staging = work_dir / "staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    fetched: list[tuple[DocumentRef, Path, Path]] = []
     for ref in changes.changed:
         known = state.docs.get(ref.path)
         try:
             target = _safe_path(files, ref.path)
             if known and known.get("version") == ref.version and target.is_file():
+                state.docs[ref.path] = _entry(ref)  # same content; its permissions or link may have changed
                 continue
             content = connector.fetch(ref)
         except FetchError as exc:
             errors.append(f"{ref.path}: {exc}")
             continue
+        staged = staging / target.relative_to(files.resolve())
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        staged.write_bytes(content)
+        fetched.append((ref, staged, target))
+    if guard is not None:
+        guard.check_readable(name, len(state.docs), _unreadable(fetched, staging, max_bytes))
+    for ref, staged, target in fetched:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.part")
-        tmp.write_bytes(content)
-        os.replace(tmp, target)
-        state.docs[ref.path] = {"version": ref.version, **({"location": ref.location} if ref.location else {}),
-                                **({"restricted": True} if ref.restricted else {})}
+        os.replace(staged, target)
+        state.docs[ref.path] = _entry(ref)
+    shutil.rmtree(staging, ignore_errors=True)
     for rel in sorted(gone):
         state.docs.pop(rel, None)
         try:
@@ -260,7 +299,8 @@ def sync_source(
             connector = connector_for(source, work_dir, environ=environ, max_bytes=config.max_document_bytes)
             if connector.local_root is None:
                 try:
-                    errors, listed_skips = update_mirror(connector, work_dir, name=source.name, guard=guard)
+                    errors, listed_skips = update_mirror(connector, work_dir, name=source.name, guard=guard,
+                                                         max_bytes=config.max_document_bytes)
                 finally:
                     close = getattr(connector, "close", None)
                     if callable(close):

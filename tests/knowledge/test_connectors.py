@@ -263,3 +263,50 @@ def test_the_change_guard_holds_a_mass_deletion_until_forced(tmp_path: Path, sto
     in_place = sync_source(store, local, [local], work_root=work, default_kb="f", guard=guard)
     assert in_place.status == "held" and "delete 2 and change 3 of the 12 documents" in in_place.errors[0]
     assert store.latest_version("f") == 1
+
+
+def test_a_source_restricted_later_is_hidden_from_public_channels_at_once(tmp_path: Path, store: IndexStore) -> None:
+    """Same text, new permissions: the next sync makes a version with the new labels (no re-embedding) — keeping
+    the old ones would leave a newly restricted document answering in public channels."""
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    (folder / "salaries.md").write_text("# Salary bands\n\nThe salary bands for every grade, revised in March.\n")
+    (public,) = parse_sources([{"name": "hr", "kind": "folder", "path": str(folder)}])
+    work = tmp_path / "work"
+    assert sync_source(store, public, [public], work_root=work, default_kb="t").status == "ok"
+    assert Retriever(store).search("salary bands", kb="t", k=1, search_filter=SearchFilter(public_only=True))
+
+    restricted = public.model_copy(update={"visibility": "restricted"})
+    result = sync_source(store, restricted, [restricted], work_root=work, default_kb="t")
+    assert result.status == "ok" and result.updated == ["hr/salaries"] and store.latest_version("t") == 2
+    assert Retriever(store).search("salary bands", kb="t", k=1,
+                                   search_filter=SearchFilter(public_only=True)) == []
+    assert Retriever(store).search("salary bands", kb="t", k=1)[0].doc_id == "hr/salaries"
+
+
+def test_the_change_guard_holds_a_surge_of_empty_documents(tmp_path: Path, store: IndexStore) -> None:
+    """New documents that come back blank (an export that broke) are held like a mass deletion, before the mirror
+    changes; forced, they are skipped with their reason."""
+    from knowledge.connectors.sync import ChangeGuard
+
+    root = tmp_path / "many"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    topics = ["vpn", "laptops", "printers", "badges", "parking", "lunch", "wifi", "phones", "desks", "lockers"]
+    commit(root, {f"{t}.md": f"# {t.title()}\n\nEverything about {t} at the office, for every employee.\n"
+                  for t in topics}, "first")
+    (source,) = parse_sources([{"name": "office", "kind": "git", "repository": str(root)}])
+    work = tmp_path / "work"
+    guard = ChangeGuard(max_share=0.3)
+    assert sync_source(store, source, [source], work_root=work, default_kb="t", guard=guard).status == "ok"
+
+    commit(root, {f"blank-{n}.md": "  \n\n" for n in range(4)}, "an export that produced blank pages")
+    held = sync_source(store, source, [source], work_root=work, default_kb="t", guard=guard)
+    assert held.status == "held" and store.latest_version("t") == 1
+    assert "4 documents of source 'office' came back empty or unreadable (it had 10" in held.errors[0]
+    assert "source-change-held.md" in held.errors[0]
+    assert not (work / "office" / "files" / "blank-0.md").exists(), "nothing was applied to the mirror"
+
+    forced = sync_source(store, source, [source], work_root=work, default_kb="t", guard=None)
+    assert forced.status == "unchanged" and store.latest_version("t") == 1
+    assert {s.path for s in forced.skipped} >= {f"office/blank-{n}.md" for n in range(4)}
