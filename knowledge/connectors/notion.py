@@ -517,6 +517,9 @@ class NotionConnector:
             self._check_roots(pages)
             cache: dict[str, bool] = {}
             pages = {pid: p for pid, p in pages.items() if self._under_roots(pid, pages, sources, cache)}
+        if not self.source.include_databases:  # search returns database rows too: leave them out
+            pages = {pid: p for pid, p in pages.items()
+                     if (p.get("parent") or {}).get("type") not in ("data_source_id", "database_id")}
         live = {pid: p for pid, p in pages.items() if not _trashed(p)}
         self._links = {pid: str(p.get("url") or f"{APP_URL}/{pid}") for pid, p in live.items()}
         for data_source in sources.values():  # a child_database block's id is its database's

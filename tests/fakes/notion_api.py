@@ -123,6 +123,8 @@ class FakeNotion:
     max_per_response: int = 100
     #: Search stops after this many results and says so (``request_status: incomplete``), as Notion may.
     search_limit: int | None = None
+    #: Pages whose content answers this status although search still lists them (unshared or broken in between).
+    fail_content: dict[str, int] = field(default_factory=dict)
     clock: datetime = field(default_factory=lambda: datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc))
     _limits: list[tuple[str, float, int]] = field(default_factory=list)  # (path prefix, retry after, times)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -327,6 +329,11 @@ class FakeNotion:
         match = re.fullmatch(r"/v1/blocks/([0-9a-fA-F-]{32,36})/children", path)
         if method == "GET" and match:
             bid = _compact(match.group(1))
+            if self.fail_content.get(bid) == 404:
+                return _not_found("block", bid)
+            if bid in self.fail_content:
+                return self.fail_content[bid], _error(self.fail_content[bid], "internal_server_error",
+                                                      "Unexpected error occurred."), {}
             if bid in self.pages:
                 if not self.visible(bid):
                     return _not_found("block", bid)

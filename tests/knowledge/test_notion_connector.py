@@ -136,7 +136,8 @@ def test_shared_pages_and_rows_sync_then_resync_edit_trash_and_unshare(
     assert again.status == "unchanged" and again.index_version == first.index_version
     assert notion.served("GET", "/v1/blocks") == [], "nothing unchanged was downloaded"
 
-    notion.edit(laptops, blocks=[para("Laptops are replaced every four years since 2026.")])
+    notion.edit(laptops, title="Laptops and tablets",
+                blocks=[para("Laptops are replaced every four years since 2026.")])
     notion.trash(row)
     notion.unshare(parking)
     notion.requests.clear()
@@ -144,7 +145,8 @@ def test_shared_pages_and_rows_sync_then_resync_edit_trash_and_unshare(
     assert (third.updated, sorted(third.deleted), third.added) == ([ids["laptops"]],
                                                                    sorted([ids["row"], ids["parking"]]), [])
     assert {r.path for r in notion.served("GET", "/v1/blocks")} == {f"/v1/blocks/{laptops}/children"}
-    assert "four years" in retriever.search("laptop replacement", kb="t", k=1)[0].text
+    renamed = retriever.search("laptop replacement", kb="t", k=1)[0]
+    assert "four years" in renamed.text and renamed.title == "Laptops and tablets", "renamed, same document id"
 
 
 def test_roots_restrict_the_sync_and_a_restricted_source_stays_out_of_public_channels(
@@ -238,6 +240,28 @@ def test_recent_edits_are_read_again_large_pages_skipped_and_an_incomplete_listi
     assert not partial.complete and partial.deleted == [], "an incomplete listing is not taken as deletions"
     assert f"wifi-{page}" in json.dumps(json.loads(partial.cursor))
     connector.close()
+
+
+def test_databases_can_be_left_out_a_page_unshared_after_the_listing_is_dropped_a_failing_one_kept(notion: FakeNotion) -> None:
+    team = notion.add_page("Team", blocks=[para("Who is who.")])
+    people = notion.add_database("People", parent=team, schema={"Role": "select"})
+    notion.add_row(people, "Ada", {"Role": {"type": "select", "select": {"name": "Engineer"}}})
+    connector = NotionConnector(source_of(notion, include_databases=False), token=SECRET)
+    assert [r.path for r in connector.changes(None).changed] == [f"team-{team}.md"]
+    assert notion.served("POST", "/v1/data_sources") == []
+
+    notion.requests.clear()
+    with_rows = NotionConnector(source_of(notion), token=SECRET)
+    listed = with_rows.changes(None)
+    assert len(listed.changed) == 2 and len(notion.served("POST", "/v1/data_sources")) == 1
+    row = next(r for r in listed.changed if r.path.startswith("ada-"))
+    notion.pages[team]["last_edited_time"] = notion.pages[row.path[4:-3]]["last_edited_time"] = \
+        "2026-11-30T11:00:00.000Z"
+    notion.fail_content = {team: 404, row.path[4:-3]: 500}  # unshared after the search; a server error
+    again = with_rows.changes(listed.cursor)
+    assert [r.path for r in again.changed] == [row.path] and again.changed[0].version == row.version, \
+        "the failing row is kept as it was (retried next time); the unshared page is dropped"
+    assert again.errors == [f"{row.path}: HTTP 500 internal_server_error"] and again.complete
 
 
 @pytest.mark.parametrize(
