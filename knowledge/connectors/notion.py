@@ -209,6 +209,14 @@ def property_text(prop: dict[str, Any]) -> str:
     return ""  # relation, rollup arrays, button, verification: not rendered
 
 
+class NotionError(Exception):
+    """An error answer of the Notion API (``{"object": "error", "status", "code", "message"}``)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"HTTP {status} {code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
 class Renderer:
     """Blocks to Markdown. ``children(block_id)`` lists a block's children (paginated by the caller)."""
 
@@ -241,7 +249,14 @@ class Renderer:
             return []
         if depth >= MAX_DEPTH:
             return [f"{indent}_(deeper content not read)_"]
-        return self._blocks(self._children(of or str(block["id"])), depth + 1, indent)
+        try:
+            children = self._children(of or str(block["id"]))
+        except NotionError as exc:
+            if exc.status not in (403, 404):
+                raise
+            # e.g. a synced block whose original is on a page the integration cannot see
+            return [f"{indent}<!-- Notion content not shared with the integration -->"]
+        return self._blocks(children, depth + 1, indent)
 
     def _block(self, block: dict[str, Any], kind: str, depth: int, indent: str, number: int) -> list[str]:
         data = block.get(kind) or {}
@@ -616,14 +631,6 @@ class NotionConnector:
 
     def close(self) -> None:
         self._http.close()
-
-
-class NotionError(Exception):
-    """An error answer of the Notion API (``{"object": "error", "status", "code", "message"}``)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"HTTP {status} {code}: {message}")
-        self.status, self.code, self.message = status, code, message
 
 
 def _trashed(obj: dict[str, Any]) -> bool:

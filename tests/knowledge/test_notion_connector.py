@@ -68,6 +68,10 @@ def doc_id(pid: str, slug: str) -> str:
 
 def test_shared_pages_and_rows_sync_then_resync_edit_trash_and_unshare(
         notion: FakeNotion, store: IndexStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    salaries = notion.add_page("Salaries", shared=False, blocks=[  # original synced blocks (synced_from null)
+        block("synced_block", {"synced_from": None}, [para("Salary bands of every grade.")])])
+    mirrored = notion.add_page("Office hours", blocks=[
+        block("synced_block", {"synced_from": None}, [para("The IT desk is open from 8 to 18.")])])
     handbook = notion.add_page("IT Handbook", blocks=[
         heading(1, "Remote access"),
         para([text("Open "), text("NorthGate", bold=True), text(" and sign in with your badge number; see the "),
@@ -81,6 +85,8 @@ def test_shared_pages_and_rows_sync_then_resync_edit_trash_and_unshare(
         table([["Floor", "Printer"], ["2", "HP-2F | colour"], ["3", "Canon-3F"]]),
         code("lpadmin -p HP-2F -E", "shell"),
         block("ai_block", {}),
+        block("synced_block", {"synced_from": {"type": "block_id", "block_id": notion.children[mirrored][0]}}),
+        block("synced_block", {"synced_from": {"type": "block_id", "block_id": notion.children[salaries][0]}}),
     ])
     laptops = notion.add_page("Laptops", parent=handbook,
                               blocks=[para("Laptops are replaced every three years by the IT desk.")])
@@ -90,7 +96,6 @@ def test_shared_pages_and_rows_sync_then_resync_edit_trash_and_unshare(
         "Area": {"type": "multi_select", "multi_select": [{"name": "printing"}, {"name": "office"}]}},
         blocks=[para("Open tray 2 and pull the green lever to release the paper.")])
     parking = notion.add_page("Parking", blocks=[para("Visitor parking is behind building C, level -1.")])
-    notion.add_page("Salaries", shared=False, blocks=[para("Salary bands of every grade.")])
     notion.rate_limit("/v1/search", retry_after=2)
 
     sleeps: list[float] = []
@@ -105,7 +110,8 @@ def test_shared_pages_and_rows_sync_then_resync_edit_trash_and_unshare(
     source = source_of(notion)
     work = tmp_path / "work"
     ids = {"handbook": doc_id(handbook, "it-handbook"), "laptops": doc_id(laptops, "laptops"),
-           "row": doc_id(row, "printer-jam-on-floor-2"), "parking": doc_id(parking, "parking")}
+           "row": doc_id(row, "printer-jam-on-floor-2"), "parking": doc_id(parking, "parking"),
+           "hours": doc_id(mirrored, "office-hours")}
 
     first = sync_source(store, source, [source], work_root=work, default_kb="t", environ=ENV)
     assert first.status == "ok", first.errors
@@ -128,7 +134,8 @@ def test_shared_pages_and_rows_sync_then_resync_edit_trash_and_unshare(
                      "- [x] Enrol a second factor", "> ⚠️ Never share your badge number.",
                      "```shell\nlpadmin -p HP-2F -E\n```", "**NorthGate**",
                      "[VPN page](https://www.notion.so/vpn-0123)",
-                     f"- [Laptops]({notion.pages[laptops]['url']})", "<!-- Notion block not supported: ai_block -->"):
+                     f"- [Laptops]({notion.pages[laptops]['url']})", "<!-- Notion block not supported: ai_block -->",
+                     "The IT desk is open from 8 to 18.\n\n<!-- Notion content not shared with the integration -->"):
         assert expected in mirror, expected
 
     notion.requests.clear()
