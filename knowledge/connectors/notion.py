@@ -525,7 +525,10 @@ class NotionConnector:
         return f"{slug(title_of(page))}-{compact_id(str(page['id']))}.md"
 
     def changes(self, cursor: str | None) -> Changes:
-        previous: dict[str, dict[str, Any]] = json.loads(cursor) if cursor else {}
+        try:
+            previous: dict[str, dict[str, Any]] = json.loads(cursor) if cursor else {}
+        except ValueError:  # not ours (e.g. written by an older version): read everything again
+            previous = {}
         now = self._clock()
         pages, sources = self._list()
         if self.source.roots:

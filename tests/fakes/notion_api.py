@@ -148,28 +148,36 @@ class FakeNotion:
         self.children[parent] = self.children.get(parent, []) + ids
 
     def add_page(self, title: str, *, parent: str | None = None, blocks: list[dict[str, Any]] | None = None,
-                 shared: bool | None = None) -> str:
-        """A page at the workspace's top level (shared unless ``shared=False``) or under ``parent`` (a page);
-        returns its compact id."""
+                 shared: bool | None = None, in_block: str | None = None) -> str:
+        """A page at the workspace's top level (shared unless ``shared=False``), under ``parent`` (a page), or
+        inside the block ``in_block`` (a toggle, a column); returns its compact id."""
         pid = uuid.uuid4().hex
         when = self._tick()
-        up = {"type": "page_id", "page_id": _dashed(parent)} if parent else {"type": "workspace", "workspace": True}
+        if in_block:
+            up = {"type": "block_id", "block_id": _dashed(in_block)}
+            self.blocks[in_block]["has_children"] = True
+        elif parent:
+            up = {"type": "page_id", "page_id": _dashed(parent)}
+        else:
+            up = {"type": "workspace", "workspace": True}
         self.pages[pid] = {
             "object": "page", "id": _dashed(pid), "created_time": when, "last_edited_time": when,
             "created_by": USER, "last_edited_by": USER, "cover": None, "icon": None, "parent": up,
             "in_trash": False, "is_archived": False, "is_locked": False,
             "properties": {"title": {"id": "title", "type": "title", "title": [text(title)]}},
             "url": f"https://www.notion.so/{_url_slug(title)}-{pid}", "public_url": None}
-        if parent:
-            self._store_child_link(parent, pid, "child_page", {"title": title}, when)
-        if shared if shared is not None else parent is None:
+        if parent or in_block:
+            self._store_child_link(str(in_block or parent), pid, "child_page", {"title": title}, when,
+                                   "block_id" if in_block else "page_id")
+        if shared if shared is not None else not (parent or in_block):
             self.shared.add(pid)
         self._store_blocks(pid, "page_id", blocks or [], when)
         return pid
 
-    def _store_child_link(self, parent: str, child: str, kind: str, body: dict[str, Any], when: str) -> None:
-        self.blocks[child] = {"object": "block", "id": _dashed(child), "parent": {"type": "page_id",
-                                                                                  "page_id": _dashed(parent)},
+    def _store_child_link(self, parent: str, child: str, kind: str, body: dict[str, Any], when: str,
+                          parent_type: str = "page_id") -> None:
+        self.blocks[child] = {"object": "block", "id": _dashed(child),
+                              "parent": {"type": parent_type, parent_type: _dashed(parent)},
                               "created_time": when, "last_edited_time": when, "created_by": USER,
                               "last_edited_by": USER, "has_children": False, "in_trash": False, "type": kind,
                               kind: body}

@@ -158,7 +158,10 @@ def test_shared_pages_and_rows_sync_then_resync_edit_trash_and_unshare(
 
 def test_roots_restrict_the_sync_and_a_restricted_source_stays_out_of_public_channels(
         notion: FakeNotion, store: IndexStore, tmp_path: Path) -> None:
-    security = notion.add_page("Security", blocks=[para("Report a lost badge to the security desk at once.")])
+    security = notion.add_page("Security", blocks=[para("Report a lost badge to the security desk at once."),
+                                                   toggle("Procedures", [])])
+    drill = notion.add_page("Fire drill", in_block=notion.children[security][1],
+                            blocks=[para("Leave by the nearest stairs; the lifts stop.")])
     incidents = notion.add_page("Incidents", parent=security,
                                 blocks=[para("A phishing mail is forwarded to phishing@example.com.")])
     register = notion.add_database("Risk register", parent=security, schema={"Owner": "rich_text"})
@@ -172,7 +175,7 @@ def test_roots_restrict_the_sync_and_a_restricted_source_stays_out_of_public_cha
     result = sync_source(store, source, [source], work_root=tmp_path / "work", default_kb="t", environ=ENV)
     assert result.status == "ok", result.errors
     assert sorted(result.added) == sorted([f"wiki/security-{security}", f"wiki/incidents-{incidents}",
-                                           f"wiki/tailgating-{risk}"])
+                                           f"wiki/tailgating-{risk}", f"wiki/fire-drill-{drill}"])
     assert not any(r.path.startswith(f"/v1/blocks/{other}") for r in notion.requests), "outside the roots"
     found = Retriever(store).search("lost badge", kb="t", k=1)
     assert found[0].doc_id == f"wiki/security-{security}" and found[0].knowledge_set == "security"
