@@ -400,7 +400,8 @@ class NotionConnector:
                 return SourceError(f"source '{name}': the integration may not {what} ({exc.code or 403}); give it "
                                    "the 'Read content' capability")
             return SourceError(f"source '{name}': {what} failed: HTTP {exc.status} {exc.code}".rstrip())
-        return SourceError(f"source '{name}': {what} failed: {exc} (is {self.source.api_url} reachable?)")
+        hint = f" (is {self.source.api_url} reachable?)" if " requesting " in str(exc) else ""
+        return SourceError(f"source '{name}': {what} failed: {exc}{hint}")
 
     def _credential_name(self) -> str:
         return (f"token_env {self.source.token_env}" if self.source.token_env
@@ -426,7 +427,7 @@ class NotionConnector:
                         sources[compact_id(str(obj["id"]))] = obj
         except (NotionError, FetchError) as exc:
             raise self._source_error(exc, "search") from exc
-        for source_id, data_source in sources.items():
+        for source_id in sources:
             try:
                 for row in self._paginate("POST", f"/v1/data_sources/{source_id}/query"):
                     if row.get("object") == "page":
@@ -436,7 +437,7 @@ class NotionConnector:
                     raise self._source_error(exc, "query a database") from exc
                 if exc.status in (403, 404):  # unshared since the search: its rows go with it
                     continue
-                raise self._source_error(exc, f"query the database '{title_of(data_source)}'") from exc
+                raise self._source_error(exc, f"query the data source {source_id}") from exc
             except FetchError as exc:
                 raise self._source_error(exc, "query a database") from exc
         return pages, sources
