@@ -125,6 +125,8 @@ class FakeNotion:
     search_limit: int | None = None
     #: Pages whose content answers this status although search still lists them (unshared or broken in between).
     fail_content: dict[str, int] = field(default_factory=dict)
+    #: The integration's "Read content" capability; without it reads answer 403 restricted_resource.
+    read_content: bool = True
     clock: datetime = field(default_factory=lambda: datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc))
     _limits: list[tuple[str, float, int]] = field(default_factory=list)  # (path prefix, retry after, times)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -302,6 +304,8 @@ class FakeNotion:
                                    "Notion-Version header should be defined, instead was `undefined`."), {}
             if headers["notion-version"] != VERSION:
                 return 400, _error(400, "validation_error", f"this fake speaks Notion-Version {VERSION} only"), {}
+            if not self.read_content:
+                return 403, _error(403, "restricted_resource", "Insufficient permissions for this endpoint."), {}
             return self._route(method, path, query, body)
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], body: dict[str, Any]

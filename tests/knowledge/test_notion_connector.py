@@ -205,6 +205,10 @@ def test_a_rejected_secret_fails_the_run_leaves_the_index_and_is_never_shown(
         assert secret not in json.dumps(result.to_dict()) and secret not in out.out + out.err
     assert Retriever(store).search("laptop day one", kb="t", k=1)[0].doc_id.startswith("wiki/onboarding-")
 
+    notion.read_content = False
+    refused = sync_source(store, source, [source], work_root=work, default_kb="t", environ=ENV)
+    assert refused.errors == ["source 'wiki': the integration may not search (restricted_resource); give it the "
+                              "'Read content' capability"]
     missing = sync_source(store, source, [source], work_root=work, default_kb="t", environ={})
     assert missing.errors == ["source 'wiki': token_env names NOTION_TOKEN, which is not set"]
     down = source_of(notion, api_url="http://127.0.0.1:9", max_retries=0)
