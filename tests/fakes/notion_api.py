@@ -155,6 +155,7 @@ class FakeNotion:
         inside the block ``in_block`` (a toggle, a column); returns its compact id."""
         pid = uuid.uuid4().hex
         when = self._tick()
+        up: dict[str, Any]
         if in_block:
             up = {"type": "block_id", "block_id": _dashed(in_block)}
             self.blocks[in_block]["has_children"] = True
@@ -353,7 +354,8 @@ class FakeNotion:
                 return _not_found("block", bid)
             kids = [self.blocks[b] for b in self.children.get(bid, [])]
             size = int((query.get("page_size") or ["100"])[0])
-            return self._page_of(kids, (query.get("start_cursor") or [None])[0], size, kind="block")
+            cursor = query.get("start_cursor")
+            return self._page_of(kids, cursor[0] if cursor else None, size, kind="block")
         match = re.fullmatch(r"/v1/(blocks|pages)/([0-9a-fA-F-]{32,36})", path)
         if method == "GET" and match:
             oid = _compact(match.group(2))
@@ -428,6 +430,7 @@ def _handler(fake: FakeNotion) -> type[BaseHTTPRequestHandler]:
             parts = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
+            extra: dict[str, str]
             try:
                 body = json.loads(raw) if raw else {}
             except ValueError:
