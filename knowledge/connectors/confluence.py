@@ -112,6 +112,7 @@ class ConfluenceSource(BaseSource):
         for key in value:
             if not re.fullmatch(r"~?[A-Za-z0-9_-]+", key):
                 raise ValueError(f"'{key}' is not a space key (letters and digits, e.g. HR)")
+        value = [key if key.startswith("~") else key.upper() for key in value]
         if len(set(value)) != len(value):
             raise ValueError("a space is listed twice")
         return value
@@ -376,13 +377,21 @@ class ConfluenceConnector:
         # Cloud's v2 listing has no restrictions: the search brings them (and the attachments); Server's listing
         # has them, so it searches only for attachments.
         types = (["page"] if self.cloud else []) + (["attachment"] if self.source.attachments else [])
+        searched: set[str] = set()
         if types:
             for item in self._search(types):
                 if item.get("type") == "page":
+                    searched.add(str(item.get("id")))
                     if _restricted_in(item) and str(item.get("id")) in pages:
                         restricted_own.add(str(item["id"]))
                 elif item.get("type") == "attachment":
                     attachments.append(item)
+        if self.cloud:
+            # The search index lags behind edits by seconds to minutes: a page it does not know yet has its
+            # restrictions read on its own, so a new restricted page is never published as public meanwhile.
+            for pid in sorted(set(pages) - searched):
+                if self._read_restricted(pid):
+                    restricted_own.add(pid)
 
         changed: list[DocumentRef] = []
         skipped: dict[str, str] = {}
@@ -503,6 +512,12 @@ class ConfluenceConnector:
         if response.status_code == 404:
             raise SourceError(f"space {key} not found on {self.source.base_url}, or not visible to the token's "
                               "user: check the space key and the user's permission to view it")
+
+    def _read_restricted(self, pid: str) -> bool:
+        """``GET …/content/{id}/restriction/byOperation/read``: the page's own read restrictions."""
+        data = self._listing(f"{self.v1}/content/{quote(pid)}/restriction/byOperation/read",
+                             {"expand": "restrictions.user,restrictions.group"})
+        return _restricted_in({"restrictions": {"read": data}})
 
     def _search(self, types: list[str]) -> Iterator[dict[str, Any]]:
         """The CQL search of the chosen spaces' pages' restrictions and/or attachments."""

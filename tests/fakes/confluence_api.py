@@ -80,6 +80,8 @@ class FakeConfluence:
     pages: dict[str, Page] = field(default_factory=dict)
     attachments: dict[str, Attachment] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
+    #: Pages the CQL search does not know yet (its index lags behind edits).
+    search_lag: set[str] = field(default_factory=set)
     throttles: list[list[Any]] = field(default_factory=list)  # [path prefix, times left, retry-after]
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(100_001))
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -337,7 +339,7 @@ def handler_for(site: FakeConfluence) -> type[BaseHTTPRequestHandler]:
                 items = []
                 if "page" in types:
                     items += [site.v1_page(p, expand) for p in site.pages.values()
-                              if p.space in keys and p.status == "current"]
+                              if p.space in keys and p.status == "current" and p.id not in site.search_lag]
                 if "attachment" in types:
                     items += [site.v1_attachment(a, expand) for a in site.attachments.values()
                               if site.pages[a.page].space in keys and a.status == "current"
@@ -350,6 +352,14 @@ def handler_for(site: FakeConfluence) -> type[BaseHTTPRequestHandler]:
                     return self.v1_error(404, f"No space with key : {key}")
                 return self.json(200, {"id": int(site.spaces[key]["id"]), "key": key,
                                        "name": site.spaces[key]["name"], "type": "global"})
+            match = re.fullmatch(r"/content/(\d+)/restriction/byOperation/read", path)
+            if match:
+                found = site.pages.get(match.group(1))
+                if found is None:
+                    return self.v1_error(404, f"No content found with id : ContentId{{id={match.group(1)}}}")
+                read = site.restrictions(found)["read"]
+                return self.json(200, {**read, "content": {"id": found.id, "type": "page", "title": found.title},
+                                       "_links": {"base": f"{site.root}{site.wiki}", "context": site.wiki}})
             match = re.fullmatch(r"/content/(\d+)", path)
             if match:
                 found = site.pages.get(match.group(1))

@@ -148,9 +148,20 @@ def test_cloud_spaces_sync_incrementally_with_restrictions_attachments_and_delet
     cloud.attachments.pop(guide.id)
     leave.status = "archived"
     vpn.read_users = ["557058:it-admin"]  # restricted later, its version unchanged
+    bonus = cloud.add_page("HR", "Bonus", "<p>The yearly bonus pool is four percent of payroll.</p>")
+    bonus.read_groups = ["execs"]
+    cloud.search_lag.add(bonus.id)  # too new for the search index: its restrictions are read on their own
+    canteen = cloud.add_page("HR", "Canteen", "<p>The canteen serves lunch from noon until two.</p>")
+    cloud.search_lag.add(canteen.id)
+    cloud.requests.clear()
     removed = sync_source(store, source, [source], work_root=work, default_kb="t", environ=ENV)
     assert sorted(removed.deleted) == sorted([ids["twin"], ids["guide"], ids["leave"]])
     assert removed.updated == [ids["vpn"]], "the new restriction re-marks the page"
+    assert sorted(removed.added) == sorted([f"wiki/hr/bonus-{bonus.id}", f"wiki/hr/canteen-{canteen.id}"])
+    assert sorted(r.path for r in cloud.served("/restriction/")) == sorted(
+        f"/wiki/rest/api/content/{p.id}/restriction/byOperation/read" for p in (bonus, canteen))
+    assert public_search(store, "yearly bonus pool payroll") == [f"wiki/hr/canteen-{canteen.id}"], (
+        "restricted although the search lags; the public page stays public")
     assert ids["vpn"] not in public_search(store, "sign in with your new smart card")
     assert retriever.search("sign in with your new smart card", kb="t", k=1)[0].doc_id == ids["vpn"]
 
@@ -239,6 +250,7 @@ def test_rejected_credentials_fail_the_run_and_leave_the_index_as_it_was(
         ({"base_url": "acme.atlassian.net"}, "must be an http(s):// URL"),
         ({"spaces": []}, "key 'spaces' List should have at least 1 item"),
         ({"spaces": ["HR", "H R"]}, "'H R' is not a space key"),
+        ({"spaces": ["HR", "hr"]}, "a space is listed twice"),
         ({"deployment": "onprem"}, "key 'deployment'"),
     ],
 )
