@@ -80,6 +80,10 @@ class ConfluenceSource(BaseSource):
     #: https://acme.com/confluence with its context path).
     deployment: Literal["cloud", "server"] = "cloud"
     base_url: str
+    #: The site's address for citations when ``base_url`` is not it: with a *scoped* Cloud API token the API is
+    #: reached through ``https://api.atlassian.com/ex/confluence/<cloud id>`` while pages live on
+    #: ``https://acme.atlassian.net``. Default: ``base_url``.
+    web_url: str | None = None
     #: Space keys (``[HR, IT]``).
     spaces: list[str] = Field(min_length=1)
     #: PDF and Office attachments of the pages become documents of their own (citing their page).
@@ -96,9 +100,11 @@ class ConfluenceSource(BaseSource):
     max_retries: int = Field(3, ge=0)
     max_retry_after_s: float = Field(120.0, ge=0)
 
-    @field_validator("base_url")
+    @field_validator("base_url", "web_url")
     @classmethod
-    def _http(cls, value: str) -> str:
+    def _http(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         parsed = urlparse(value)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValueError("must be an http(s):// URL such as https://acme.atlassian.net")
@@ -307,6 +313,8 @@ class ConfluenceConnector:
         # Cloud: the site is https://acme.atlassian.net, the wiki (web UI, v1 API, downloads) under /wiki.
         self.wiki = f"{root}/wiki" if self.cloud else root
         self.v1 = f"{self.wiki}/rest/api"
+        #: Where readers open a page: ``_links.webui`` is relative to it.
+        self.web = (f"{source.web_url}/wiki" if self.cloud else source.web_url) if source.web_url else self.wiki
         auth: httpx.Auth | None = None
         headers = {"Accept": "application/json", "User-Agent": "DeskmateBot/1.0"}
         if self.cloud:
@@ -478,7 +486,7 @@ class ConfluenceConnector:
                 webui = str((item.get("_links") or {}).get("webui") or f"/pages/viewpage.action?pageId={pid}")
                 pages[pid] = {"title": title, "version": int((item.get("version") or {}).get("number") or 0),
                               "parent": str(item["parentId"]) if item.get("parentId") else None,
-                              "path": page_path(key, title, pid), "location": self.wiki + webui,
+                              "path": page_path(key, title, pid), "location": self.web + webui,
                               "restricted_own": False}
         return pages
 
@@ -497,7 +505,7 @@ class ConfluenceConnector:
                 pages[pid] = {"title": title, "version": int((item.get("version") or {}).get("number") or 0),
                               "ancestors": [str(a.get("id")) for a in item.get("ancestors") or []
                                             if isinstance(a, dict)],
-                              "path": page_path(key, title, pid), "location": self.wiki + webui,
+                              "path": page_path(key, title, pid), "location": self.web + webui,
                               "restricted_own": _restricted_in(item)}
             if not found:
                 self._check_space(key)

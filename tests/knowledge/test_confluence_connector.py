@@ -218,11 +218,14 @@ def test_rejected_credentials_fail_the_run_and_leave_the_index_as_it_was(
         capsys: pytest.CaptureFixture[str]) -> None:
     cloud.add_space("HR", "Human Resources")
     cloud.add_space("IT", "IT Help")
-    cloud.add_page("HR", "Holidays", "<p>Everyone has twenty-five days of paid holiday a year.</p>")
-    source = cloud_source(cloud)
+    holidays = cloud.add_page("HR", "Holidays", "<p>Everyone has twenty-five days of paid holiday a year.</p>")
+    # As with a scoped API token: the API through another address than the site readers open.
+    source = cloud_source(cloud, web_url="https://acme.atlassian.net")
     work = tmp_path / "work"
     assert sync_source(store, source, [source], work_root=work, default_kb="t", environ=ENV).status == "ok"
     version = store.latest_version("t")
+    assert Retriever(store).search("paid holiday", kb="t", k=1)[0].location == (
+        f"https://acme.atlassian.net/wiki/spaces/HR/pages/{holidays.id}/Holidays")
 
     caplog.set_level(logging.DEBUG)
     wrong = {"CONFLUENCE_TOKEN": "wrong-secret-456"}
