@@ -333,7 +333,11 @@ class ConfluenceConnector:
 
     # --- HTTP -------------------------------------------------------------------------------------------------
     def _listing(self, url: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """One listing call; any failure is the source's (SourceError naming what to check)."""
+        """One listing call's JSON; any failure is the source's (SourceError naming what to check)."""
+        return self._listing_response(url, params)[0]
+
+    def _listing_response(self, url: str,
+                          params: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], httpx.Response]:
         try:
             response = self._http.get(url, params=params)
         except FetchError as exc:
@@ -359,7 +363,7 @@ class ConfluenceConnector:
                               "check base_url and deployment") from exc
         if not isinstance(data, dict):
             raise SourceError(f"unexpected answer from {urlparse(url).path}")
-        return data
+        return data, response
 
     def _pages_of(self, url: str, params: Mapping[str, Any], *, next_base: str) -> Iterator[dict[str, Any]]:
         """Every result of a paginated listing, following ``_links.next`` (else the ``Link: rel="next"``
@@ -369,10 +373,13 @@ class ConfluenceConnector:
         for _ in range(100_000):
             if current is None:
                 return
-            data = self._listing(current, query)
+            data, response = self._listing_response(current, query)
             yield from (r for r in data.get("results", []) if isinstance(r, dict))
-            following = (data.get("_links") or {}).get("next")
-            current = next_base + following if following else None
+            following = (data.get("_links") or {}).get("next") or response.links.get("next", {}).get("url")
+            if not following:
+                current = None
+            else:
+                current = following if following.startswith(("http://", "https://")) else next_base + following
             query = None
         raise SourceError("pagination did not end")
 

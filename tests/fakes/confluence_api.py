@@ -80,6 +80,8 @@ class FakeConfluence:
     pages: dict[str, Page] = field(default_factory=dict)
     attachments: dict[str, Attachment] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
+    #: False: v2 listings give the next page only in the ``Link`` header (as some gateways and older versions do).
+    v2_next_in_body: bool = True
     #: Pages the CQL search does not know yet (its index lags behind edits).
     search_lag: set[str] = field(default_factory=set)
     throttles: list[list[Any]] = field(default_factory=list)  # [path prefix, times left, retry-after]
@@ -275,8 +277,10 @@ def handler_for(site: FakeConfluence) -> type[BaseHTTPRequestHandler]:
             if offset + limit < len(items):
                 following = {k: v for k, v in query.items() if k != "cursor"}
                 following["cursor"] = _cursor(offset + limit)
-                links["next"] = f"/wiki/api/v2{path}?{urlencode(following)}"
-                headers["Link"] = f'<{links["next"]}>; rel="next", <{site.root}/wiki>; rel="base"'
+                following_url = f"/wiki/api/v2{path}?{urlencode(following)}"
+                headers["Link"] = f'<{following_url}>; rel="next", <{site.root}/wiki>; rel="base"'
+                if site.v2_next_in_body:
+                    links["next"] = following_url
             self.json(200, {"results": page, "_links": links}, headers)
 
         def v2(self, path: str, query: dict[str, str]) -> None:

@@ -242,6 +242,19 @@ def test_rejected_credentials_fail_the_run_and_leave_the_index_as_it_was(
     assert result.status == "failed" and "space(s) LEGAL not found" in result.errors[0]
 
 
+def test_cloud_follows_the_link_header_when_the_body_has_no_next_link(cloud: FakeConfluence, tmp_path: Path) -> None:
+    cloud.add_space("HR", "Human Resources")
+    cloud.add_space("IT", "IT Help")
+    made = [cloud.add_page("HR", f"Policy {n}", f"<p>Policy number {n}.</p>") for n in range(5)]
+    cloud.v2_next_in_body = False
+    connector = cloud_source(cloud, attachments=False).open_connector(tmp_path, environ=ENV)
+    listed = connector.changes(None)
+    assert sorted(r.path for r in listed.changed) == sorted(f"hr/policy-{n}-{p.id}.html" for n, p in enumerate(made))
+    assert [r.query.get("cursor") is not None for r in cloud.served(r"/spaces/\d+/pages$")] == [
+        False, True, True, False], "HR: 3 calls (2 by the Link header), IT: 1"
+    assert listed.complete and all(r.version == "1" and not r.restricted for r in listed.changed)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
