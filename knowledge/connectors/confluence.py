@@ -340,8 +340,8 @@ class ConfluenceConnector:
                           params: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], httpx.Response]:
         try:
             response = self._http.get(url, params=params)
-        except FetchError as exc:
-            raise SourceError(f"Confluence at {self.source.base_url} cannot be reached: {exc}") from exc
+        except FetchError as exc:  # unreachable, or asked to wait longer than max_retry_after_s
+            raise SourceError(f"Confluence at {self.source.base_url}: {exc}") from exc
         status = response.status_code
         if status == 401:
             who = "the email and API token" if self.cloud else "the personal access token"
@@ -523,7 +523,7 @@ class ConfluenceConnector:
         try:
             response = self._http.get(f"{self.v1}/space/{quote(key)}")
         except FetchError as exc:
-            raise SourceError(f"Confluence at {self.source.base_url} cannot be reached: {exc}") from exc
+            raise SourceError(f"Confluence at {self.source.base_url}: {exc}") from exc
         if response.status_code == 404:
             raise SourceError(f"space {key} not found on {self.source.base_url}, or not visible to the token's "
                               "user: check the space key and the user's permission to view it")

@@ -82,6 +82,8 @@ class FakeConfluence:
     requests: list[Request] = field(default_factory=list)
     #: False: v2 listings give the next page only in the ``Link`` header (as some gateways and older versions do).
     v2_next_in_body: bool = True
+    #: Pages whose body answers 500 (a broken macro, an outage of one node).
+    broken: set[str] = field(default_factory=set)
     #: Pages the CQL search does not know yet (its index lags behind edits).
     search_lag: set[str] = field(default_factory=set)
     throttles: list[list[Any]] = field(default_factory=list)  # [path prefix, times left, retry-after]
@@ -301,6 +303,8 @@ def handler_for(site: FakeConfluence) -> type[BaseHTTPRequestHandler]:
                          for p in site.pages.values() if p.space == key and p.status in statuses]
                 return self.v2_list(path, query, items)
             match = re.fullmatch(r"/pages/(\d+)", path)
+            if match and match.group(1) in site.broken:
+                return self.v2_error(500, "INTERNAL_SERVER_ERROR", "Internal Server Error")
             if match:
                 found = site.pages.get(match.group(1))
                 if found is None or found.status == "trashed":

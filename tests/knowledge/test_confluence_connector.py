@@ -237,6 +237,20 @@ def test_rejected_credentials_fail_the_run_and_leave_the_index_as_it_was(
     shown = str(failed.to_dict()) + caplog.text + "".join(capsys.readouterr())
     assert "wrong-secret-456" not in shown and TOKEN not in shown
 
+    broken = cloud.add_page("IT", "Printers", "<p>Printers are on every floor next to the kitchen.</p>")
+    cloud.broken.add(broken.id)
+    partial = sync_source(store, source, [source], work_root=work, default_kb="t", environ=ENV)
+    assert partial.status == "partial" and partial.added == []
+    assert partial.errors == [f"it/printers-{broken.id}.html: page {broken.id}: HTTP 500"]
+    cloud.broken.clear()
+    retried = sync_source(store, source, [source], work_root=work, default_kb="t", environ=ENV)
+    assert retried.status == "ok" and retried.added == [f"wiki/it/printers-{broken.id}"]
+
+    cloud.throttle("/wiki/api/v2/spaces", times=1, retry_after="3600")
+    throttled = sync_source(store, source, [source], work_root=work, default_kb="t", environ=ENV)
+    assert throttled.status == "failed"
+    assert "Retry-After 3600 s is longer than max_retry_after_s (120)" in throttled.errors[0]
+
     missing = cloud_source(cloud, spaces=["HR", "LEGAL"])
     result = sync_source(store, missing, [missing], work_root=work, default_kb="t", environ=ENV)
     assert result.status == "failed" and "space(s) LEGAL not found" in result.errors[0]
