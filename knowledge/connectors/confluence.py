@@ -100,6 +100,17 @@ class ConfluenceSource(BaseSource):
     max_retries: int = Field(3, ge=0)
     max_retry_after_s: float = Field(120.0, ge=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _site_not_wiki(cls, data: Any) -> Any:
+        """Cloud: ``https://acme.atlassian.net/wiki`` (the address people copy from the browser) means the site."""
+        if isinstance(data, dict) and data.get("deployment", "cloud") == "cloud":
+            data = dict(data)
+            for key in ("base_url", "web_url"):
+                if isinstance(data.get(key), str) and data[key].rstrip("/").endswith("/wiki"):
+                    data[key] = data[key].rstrip("/").removesuffix("/wiki")
+        return data
+
     @field_validator("base_url", "web_url")
     @classmethod
     def _http(cls, value: str | None) -> str | None:

@@ -261,7 +261,9 @@ def test_cloud_follows_the_link_header_when_the_body_has_no_next_link(cloud: Fak
     cloud.add_space("IT", "IT Help")
     made = [cloud.add_page("HR", f"Policy {n}", f"<p>Policy number {n}.</p>") for n in range(5)]
     cloud.v2_next_in_body = False
-    connector = cloud_source(cloud, attachments=False).open_connector(tmp_path, environ=ENV)
+    source = cloud_source(cloud, attachments=False, base_url=f"{cloud.base_url}/wiki/")  # as copied from a browser
+    assert source.base_url == cloud.base_url
+    connector = source.open_connector(tmp_path, environ=ENV)
     listed = connector.changes(None)
     assert sorted(r.path for r in listed.changed) == sorted(f"hr/policy-{n}-{p.id}.html" for n, p in enumerate(made))
     assert [r.query.get("cursor") is not None for r in cloud.served(r"/spaces/\d+/pages$")] == [
