@@ -89,6 +89,8 @@ def test_cloud_spaces_sync_incrementally_with_restrictions_attachments_and_delet
     cloud.add_page("SALES", "Pricing", "<p>The list price of the product is confidential.</p>")
     guide = cloud.attach(vpn, "NorthGate guide.pdf", "application/pdf",
                          pdf_bytes(["NorthGate installation guide", "Install the client from the software centre."]))
+    form = cloud.attach(vpn, "Access form.pdf", "application/pdf",
+                        pdf_bytes(["VPN access form", "Ask your manager to sign the access request."]))
     cloud.attach(vpn, "screenshot.png", "image/png", b"\x89PNG\r\n\x1a\n")
     configs = cloud.attach(vpn, "configs.zip", "application/zip", b"PK\x03\x04")
     cloud.throttle("/wiki/api/v2/spaces/", times=1, retry_after="7")
@@ -100,7 +102,8 @@ def test_cloud_spaces_sync_incrementally_with_restrictions_attachments_and_delet
     ids = {"leave": f"wiki/hr/parental-leave-{leave.id}", "pay": f"wiki/hr/pay-{pay.id}",
            "bands": f"wiki/hr/salary-bands-{bands.id}", "vpn": f"wiki/it/vpn-setup-{vpn.id}",
            "twin": f"wiki/hr/vpn-setup-{twin.id}",
-           "guide": f"wiki/it/vpn-setup-{vpn.id}/northgate-guide-{guide.id}"}
+           "guide": f"wiki/it/vpn-setup-{vpn.id}/northgate-guide-{guide.id}",
+           "form": f"wiki/it/vpn-setup-{vpn.id}/access-form-{form.id}"}
     assert sorted(first.added) == sorted(ids.values())
     assert [(s.path, s.reason) for s in first.skipped] == [
         (f"wiki/it/vpn-setup-{vpn.id}/configs-{configs.id}.bin",
@@ -109,7 +112,7 @@ def test_cloud_spaces_sync_incrementally_with_restrictions_attachments_and_delet
     assert len(cloud.served(r"^/wiki/api/v2/pages/\d+$")) == 5, "one body per page"
     assert all(r.query.get("body-format") == "storage" for r in cloud.served(r"^/wiki/api/v2/pages/\d+$"))
     assert len(cloud.served(r"^/wiki/api/v2/spaces/\d+/pages$")) == 4, "HR: 2 calls, IT: 1, the 429: 1"
-    assert len(cloud.served(r"^/wiki/rest/api/content/search$")) == 4, "8 results, 2 per call"
+    assert len(cloud.served(r"^/wiki/rest/api/content/search$")) == 5, "9 results, 2 per call"
 
     retriever = Retriever(store)
     top = retriever.search("sign in NorthGate badge number", kb="t", k=1)[0]
@@ -145,7 +148,7 @@ def test_cloud_spaces_sync_incrementally_with_restrictions_attachments_and_delet
     assert "smart card" in retriever.search("sign in with your new smart card", kb="t", k=1)[0].text
 
     twin.status = "trashed"
-    cloud.attachments.pop(guide.id)
+    cloud.attachments.pop(form.id)
     leave.status = "archived"
     vpn.read_users = ["557058:it-admin"]  # restricted later, its version unchanged
     bonus = cloud.add_page("HR", "Bonus", "<p>The yearly bonus pool is four percent of payroll.</p>")
@@ -155,7 +158,7 @@ def test_cloud_spaces_sync_incrementally_with_restrictions_attachments_and_delet
     cloud.search_lag.add(canteen.id)
     cloud.requests.clear()
     removed = sync_source(store, source, [source], work_root=work, default_kb="t", environ=ENV)
-    assert sorted(removed.deleted) == sorted([ids["twin"], ids["guide"], ids["leave"]])
+    assert sorted(removed.deleted) == sorted([ids["twin"], ids["form"], ids["leave"]])
     assert removed.updated == [ids["vpn"]], "the new restriction re-marks the page"
     assert sorted(removed.added) == sorted([f"wiki/hr/bonus-{bonus.id}", f"wiki/hr/canteen-{canteen.id}"])
     assert sorted(r.path for r in cloud.served("/restriction/")) == sorted(
@@ -163,6 +166,7 @@ def test_cloud_spaces_sync_incrementally_with_restrictions_attachments_and_delet
     assert public_search(store, "yearly bonus pool payroll") == [f"wiki/hr/canteen-{canteen.id}"], (
         "restricted although the search lags; the public page stays public")
     assert ids["vpn"] not in public_search(store, "sign in with your new smart card")
+    assert ids["guide"] not in public_search(store, "installation guide software centre"), "its page's restriction"
     assert retriever.search("sign in with your new smart card", kb="t", k=1)[0].doc_id == ids["vpn"]
 
 
