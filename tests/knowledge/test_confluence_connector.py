@@ -212,6 +212,10 @@ def test_server_data_center_lists_with_ancestors_and_pages_by_start(store: Index
             f"/confluence/rest/api/content/{oncall.id}"]
         assert site.served("/download/") == []
 
+        refused = sync_source(store, source, [source], work_root=work, default_kb="t",
+                              environ={"CONFLUENCE_TOKEN": "expired-pat"})
+        assert refused.status == "failed" and "check the personal access token" in refused.errors[0]
+
         (unknown,) = parse_sources([{**source.model_dump(mode="json", exclude_none=True), "spaces": ["NOPE"]}])
         failed = sync_source(store, unknown, [unknown], work_root=work, default_kb="t", environ=ENV)
         assert failed.status == "failed" and "space NOPE not found" in failed.errors[0]
@@ -301,6 +305,20 @@ def test_bad_confluence_settings_are_refused(extra: dict[str, object], message: 
 
 
 def test_storage_format_becomes_html_with_headings_code_and_notes() -> None:
+    rich = confluence.storage_to_html(
+        '<ac:layout><ac:layout-section ac:type="two_equal"><ac:layout-cell><h2>Left</h2>'
+        '<ac:task-list><ac:task><ac:task-id>1</ac:task-id><ac:task-status>complete</ac:task-status>'
+        '<ac:task-body>Order the badge</ac:task-body></ac:task><ac:task><ac:task-id>2</ac:task-id>'
+        '<ac:task-status>incomplete</ac:task-status><ac:task-body>Book the desk</ac:task-body></ac:task>'
+        '</ac:task-list></ac:layout-cell><ac:layout-cell><ac:structured-macro ac:name="expand">'
+        '<ac:parameter ac:name="title">Details</ac:parameter><ac:rich-text-body><h3>Inside</h3><p>Hidden text'
+        '</p></ac:rich-text-body></ac:structured-macro><p>Status: <ac:structured-macro ac:name="status">'
+        '<ac:parameter ac:name="title">DONE</ac:parameter></ac:structured-macro> '
+        '<ac:emoticon ac:name="tick" ac:emoji-fallback="✅"/></p><ac:image><ri:attachment ri:filename="a.png"/>'
+        '</ac:image></ac:layout-cell></ac:layout-section></ac:layout>', title="Onboarding")
+    assert "<h2>Left</h2>" in rich and "<h3>Inside</h3>" in rich and "<strong>Details</strong>" in rich
+    assert "<li>[x] Order the badge</li>" in rich and "<li>[ ] Book the desk</li>" in rich
+    assert "Status: [DONE] ✅" in rich and "a.png" not in rich and "ac:" not in rich
     html = confluence.storage_to_html(VPN, title="VPN & setup", restricted=True)
     assert "<title>VPN &amp; setup</title>" in html and '<meta name="visibility" content="restricted">' in html
     assert "<h1>VPN &amp; setup</h1>" in html and "<h2>Connecting</h2>" in html
