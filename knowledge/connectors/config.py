@@ -31,6 +31,7 @@ import yaml
 from pydantic import Field, TypeAdapter, ValidationError
 
 from knowledge.connectors.base import BaseSource, SourcesConfigError, read_secret
+from knowledge.connectors.confluence import ConfluenceSource
 from knowledge.connectors.folder import FolderSource
 from knowledge.connectors.git import GitSource
 from knowledge.connectors.notion import NotionSource
@@ -46,8 +47,9 @@ _SECRET_KEYS = {"token", "password", "secret", "api_key", "apikey", "api_token",
 SourceConfig = Annotated[
     FolderSource
     | GitSource
-    | NotionSource
-    | WebsiteSource,
+    | WebsiteSource
+    | ConfluenceSource
+    | NotionSource,
     Field(discriminator="kind"),
 ]
 _ADAPTER: TypeAdapter[SourceConfig] = TypeAdapter(SourceConfig)

@@ -65,7 +65,7 @@ def store(tmp_path: Path) -> IndexStore:
     ("sources", "message"),
     [
         ([{"name": "hr", "kind": "folder"}], "source 'hr': key 'path' Field required"),
-        ([{"name": "hr", "kind": "confluence"}], "source 'hr': unknown kind; one of: folder, git"),
+        ([{"name": "hr", "kind": "dropbox"}], "source 'hr': unknown kind; one of: folder, git"),
         ([{"name": "hr", "path": "x"}], "source 'hr': key 'kind' is missing"),
         ([{"name": "hr", "kind": "folder", "path": "x", "colour": "red"}],
          "source 'hr': key 'colour' is not a setting of this kind of source"),
