@@ -33,6 +33,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from knowledge.connectors.base import BaseSource, SourcesConfigError, read_secret
 from knowledge.connectors.folder import FolderSource
 from knowledge.connectors.git import GitSource
+from knowledge.connectors.sharepoint import SharePointSource
 from knowledge.connectors.website import WebsiteSource
 
 __all__ = ["KINDS", "BaseSource", "FolderSource", "GitSource", "SourceConfig", "SourcesConfigError",
@@ -45,7 +46,8 @@ _SECRET_KEYS = {"token", "password", "secret", "api_key", "apikey", "api_token",
 SourceConfig = Annotated[
     FolderSource
     | GitSource
-    | WebsiteSource,
+    | WebsiteSource
+    | SharePointSource,
     Field(discriminator="kind"),
 ]
 _ADAPTER: TypeAdapter[SourceConfig] = TypeAdapter(SourceConfig)
