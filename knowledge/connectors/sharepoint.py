@@ -229,7 +229,7 @@ class SharePointConnector:
         it. (A session's ``verify`` loses to REQUESTS_CA_BUNDLE in requests, so it is passed with each call.)"""
         if self.source.ca_file is None:
             return None
-        import requests  # type: ignore[import-untyped]  # noqa: PLC0415 - MSAL's HTTP library
+        import requests  # noqa: PLC0415 - MSAL's HTTP library
 
         session = requests.Session()
         session.request = functools.partial(session.request, verify=str(self.source.ca_file),  # type: ignore[method-assign]
@@ -316,10 +316,10 @@ class SharePointConnector:
 
     def _delta(self, drive_id: str, previous: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
         """The drive's tree brought up to date through delta: ({"delta", "root", "items"}, errors)."""
-        state = {"delta": "", "root": "", "items": {}} if previous is None else {
-            "delta": previous.get("delta", ""), "root": previous.get("root", ""),
-            "items": dict(previous.get("items", {}))}
-        url = state["delta"] or f"/drives/{drive_id}/root/delta"
+        previous = previous or {}
+        delta_link, root = str(previous.get("delta", "")), str(previous.get("root", ""))
+        items: dict[str, dict[str, Any]] = dict(previous.get("items") or {})
+        url = delta_link or f"/drives/{drive_id}/root/delta"
         what = f"the changes of drive {drive_id}"
         changes: dict[str, dict[str, Any]] = {}
         resynced = False
@@ -331,7 +331,7 @@ class SharePointConnector:
             if response.status_code == 410 and not resynced:  # the token expired: enumerate afresh
                 log.info("source.sharepoint.resync", source=self.source.name, code=self._error(response).code)
                 url = response.headers.get("Location") or f"/drives/{drive_id}/root/delta"
-                state = {"delta": "", "root": "", "items": {}}
+                root, items = "", {}
                 changes.clear()
                 resynced = True
                 continue
@@ -344,16 +344,15 @@ class SharePointConnector:
             if data.get("@odata.nextLink"):
                 url = str(data["@odata.nextLink"])
                 continue
-            state["delta"] = str(data.get("@odata.deltaLink") or "")
+            delta_link = str(data.get("@odata.deltaLink") or "")
             break
         errors: list[str] = []
-        items: dict[str, dict[str, Any]] = state["items"]
         for item_id, item in changes.items():
             if "deleted" in item:
                 items.pop(item_id, None)
                 continue
             if "root" in item:
-                state["root"] = item_id
+                root = item_id
                 continue
             entry: dict[str, Any] = {"n": str(item.get("name", "")),
                                      "p": str((item.get("parentReference") or {}).get("id", ""))}
@@ -377,7 +376,7 @@ class SharePointConnector:
             else:
                 continue  # a package (OneNote notebook) or another kind of item: not a document
             items[item_id] = entry
-        return state, errors
+        return {"delta": delta_link, "root": root, "items": items}, errors
 
     def _restricted(self, drive_id: str, item_id: str, scope: str | None) -> bool:
         """Whether the source's permissions keep the file to named people (see the module's docstring)."""
