@@ -70,6 +70,8 @@ log = get_logger(__name__)
 #: The folder of the mirror that holds a site's pages (as in SharePoint's own URLs: /SitePages/Home.aspx).
 PAGES_FOLDER = "SitePages"
 _CURSOR_VERSION = 1
+#: Graph's traffic decoration (``NONISV|<company>|<app>/<version>``), which Microsoft asks of throttled clients.
+USER_AGENT = "NONISV|Deskmate|Deskmate/1.0"
 #: Principals that stand for everyone in the organization (SharePoint login names of the special claims).
 _EVERYONE_LOGINS = ("spo-grid-all-users", "c:0(.s|true", "c:0-.f|rolemanager|spo-grid-all-users")
 _EVERYONE_NAMES = {"everyone", "everyone except external users"}
@@ -164,7 +166,7 @@ class _Target:
 
 class GraphError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"HTTP {status} {code}: {message}")
+        super().__init__(f"HTTP {status} {code}: {message}" if code else f"HTTP {status}")
         self.status, self.code, self.message = status, code, message
 
 
@@ -178,7 +180,8 @@ class SharePointConnector:
         verify: ssl.SSLContext | bool = True
         if source.ca_file is not None:
             verify = ssl.create_default_context(cafile=str(source.ca_file))
-        self._http = HttpClient(source=source.name, timeout_s=source.timeout_s, max_retries=source.max_retries,
+        self._http = HttpClient(source=source.name, headers={"User-Agent": USER_AGENT}, timeout_s=source.timeout_s,
+                                max_retries=source.max_retries,
                                 max_retry_after_s=source.max_retry_after_s, follow_redirects=True,
                                 sleep=sleep or (lambda seconds: _sleep(seconds)),
                                 transport=httpx.HTTPTransport(verify=verify))
@@ -248,26 +251,36 @@ class SharePointConnector:
         return response
 
     @staticmethod
+    def _body(response: httpx.Response) -> dict[str, Any]:
+        """A JSON object body; raises FetchError for anything else (a proxy's HTML page, a truncated body)."""
+        try:
+            data = response.json()
+        except ValueError as exc:
+            raise FetchError(f"HTTP {response.status_code}: not a JSON answer") from exc
+        if not isinstance(data, dict):
+            raise FetchError(f"HTTP {response.status_code}: not a JSON object")
+        return data
+
+    @staticmethod
     def _error(response: httpx.Response) -> GraphError:
         code, message = "", ""
         try:
-            error = response.json().get("error")
-            if isinstance(error, dict):
-                code, message = str(error.get("code", "")), str(error.get("message", ""))
+            data = response.json()
         except ValueError:
-            pass
+            data = None
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict):
+            code, message = str(error.get("code", "")), str(error.get("message", ""))
         return GraphError(response.status_code, code, message[:200])
 
     def _json(self, url: str, what: str) -> dict[str, Any]:
         """One Graph call whose failure fails the whole source (a listing)."""
         try:
             response = self._request(url)
+            if response.status_code == 200:
+                return self._body(response)
         except FetchError as exc:
             raise SourceError(f"{self._what()}: {what}: {exc}") from exc
-        if response.status_code == 200:
-            data = response.json()
-            if isinstance(data, dict):
-                return data
         raise self._source_error(response, what)
 
     def _source_error(self, response: httpx.Response, what: str) -> SourceError:
@@ -291,7 +304,7 @@ class SharePointConnector:
     def _drives(self) -> list[tuple[dict[str, Any], str]]:
         """The drives to sync, each with the folder of the mirror that holds it ("" for a OneDrive)."""
         if self.source.user:
-            drive = self._json(f"/users/{quote(self.source.user)}/drive", f"the OneDrive of {self.source.user}")
+            drive = self._json(f"/users/{quote(self.source.user, safe='@')}/drive", f"the OneDrive of {self.source.user}")
             return [(drive, "")]
         site = str(self.source.site)
         host, _, path = site.partition(":")
@@ -326,6 +339,7 @@ class SharePointConnector:
         while True:
             try:
                 response = self._request(url)
+                data = self._body(response) if response.status_code == 200 else {}
             except FetchError as exc:
                 raise SourceError(f"{self._what()}: {what}: {exc}") from exc
             if response.status_code == 410 and not resynced:  # the token expired: enumerate afresh
@@ -337,7 +351,6 @@ class SharePointConnector:
                 continue
             if response.status_code != 200:
                 raise self._source_error(response, what)
-            data = response.json()
             for item in data.get("value", []):
                 if isinstance(item, dict) and item.get("id"):
                     changes[str(item["id"])] = item  # the last occurrence wins
@@ -389,7 +402,7 @@ class SharePointConnector:
         response = self._request(f"/drives/{drive_id}/items/{item_id}/permissions")
         if response.status_code != 200:
             raise FetchError(str(self._error(response)))
-        for permission in response.json().get("value", []):
+        for permission in self._body(response).get("value", []):
             link = permission.get("link") or {}
             if link.get("scope") in ("organization", "anonymous"):
                 return False
@@ -466,7 +479,8 @@ class SharePointConnector:
         url = (f"/sites/{self._site_id}/pages/microsoft.graph.sitePage"
                "?$select=id,name,title,webUrl,eTag,lastModifiedDateTime,publishingState")
         used: set[str] = set()
-        for page in self._pages_of(url, f"the pages of site {self.source.site}"):
+        for page in self._pages_of(url, f"the pages of site {self.source.site} (pages: false syncs the libraries "
+                                        f"only)"):
             page_id, web_url = str(page.get("id", "")), str(page.get("webUrl", ""))
             if not page_id:
                 continue
@@ -497,8 +511,7 @@ class SharePointConnector:
             return self._page_html(target)
         response = self._request(f"/drives/{target.drive_id}/items/{target.item_id}/content")
         if response.status_code != 200:
-            raise FetchError(str(self._error(response)) if response.headers.get("Content-Type", "").startswith(
-                "application/json") else f"HTTP {response.status_code}")
+            raise FetchError(str(self._error(response)))
         if len(response.content) > self.max_bytes:
             raise FetchError(f"too large ({len(response.content):,} bytes > limit {self.max_bytes:,})")
         return response.content
@@ -508,7 +521,7 @@ class SharePointConnector:
                                  "?$expand=canvasLayout")
         if response.status_code != 200:
             raise FetchError(str(self._error(response)))
-        page = response.json()
+        page = self._body(response)
         title = str(page.get("title") or target.title)
         return page_to_html(title, page.get("canvasLayout") or {}, str(page.get("description") or "")).encode()
 

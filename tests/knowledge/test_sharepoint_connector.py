@@ -88,7 +88,8 @@ def test_a_site_syncs_its_libraries_and_pages_then_only_what_changed(graph: Fake
         ("hr/SitePages/Reorg plan.html", "draft page, never published")]
     assert sleeps == [3.0], "the 429's Retry-After was waited"
     assert len(graph.served("/_download/")) == 2, "content read through the 302 to the pre-authenticated URL"
-    assert all("Authorization" in r.headers for r in graph.served("/v1.0/")), "every Graph call signed"
+    assert all("Authorization" in r.headers and r.headers["User-Agent"] == sharepoint.USER_AGENT
+               for r in graph.served("/v1.0/")), "every Graph call signed and decorated"
     retriever = Retriever(store)
     top = retriever.search("how many days of annual leave", kb="t", k=1)[0]
     assert (top.doc_id, top.heading, top.knowledge_set) == ("hr/Documents/Policies/Leave", "Annual leave", "hr")
