@@ -19,6 +19,7 @@ throw-away CA (``fake.ca_file``: give it to the source as ``ca_file``). One serv
   without a bearer token), ``GET /drives/{id}/items/{id}/permissions``,
   ``GET /sites/{id}/pages/microsoft.graph.sitePage`` (paged) and
   ``GET /sites/{id}/pages/{id}/microsoft.graph.sitePage?$expand=canvasLayout``.
+- ``fake.deny = True``: every Graph call answers ``403 accessDenied`` (permissions or consent removed).
 - ``fake.throttle(path_part, times, retry_after)``: the next ``times`` Graph calls whose path contains
   ``path_part`` answer ``429 TooManyRequests`` with ``Retry-After``.
 
@@ -138,6 +139,8 @@ class FakeGraph:
         self.downloads: dict[str, tuple[str, str]] = {}  # tempauth -> (drive id, item id)
         self.requests: list[Request] = []
         self.page_size = 2
+        #: Graph answers 403 accessDenied to every call (the app's permissions or their admin consent removed).
+        self.deny = False
         self._throttles: list[list[Any]] = []  # [path part, times left, retry after]
         self._seq = itertools.count(1)
         self.seq = 0
@@ -384,6 +387,9 @@ def handler_for(fake: FakeGraph) -> type[BaseHTTPRequestHandler]:
                 if not auth.startswith("Bearer ") or auth[7:] not in fake.tokens:
                     return self.json(401, _error("InvalidAuthenticationToken", "Access token validation failure. "
                                                  "Invalid audience."))
+                if fake.deny:
+                    return self.json(403, _error("accessDenied", "Either scp or roles claim need to be present in "
+                                                                  "the token."))
                 for throttle in fake._throttles:
                     if throttle[1] > 0 and throttle[0] in path:
                         throttle[1] -= 1

@@ -76,13 +76,16 @@ def test_a_site_syncs_its_libraries_and_pages_then_only_what_changed(graph: Fake
                                             "parental leave.</p>", "<h2>Contacts</h2><p>Write to hr@acme.example "
                                             "for anything else.</p>"])
     graph.add_page(site, "Reorg plan", ["<p>Not announced yet.</p>"], level="draft", version="0.3")
+    graph.add_page(site, "Benefits", ["<h2>Lunch</h2><p>Lunch vouchers are worth 9 euros a day.</p>"], folder="HR")
     graph.throttle("/root/delta", times=1, retry_after=3)
     source = source_for(graph, site="https://acme.sharepoint.com/sites/HR", knowledge_set="hr")
     work = tmp_path / "work"
 
     first = sync_source(store, source, [source], work_root=work, default_kb="t", environ=ENV)
     assert first.status == "ok", first.errors
-    assert first.added == ["hr/Documents/Policies/Expenses", "hr/Documents/Policies/Leave", "hr/SitePages/Welcome"]
+    assert first.added == ["hr/Documents/Policies/Expenses", "hr/Documents/Policies/Leave",
+                           "hr/SitePages/HR/Benefits", "hr/SitePages/Welcome"]
+    assert graph.served("$skiptoken=") and graph.served("/root/delta?token=n."), "listings followed their nextLink"
     assert sorted((s.path, s.reason) for s in first.skipped) == [
         ("hr/Documents/Policies/logo.png", "unsupported file type '.png'"),
         ("hr/SitePages/Reorg plan.html", "draft page, never published")]
@@ -234,6 +237,14 @@ def test_wrong_credentials_fail_the_run_clearly_without_the_secret(graph: FakeGr
     assert gone.status == "failed" and gone.errors == [
         "source 'hr': site acme.sharepoint.com:/sites/Nope not found (itemNotFound); check site: "
         "acme.sharepoint.com:/sites/Nope"]
+
+    graph.deny = True
+    revoked = sync_source(store, source, [source], work_root=work, default_kb="t", environ=ENV)
+    assert revoked.status == "failed" and revoked.errors == [
+        "source 'hr': Microsoft Graph refused site acme.sharepoint.com:/sites/HR (403 accessDenied); check that the "
+        "app has the application permission Sites.Read.All (or Sites.Selected granted on it) with admin consent"]
+    assert store.latest_version("t") == version and Retriever(store).search("canteen", kb="t", k=1)[0].doc_id == \
+        "hr/Documents/a", "lost access keeps the index as it was"
 
     captured = capsys.readouterr()
     logged = caplog.text + captured.out + captured.err + repr(refused.to_dict())
