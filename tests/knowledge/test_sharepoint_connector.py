@@ -90,6 +90,7 @@ def test_a_site_syncs_its_libraries_and_pages_then_only_what_changed(graph: Fake
         ("hr/Documents/Policies/logo.png", "unsupported file type '.png'"),
         ("hr/SitePages/Reorg plan.html", "draft page, never published")]
     assert sleeps == [3.0], "the 429's Retry-After was waited"
+    assert len(graph.served("/oauth2/v2.0/token", "POST")) == 1, "one app token for the whole sync (MSAL's cache)"
     assert len(graph.served("/_download/")) == 2, "content read through the 302 to the pre-authenticated URL"
     assert all("Authorization" in r.headers and r.headers["User-Agent"] == sharepoint.USER_AGENT
                for r in graph.served("/v1.0/")), "every Graph call signed and decorated"
