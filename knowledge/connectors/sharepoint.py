@@ -243,6 +243,8 @@ class SharePointConnector:
     def _request(self, url: str, **kwargs: Any) -> httpx.Response:
         if not url.startswith(("http://", "https://")):
             url = self.source.graph_url + url
+        elif urlsplit(url).netloc != urlsplit(self.source.graph_url).netloc:
+            raise FetchError("a next or delta link outside graph_url: not followed with the app's token")
         headers = {"Authorization": f"Bearer {self._token()}", **kwargs.pop("headers", {})}
         response = self._http.get(url, headers=headers, **kwargs)
         if response.status_code in RETRIED_STATUSES:
