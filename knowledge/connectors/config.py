@@ -35,6 +35,7 @@ from knowledge.connectors.confluence import ConfluenceSource
 from knowledge.connectors.folder import FolderSource
 from knowledge.connectors.git import GitSource
 from knowledge.connectors.notion import NotionSource
+from knowledge.connectors.sharepoint import SharePointSource
 from knowledge.connectors.website import WebsiteSource
 
 __all__ = ["KINDS", "BaseSource", "FolderSource", "GitSource", "SourceConfig", "SourcesConfigError",
@@ -49,7 +50,8 @@ SourceConfig = Annotated[
     | GitSource
     | WebsiteSource
     | ConfluenceSource
-    | NotionSource,
+    | NotionSource
+    | SharePointSource,
     Field(discriminator="kind"),
 ]
 _ADAPTER: TypeAdapter[SourceConfig] = TypeAdapter(SourceConfig)
