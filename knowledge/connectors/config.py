@@ -33,6 +33,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from knowledge.connectors.base import BaseSource, SourcesConfigError, read_secret
 from knowledge.connectors.folder import FolderSource
 from knowledge.connectors.git import GitSource
+from knowledge.connectors.google_drive import GoogleDriveSource
 from knowledge.connectors.website import WebsiteSource
 
 __all__ = ["KINDS", "BaseSource", "FolderSource", "GitSource", "SourceConfig", "SourcesConfigError",
@@ -45,6 +46,7 @@ _SECRET_KEYS = {"token", "password", "secret", "api_key", "apikey", "api_token",
 SourceConfig = Annotated[
     FolderSource
     | GitSource
+    | GoogleDriveSource
     | WebsiteSource,
     Field(discriminator="kind"),
 ]
