@@ -23,10 +23,12 @@ service account through the Drive API v3.
 from __future__ import annotations
 
 import html
+import io
 import json
 import re
 import time
 import unicodedata
+import zipfile
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -82,6 +84,7 @@ RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
 FILE_FIELDS = ("id,name,mimeType,parents,trashed,modifiedTime,version,md5Checksum,size,webViewLink,driveId,"
                "permissionIds,permissions(id,type,role,domain,emailAddress)")
 _UNEXPORTABLE = "google-drive-unexportable.json"
+_DC = "http://purl.org/dc/elements/1.1/"
 
 
 class GoogleDriveSource(BaseSource):
@@ -207,6 +210,27 @@ def _entry(file: Mapping[str, Any]) -> dict[str, Any]:
             "size": int(file["size"]) if str(file.get("size") or "").isdigit() else None}
 
 
+def _with_office_title(body: bytes, title: str) -> bytes:
+    """An exported workbook or deck with the Drive file's name as its document title (``docProps/core.xml``
+    ``dc:title``) when it has none: the readers take the title from there, else from the first sheet's name."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(body)) as package:
+            core = package.read("docProps/core.xml").decode("utf-8")
+            if re.search(r"<dc:title[^>]*>\s*[^<\s]", core) or "</cp:coreProperties>" not in core:
+                return body
+            core = re.sub(r"<dc:title\s*/>|<dc:title>\s*</dc:title>", "", core)
+            core = core.replace("</cp:coreProperties>", f'<dc:title xmlns:dc="{_DC}">{html.escape(title)}</dc:title>'
+                                "</cp:coreProperties>")
+            out = io.BytesIO()
+            with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as copy:
+                for info in package.infolist():
+                    data = core.encode("utf-8") if info.filename == "docProps/core.xml" else package.read(info)
+                    copy.writestr(info, data)
+        return out.getvalue()
+    except (KeyError, zipfile.BadZipFile, UnicodeDecodeError, OSError):
+        return body  # no core properties (or not a package): the reader titles it its own way
+
+
 def restricted_by(permissions: Iterable[Mapping[str, Any]]) -> bool:
     """True unless one permission opens the file to anyone (with the link, or on the web) or to a whole domain."""
     return not any(str(p.get("type")) in ("anyone", "domain") for p in permissions)
@@ -295,6 +319,9 @@ class GoogleDriveConnector:
         if response.status_code == 401:
             raise SourceError(f"Google Drive rejected the access token of {self._account} (HTTP 401 {reason}) "
                               f"on {what}: check the service account key")
+        if reason in RATE_LIMIT_REASONS or response.status_code == 429:
+            raise SourceError(f"Google Drive {what}: still rate-limited after {self.source.max_retries} retries "
+                              f"(HTTP {response.status_code} {reason}); the next sync tries again")
         if response.status_code == 403:
             raise SourceError(f"Google Drive refused {what} (HTTP 403 {reason}): check that the Drive API is "
                               f"enabled in the service account's project and that folder {self.source.folder_id} "
@@ -538,8 +565,9 @@ class GoogleDriveConnector:
 
     def changes(self, cursor: str | None) -> Changes:
         state: dict[str, Any] = json.loads(cursor) if cursor else {}
-        if state.get("folder_id") != self.source.folder_id:
-            state = {}
+        if state.get("folder_id") != self.source.folder_id or (
+                self.source.drive_id and state.get("drive_id") != self.source.drive_id):
+            state = {}  # another folder or drive than the cursor's: list it all again
         folders: dict[str, dict[str, Any]] = dict(state.get("folders") or {})
         files: dict[str, dict[str, Any]] = dict(state.get("files") or {})
         self._drive_id = state.get("drive_id") or self.source.drive_id
@@ -609,6 +637,8 @@ class GoogleDriveConnector:
         body = response.content
         if export is not None and export[1] == ".html":
             body = self._titled(body, str(entry["name"]), ref.restricted)
+        elif export is not None:
+            body = _with_office_title(body, str(entry["name"]))
         return body
 
     @staticmethod

@@ -185,7 +185,9 @@ def test_a_drive_folder_syncs_with_exports_visibility_and_citations(drive: FakeD
                                           f"https://drive.google.com/file/d/{ids['pdf']}/view?usp=drivesdk")
     # the sheet is shared with named people only: every sheet of it is searchable, never in a public channel
     sales = retriever.search("S2 band commission", kb="t", k=1)[0]
-    assert sales.doc_id == "drive/hr/salary-bands-2026" and "commission" in sales.text
+    assert (sales.doc_id, sales.title) == ("drive/hr/salary-bands-2026", "Salary bands 2026")
+    assert "commission" in sales.text and "Sales" in (sales.heading or "")
+    assert (deck.title, top.title) == ("Onboarding", "Leave policy"), "titled with the Drive file's name"
     public = retriever.search("S2 band commission", kb="t", k=10, search_filter=SearchFilter(public_only=True))
     assert "drive/hr/salary-bands-2026" not in {p.doc_id for p in public}
     assert {p.doc_id for p in public} >= {"drive/hr/leave-policy"}, "anyone / domain sharing is public-eligible"
@@ -244,9 +246,10 @@ def test_a_shared_drive_reads_permissions_per_file_and_its_own_changes(drive: Fa
                        "needs the CFO's approval.")), export_type=HTML, permissions=NAMED, drive_id=shared)
     drive.add("Travel", root, DOC, doc_html("Travel", ("Trains", "Take the train for trips under 600 km.")),
               export_type=HTML, permissions=DOMAIN, drive_id=shared)
-    source = source_for(drive, root, key_file, drive_id=shared)
+    source = source_for(drive, root, key_file, drive_id=shared, subject="docs-bot@acme.example")
     first = sync(store, source, tmp_path)
     assert first.status == "ok" and sorted(first.added) == ["drive/budget-rules", "drive/travel"], (first.errors, first.skipped)
+    assert drive.token_requests[0]["claims"]["sub"] == "docs-bot@acme.example", "domain-wide delegation"
     listing = drive.served("/drive/v3/files", corpora="drive", driveId=shared, includeItemsFromAllDrives="true",
                            supportsAllDrives="true")
     assert listing, "shared drive listed with corpora=drive"
@@ -263,23 +266,28 @@ def test_a_shared_drive_reads_permissions_per_file_and_its_own_changes(drive: Fa
     assert "drive/budget-rules" in {p.doc_id for p in public}
 
 
-def test_a_google_file_too_large_to_export_is_an_error_once_then_skipped(drive: FakeDrive, key_file: Path,
-                                                                         store: IndexStore, tmp_path: Path,
-                                                                         slept: list[float]) -> None:
+def test_files_too_large_are_skipped_with_the_reason(drive: FakeDrive, key_file: Path, tmp_path: Path,
+                                                     slept: list[float]) -> None:
+    store = IndexStore(KnowledgeConfig(index_dir=tmp_path / "data" / "index", chroma_dir=tmp_path / "data" / "chroma",
+                                       max_document_bytes=50_000))
     root = drive.folder("Handbook")
     drive.add("Laptops", root, DOC, doc_html("Laptops", ("Refresh", "Laptops are replaced every three years.")),
               export_type=HTML, permissions=DOMAIN)
     big = drive.add("Asset register", root, SHEET, xlsx_bytes({"All": [["Tag", "Owner"]]}), export_type=XLSX,
                     permissions=DOMAIN)
-    drive.items[big].export_too_large = True
+    drive.items[big].export_too_large = True  # Drive's 10 MB export limit
+    drive.add("Scans.pdf", root, "application/pdf", pdf_bytes(["Scans"]) + b"%" * 60_000, permissions=DOMAIN)
     source = source_for(drive, root, key_file)
     first = sync(store, source, tmp_path)
     assert first.status == "partial" and first.added == ["drive/laptops"]
     assert len(first.errors) == 1 and "exportSizeLimitExceeded" in first.errors[0]
+    assert [(s.path, s.reason) for s in first.skipped] == [
+        ("drive/scans.pdf", f"too large ({len(drive.items[list(drive.items)[-1]].content):,} bytes > limit 50,000)")]
+    assert not [r for r in drive.requests if r[2].get("alt") == "media"], "its size is known: never downloaded"
     second = sync(store, source, tmp_path)
     assert second.status == "unchanged" and second.errors == []
     assert [(s.path, s.reason.split(" (")[0]) for s in second.skipped] == [
-        ("drive/asset-register.xlsx", "Google Drive cannot export it")]
+        ("drive/asset-register.xlsx", "Google Drive cannot export it"), ("drive/scans.pdf", "too large")]
 
 
 def test_wrong_credentials_fail_the_run_leave_the_index_and_never_show_the_key(
