@@ -250,6 +250,8 @@ class GoogleDriveConnector:
                                 sleep=self._sleep, transport=transport, headers={"User-Agent": "DeskmateBot/1.0"})
         self._auth_request = _AuthRequest(self._http)
         self._drive_id = source.drive_id
+        #: The synced folder's id as Drive names it in ``parents`` (folder_id may be the alias "root").
+        self._root = source.folder_id
         self._account = str(getattr(credentials, "service_account_email", "") or "the service account")
         #: mirror path -> (file id, cursor entry), from the last listing: what fetch downloads or exports.
         self._listed: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -352,6 +354,7 @@ class GoogleDriveConnector:
             raise SourceError(f"folder {self.source.folder_id} is not in shared drive {self.source.drive_id} "
                               f"(it is in {drive or 'a My Drive'})")
         self._drive_id = drive or None
+        self._root = str(root.get("id") or self.source.folder_id)  # "root" (My Drive) -> its real id
 
     def _children(self, folder_id: str) -> list[dict[str, Any]]:
         files: list[dict[str, Any]] = []
@@ -369,7 +372,7 @@ class GoogleDriveConnector:
     def _list_tree(self, top: str, folders: dict[str, dict[str, Any]], files: dict[str, dict[str, Any]],
                    old: Mapping[str, dict[str, Any]]) -> None:
         """Add the folders and files below ``top`` (breadth first, one files.list per folder)."""
-        queue, seen = deque([top]), {top, self.source.folder_id}
+        queue, seen = deque([top]), {top, self._root}
         while queue:
             for item in self._children(queue.popleft()):
                 if item.get("mimeType") == FOLDER:
@@ -455,7 +458,7 @@ class GoogleDriveConnector:
     def _apply(self, changes: list[dict[str, Any]], folders: dict[str, dict[str, Any]],
                files: dict[str, dict[str, Any]]) -> None:
         """Apply Drive's changes to the tree kept in the cursor (in place)."""
-        root = self.source.folder_id
+        root = self._root
         latest: dict[str, dict[str, Any]] = {}
         for change in changes:
             if change.get("fileId"):
@@ -496,7 +499,7 @@ class GoogleDriveConnector:
             del files[file_id]
 
     def _reachable(self, folders: Mapping[str, Mapping[str, Any]]) -> set[str]:
-        root = self.source.folder_id
+        root = self._root
         reachable = {root}
         for start in folders:
             chain: list[str] = []
@@ -523,7 +526,7 @@ class GoogleDriveConnector:
 
     def _folder_path(self, folder_id: str | None, folders: Mapping[str, Mapping[str, Any]]) -> list[str]:
         parts: list[str] = []
-        while folder_id and folder_id != self.source.folder_id and folder_id in folders and len(parts) < 50:
+        while folder_id and folder_id != self._root and folder_id in folders and len(parts) < 50:
             parts.append(slug(str(folders[folder_id]["name"])) or folder_id)
             folder_id = folders[folder_id].get("parent")
         return list(reversed(parts))
@@ -571,6 +574,7 @@ class GoogleDriveConnector:
         folders: dict[str, dict[str, Any]] = dict(state.get("folders") or {})
         files: dict[str, dict[str, Any]] = dict(state.get("files") or {})
         self._drive_id = state.get("drive_id") or self.source.drive_id
+        self._root = str(state.get("root_id") or self.source.folder_id)
         listed = None
         if state.get("token"):
             listed = self._changes_since(str(state["token"]))
@@ -579,7 +583,7 @@ class GoogleDriveConnector:
             token = self._start_token()
             old_files = files
             folders, files = {}, {}
-            self._list_tree(self.source.folder_id, folders, files, old_files)
+            self._list_tree(self._root, folders, files, old_files)
         else:
             changes, token = listed
             self._apply(changes, folders, files)
@@ -589,7 +593,6 @@ class GoogleDriveConnector:
         skipped: dict[str, str] = {}
         for file_id, entry in sorted(files.items(), key=lambda item: paths[item[0]]):
             path, mime = paths[file_id], entry["mime"]
-            entry["path"] = path
             if mime == FOLDER:
                 continue
             if self._suffix(entry) is None:
@@ -608,8 +611,8 @@ class GoogleDriveConnector:
             self._listed[path] = (file_id, entry)
             refs.append(DocumentRef(path, f"{entry['marker']}{':restricted' if restricted else ''}@{file_id}",
                                     entry.get("link"), restricted))
-        new_state = {"folder_id": self.source.folder_id, "drive_id": self._drive_id, "token": token,
-                     "folders": folders, "files": files}
+        new_state = {"folder_id": self.source.folder_id, "root_id": self._root, "drive_id": self._drive_id,
+                     "token": token, "folders": folders, "files": files}
         log.info("source.google_drive.listed", source=self.source.name, folders=len(folders), files=len(files),
                  documents=len(refs), skipped=len(skipped), incremental=listed is not None)
         return Changes(changed=refs, deleted=[], cursor=json.dumps(new_state, sort_keys=True), complete=True,

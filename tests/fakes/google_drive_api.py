@@ -399,7 +399,7 @@ class FakeDrive:
         drive_id = query.get("driveId")
         size = min(int(query.get("pageSize", "100")), 1000)
         start = int(token)
-        entries = []
+        entries: list[dict[str, Any]] = []
         last = start
         for number, file_id, when in self.changes:
             if number < start:
