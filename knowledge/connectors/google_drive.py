@@ -15,7 +15,9 @@ service account through the Drive API v3.
   with the reason; so is a Google file Drive refuses to export (``exportSizeLimitExceeded``, over 10 MB).
 - **Visibility**: a file with a permission of type ``anyone`` or ``domain`` may be shown in public channels; a file
   shared only with named users or groups is restricted. Drive lists inherited (folder, shared drive) permissions
-  on the file itself. Permissions that cannot be read make the file restricted.
+  on the file itself. Permissions that cannot be read make the file restricted. A restricted file's mirrored copy
+  is marked (HTML meta, Markdown front matter, an extra part in Office packages, a PDF comment), so a sharing
+  change alone changes its content hash and reaches the index.
 - **Rate limits**: ``429`` and ``403`` with reason ``rateLimitExceeded`` / ``userRateLimitExceeded`` are retried
   after ``Retry-After`` (exponential back-off without one), at most ``max_retries`` times.
 """
@@ -229,6 +231,34 @@ def _with_office_title(body: bytes, title: str) -> bytes:
         return out.getvalue()
     except (KeyError, zipfile.BadZipFile, UnicodeDecodeError, OSError):
         return body  # no core properties (or not a package): the reader titles it its own way
+
+
+def _marked_restricted(body: bytes, suffix: str) -> bytes:
+    """The file as mirrored when Drive restricts it: marked in a way its reader ignores (or honours), so that
+    its bytes — and the index's content hash — differ from the same file shared widely. The index build
+    re-reads a document only when its content hash changes, so without this an un-sharing in Drive would not
+    reach the index until the next edit. Plain text cannot be marked."""
+    if suffix == ".pdf":
+        return body + b"\n%Deskmate: restricted by its sharing in Google Drive\n"
+    if suffix in (".docx", ".xlsx", ".pptx"):
+        try:
+            with zipfile.ZipFile(io.BytesIO(body)) as package:
+                out = io.BytesIO()
+                with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as copy:
+                    for info in package.infolist():
+                        copy.writestr(info, package.read(info))
+                    copy.writestr("deskmate/visibility.txt", "restricted by its sharing in Google Drive\n")
+            return out.getvalue()
+        except (zipfile.BadZipFile, OSError):
+            return body
+    if suffix == ".md":
+        text = body.decode("utf-8", errors="replace")
+        if text.startswith("---\n"):
+            if re.search(r"^visibility:", text.split("\n---", 1)[0], flags=re.MULTILINE):
+                return body
+            return ("---\nvisibility: restricted\n" + text[4:]).encode("utf-8")
+        return ("---\nvisibility: restricted\n---\n" + text).encode("utf-8")
+    return body
 
 
 def restricted_by(permissions: Iterable[Mapping[str, Any]]) -> bool:
@@ -638,17 +668,23 @@ class GoogleDriveConnector:
                                  " it is skipped from the next sync on, until it changes")
             raise FetchError(f"HTTP {response.status_code} {reason} from {without_query(str(response.url))}")
         body = response.content
-        if export is not None and export[1] == ".html":
-            body = self._titled(body, str(entry["name"]), ref.restricted)
-        elif export is not None:
+        suffix = Path(ref.path).suffix
+        if export is not None and suffix != ".html":
             body = _with_office_title(body, str(entry["name"]))
+        if suffix == ".html":
+            body = self._titled(body, str(entry["name"]) if export is not None else "", ref.restricted)
+        elif ref.restricted:
+            body = _marked_restricted(body, suffix)
         return body
 
     @staticmethod
     def _titled(body: bytes, title: str, restricted: bool) -> bytes:
         """A Google Doc's HTML export has no ``<title>``: the document's name becomes it (the title of the
         document in answers and citations); a restricted file also says so in a ``<meta name="visibility">``."""
-        text = body.decode("utf-8", errors="replace")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:  # an uploaded page in another encoding: the reader finds a <meta> anywhere
+            return body + (b'<meta name="visibility" content="restricted">' if restricted else b"")
         head = f"<title>{html.escape(title)}</title>" if title and "<title" not in text[:5000].lower() else ""
         if restricted:
             head += '<meta name="visibility" content="restricted">'

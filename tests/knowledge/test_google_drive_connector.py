@@ -246,24 +246,31 @@ def test_a_shared_drive_reads_permissions_per_file_and_its_own_changes(drive: Fa
                        "needs the CFO's approval.")), export_type=HTML, permissions=NAMED, drive_id=shared)
     drive.add("Travel", root, DOC, doc_html("Travel", ("Trains", "Take the train for trips under 600 km.")),
               export_type=HTML, permissions=DOMAIN, drive_id=shared)
+    per_diem = drive.add("Per diem.pdf", root, "application/pdf", pdf_bytes(["Per diem", "The daily meal "
+                         "allowance is 60 EUR in Europe."]), permissions=DOMAIN, drive_id=shared)
     source = source_for(drive, root, key_file, drive_id=shared, subject="docs-bot@acme.example")
     first = sync(store, source, tmp_path)
-    assert first.status == "ok" and sorted(first.added) == ["drive/budget-rules", "drive/travel"], (first.errors, first.skipped)
+    assert first.status == "ok" and sorted(first.added) == ["drive/budget-rules", "drive/per-diem", "drive/travel"]
     assert drive.token_requests[0]["claims"]["sub"] == "docs-bot@acme.example", "domain-wide delegation"
     listing = drive.served("/drive/v3/files", corpora="drive", driveId=shared, includeItemsFromAllDrives="true",
                            supportsAllDrives="true")
     assert listing, "shared drive listed with corpora=drive"
     assert len(drive.served(f"/drive/v3/files/{budget}/permissions")) == 1, "files.list has no permissions there"
-    public = Retriever(store).search("CFO approval spend", kb="t", k=5, search_filter=SearchFilter(public_only=True))
-    assert "drive/budget-rules" not in {p.doc_id for p in public}
+    def public(query: str) -> set[str]:
+        return {p.doc_id for p in Retriever(store).search(query, kb="t", k=5,
+                                                          search_filter=SearchFilter(public_only=True))}
 
-    drive.share(budget, NAMED + DOMAIN)  # now shared with the whole domain: public-eligible (content unchanged)
+    assert "drive/budget-rules" not in public("CFO approval spend") and "drive/per-diem" in public("meal allowance")
+
+    # sharing changed, content not: now the whole domain for the rules, named people only for the per diem PDF
+    drive.share(budget, NAMED + DOMAIN)
+    drive.share(per_diem, NAMED)
     drive.requests.clear()
     second = sync(store, source, tmp_path)
-    assert second.status == "ok" and second.updated == ["drive/budget-rules"]
+    assert second.status == "ok" and sorted(second.updated) == ["drive/budget-rules", "drive/per-diem"]
     assert drive.served("/drive/v3/changes", driveId=shared)
-    public = Retriever(store).search("CFO approval spend", kb="t", k=5, search_filter=SearchFilter(public_only=True))
-    assert "drive/budget-rules" in {p.doc_id for p in public}
+    assert "drive/budget-rules" in public("CFO approval spend")
+    assert "drive/per-diem" not in public("meal allowance"), "an un-sharing reaches the index"
 
 
 def test_files_too_large_are_skipped_with_the_reason(drive: FakeDrive, key_file: Path, tmp_path: Path,
