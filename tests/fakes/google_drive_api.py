@@ -18,8 +18,8 @@ What it speaks, as Google documents it:
 - Errors are Google's JSON ``{"error": {"code", "message", "errors": [{"domain", "reason", "message"}]}}``; a
   missing or unknown bearer token is ``401 authError``; an item of a shared drive is invisible (404) without
   ``supportsAllDrives=true``; ``permissions`` is not filled for shared-drive items (``permissionIds`` is).
-- :meth:`FakeDrive.throttle` answers the next calls with ``429 rateLimitExceeded`` or ``403
-  userRateLimitExceeded`` and a ``Retry-After``.
+- :meth:`FakeDrive.expire_tokens_at` makes the issued tokens expire mid-sync (401). :meth:`FakeDrive.throttle`
+  answers the next calls with ``429 rateLimitExceeded`` or ``403 userRateLimitExceeded`` and a ``Retry-After``.
 
 The model (folders, files, permissions, trash, moves) is changed by the test between syncs; every change is
 recorded in the changes log, and every request in :attr:`FakeDrive.requests`.
@@ -176,6 +176,7 @@ class FakeDrive:
         self._lock = threading.Lock()
         self._throttled: list[tuple[str, int, str, str | None]] = []  # (path prefix, status, reason, retry after)
         self._pages: dict[str, Any] = {}
+        self._expire_at = ""
         self.url = ""
 
     # --- addresses --------------------------------------------------------------------------------------------
@@ -254,6 +255,11 @@ class FakeDrive:
         """The next ``times`` requests whose path starts with ``path_prefix`` answer ``status`` with ``reason``."""
         self._throttled.extend([(path_prefix, status, reason, retry_after)] * times)
 
+    def expire_tokens_at(self, path_prefix: str) -> None:
+        """Every access token issued so far expires when the next request for ``path_prefix`` arrives (it is
+        answered 401, as Google answers an expired or revoked token)."""
+        self._expire_at = path_prefix
+
     def served(self, path_prefix: str = "", **query: str) -> list[tuple[str, str, dict[str, str], float]]:
         return [r for r in self.requests if r[1].startswith(path_prefix)
                 and all(r[2].get(k) == v for k, v in query.items())]
@@ -273,6 +279,9 @@ class FakeDrive:
                 return self._token(body)
             if method != "GET" or not path.startswith("/drive/v3/"):
                 return self._error(404, "notFound", "Not Found")
+            if self._expire_at and path.startswith(self._expire_at):
+                self._expire_at = ""
+                self.tokens.clear()
             auth = headers.get("authorization", "")
             grant = self.tokens.get(auth.removeprefix("Bearer ").strip()) if auth.startswith("Bearer ") else None
             if grant is None or grant[2] < time.time():

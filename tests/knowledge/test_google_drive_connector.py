@@ -200,10 +200,12 @@ def test_a_drive_folder_syncs_with_exports_visibility_and_citations(drive: FakeD
         "one changes.list call"
 
     drive.edit(ids["leave"], doc_html("Leave policy", ("Annual leave", "Everyone has 30 days of paid leave a year.")))
+    drive.expire_tokens_at(f"/drive/v3/files/{ids['leave']}/export")  # the token expires (or is revoked) mid-sync
     drive.requests.clear()
     third = sync(store, source, tmp_path)
     assert (third.status, third.updated, third.added, third.deleted) == ("ok", ["drive/hr/leave-policy"], [], [])
-    assert content_requests(drive) == [f"/drive/v3/files/{ids['leave']}/export"]
+    assert content_requests(drive) == [f"/drive/v3/files/{ids['leave']}/export"] * 2, "401, new token, again"
+    assert [path for _, path, _, _ in drive.requests].count("/token") == 2
     assert "30 days" in retriever.search("paid leave days a year", kb="t", k=1)[0].text
 
 
