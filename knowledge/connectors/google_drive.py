@@ -285,6 +285,8 @@ class GoogleDriveConnector:
         self._account = str(getattr(credentials, "service_account_email", "") or "the service account")
         #: mirror path -> (file id, cursor entry), from the last listing: what fetch downloads or exports.
         self._listed: dict[str, tuple[str, dict[str, Any]]] = {}
+        #: Files whose permissions.list was asked during this sync.
+        self._permissions_read: set[str] = set()
 
     @property
     def local_root(self) -> Path | None:
@@ -418,33 +420,43 @@ class GoogleDriveConnector:
         permissions = file.get("permissions")
         if isinstance(permissions, list):
             entry["restricted"] = restricted_by(permissions)
-        elif old is not None and old.get("drive_version") == entry["drive_version"] and "restricted" in old:
+        elif (old is not None and old.get("drive_version") == entry["drive_version"] and "restricted" in old
+              and not old.get("permissions_pending")):
             entry["restricted"] = old["restricted"]  # unchanged since its permissions were read
         elif entry["mime"] in EXPORTS or self._suffix(entry) is not None:
-            entry["restricted"] = self._read_permissions(str(file["id"]))
+            self._set_permissions(str(file["id"]), entry)
         else:
             entry["restricted"] = True  # not a document: its permissions do not matter
         return entry
 
-    def _read_permissions(self, file_id: str) -> bool:
-        """permissions.list (files in shared drives, whose ``permissions`` files.list does not fill). Unreadable
-        permissions make the file restricted."""
+    def _set_permissions(self, file_id: str, entry: dict[str, Any]) -> None:
+        """``entry["restricted"]`` from permissions.list (files in shared drives, whose ``permissions`` files.list
+        does not fill; My Drive files the account may not share). Permissions Drive refuses to show (403, 404)
+        make the file restricted; a failure that may pass (5xx, still rate-limited, unreachable) makes it
+        restricted *for now* (``permissions_pending``: asked again at every sync until answered)."""
         params: dict[str, Any] = {"supportsAllDrives": "true", "pageSize": 100,
                                   "fields": "nextPageToken,permissions(id,type,role,domain,emailAddress)"}
         permissions: list[dict[str, Any]] = []
+        self._permissions_read.add(file_id)
+        entry["restricted"] = True
+        entry.pop("permissions_pending", None)
         while True:
             try:
                 response = self._call(f"/drive/v3/files/{file_id}/permissions", params)
             except FetchError:
-                return True
+                entry["permissions_pending"] = True
+                return
             if response.status_code != 200:
                 log.info("source.google_drive.permissions_unreadable", source=self.source.name,
                          status=response.status_code, reason=_reason(response))
-                return True
+                if response.status_code not in (403, 404) or _reason(response) in RATE_LIMIT_REASONS:
+                    entry["permissions_pending"] = True
+                return
             data = response.json()
             permissions.extend(data.get("permissions", []))
             if not data.get("nextPageToken"):
-                return restricted_by(permissions)
+                entry["restricted"] = restricted_by(permissions)
+                return
             params["pageToken"] = data["nextPageToken"]
 
     def _start_token(self) -> str:
@@ -617,6 +629,9 @@ class GoogleDriveConnector:
         else:
             changes, token = listed
             self._apply(changes, folders, files)
+        for file_id, entry in files.items():
+            if entry.get("permissions_pending") and file_id not in self._permissions_read:
+                self._set_permissions(file_id, entry)  # unanswered last time: asked again
         paths = self._paths(folders, files)
         unexportable = self._unexportable()
         refs: list[DocumentRef] = []

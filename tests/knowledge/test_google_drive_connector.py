@@ -246,8 +246,9 @@ def test_a_shared_drive_reads_permissions_per_file_and_its_own_changes(drive: Fa
     root = drive.folder("Finance", None, drive_id=shared, id="1FinanceRootFolderXyz")
     budget = drive.add("Budget rules", root, DOC, doc_html("Budget rules", ("Approvals", "Spend over 5000 EUR "
                        "needs the CFO's approval.")), export_type=HTML, permissions=NAMED, drive_id=shared)
-    drive.add("Travel", root, DOC, doc_html("Travel", ("Trains", "Take the train for trips under 600 km.")),
-              export_type=HTML, permissions=DOMAIN, drive_id=shared)
+    travel = drive.add("Travel", root, DOC, doc_html("Travel", ("Trains", "Take the train for trips under 600 km.")),
+                       export_type=HTML, permissions=DOMAIN, drive_id=shared)
+    drive.throttle(f"/drive/v3/files/{travel}/permissions", status=500, reason="backendError", retry_after=None)
     per_diem = drive.add("Per diem.pdf", root, "application/pdf", pdf_bytes(["Per diem", "The daily meal "
                          "allowance is 60 EUR in Europe."]), permissions=DOMAIN, drive_id=shared)
     source = source_for(drive, root, key_file, drive_id=shared, subject="docs-bot@acme.example")
@@ -263,13 +264,16 @@ def test_a_shared_drive_reads_permissions_per_file_and_its_own_changes(drive: Fa
                                                           search_filter=SearchFilter(public_only=True))}
 
     assert "drive/budget-rules" not in public("CFO approval spend") and "drive/per-diem" in public("meal allowance")
+    assert "drive/travel" not in public("train trips"), "its permissions could not be read (500): restricted for now"
 
     # sharing changed, content not: now the whole domain for the rules, named people only for the per diem PDF
     drive.share(budget, NAMED + DOMAIN)
     drive.share(per_diem, NAMED)
     drive.requests.clear()
     second = sync(store, source, tmp_path)
-    assert second.status == "ok" and sorted(second.updated) == ["drive/budget-rules", "drive/per-diem"]
+    assert second.status == "ok" and sorted(second.updated) == ["drive/budget-rules", "drive/per-diem",
+                                                                "drive/travel"]
+    assert "drive/travel" in public("train trips"), "asked again: shared with the domain"
     assert drive.served("/drive/v3/changes", driveId=shared)
     assert "drive/budget-rules" in public("CFO approval spend")
     assert "drive/per-diem" not in public("meal allowance"), "an un-sharing reaches the index"
