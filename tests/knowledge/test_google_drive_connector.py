@@ -169,6 +169,7 @@ def test_a_drive_folder_syncs_with_exports_visibility_and_citations(drive: FakeD
                                           vpn2])
     assert [(s.path, s.reason) for s in first.skipped] == [("drive/logo.png", "unsupported file type 'image/png'")]
     assert slept == [3.0, 2.0], "429 and 403 userRateLimitExceeded both waited for their Retry-After"
+    assert not [p for _, p, _, _ in drive.requests if p.endswith("/permissions")], "My Drive: files.list has them"
     (grant,) = drive.token_requests
     assert grant["claims"]["iss"] == ACCOUNT and grant["claims"]["aud"] == TOKEN_AUDIENCE
     assert grant["claims"]["scope"] == "https://www.googleapis.com/auth/drive.readonly"
