@@ -15,9 +15,9 @@ service account through the Drive API v3.
   with the reason; so is a Google file Drive refuses to export (``exportSizeLimitExceeded``, over 10 MB).
 - **Visibility**: a file with a permission of type ``anyone`` or ``domain`` may be shown in public channels; a file
   shared only with named users or groups is restricted. Drive lists inherited (folder, shared drive) permissions
-  on the file itself. Permissions that cannot be read make the file restricted. A restricted file's mirrored copy
-  is marked (HTML meta, Markdown front matter, an extra part in Office packages, a PDF comment), so a sharing
-  change alone changes its content hash and reaches the index.
+  on the file itself. Permissions that cannot be read make the file restricted. The visibility is part of a
+  document's version (a sharing change fetches it again), and a restricted file's mirrored copy is marked (HTML
+  meta, Markdown front matter, an extra part in Office packages, a PDF comment), so its content hash changes too.
 - **Rate limits**: ``429`` and ``403`` with reason ``rateLimitExceeded`` / ``userRateLimitExceeded`` are retried
   after ``Retry-After`` (exponential back-off without one), at most ``max_retries`` times.
 """
@@ -235,9 +235,8 @@ def _with_office_title(body: bytes, title: str) -> bytes:
 
 def _marked_restricted(body: bytes, suffix: str) -> bytes:
     """The file as mirrored when Drive restricts it: marked in a way its reader ignores (or honours), so that
-    its bytes — and the index's content hash — differ from the same file shared widely. The index build
-    re-reads a document only when its content hash changes, so without this an un-sharing in Drive would not
-    reach the index until the next edit. Plain text cannot be marked."""
+    its bytes — and the index's content hash — differ from the same file shared widely: an un-sharing reaches
+    even an index build that re-reads a document only when its content hash changes. Plain text is not marked."""
     if suffix == ".pdf":
         return body + b"\n%Deskmate: restricted by its sharing in Google Drive\n"
     if suffix in (".docx", ".xlsx", ".pptx"):
