@@ -34,6 +34,7 @@ from knowledge.connectors.base import BaseSource, SourcesConfigError, read_secre
 from knowledge.connectors.confluence import ConfluenceSource
 from knowledge.connectors.folder import FolderSource
 from knowledge.connectors.git import GitSource
+from knowledge.connectors.google_drive import GoogleDriveSource
 from knowledge.connectors.notion import NotionSource
 from knowledge.connectors.sharepoint import SharePointSource
 from knowledge.connectors.website import WebsiteSource
@@ -50,6 +51,7 @@ SourceConfig = Annotated[
     | GitSource
     | WebsiteSource
     | ConfluenceSource
+    | GoogleDriveSource
     | NotionSource
     | SharePointSource,
     Field(discriminator="kind"),
