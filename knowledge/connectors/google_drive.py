@@ -15,9 +15,9 @@ service account through the Drive API v3.
   with the reason; so is a Google file Drive refuses to export (``exportSizeLimitExceeded``, over 10 MB).
 - **Visibility**: a file with a permission of type ``anyone`` or ``domain`` may be shown in public channels; a file
   shared only with named users or groups is restricted. Drive lists inherited (folder, shared drive) permissions
-  on the file itself. Permissions that cannot be read make the file restricted. The visibility is part of a
-  document's version (a sharing change fetches it again), and a restricted file's mirrored copy is marked (HTML
-  meta, Markdown front matter, an extra part in Office packages, a PDF comment), so its content hash changes too.
+  on the file itself. Permissions that cannot be read make the file restricted. The visibility travels with the
+  document's reference (``DocumentRef.restricted``): a sharing change alone relabels the document at the next
+  sync, without downloading or re-embedding it.
 - **Rate limits**: ``429`` and ``403`` with reason ``rateLimitExceeded`` / ``userRateLimitExceeded`` are retried
   after ``Retry-After`` (exponential back-off without one), at most ``max_retries`` times.
 """
@@ -231,33 +231,6 @@ def _with_office_title(body: bytes, title: str) -> bytes:
         return out.getvalue()
     except (KeyError, zipfile.BadZipFile, UnicodeDecodeError, OSError):
         return body  # no core properties (or not a package): the reader titles it its own way
-
-
-def _marked_restricted(body: bytes, suffix: str) -> bytes:
-    """The file as mirrored when Drive restricts it: marked in a way its reader ignores (or honours), so that
-    its bytes — and the index's content hash — differ from the same file shared widely: an un-sharing reaches
-    even an index build that re-reads a document only when its content hash changes. Plain text is not marked."""
-    if suffix == ".pdf":
-        return body + b"\n%Deskmate: restricted by its sharing in Google Drive\n"
-    if suffix in (".docx", ".xlsx", ".pptx"):
-        try:
-            with zipfile.ZipFile(io.BytesIO(body)) as package:
-                out = io.BytesIO()
-                with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as copy:
-                    for info in package.infolist():
-                        copy.writestr(info, package.read(info))
-                    copy.writestr("deskmate/visibility.txt", "restricted by its sharing in Google Drive\n")
-            return out.getvalue()
-        except (zipfile.BadZipFile, OSError):
-            return body
-    if suffix == ".md":
-        text = body.decode("utf-8", errors="replace")
-        if text.startswith("---\n"):
-            if re.search(r"^visibility:", text.split("\n---", 1)[0], flags=re.MULTILINE):
-                return body
-            return ("---\nvisibility: restricted\n" + text[4:]).encode("utf-8")
-        return ("---\nvisibility: restricted\n---\n" + text).encode("utf-8")
-    return body
 
 
 def restricted_by(permissions: Iterable[Mapping[str, Any]]) -> bool:
@@ -653,8 +626,7 @@ class GoogleDriveConnector:
                 continue
             restricted = bool(entry.get("restricted", True))
             self._listed[path] = (file_id, entry)
-            refs.append(DocumentRef(path, f"{entry['marker']}{':restricted' if restricted else ''}@{file_id}",
-                                    entry.get("link"), restricted))
+            refs.append(DocumentRef(path, f"{entry['marker']}@{file_id}", entry.get("link"), restricted))
         new_state = {"folder_id": self.source.folder_id, "root_id": self._root, "drive_id": self._drive_id,
                      "token": token, "folders": folders, "files": files}
         log.info("source.google_drive.listed", source=self.source.name, folders=len(folders), files=len(files),
@@ -686,22 +658,18 @@ class GoogleDriveConnector:
         if export is not None and suffix != ".html":
             body = _with_office_title(body, str(entry["name"]))
         if suffix == ".html":
-            body = self._titled(body, str(entry["name"]) if export is not None else "", ref.restricted)
-        elif ref.restricted:
-            body = _marked_restricted(body, suffix)
+            body = self._titled(body, str(entry["name"]) if export is not None else "")
         return body
 
     @staticmethod
-    def _titled(body: bytes, title: str, restricted: bool) -> bytes:
+    def _titled(body: bytes, title: str) -> bytes:
         """A Google Doc's HTML export has no ``<title>``: the document's name becomes it (the title of the
-        document in answers and citations); a restricted file also says so in a ``<meta name="visibility">``."""
+        document in answers and citations)."""
         try:
             text = body.decode("utf-8")
-        except UnicodeDecodeError:  # an uploaded page in another encoding: the reader finds a <meta> anywhere
-            return body + (b'<meta name="visibility" content="restricted">' if restricted else b"")
+        except UnicodeDecodeError:  # an uploaded page in another encoding: left as it is
+            return body
         head = f"<title>{html.escape(title)}</title>" if title and "<title" not in text[:5000].lower() else ""
-        if restricted:
-            head += '<meta name="visibility" content="restricted">'
         if not head:
             return body
         match = re.search(r"<head[^>]*>", text, flags=re.IGNORECASE)
