@@ -310,3 +310,38 @@ def test_the_change_guard_holds_a_surge_of_empty_documents(tmp_path: Path, store
     forced = sync_source(store, source, [source], work_root=work, default_kb="t", guard=None)
     assert forced.status == "unchanged" and store.latest_version("t") == 1
     assert {s.path for s in forced.skipped} >= {f"office/blank-{n}.md" for n in range(4)}
+
+
+def test_a_private_repository_is_cloned_over_https_with_the_token_and_refused_without_it(
+        tmp_path: Path, store: IndexStore, repo: Path, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The token reaches git as basic auth (the real ``git http-backend`` checks it); a wrong one fails the run
+    clearly, never prompts, and is printed nowhere."""
+    import logging
+
+    from tests.fakes.git_http import start_git_http
+
+    caplog.set_level(logging.DEBUG)
+    served = tmp_path / "served"
+    served.mkdir()
+    git(served, "clone", "-q", "--bare", str(repo), "handbook.git")
+    with start_git_http(served, username="x-access-token", token="ghp_right_token") as server:
+        (source,) = parse_sources([{"name": "eng", "kind": "git", "repository": server.url("handbook.git"),
+                                    "path": "docs", "token_env": "ENG_GIT_TOKEN"}])
+        work = tmp_path / "work"
+        refused = sync_source(store, source, [source], work_root=work, default_kb="t",
+                              environ={"ENG_GIT_TOKEN": "ghp_wrong_token"})
+        assert refused.status == "failed" and store.latest_version("t") is None
+        assert "git clone failed" in refused.errors[0] or "Authentication failed" in refused.errors[0], refused.errors
+        assert server.requests and not any(ok for _, _, ok in server.requests)
+
+        synced = sync_source(store, source, [source], work_root=work, default_kb="t",
+                             environ={"ENG_GIT_TOKEN": "ghp_right_token"})
+        assert synced.status == "ok", synced.errors
+        assert sorted(synced.added) == ["eng/it/laptops", "eng/it/vpn", "eng/travel/per-diem"]
+        assert any(ok for _, _, ok in server.requests)
+    printed = capsys.readouterr()
+    for secret in ("ghp_wrong_token", "ghp_right_token"):
+        assert secret not in caplog.text and secret not in printed.out + printed.err
+        assert secret not in str(refused.to_dict()) and secret not in str(synced.to_dict())
+        assert secret not in (work / "eng" / "repo.git" / "config").read_text()
