@@ -31,7 +31,9 @@ from feedback.votes import Votes
 from knowledge.config import KnowledgeConfig
 from knowledge.index import IndexStore
 from knowledge.retrieval import Retriever
+from playbooks.canary import CanaryGuard
 from playbooks.guard import Guard
+from bot.shadow import enqueue_shadow
 
 log = get_logger(__name__)
 
@@ -47,6 +49,7 @@ class Runtime:
     rewriter: QueryRewriter | None = None  # worker: the search query's rewrite model (the engine's client, breaker)
     tracer: Tracer | None = None  # built by build_runtime for every process (votes score their traces)
     guard: Guard | None = None  # worker: the budget guard and alerts (after each answer and by cron)
+    canary: CanaryGuard | None = None  # worker: the canary's decisions and shadow answers (after answers, by cron)
     deliverers: dict[Platform, Deliverer] = field(default_factory=dict)
     after_answer: list[AfterAnswerHook] = field(default_factory=list)
     interactions: InteractionStore = field(init=False)
@@ -65,8 +68,10 @@ class Runtime:
         """The pipeline over this runtime's parts (a worker runtime: see :func:`build_runtime`)."""
         if self.retriever is None or self.engine is None or self.tracer is None:
             raise RuntimeError("this runtime was built without the answering parts (worker=False)")
-        return AnswerPipeline(self.settings, self.db, self.interactions, self.retriever, self.engine, self.tracer,
-                              self.deliverers, self.after_answer, rewriter=self.rewriter)
+        pipeline = AnswerPipeline(self.settings, self.db, self.interactions, self.retriever, self.engine, self.tracer,
+                                  self.deliverers, self.after_answer, rewriter=self.rewriter)
+        pipeline.canary = self.canary
+        return pipeline
 
     async def aclose(self) -> None:
         for deliverer in self.deliverers.values():
@@ -94,6 +99,8 @@ async def build_runtime(settings: Settings, *, worker: bool) -> Runtime:
         rt.rewriter = QueryRewriter(settings, rt.engine.client, rt.engine.breaker)
         rt.guard = Guard(settings=settings, db=db, redis=redis, notifier=AdminChannelNotifier(settings))
         rt.after_answer.append(rt.guard.after_answer)
+        rt.canary = CanaryGuard(settings, db, redis, rt.guard.notifier,
+                                enqueue_shadow=lambda interaction_id: enqueue_shadow(redis, interaction_id))
     return rt
 
 
