@@ -131,9 +131,10 @@ class Comparison:
         elif self.metric == "cost":
             figures = (f"${c.mean:.5f} vs ${b.mean:.5f} per answer; difference {self.diff:+.5f}, always-valid "
                        f"{1 - self.alpha:.1%} interval [{self.low:+.5f}, {self.high:+.5f}], margin {self.margin:+.5f}")
-        else:
+        else:  # a difference of rates lies in [-1, 1]
+            low, high = max(self.low, -1.0), min(self.high, 1.0)
             figures = (f"{c.mean:.1%} vs {b.mean:.1%}; difference {self.diff:+.1%}, always-valid "
-                       f"{1 - self.alpha:.1%} interval [{self.low:+.1%}, {self.high:+.1%}], margin {self.margin:+.1%}")
+                       f"{1 - self.alpha:.1%} interval [{low:+.1%}, {high:+.1%}], margin {self.margin:+.1%}")
         return f"{METRIC_LABELS[self.metric]}: candidate {figures} (n = {c.n} vs {b.n})"
 
     def as_dict(self) -> dict[str, Any]:
