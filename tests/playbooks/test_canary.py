@@ -276,7 +276,7 @@ async def test_conversations_keep_their_release_and_excluded_channels_and_the_ki
         assert ("canary stop", False) in commands and ("canary stop enough data", True) in commands
 
 
-async def test_routing_is_the_same_in_every_process_and_after_a_restart(
+async def test_two_worker_processes_route_every_conversation_the_same_way(
     make_settings: Callable[..., Settings], fake_anthropic: Any, open_gate: None, tmp_path: Path,
 ) -> None:
     """Two `deskmate worker` processes answer the same threads: each conversation gets the same arm whichever
@@ -352,3 +352,42 @@ async def test_a_shadow_canary_answers_in_the_background_within_its_budget_and_c
             assert len(list((await session.exec(select(ShadowAnswer))).all())) == 1
         status = await run(rt, "canary status")
         assert "Shadow" in status.text and "1 background answers" in status.text
+
+
+async def test_the_dashboard_starts_shows_and_stops_a_canary_through_the_admin_handler(
+    make_settings: Callable[..., Settings], fake_anthropic: Any, open_gate: None,
+) -> None:
+    token = "dash-token-canary"
+    settings = fast(make_settings, fake_anthropic, dashboard_token=token, canary_min_answers=10_000)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with running_stack(settings) as stack:
+        rt, client = stack.web_runtime, stack.client
+        await make_candidate(rt, "v-dash")
+        started = await client.post("/dashboard/actions/canary", headers=headers,
+                                     json={"action": "start", "release": "v-dash", "share": "50",
+                                           "exclude": "slack:CQUIET"})
+        assert started.status_code == 200 and started.json()["ok"], started.text
+        for i in range(6):
+            row = await ask(rt, f"1700000006.{i:06d}", i)
+            await vote(rt, row, "up" if i % 2 else "down")
+        api = (await client.get("/dashboard/api/canary", headers=headers)).json()
+        assert api["canary"]["state"] == "running" and api["canary"]["excluded"] == ["slack:CQUIET"]
+        arms = api["arms"]
+        assert arms["baseline"]["answers"] + arms["candidate"]["answers"] == 6
+        assert arms["candidate"]["down_rate_rated"]["ci"] is not None or arms["candidate"]["rated"] == 0
+        assert [c["metric"] for c in api["verdict"]["comparisons"]] == ["downvote", "error", "fallback", "latency",
+                                                                        "cost"]
+        page = (await client.get("/dashboard", headers=headers)).text
+        assert 'id="canary"' in page and "v-dash" in page and "👎 per rated answer" in page
+        assert "Sequential test" in page and 'id="canary-stop-form"' in page
+        stopped = await client.post("/dashboard/actions/canary", headers=headers,
+                                    json={"action": "stop", "reason": "seen enough"})
+        assert stopped.json()["ok"], stopped.text
+        assert (await canary_row(rt)).state == "stopped"
+        page = (await client.get("/dashboard", headers=headers)).text
+        assert 'data-state="stopped"' in page and "seen enough" in page and 'id="canary-form"' in page
+        async with rt.db.asession() as session:
+            entries = list((await session.exec(select(AuditEntry).where(
+                col(AuditEntry.platform) == "dashboard"))).all())
+        assert [e.command for e in entries] == ["canary v-dash --share 50 --exclude slack:CQUIET",
+                                                "canary stop seen enough"]
