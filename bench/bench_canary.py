@@ -14,7 +14,8 @@ Scenarios and what they measure:
 
 - **A/A** (the candidate is the baseline): the false-rollback rate (the guarantee: ≤ α), and how often and how
   fast an equivalent candidate gets promoted;
-- **worse by exactly the margin** on one guard metric (👎 share +5 points, latency ×1.2): the false-promotion rate
+- **worse by exactly the margin** on one guard metric (👎 share +10 points, latency ×1.2, cost ×1.2): the
+  false-promotion rate
   (the guarantee: ≤ α);
 - **clearly worse** (👎 share 15 % → 35 %, error rate 1 % → 5 %): how often and after how many answers it is rolled
   back;
@@ -276,7 +277,8 @@ def main() -> None:
     scenarios = [
         ("A/A: candidate = baseline", base, False, "false rollback"),
         ("A/A at share 50%", base, False, "false rollback@0.5"),
-        ("👎 +5 points (= margin)", replace(base, down=base.down + margins["downvote"]), False, "false promotion"),
+        (f"👎 +{margins['downvote'] * 100:g} points (= margin)", replace(base, down=base.down + margins["downvote"]),
+         False, "false promotion"),
         ("latency ×1.2 (= margin)", replace(base, latency_median_ms=base.latency_median_ms * (1 + margins["latency"])),
          False, "false promotion"),
         ("cost ×1.2 (= margin)", replace(base, cost_mean=base.cost_mean * (1 + margins["cost"])), False,

@@ -52,7 +52,7 @@ METRIC_LABELS = {
 }
 #: Margins read as a share of the baseline (latency: a ratio on the log scale; cost: of the baseline's mean).
 RELATIVE_METRICS = ("latency", "cost")
-DEFAULT_MARGINS = {"downvote": 0.05, "error": 0.02, "fallback": 0.05, "latency": 0.2, "cost": 0.2}
+DEFAULT_MARGINS = {"downvote": 0.1, "error": 0.02, "fallback": 0.05, "latency": 0.2, "cost": 0.2}
 #: No decision on a metric before each arm has this many observations of it (the normal approximation).
 MIN_PER_ARM = 10
 Z95 = NormalDist().inv_cdf(0.975)

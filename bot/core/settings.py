@@ -252,7 +252,7 @@ class Settings(BaseSettings):
         0.05, description="Error budget of the canary's sequential test: chance of a false rollback (and of a false "
         "promotion) over the whole canary, however often it is checked (split over the guard metrics).")
     canary_margins: dict[str, float] = Field(
-        default_factory=lambda: {"downvote": 0.05, "error": 0.02, "fallback": 0.05, "latency": 0.2, "cost": 0.2},
+        default_factory=lambda: {"downvote": 0.1, "error": 0.02, "fallback": 0.05, "latency": 0.2, "cost": 0.2},
         description="How much worse a candidate may be and still be promoted, per guard metric: 👎 share of rated "
         "answers, error and fallback rates (absolute), latency and cost per answer (relative: 0.2 = 20 %).")
     canary_check_interval_s: float = Field(
