@@ -391,3 +391,36 @@ async def test_the_dashboard_starts_shows_and_stops_a_canary_through_the_admin_h
                 col(AuditEntry.platform) == "dashboard"))).all())
         assert [e.command for e in entries] == ["canary v-dash --share 50 --exclude slack:CQUIET",
                                                 "canary stop seen enough"]
+
+
+async def test_slack_slash_command_and_teams_admin_words_run_the_canary_command(
+    make_settings: Callable[..., Settings], fake_anthropic: Any, open_gate: None,
+) -> None:
+    from playbooks.admin import is_admin_command, split_command
+    from tests.fakes.slack_api import start_fake_slack
+    from tests.playbooks.test_slack_e2e import NOISY, OPS, OUTSIDER, QUIET, TRAVEL, command, mention_and_wait, \
+        slack_values
+
+    assert is_admin_command("<at>Deskmate</at> admin canary v2 --share 10")
+    assert split_command("<at>Deskmate</at> admin canary v2 --share 10") == ["canary", "v2", "--share", "10"]
+    async with start_fake_slack() as slack_api:
+        slack_api.channels.update({NOISY: "public", QUIET: "public", OPS: "private"})
+        settings = make_settings(**slack_values(slack_api, anthropic_api_key="sk-test",
+                                                anthropic_base_url=fake_anthropic.url, llm_max_retries=0,
+                                                canary_min_answers=10_000))
+        async with running_stack(settings) as stack:
+            await make_candidate(stack.web_runtime, "v-slack", marker=True)
+            refused = await command(stack, slack_api, "canary v-slack --share 100", user=OUTSIDER, channel=QUIET,
+                                    channel_name="quiet")
+            assert "only Deskmate admins" in refused
+            reply = await command(stack, slack_api, f"canary v-slack —share 100 --exclude <#{QUIET}|quiet>")
+            assert "answers 100% of conversations" in reply and f"slack:{QUIET}" in reply, reply
+            noisy = await mention_and_wait(stack, TRAVEL, NOISY)
+            quiet = await mention_and_wait(stack, TRAVEL, QUIET)
+            assert (noisy.release, noisy.arm) == ("v-slack", CANDIDATE)
+            assert (quiet.release, quiet.arm) == ("initial", None), "the excluded channel keeps the active release"
+            delivered = {c.args.get("channel") for c in slack_api.calls_to("chat.update")}
+            assert {NOISY, QUIET} <= delivered, "both answers reached Slack"
+            assert "Canary:* `v-slack` on 100% of conversations" in await command(stack, slack_api, "status")
+            assert "v-slack" in await command(stack, slack_api, "canary status")
+            assert "stopped by slack:" in await command(stack, slack_api, "canary stop")
