@@ -16,7 +16,8 @@ kill-switch. Each change is also published to Redis (``deskmate:canary:state`` h
 process that caches it can invalidate its copy. The decision loop takes a Redis key so that one worker decides per
 tick; the state change itself is a conditional update, so two deciders can never both act.
 
-**Decisions** (:func:`decide`, after answers and from the worker's cron): the sequential test of
+**Decisions** (:func:`decide`; :class:`CanaryGuard` runs it after answers, after votes and from the worker's
+cron): the sequential test of
 :mod:`playbooks.canary_stats` on the guard metrics — roll back at once when one is significantly worse (alert
 naming ``canary-rolled-back.md``), promote once the minimum number of answers is reached and none is worse than its
 margin, end inconclusive after the maximum duration. Each decision is audited as ``canary-guard`` with the metric,

@@ -157,8 +157,8 @@ async def test_a_worse_candidate_is_rolled_back_automatically_within_the_expecte
             await vote(rt, row, script[i])
         canary = await canary_row(rt)
         assert canary.state == "rolled_back", canary.decision
-        # the vote on answer n is seen when answer n + 1 is recorded: one answer later at most
-        assert answered <= expected + 1, f"rolled back after {answered} answers; the test says {expected}"
+        # decided right after the vote that tipped it (the web process decides after votes)
+        assert answered <= expected, f"rolled back after {answered} answers; the test says {expected}"
         assert canary.detail["verdict"]["metric"] == "downvote"
         assert "👎" in canary.decision and "always-valid" in canary.decision
 
