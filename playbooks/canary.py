@@ -55,7 +55,7 @@ from knowledge.config import KnowledgeConfig
 from knowledge.index import IndexNotFound, IndexStore
 from playbooks import audit
 from playbooks.alerts import Alerter
-from playbooks.canary_stats import DEFAULT_MARGINS, GUARD_METRICS, TEST_NAME, ArmData, Verdict, evaluate
+from playbooks.canary_stats import DEFAULT_MARGINS, TEST_NAME, ArmData, Verdict, evaluate
 from playbooks.gate import resolve_gate, run_gate
 from playbooks.killswitch import Mode, channel_scope
 from playbooks.notify import Notifier
@@ -648,7 +648,3 @@ def canary_markdown(view: dict[str, Any]) -> str:
         lines.append(f"\nDecision: {info['decision']}")
     return "\n".join(lines)
 
-
-__all__ = ["BASELINE", "CANDIDATE", "SHADOW", "GUARD_METRICS", "CanaryError", "CanaryGuard", "CanaryOptions",
-           "Route", "ShadowResult", "canary_cron", "canary_markdown", "canary_view", "decide", "end_canary",
-           "publish", "record_shadow", "route_release", "shadow_target", "start_canary"]
