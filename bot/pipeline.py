@@ -1,8 +1,9 @@
 """The answer pipeline: one pending interaction in, one recorded, traced and delivered answer out.
 
 Steps, in order: begin the attempt (an already-final interaction is not answered twice) → playbooks
-(kill-switch, active release, channel policy) → the search query (:func:`search_query`: the thread's history
-and the new message made into one standalone query) → retrieve → compose (Claude or the extractive fallback) →
+(kill-switch; the release — the active one, or a running canary's candidate: :func:`playbooks.canary.route_release`;
+channel policy) → the search query (:func:`search_query`: the thread's history and the new message made into one
+standalone query) → retrieve → compose (Claude or the extractive fallback) →
 record → trace → deliver → after-answer hooks. Each step's latency goes into the answer and the interaction.
 
 Streaming (:mod:`bot.delivery`, "Streaming"): when the platform's deliverer can stream
