@@ -1,8 +1,9 @@
 """The answer pipeline: one pending interaction in, one recorded, traced and delivered answer out.
 
 Steps, in order: begin the attempt (an already-final interaction is not answered twice) → playbooks
-(kill-switch, active release, channel policy) → the search query (:func:`search_query`: the thread's history
-and the new message made into one standalone query) → retrieve → compose (Claude or the extractive fallback) →
+(kill-switch; the release — the active one, or a running canary's candidate: :func:`playbooks.canary.route_release`;
+channel policy) → the search query (:func:`search_query`: the thread's history and the new message made into one
+standalone query) → retrieve → compose (Claude or the extractive fallback) →
 record → trace → deliver → after-answer hooks. Each step's latency goes into the answer and the interaction.
 
 Streaming (:mod:`bot.delivery`, "Streaming"): when the platform's deliverer can stream
@@ -56,9 +57,9 @@ from knowledge.passage import Passage
 from knowledge.language import written_in
 from knowledge.query import offline_query
 from knowledge.retrieval import FusionConfig, SearchFilter, relevant_enough
+from playbooks.canary import Route, route_release
 from playbooks.channel_policy import resolve_policy
 from playbooks.killswitch import GLOBAL_SCOPE, Mode, channel_scope, effective_mode, is_expired, list_switches
-from feedback.releases import active_release
 
 log = get_logger(__name__)
 
@@ -113,6 +114,13 @@ class DeliveryScheduler(Protocol):
 
 #: Runs after every recorded answer (budget guard, metrics); a failing hook never fails the answer.
 AfterAnswerHook = Callable[[int, Answer], Awaitable[None]]
+
+
+class CanaryHooks(Protocol):
+    """After an answer routed under a canary (:class:`playbooks.canary.CanaryGuard`): a shadow answer to start,
+    the canary's decision when due."""
+
+    async def after_answer(self, route: Route, interaction_id: int, answer: Answer) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -392,6 +400,8 @@ class AnswerPipeline:
         self.rewriter = rewriter
         #: the kill-switch as streamed answers re-read it
         self.switches = SwitchWatch(db)
+        #: after answers routed under a canary (the worker sets it: playbooks.canary.CanaryGuard)
+        self.canary: CanaryHooks | None = None
 
     async def run(self, interaction_id: int) -> Answer | None:
         """Answer one interaction. Returns None when it is missing or already final (a redelivered job)."""
@@ -404,9 +414,18 @@ class AnswerPipeline:
         question = Question.model_validate(row.question_payload)
         async with self.db.asession() as session:
             mode, switch = await effective_mode(session, question.platform.value, question.channel)
-            release = await active_release(session, self.settings)
+            route = await route_release(session, self.settings, platform=question.platform.value,
+                                        channel=question.channel, thread=question.thread,
+                                        idempotency_key=question.idempotency_key, interaction_id=interaction_id,
+                                        mode=mode)
+            release = route.release
             policy = await resolve_policy(session, question.platform.value, question.channel,
                                           question.channel_type, release.knowledge_sets or None)
+        if route.canary_id is not None and not policy.enabled:
+            route = Route(release)  # the channel is off: the maintenance reply is no arm's doing
+        if route.canary_id is not None and route.arm is not None:
+            # before answering, so that an answer that ends in an error counts against its arm too
+            await self.interactions.set_arm(interaction_id, route.canary_id, route.arm, release.name)
         structlog.contextvars.bind_contextvars(interaction_id=interaction_id, release=release.name)
         log.info("pipeline.start", platform=question.platform.value, mode=mode.value, question=redact(question.text))
 
@@ -463,6 +482,11 @@ class AnswerPipeline:
                 await hook(interaction_id, answer)
             except Exception:  # noqa: BLE001 - a guard failing must not fail the answer
                 log.exception("pipeline.after_answer_hook_failed", hook=getattr(hook, "__name__", str(hook)))
+        if route.canary_id is not None and self.canary is not None:
+            try:
+                await self.canary.after_answer(route, interaction_id, answer)
+            except Exception:  # noqa: BLE001 - the canary's bookkeeping must not fail the answer
+                log.exception("pipeline.canary_hook_failed")
         log.info("pipeline.done", status=answer.status.value, fallback=answer.fallback, latency_ms=latency,
                  cost_usd=answer.cost_usd)
         return answer

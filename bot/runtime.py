@@ -31,7 +31,9 @@ from feedback.votes import Votes
 from knowledge.config import KnowledgeConfig
 from knowledge.index import IndexStore
 from knowledge.retrieval import Retriever
+from playbooks.canary import CanaryGuard
 from playbooks.guard import Guard
+from bot.shadow import enqueue_shadow
 
 log = get_logger(__name__)
 
@@ -47,6 +49,7 @@ class Runtime:
     rewriter: QueryRewriter | None = None  # worker: the search query's rewrite model (the engine's client, breaker)
     tracer: Tracer | None = None  # built by build_runtime for every process (votes score their traces)
     guard: Guard | None = None  # worker: the budget guard and alerts (after each answer and by cron)
+    canary: CanaryGuard | None = None  # the canary's decisions (after answers, votes and by cron); shadow answers
     deliverers: dict[Platform, Deliverer] = field(default_factory=dict)
     after_answer: list[AfterAnswerHook] = field(default_factory=list)
     interactions: InteractionStore = field(init=False)
@@ -58,15 +61,22 @@ class Runtime:
 
     @property
     def votes(self) -> Votes:
-        """The one vote path (record, then score the trace)."""
-        return Votes(self.db, user_salt=self.settings.user_hash_salt, scores=self.tracer)
+        """The one vote path (record, then score the trace; then a running canary's decision, when due)."""
+        return Votes(self.db, user_salt=self.settings.user_hash_salt, scores=self.tracer,
+                     after_vote=self._after_vote if self.canary is not None else None)
+
+    async def _after_vote(self, interaction_id: int) -> None:
+        if self.canary is not None:
+            await self.canary.tick()
 
     def answer_pipeline(self) -> AnswerPipeline:
         """The pipeline over this runtime's parts (a worker runtime: see :func:`build_runtime`)."""
         if self.retriever is None or self.engine is None or self.tracer is None:
             raise RuntimeError("this runtime was built without the answering parts (worker=False)")
-        return AnswerPipeline(self.settings, self.db, self.interactions, self.retriever, self.engine, self.tracer,
-                              self.deliverers, self.after_answer, rewriter=self.rewriter)
+        pipeline = AnswerPipeline(self.settings, self.db, self.interactions, self.retriever, self.engine, self.tracer,
+                                  self.deliverers, self.after_answer, rewriter=self.rewriter)
+        pipeline.canary = self.canary
+        return pipeline
 
     async def aclose(self) -> None:
         for deliverer in self.deliverers.values():
@@ -86,6 +96,9 @@ async def build_runtime(settings: Settings, *, worker: bool) -> Runtime:
     db.migrate()
     redis = await connect(settings)
     rt = Runtime(settings=settings, db=db, redis=redis, tracer=Tracer(settings))
+    # every process may decide a canary: the worker after answers and by cron, the web process after votes
+    rt.canary = CanaryGuard(settings, db, redis, AdminChannelNotifier(settings),
+                            enqueue_shadow=lambda interaction_id: enqueue_shadow(redis, interaction_id))
     if worker:
         rt.store = IndexStore(KnowledgeConfig.from_settings(settings))
         rt.retriever = Retriever(rt.store)

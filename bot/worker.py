@@ -27,6 +27,8 @@ from bot.resilient_worker import ResilientWorker, health_routes
 from bot.runtime import Runtime, build_runtime
 from bot.slack.delivery import slack_deliverer
 from bot.teams.delivery import teams_deliverer
+from bot.shadow import SHADOW_JOB, shadow_job
+from playbooks.canary import canary_cron
 from playbooks.guard import guard_cron
 from playbooks.sources import SourceScheduler
 
@@ -47,6 +49,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["pipeline"] = rt.answer_pipeline()
     ctx["pipeline"].deliveries = DeliveryQueue(rt.redis)  # a failed first delivery attempt goes to `deliver`
     ctx["guard"] = rt.guard
+    ctx["canary"] = rt.canary  # the canary's decision, also by cron (playbooks/canary.py)
     ctx["source_scheduler"] = SourceScheduler(  # the knowledge sources' schedules; a held sync is alerted
         settings, rt.redis, rt.guard.alerter if rt.guard is not None else None)
     # /healthz and /readyz next to /metrics (the Redis state is there with deskmate worker's ResilientWorker)
@@ -118,7 +121,9 @@ def worker_options(settings: Settings) -> dict[str, Any]:
         functions=[func(answer, name=ANSWER_JOB, timeout=settings.job_timeout_s, max_tries=settings.job_max_tries),
                    # retried until the delivery deadline, not a number of tries
                    func(deliver, name=DELIVER_JOB, timeout=settings.job_timeout_s,
-                        max_tries=delivery_max_tries(settings))],
+                        max_tries=delivery_max_tries(settings)),
+                   # a shadow canary's background answer: never shown, never retried (it costs money)
+                   func(shadow_job, name=SHADOW_JOB, timeout=settings.job_timeout_s, max_tries=1)],
         # arq holds every job's in-progress key for (the longest function timeout + 10 s), and that is how long a
         # dead worker's job waits before another worker takes it: the sweep must not raise that bound
         cron_jobs=[
@@ -126,6 +131,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
                  timeout=min(60.0, settings.job_timeout_s)),
             # alerts and the budget switch's daily reset must not depend on answers succeeding
             cron(guard_cron, second={0, 30}, unique=True, timeout=min(60.0, settings.job_timeout_s)),
+            # a canary's rollback / promotion / timeout, even when nothing is answered (docs/playbooks.md)
+            cron(canary_cron, second=set(range(0, 60, 5)), unique=True, timeout=min(60.0, settings.job_timeout_s)),
             # every minute: the sources whose schedule is due (docs/sources.md)
             *([cron(sources_tick, second={20}, unique=True, timeout=min(60.0, settings.job_timeout_s))]
               if settings.sources_scheduler else []),

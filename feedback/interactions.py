@@ -208,6 +208,11 @@ class InteractionStore:
             await session.commit()
             return True
 
+    async def set_arm(self, interaction_id: int, canary_id: int, arm: str, release: str) -> None:
+        """Record the canary, arm and release a pending question was routed to (``playbooks.canary``), before it
+        is answered: a question that ends in an error still counts against its arm."""
+        await self._update(interaction_id, canary_id=canary_id, arm=arm, release=release)
+
     async def record_stream(self, interaction_id: int, refs: dict[str, Any]) -> None:
         """An answer is being streamed into the conversation: keep what was posted (``delivery["stream"]``) while
         the question is pending, so that an attempt retried after a crash replaces that message instead of

@@ -59,6 +59,10 @@ class Interaction(SQLModel, table=True):
     trace_id: str | None = Field(default=None, max_length=64)
     # what was searched: the message, or the standalone query made of it and the thread's history
     search_query: str | None = Field(default=None, sa_column=Column(Text))
+    # the canary this question was routed under and its arm ("baseline" | "candidate"; "shadow" = also answered
+    # by the candidate in the background): NULL when no canary applied (playbooks.canary.route_release)
+    canary_id: int | None = Field(default=None, index=True)
+    arm: str | None = Field(default=None, max_length=16)
     created_at: datetime = Field(default_factory=utcnow, index=True)
     answered_at: datetime | None = Field(default=None, index=True)
 
@@ -216,3 +220,51 @@ class SyncRun(SQLModel, table=True):
     skipped: list[dict[str, str]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     errors: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     trigger: str = Field(default="cli", max_length=16)  # cli | schedule
+
+
+class Canary(SQLModel, table=True):
+    """A gradual rollout of a candidate release (``playbooks.canary``): who gets it, its limits, how it ended.
+
+    ``state``: running | promoted | rolled_back | inconclusive | stopped | completed (a shadow canary's end). At
+    most one is running; every process routes from the running row, so all agree without coordination.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    candidate: str = Field(index=True, max_length=128)
+    baseline: str = Field(max_length=128)
+    mode: str = Field(default="live", max_length=16)  # live | shadow
+    share: float = 10.0  # percent of conversations routed to the candidate (live), or sampled (shadow)
+    excluded: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # "slack:C0123" scopes
+    min_answers: int = 300
+    max_hours: float = 72.0
+    alpha: float = 0.05
+    margins: dict[str, float] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    shadow_budget_usd: float = 0.0
+    state: str = Field(default="running", index=True, max_length=16)
+    started_by: str = Field(default="", max_length=255)
+    started_at: datetime = Field(default_factory=utcnow, index=True)
+    ended_at: datetime | None = None
+    ended_by: str = Field(default="", max_length=255)
+    decision: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))  # the explanation
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))  # figures, test
+
+
+class ShadowAnswer(SQLModel, table=True):
+    """The candidate's background answer to a live question (never shown), compared with the live answer."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    canary_id: int = Field(index=True)
+    interaction_id: int = Field(index=True)
+    release: str = Field(max_length=128)
+    status: str = Field(default="", max_length=32)
+    answer: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    cited_doc_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    fallback: bool = False
+    latency_ms: float = 0.0
+    cost_usd: float = 0.0
+    citation_precision: float | None = None  # share of its cited documents the live answer cited or retrieved
+    overlap: float | None = None  # token F1 with the live answer (the eval runner's answer overlap)
+    judge: float | None = None  # 0, 0.5, 1: the LLM judge, grading it against the live answer
+    judge_reason: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    at: datetime = Field(default_factory=utcnow, index=True)

@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlmodel import select
@@ -94,13 +95,19 @@ async def _store_escalation(db: Database, *, interaction_id: int, user: str, pla
         await session.commit()
 
 
+#: Runs after each recorded vote with the interaction's id (the bot: a canary's decision); never fails the vote.
+AfterVote = Callable[[int], Awaitable[object]]
+
+
 class Votes:
     """Record a vote, then score its trace: the one path every chat surface uses."""
 
-    def __init__(self, db: Database, *, user_salt: str, scores: ScoreSink | None = None) -> None:
+    def __init__(self, db: Database, *, user_salt: str, scores: ScoreSink | None = None,
+                 after_vote: AfterVote | None = None) -> None:
         self.db = db
         self.user_salt = user_salt
         self.scores = scores
+        self.after_vote = after_vote
 
     async def vote(self, *, interaction_id: int, user: str, platform: str, label: str, reason: str | None = None,
                    comment: str | None = None) -> VoteResult:
@@ -109,6 +116,11 @@ class Votes:
                                    label=label, user_salt=self.user_salt, reason=reason, comment=comment)
         send_vote_score(self.scores, trace_id=result.trace_id, label=result.feedback.label,
                         reason=result.feedback.reason, feedback_id=result.feedback.id)
+        if self.after_vote is not None:
+            try:
+                await self.after_vote(interaction_id)
+            except Exception:  # noqa: BLE001 - the vote is recorded; what follows it must not undo that
+                log.exception("feedback.after_vote_failed", interaction_id=interaction_id)
         return result
 
     async def escalate(self, *, interaction_id: int, user: str, platform: str) -> None:

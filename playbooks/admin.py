@@ -26,6 +26,8 @@ from bot.core.settings import Settings
 from feedback.db import Database
 from feedback.models import Admin, Switch
 from playbooks import audit
+from playbooks.canary import CanaryError, CanaryOptions, canary_markdown, canary_view, end_canary, publish, \
+    running_canary, start_canary
 from playbooks.killswitch import parse_mode, set_mode
 from playbooks.releases import GateRefused, ReleaseError, promote, rollback
 from feedback.releases import get_release
@@ -90,6 +92,8 @@ HELP = """**Deskmate admin commands**
 - `releases` — releases with their feedback and eval results, and recent changes
 - `rollback [NAME]` — back to the previously active release, or to NAME
 - `promote NAME [--force]` — make NAME active (`--force` overrides the quality gate; audited)
+- `canary NAME [--share 10] [--exclude #channel] [--min-answers N] [--max-hours H] [--force]` — NAME answers that share of conversations; rolled back or promoted automatically (`--shadow [--budget USD]`: answers in the background only, never shown)
+- `canary status`, `canary stop [reason]` — the running canary's figures and decision; end it (back to the active release)
 - `budget` — LLM spend today against the daily cap
 - `audit [N]` — the latest N entries of the audit log
 - `admins`, `grant USER`, `revoke USER` — who may run these commands
@@ -98,7 +102,7 @@ HELP = """**Deskmate admin commands**
 Only admins may run them; every attempt is recorded in the audit log. Runbooks: `playbooks/runbooks/`."""
 
 #: First words the handler understands (adapters can use :func:`is_admin_command` to route).
-COMMANDS = ("status", "kill", "releases", "rollback", "promote", "budget", "audit", "admins", "grant", "revoke", "help")
+COMMANDS = ("status", "kill", "releases", "rollback", "promote", "canary", "budget", "audit", "admins", "grant", "revoke", "help")
 _MENTION = re.compile(r"^(<at>[^<]*</at>|<@[A-Z0-9]+(\|[^>]*)?>|@deskmate)\s*", re.IGNORECASE)
 
 
@@ -170,7 +174,7 @@ async def handle_admin_command(deps: AdminDeps, actor: AdminActor, text: str) ->
     try:
         async with deps.db.asession() as session:
             outcome = await handler(deps, actor, words[1:], session)
-    except (ReleaseError, TargetError, ValueError) as exc:
+    except (ReleaseError, CanaryError, TargetError, ValueError) as exc:
         outcome = Outcome(text=str(exc), ok=False, detail=f"error: {exc}")
     except Exception as exc:  # noqa: BLE001 - the admin must get an answer, the log gets the trace
         log.exception("admin.command_failed", command=name)
@@ -262,6 +266,102 @@ async def _promote(deps: AdminDeps, actor: AdminActor, args: list[str], session:
                            else f"gate: {result.gate.message}"))
 
 
+CANARY_USAGE = ("Usage: `canary RELEASE [--share 10] [--exclude #channel ...] [--min-answers N] [--max-hours H] "
+                "[--force]`, `canary RELEASE --shadow [--share 20] [--budget 5]`, `canary status`, `canary stop [reason]`")
+
+
+def parse_canary_options(args: list[str]) -> tuple[str, dict[str, list[str]], set[str]]:
+    """``RELEASE --share 10 --exclude #a --exclude #b --force`` → (RELEASE, {"share": ["10"], "exclude": [...]},
+    {"force"}). Accepts ``--opt=value``, and the dashes chat clients make of ``--`` (``—``, ``–``)."""
+    values: dict[str, list[str]] = {}
+    flags: set[str] = set()
+    names: list[str] = []
+    takes_value = ("share", "exclude", "min-answers", "max-hours", "budget")
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if word.startswith(("-", "—", "–")):
+            key, _, inline = word.lstrip("-—–").lower().partition("=")
+            if key in takes_value:
+                if not inline:
+                    i += 1
+                    if i >= len(args):
+                        raise ValueError(f"`--{key}` needs a value. {CANARY_USAGE}")
+                    inline = args[i]
+                values.setdefault(key, []).append(inline)
+            elif key in ("force", "f", "shadow"):
+                flags.add("force" if key == "f" else key)
+            else:
+                raise ValueError(f"unknown option `{word}`. {CANARY_USAGE}")
+        else:
+            names.append(word)
+        i += 1
+    if len(names) != 1:
+        raise ValueError(CANARY_USAGE)
+    return names[0], values, flags
+
+
+def _number(values: dict[str, list[str]], key: str, kind: type[float] | type[int]) -> float | None:
+    if key not in values:
+        return None
+    try:
+        return kind(values[key][-1].rstrip("%"))
+    except ValueError as exc:
+        raise ValueError(f"`--{key}` must be a number, not `{values[key][-1]}`") from exc
+
+
+async def _canary(deps: AdminDeps, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
+    sub = args[0].lower() if args else "status"
+    redis = getattr(deps, "redis", None)
+    if sub == "status":
+        return Outcome(canary_markdown(await canary_view(deps.db, deps.settings)))
+    if sub == "stop":
+        running = await running_canary(session)
+        if running is None or running.id is None:
+            return Outcome("No canary is running.", ok=False, detail="no canary running")
+        reason = " ".join(args[1:])[:500]
+        text = (f"Canary of `{running.candidate}` stopped by {actor.label}"
+                f"{': ' + reason if reason else ''}. Every conversation is back on `{running.baseline}`.")
+        ended = await end_canary(deps.db, running.id, "stopped", actor=actor.key, decision=text)
+        if ended is None:
+            return Outcome("The canary had just ended on its own: see `canary status`.", ok=False)
+        await publish(deps.settings, redis, None)
+        return Outcome(text, before=f"canary {running.candidate} {running.share:g}% running",
+                       after=f"canary {running.candidate} stopped", detail=f"reason: {reason}" if reason else "")
+    name, values, flags = parse_canary_options(args)
+    excluded = [(await resolve_target(w, platform=actor.platform, channel=actor.channel, settings=deps.settings))
+                for w in values.get("exclude", [])]
+    if any(t.is_global for t in excluded):
+        raise TargetError("`--exclude` takes channels (`#channel`, `here`, `slack:C0123`), not everywhere")
+    shadow = "shadow" in flags
+    share = _number(values, "share", float)
+    if share is None:
+        share = deps.settings.canary_shadow_sample * 100 if shadow else 10.0
+    min_answers = _number(values, "min-answers", int)
+    options = CanaryOptions(share=share, excluded=[t.scope for t in excluded],
+                            min_answers=int(min_answers) if min_answers is not None else None,
+                            max_hours=_number(values, "max-hours", float), shadow=shadow,
+                            budget_usd=_number(values, "budget", float), force="force" in flags)
+    try:
+        canary, gate = await start_canary(session, deps.settings, name, actor=actor.key, options=options)
+    except GateRefused as exc:
+        return Outcome(str(exc), ok=False, detail=f"gate refused: {exc.result.message}")
+    await publish(deps.settings, redis, canary)
+    where = f", except in {', '.join(canary.excluded)}" if canary.excluded else ""
+    if canary.mode == "shadow":
+        text = (f"Shadow canary started: `{canary.candidate}` also answers {canary.share:g}% of the questions to "
+                f"`{canary.baseline}` in the background{where} — never shown — until ${canary.shadow_budget_usd:.2f} "
+                f"is spent or {canary.max_hours:g} h have passed. Compare with `canary status`.")
+    else:
+        text = (f"Canary started: `{canary.candidate}` answers {canary.share:g}% of conversations (sticky per "
+                f"thread){where}; `{canary.baseline}` the rest. It is rolled back at once if a guard metric is "
+                f"significantly worse, promoted after {canary.min_answers} candidate answers if none is, and ends "
+                f"inconclusive after {canary.max_hours:g} h. Follow it with `canary status`; end it with `canary stop`.")
+    return Outcome(text, before=f"active {canary.baseline}",
+                   after=f"canary {canary.candidate} {canary.mode} {canary.share:g}%{where}",
+                   detail=gate if gate.startswith("FORCED") or not gate else f"gate: {gate}")
+
+
 async def _admins(deps: AdminDeps, actor: AdminActor, args: list[str], session: AsyncSession) -> Outcome:
     rows = (await session.exec(select(Admin).order_by(col(Admin.id)))).all()
     lines = ["**Admins**\n"]
@@ -300,5 +400,6 @@ async def _revoke(deps: AdminDeps, actor: AdminActor, args: list[str], session: 
 
 _HANDLERS: dict[str, Command] = {
     "status": _status, "kill": _kill, "releases": _releases, "rollback": _rollback, "promote": _promote,
+    "canary": _canary,
     "budget": _budget, "audit": _audit, "admins": _admins, "grant": _grant, "revoke": _revoke,
 }

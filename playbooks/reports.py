@@ -11,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.core.settings import Settings
 from feedback.models import AuditEntry, Release, Switch
+from playbooks.canary import running_canary
 from playbooks.killswitch import GLOBAL_SCOPE, Mode, is_expired, list_switches
 from playbooks.releases import list_releases, release_history
 from feedback.releases import active_release
@@ -93,6 +94,12 @@ async def status_text(session: AsyncSession, settings: Settings, *, slack_links:
     ]
     for row in switches:
         lines.append(f"  - {switch_line(row, now, slack_links=slack_links)}")
+    canary = await running_canary(session)
+    if canary is not None:
+        what = "of questions also answered in the background (shadow)" if canary.mode == "shadow" else \
+            "of conversations"
+        lines.append(f"- **Canary:** `{canary.candidate}` on {canary.share:g}% {what} since {hhmm(canary.started_at)} "
+                     f"(by {canary.started_by}); figures and test: `canary status`")
     lines += [
         f"- **Last hour:** {hour.total} questions, {hour.answered} answered, {hour.maintenance} maintenance replies, "
         f"{hour.errors} errors ({pct(hour.errors, hour.total)})",

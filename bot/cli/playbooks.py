@@ -296,6 +296,44 @@ def release_promote_command(name: str, force: Annotated[bool, typer.Option("--fo
     admin(f"promote {name}{' --force' if force else ''}")
 
 
+@release_app.command("canary")
+def release_canary_command(
+    name: Annotated[str, typer.Argument(help="The candidate release; or `status`, or `stop`.")],
+    share: Annotated[Optional[float], typer.Option(help="Percent of conversations (shadow: of questions sampled).")] = None,
+    exclude: Annotated[Optional[list[str]], typer.Option(help="A channel that never gets the candidate "
+                                                               "(slack:C0123, teams:19:…); repeatable.")] = None,
+    min_answers: Annotated[Optional[int], typer.Option(help="Candidate answers before a promotion "
+                                                            "(default DESKMATE_CANARY_MIN_ANSWERS).")] = None,
+    max_hours: Annotated[Optional[float], typer.Option(help="End inconclusive after this long "
+                                                           "(default DESKMATE_CANARY_MAX_HOURS).")] = None,
+    shadow: Annotated[bool, typer.Option("--shadow", help="Answer in the background only; never shown.")] = False,
+    budget: Annotated[Optional[float], typer.Option(help="Shadow: USD to spend on background answers.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Start even if the quality gate refuses (audited).")] = False,
+    reason: Annotated[str, typer.Option(help="With `stop`: why (audited).")] = "",
+) -> None:
+    """Canary NAME: it answers a share of conversations, and is rolled back or promoted automatically
+    (`deskmate release canary status` shows the figures; `deskmate release canary stop` ends it)."""
+    if name in ("status", "stop"):
+        admin(f"canary {name} {reason}".strip())
+        return
+    words = ["canary", name]
+    if share is not None:
+        words += ["--share", f"{share:g}"]
+    for channel in exclude or []:
+        words += ["--exclude", channel]
+    if min_answers is not None:
+        words += ["--min-answers", str(min_answers)]
+    if max_hours is not None:
+        words += ["--max-hours", f"{max_hours:g}"]
+    if shadow:
+        words.append("--shadow")
+    if budget is not None:
+        words += ["--budget", f"{budget:g}"]
+    if force:
+        words.append("--force")
+    admin(" ".join(words))
+
+
 def rollback_command(name: Annotated[Optional[str], typer.Argument(help="Default: the previous release.")] = None) -> None:
     """Roll back to the previously active release, or to NAME (a pointer change: no rebuild)."""
     admin(f"rollback {name or ''}".strip())

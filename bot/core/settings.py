@@ -245,6 +245,22 @@ class Settings(BaseSettings):
     alert_min_samples: int = Field(10, description="No rate alert on fewer answers (or votes) than this.")
     alert_cooldown_minutes: float = Field(60.0, description="The same alert is not re-sent within this time.")
     guard_check_interval_s: float = Field(10.0, description="Rate checks run at most this often (all workers).")
+    canary_min_answers: int = Field(
+        300, description="A canary is promoted only after its candidate arm gave this many answers (and is not worse).")
+    canary_max_hours: float = Field(72.0, description="A canary still undecided after this long ends inconclusive.")
+    canary_alpha: float = Field(
+        0.05, description="Error budget of the canary's sequential test: chance of a false rollback (and of a false "
+        "promotion) over the whole canary, however often it is checked (split over the guard metrics).")
+    canary_margins: dict[str, float] = Field(
+        default_factory=lambda: {"downvote": 0.1, "error": 0.02, "fallback": 0.05, "latency": 0.2, "cost": 0.2},
+        description="How much worse a candidate may be and still be promoted, per guard metric: 👎 share of rated "
+        "answers, error and fallback rates (absolute), latency and cost per answer (relative: 0.2 = 20 %).")
+    canary_check_interval_s: float = Field(
+        5.0, description="The canary decision runs at most this often across all workers (after answers and by cron).")
+    canary_shadow_sample: float = Field(
+        0.2, description="Shadow canary: the share of live questions the candidate also answers in the background.")
+    canary_shadow_budget_usd: float = Field(
+        5.0, description="Shadow canary: LLM spend of the background answers after which it stops sampling.")
 
     # --- the local chat page (/chat, bot/local_chat) -----------------------------------------------
     local_chat: Literal["auto", "on", "off"] = Field(

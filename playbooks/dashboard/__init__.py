@@ -3,7 +3,8 @@
 What it shows is read from the database on each request, so every web process shows the same thing: answers,
 👍 and fallback rates per release, latency and cost per day (:mod:`.data`); answers not yet delivered to
 Slack/Teams and deliveries given up; knowledge gaps (:mod:`.gaps`); retrieval drift (:mod:`.drift`); releases,
-switches and the audit log. Its two forms — kill-switch and rollback —
+switches, the canary (:func:`playbooks.canary.canary_view`) and the audit log. Its forms — kill-switch, rollback,
+canary start/stop —
 run the same admin command handler as Slack, Teams and the CLI, as ``dashboard:<user>``, so they are audited.
 
 The token holder is an admin by holding the token; an SSO user may change things only if they are an admin
@@ -25,6 +26,7 @@ from bot.core.log import get_logger
 from bot.core.settings import Settings
 from feedback.db import Database
 from playbooks.admin import AdminActor, AdminContext, AdminReply, handle_admin_command
+from playbooks.canary import canary_view
 from playbooks.dashboard import auth
 from playbooks.dashboard.data import (
     Window,
@@ -103,10 +105,12 @@ async def page(request: web.Request) -> web.StreamResponse:
         releases_view(rt.db, rt.settings), switches_view(rt.db), audit_view(rt.db, 50))
     delivery = await delivery_view(rt.db, 50)
     sources = await sources_view(rt.db, rt.settings)
+    canary = await canary_view(rt.db, rt.settings)
     csrf, new_csrf = auth.csrf_token(request)
     flash = (request.query["msg"][:2000], request.query.get("ok") == "1") if request.query.get("msg") else None
     html = render(viewer_label=viewer.label, days=window.days, overview=ov, gaps=gaps, drift=drift, releases=releases,
-                  switches=switches, audit=audit, csrf=csrf, flash=flash, delivery=delivery, sources=sources)
+                  switches=switches, audit=audit, csrf=csrf, flash=flash, delivery=delivery, sources=sources,
+                  canary=canary)
     response = web.Response(text=html, content_type="text/html",
                             headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                                      "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -157,6 +161,14 @@ async def api_sources(request: web.Request) -> web.Response:
     _viewer(request, json=True)
     rt = request.app[RT]
     return web.json_response(await sources_view(rt.db, rt.settings))
+
+
+async def api_canary(request: web.Request) -> web.Response:
+    """The latest canary: its definition, each arm's figures with 95 % intervals, the sequential test's verdict
+    and the decision (which metric, the figures, the test)."""
+    _viewer(request, json=True)
+    rt = request.app[RT]
+    return web.json_response(await canary_view(rt.db, rt.settings))
 
 
 async def api_audit(request: web.Request) -> web.Response:
@@ -221,6 +233,29 @@ def rollback_command(fields: dict[str, str]) -> str:
     return f"rollback {name}".strip()
 
 
+def canary_command(fields: dict[str, str]) -> str:
+    """The dashboard's canary form as an admin command: start (release, share, excluded channels, shadow) or stop."""
+    if fields.get("action") == "stop":
+        return f"canary stop {fields.get('reason', '')[:200]}".strip()
+    name = fields.get("release", "")
+    if not name or " " in name:
+        raise ValueError("choose the candidate release")
+    try:
+        share = float(fields.get("share") or 10)
+    except ValueError as exc:
+        raise ValueError("the share is a number (percent of conversations)") from exc
+    words = ["canary", name, "--share", f"{share:g}"]
+    for channel in (fields.get("exclude") or "").replace(",", " ").split():
+        words += ["--exclude", channel]
+    if fields.get("shadow") in ("on", "1", "true"):
+        words.append("--shadow")
+    return " ".join(words)
+
+
+async def action_canary(request: web.Request) -> web.StreamResponse:
+    return await _action(request, canary_command)
+
+
 async def action_kill(request: web.Request) -> web.StreamResponse:
     return await _action(request, kill_command)
 
@@ -239,9 +274,11 @@ def setup(app: web.Application, rt: DashboardDeps) -> None:
     app.router.add_get("/dashboard/api/releases", api_releases)
     app.router.add_get("/dashboard/api/switches", api_switches)
     app.router.add_get("/dashboard/api/audit", api_audit)
+    app.router.add_get("/dashboard/api/canary", api_canary)
     app.router.add_get("/dashboard/api/delivery", api_delivery)
     app.router.add_get("/dashboard/api/sources", api_sources)
     app.router.add_post("/dashboard/actions/kill", action_kill)
     app.router.add_post("/dashboard/actions/rollback", action_rollback)
+    app.router.add_post("/dashboard/actions/canary", action_canary)
     if not auth.configured(rt.settings):
         log.info("dashboard.off", hint="set DESKMATE_DASHBOARD_TOKEN or DESKMATE_DASHBOARD_SSO_HEADER")

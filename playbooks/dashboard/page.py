@@ -5,6 +5,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from playbooks.canary import FIGURE_ROWS  # the same rows as `canary status`
 from playbooks.dashboard.charts import Marker, Series, bar_chart, histogram_chart, line_chart
 
 WINDOWS = (7, 14, 30, 90)
@@ -127,7 +128,7 @@ def drift_html(drift: dict[str, Any]) -> str:
     return f'<div class="card" id="drift-card">{stats}{chart}</div>'
 
 
-def controls_html(releases: dict[str, Any], csrf: str, days: int) -> str:
+def controls_html(releases: dict[str, Any], csrf: str, days: int, canary: dict[str, Any] | None = None) -> str:
     options = "".join(f'<option value="{escape(r["name"])}">{escape(r["name"])}</option>'
                       for r in releases["releases"] if not r["active"])
     hidden = f'<input type="hidden" name="csrf" value="{escape(csrf)}"><input type="hidden" name="days" value="{days}">'
@@ -139,7 +140,57 @@ def controls_html(releases: dict[str, Any], csrf: str, days: int) -> str:
 <div class="card"><h3>Rollback</h3><form class="inline" method="post" action="/dashboard/actions/rollback" id="rollback-form">
 {hidden}<label>to release<select name="release"><option value="">the previous one</option>{options}</select></label>
 <button type="submit">Roll back</button></form>
-<p class="muted">Both go through the admin command handler and are written to the audit log.</p></div></div>"""
+<p class="muted">Both go through the admin command handler and are written to the audit log.</p></div>
+{canary_controls_html(releases, canary, hidden)}</div>"""
+
+
+def canary_controls_html(releases: dict[str, Any], canary: dict[str, Any] | None, hidden: str) -> str:
+    info = (canary or {}).get("canary")
+    if info is not None and info["state"] == "running":
+        return (f'<div class="card"><h3>Canary</h3><p><b>{escape(info["candidate"])}</b> is running '
+                f'({info["share"]:g}%, {escape(info["mode"])}).</p><form class="inline" method="post" '
+                f'action="/dashboard/actions/canary" id="canary-stop-form">{hidden}<input type="hidden" name="action" '
+                'value="stop"><label>reason<input name="reason" size="28"></label><button type="submit">Stop the '
+                'canary</button></form></div>')
+    options = "".join(f'<option value="{escape(r["name"])}">{escape(r["name"])}</option>'
+                      for r in releases["releases"] if not r["active"])
+    return f"""<div class="card"><h3>Canary</h3><form class="inline" method="post" action="/dashboard/actions/canary"
+id="canary-form">{hidden}<input type="hidden" name="action" value="start"><label>candidate<select name="release">{options}
+</select></label><label>share %<input name="share" value="10" size="4"></label><label>exclude channels<input
+name="exclude" placeholder="slack:C0123 …" size="18"></label><label>shadow<input type="checkbox" name="shadow"></label>
+<button type="submit">Start canary</button></form><p class="muted">Rolled back or promoted automatically; see the
+Canary section.</p></div>"""
+
+
+def canary_html(view: dict[str, Any] | None) -> str:
+    """The latest canary: each arm's figures with 95 % intervals, the sequential test per guard metric, the decision."""
+    info = (view or {}).get("canary")
+    if info is None:
+        return '<p class="muted">No canary yet. Start one below (Controls) or with <code>canary RELEASE --share 10</code>.</p>'
+    badge = {"running": "pending", "promoted": "ok", "rolled_back": "flag"}.get(info["state"], "muted")
+    head = (f'<p><span class="{badge}" data-state="{escape(info["state"])}">{escape(info["state"])}</span> '
+            f'<b>{escape(info["candidate"])}</b> vs {escape(info["baseline"])} — {escape(info["mode"])}, '
+            f'{info["share"]:g}%{", excluding " + escape(", ".join(info["excluded"])) if info["excluded"] else ""}; '
+            f'started {escape(info["started_at"][:16])} by {escape(info["started_by"])}, ends by '
+            f'{escape(info["ends_by"][:16])} UTC; minimum {info["min_answers"]} candidate answers.</p>')
+    decision = f'<p id="canary-decision">{escape(info["decision"])}</p>' if info["decision"] else ""
+    if info["mode"] == "shadow":
+        return head + f'<p>{escape((view or {})["shadow_text"])}</p>' + decision
+    view = view or {}
+    arms = view["arms"]
+    rows = [["answers", str(arms["baseline"]["answers"]), str(arms["candidate"]["answers"])]]
+    rows += [[escape(label), escape(fmt(arms["baseline"][key])), escape(fmt(arms["candidate"][key]))]
+             for label, key, fmt in FIGURE_ROWS]
+    tests = []
+    for comp in view["verdict"]["comparisons"]:
+        state = ('<span class="flag">worse</span>' if comp["worse"] else '<span class="ok">within margin</span>'
+                 if comp["not_worse"] else '<span class="muted">undecided</span>')
+        tests.append([escape(comp["metric"]), state, escape(comp["text"])])
+    now = (f'<p>Now: <b>{escape(view["verdict"]["action"])}</b> — {escape(view["verdict"]["reason"])}</p>'
+           if info["state"] == "running" else "")
+    return (head + decision + now + _table(["figure (95% interval)", "baseline", "candidate"], rows, "")
+            + f'<h3>Sequential test: {escape(info["test"])}</h3>'
+            + _table(["guard metric", "state", "candidate − baseline (always-valid interval)"], tests, ""))
 
 
 def releases_html(releases: dict[str, Any]) -> str:
@@ -204,7 +255,7 @@ def audit_html(entries: list[dict[str, Any]]) -> str:
 def render(*, viewer_label: str, days: int, overview: dict[str, Any], gaps: dict[str, Any], drift: dict[str, Any],
            releases: dict[str, Any], switches: list[dict[str, Any]], audit: list[dict[str, Any]], csrf: str,
            flash: tuple[str, bool] | None, delivery: dict[str, Any] | None = None,
-           sources: dict[str, Any] | None = None) -> str:
+           sources: dict[str, Any] | None = None, canary: dict[str, Any] | None = None) -> str:
     delivery = delivery or {"undelivered": 0, "failed": 0, "failed_attempts": 0, "rows": []}
     totals = overview["totals"]
     answered = totals.get("answered", 0) + totals.get("not_found", 0)
@@ -233,7 +284,8 @@ def render(*, viewer_label: str, days: int, overview: dict[str, Any], gaps: dict
 <section id="gaps"><h2>Knowledge gaps</h2>{gaps_html(gaps)}</section>
 <section id="sources"><h2>Knowledge sources</h2>{sources_html(sources or {"file": "", "sources": []})}</section>
 <section id="drift"><h2>Retrieval drift</h2>{drift_html(drift)}</section>
-<section id="controls"><h2>Controls</h2>{controls_html(releases, csrf, days)}</section>
+<section id="canary"><h2>Canary</h2>{canary_html(canary)}</section>
+<section id="controls"><h2>Controls</h2>{controls_html(releases, csrf, days, canary)}</section>
 <section id="releases"><h2>Releases</h2>{releases_html(releases)}</section>
 <section id="switches"><h2>Kill-switches</h2>{switches_html(switches)}</section>
 <section id="audit"><h2>Audit log</h2>{audit_html(audit)}</section>

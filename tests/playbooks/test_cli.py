@@ -115,3 +115,30 @@ def test_grant_from_the_cli(cli: Callable[..., Any]) -> None:
     cli("admin", "grant", "U0BARE", code=1)  # the CLI has no platform of its own
     assert "slack:U0NEW" in cli("admin", "admins")
     assert "no longer an admin" in cli("admin", "revoke", "slack:U0NEW")
+
+
+def test_release_canary_start_status_and_stop_from_the_cli(cli: Callable[..., Any]) -> None:
+    from feedback.models import Canary
+
+    cli("release", "create", "cand-1", "--k", "4", "--notes", "fewer passages")
+    register_gate(lambda *_: (False, "no eval of cand-1"))
+    try:
+        refused = cli("release", "canary", "cand-1", "--share", "25", code=1)
+        assert "no eval of cand-1" in refused, "a live canary asks the promotion gate first"
+        started = cli("release", "canary", "cand-1", "--share", "25", "--exclude", "slack:C0VIP", "--min-answers",
+                      "400", "--max-hours", "48", "--force")
+    finally:
+        register_gate(None)
+    assert "answers 25% of conversations" in started and "slack:C0VIP" in started
+    cli("release", "canary", "initial", code=1)  # the active release is no candidate
+    assert "already running" in cli("release", "canary", "cand-1", code=1)
+    status = cli("release", "canary", "status")
+    assert "cand-1" in status and "running" in status and "👎 per rated answer" in status
+    assert "stopped by cli:" in cli("release", "canary", "stop", "--reason", "wrong week")
+    with db_session(cli.settings) as session:  # type: ignore[attr-defined]
+        canary = session.exec(select(Canary)).one()
+        entries = session.exec(select(AuditEntry).order_by(col(AuditEntry.id))).all()
+    assert (canary.share, canary.excluded, canary.min_answers, canary.max_hours) == (25, ["slack:C0VIP"], 400, 48)
+    assert canary.state == "stopped" and "wrong week" in canary.decision
+    starts = [e for e in entries if e.command.startswith("canary cand-1")]
+    assert [e.detail.startswith("FORCED past the gate") for e in starts if e.after] == [True]
