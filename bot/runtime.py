@@ -32,6 +32,7 @@ from knowledge.config import KnowledgeConfig
 from knowledge.index import IndexStore
 from knowledge.retrieval import Retriever
 from playbooks.guard import Guard
+from playbooks.learned import LearnedAnswers
 
 log = get_logger(__name__)
 
@@ -60,6 +61,11 @@ class Runtime:
     def votes(self) -> Votes:
         """The one vote path (record, then score the trace)."""
         return Votes(self.db, user_salt=self.settings.user_hash_salt, scores=self.tracer)
+
+    @property
+    def learned(self) -> LearnedAnswers:
+        """The learned-answers workflow (escalation threads → drafts → review → the ``learned`` source)."""
+        return LearnedAnswers(self.settings, self.db, self.redis)
 
     def answer_pipeline(self) -> AnswerPipeline:
         """The pipeline over this runtime's parts (a worker runtime: see :func:`build_runtime`)."""
