@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Text, cast
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, col, func, select
 
 from bot.core.clock import utcnow
@@ -46,7 +47,8 @@ class LearnedAnswer(SQLModel, table=True):
     """A question and a person's answer to it: a draft, then (reviewed) a document of the ``learned`` source."""
 
     id: int | None = Field(default=None, primary_key=True)
-    escalation_id: int | None = Field(default=None, foreign_key="escalation.id", index=True)
+    #: one learned answer per escalation (unique: two replies handled at once cannot make two drafts)
+    escalation_id: int | None = Field(default=None, foreign_key="escalation.id", index=True, unique=True)
     interaction_id: int | None = Field(default=None, foreign_key="interaction.id", index=True)
     platform: str = Field(max_length=32)
     kb: str = Field(default="default", max_length=128)
@@ -105,10 +107,15 @@ class LearnedStore:
             stmt = select(LearnedAnswer).where(LearnedAnswer.escalation_id == escalation_id).limit(1)
             return (await session.exec(stmt)).first()
 
-    async def add(self, row: LearnedAnswer) -> LearnedAnswer:
+    async def add(self, row: LearnedAnswer) -> LearnedAnswer | None:
+        """Insert ``row``; None when its escalation already has a learned answer (made at the same moment)."""
         async with self.db.asession() as session:
             session.add(row)
-            await session.commit()
+            try:
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+                return None
             await session.refresh(row)
             return row
 

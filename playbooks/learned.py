@@ -71,6 +71,19 @@ class DraftOutcome:
     created: bool
 
 
+@dataclass(frozen=True)
+class Reply:
+    """A support-thread message as a draft's text."""
+
+    text: str
+    origin: str
+    author_id: str
+    author_name: str
+    message_id: str
+    url: str | None
+    at: datetime
+
+
 def slug(text: str, limit: int = 60) -> str:
     words = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return (words[:limit].rstrip("-") or "answer")
@@ -183,27 +196,39 @@ class LearnedAnswers:
             return None
         if not marked and author_id and author_id == str((interaction.question_payload or {}).get("user") or ""):
             return None  # the asker adding detail, not an answer
-        origin = ORIGIN_MARKED if marked else ORIGIN_REPLY
-        existing = await self.store.for_escalation(escalation.id)
-        url = thread_url or escalation.thread_url
-        if existing is not None and existing.id is not None:
-            if existing.status != DRAFT or (existing.origin == ORIGIN_MARKED and not marked):
-                return None
-            if existing.answer == text[:ANSWER_LIMIT] and existing.origin == origin:
-                return None
-            updated = await self.store.update(existing.id, answer=text[:ANSWER_LIMIT], origin=origin,
-                                              answered_by=author_name or author_id, answered_by_id=author_id,
-                                              answered_at=at or utcnow(), source_message=message_id,
-                                              thread_url=url)
-            return DraftOutcome(updated, created=False) if updated is not None else None
+        reply = Reply(text=text[:ANSWER_LIMIT], origin=ORIGIN_MARKED if marked else ORIGIN_REPLY,
+                      author_id=author_id, author_name=author_name or author_id, message_id=message_id,
+                      url=thread_url or escalation.thread_url, at=at or utcnow())
+        found, outcome = await self._update_draft(escalation.id, reply)
+        if found:
+            return outcome
         kb, knowledge_set, public = await self._placement(interaction)
         draft = await self.store.add(LearnedAnswer(
             escalation_id=escalation.id, interaction_id=interaction.id, platform=platform, kb=kb,
-            knowledge_set=knowledge_set, public=public, question=interaction.question, answer=text[:ANSWER_LIMIT],
-            answered_by=author_name or author_id, answered_by_id=author_id, answered_at=at or utcnow(),
-            thread_url=url, origin=origin, source_message=message_id))
-        log.info("learned.draft", learned_id=draft.id, origin=origin, knowledge_set=knowledge_set, public=public)
+            knowledge_set=knowledge_set, public=public, question=interaction.question, answer=reply.text,
+            answered_by=reply.author_name, answered_by_id=author_id, answered_at=reply.at,
+            thread_url=reply.url, origin=reply.origin, source_message=message_id))
+        if draft is None:  # another process made it a moment ago: this reply updates it
+            return (await self._update_draft(escalation.id, reply))[1]
+        log.info("learned.draft", learned_id=draft.id, origin=reply.origin, knowledge_set=knowledge_set,
+                 public=public)
         return DraftOutcome(draft, created=True)
+
+    async def _update_draft(self, escalation_id: int, reply: Reply) -> tuple[bool, DraftOutcome | None]:
+        """Apply ``reply`` to the escalation's learned answer: (is there one, the outcome — None when it changes
+        nothing: reviewed already, a marked message kept over a later reply, the same text)."""
+        existing = await self.store.for_escalation(escalation_id)
+        if existing is None or existing.id is None:
+            return False, None
+        if existing.status != DRAFT or (existing.origin == ORIGIN_MARKED and reply.origin != ORIGIN_MARKED):
+            return True, None
+        if existing.answer == reply.text and existing.origin == reply.origin:
+            return True, None
+        updated = await self.store.update(existing.id, answer=reply.text, origin=reply.origin,
+                                          answered_by=reply.author_name, answered_by_id=reply.author_id,
+                                          answered_at=reply.at, source_message=reply.message_id,
+                                          thread_url=reply.url)
+        return True, (DraftOutcome(updated, created=False) if updated is not None else None)
 
     async def correction(self, *, interaction_id: int, user_id: str, user_name: str, comment: str,
                          thread_url: str | None = None) -> DraftOutcome | None:
@@ -220,6 +245,8 @@ class LearnedAnswers:
             public=public, question=interaction.question, answer=comment[:ANSWER_LIMIT],
             answered_by=user_name or user_id, answered_by_id=user_id, thread_url=thread_url,
             origin=ORIGIN_CORRECTION))
+        if draft is None:
+            return None
         log.info("learned.draft", learned_id=draft.id, origin=ORIGIN_CORRECTION, knowledge_set=knowledge_set)
         return DraftOutcome(draft, created=True)
 

@@ -66,7 +66,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('id'),
     )
     with op.batch_alter_table('learnedanswer', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_learnedanswer_escalation_id'), ['escalation_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_learnedanswer_escalation_id'), ['escalation_id'], unique=True)
         batch_op.create_index(batch_op.f('ix_learnedanswer_interaction_id'), ['interaction_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_learnedanswer_status'), ['status'], unique=False)
         batch_op.create_index(batch_op.f('ix_learnedanswer_created_at'), ['created_at'], unique=False)
