@@ -130,9 +130,15 @@ async def learned_refresh(ctx: dict[str, Any], kb: str) -> str:
 
 
 async def learned_expire(ctx: dict[str, Any]) -> int:
-    """Approved learned answers past their review date leave the index (and wait for a new review)."""
+    """Approved learned answers past their review date leave the index (and wait for a new review); then every
+    knowledge base with learned answers is refreshed — a no-op unless a decision's own refresh was lost (Redis
+    away when it was enqueued)."""
     rt: Runtime = ctx["runtime"]
-    return len(await rt.learned.expire_due())
+    expired = await rt.learned.expire_due()
+    folder = rt.settings.learned_dir()
+    for kb in sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+        await learned_refresh(ctx, kb)
+    return len(expired)
 
 
 def worker_options(settings: Settings) -> dict[str, Any]:

@@ -37,7 +37,9 @@ from playbooks.dashboard.data import (
 )
 from playbooks.dashboard.drift import score_drift
 from playbooks.dashboard.gaps import knowledge_gaps
+from playbooks.dashboard.learned import learned_view, link_gaps, review
 from playbooks.dashboard.page import render
+from playbooks.learned import LearnedAnswers
 
 log = get_logger(__name__)
 
@@ -48,6 +50,7 @@ class DashboardDeps:
 
     settings: Settings
     db: Database
+    redis: Any = None  # arq's ArqRedis: a learned-answer review asks a worker to refresh the index
 
 
 RT = web.AppKey("dashboard_deps", DashboardDeps)
@@ -103,10 +106,13 @@ async def page(request: web.Request) -> web.StreamResponse:
         releases_view(rt.db, rt.settings), switches_view(rt.db), audit_view(rt.db, 50))
     delivery = await delivery_view(rt.db, 50)
     sources = await sources_view(rt.db, rt.settings)
+    gaps = await link_gaps(rt.db, rt.settings, gaps)  # a gap links to the draft made of its question
+    learned = await learned_view(rt.db, rt.settings, window)
     csrf, new_csrf = auth.csrf_token(request)
     flash = (request.query["msg"][:2000], request.query.get("ok") == "1") if request.query.get("msg") else None
     html = render(viewer_label=viewer.label, days=window.days, overview=ov, gaps=gaps, drift=drift, releases=releases,
-                  switches=switches, audit=audit, csrf=csrf, flash=flash, delivery=delivery, sources=sources)
+                  switches=switches, audit=audit, csrf=csrf, flash=flash, delivery=delivery, sources=sources,
+                  learned=learned)
     response = web.Response(text=html, content_type="text/html",
                             headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                                      "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -157,6 +163,12 @@ async def api_sources(request: web.Request) -> web.Response:
     _viewer(request, json=True)
     rt = request.app[RT]
     return web.json_response(await sources_view(rt.db, rt.settings))
+
+
+async def api_learned(request: web.Request) -> web.Response:
+    _viewer(request, json=True)
+    rt = request.app[RT]
+    return web.json_response(await learned_view(rt.db, rt.settings, Window.last(_days(request))))
 
 
 async def api_audit(request: web.Request) -> web.Response:
@@ -229,6 +241,25 @@ async def action_rollback(request: web.Request) -> web.StreamResponse:
     return await _action(request, rollback_command)
 
 
+async def action_learned(request: web.Request) -> web.StreamResponse:
+    """Approve / edit / reject a learned answer (playbooks/dashboard/learned.py); the token holder as an admin."""
+    rt = request.app[RT]
+    wants_json = request.content_type == "application/json"
+    viewer = _viewer(request, json=wants_json)
+    fields: dict[str, Any] = dict(await request.json()) if wants_json else dict(await request.post())
+    if not auth.csrf_ok(request, viewer, str(fields.get("csrf") or "")):
+        return web.json_response({"ok": False, "text": "stale or missing form token: reload the page"}, status=403)
+    settings = rt.settings
+    if viewer.method == "token":
+        settings = settings.model_copy(update={"admin_user_ids": [*settings.admin_user_ids, viewer.user_id]})
+    ok, text = await review(LearnedAnswers(settings, rt.db, rt.redis), reviewer=viewer.user_id,
+                            fields={k: str(v) for k, v in fields.items()})
+    if wants_json or viewer.via_header:
+        return web.json_response({"ok": ok, "text": text}, status=200 if ok else 400)
+    query = {"days": fields.get("days") or DEFAULT_DAYS, "msg": text[:1500], "ok": "1" if ok else "0"}
+    return see_other(f"/dashboard?{urlencode(query)}#learned")
+
+
 def setup(app: web.Application, rt: DashboardDeps) -> None:
     """Add the dashboard's routes (``bot.web`` calls it with the web process's settings and database)."""
     app[RT] = rt
@@ -243,5 +274,7 @@ def setup(app: web.Application, rt: DashboardDeps) -> None:
     app.router.add_get("/dashboard/api/sources", api_sources)
     app.router.add_post("/dashboard/actions/kill", action_kill)
     app.router.add_post("/dashboard/actions/rollback", action_rollback)
+    app.router.add_get("/dashboard/api/learned", api_learned)
+    app.router.add_post("/dashboard/actions/learned", action_learned)
     if not auth.configured(rt.settings):
         log.info("dashboard.off", hint="set DESKMATE_DASHBOARD_TOKEN or DESKMATE_DASHBOARD_SSO_HEADER")
