@@ -1,5 +1,6 @@
 """A small knowledge base of its own for the learned-answers tests: they approve answers, which makes new index
-versions, so they never touch the shared sample index. Built once per test module, copied for each test."""
+versions, so they never touch the shared sample index. Built once per test module (:func:`module_kb`), copied for
+each test (:func:`copy_kb`)."""
 
 from __future__ import annotations
 
@@ -36,17 +37,16 @@ def build_small_kb(data_dir: Path) -> Path:
     return docs
 
 
-@pytest.fixture(scope="module")
-def small_kb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def module_kb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir with the small knowledge base ingested (a module-scoped fixture's body)."""
     data_dir = tmp_path_factory.mktemp("learned-kb") / "data"
     data_dir.mkdir()
     build_small_kb(data_dir)
     return data_dir
 
 
-@pytest.fixture
-def kb_data_dir(small_kb: Path, tmp_path: Path) -> Path:
-    """This test's own copy of the small knowledge base (index and vectors)."""
+def copy_kb(small_kb: Path, tmp_path: Path) -> Path:
+    """A test's own copy of the small knowledge base (index and vectors)."""
     target = tmp_path / "data"
     shutil.copytree(small_kb, target)
     return target

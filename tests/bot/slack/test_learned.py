@@ -36,17 +36,18 @@ from tests.bot.slack.conftest import (
 )
 from tests.conftest import settings_for
 from tests.fakes.slack_api import Call, FakeSlack
-from tests.learned_kb import (  # noqa: F401  (fixtures)
-    OWNER,
-    QUESTION,
-    REPLY,
-    SIMILAR,
-    SUPPORT_PERSON,
-    TEAM,
-    kb_data_dir,
-    small_kb,
-)
+from tests.learned_kb import OWNER, QUESTION, REPLY, SIMILAR, SUPPORT_PERSON, TEAM, copy_kb, module_kb
 from tests.stack import Stack, running_stack
+
+
+@pytest.fixture(scope="module")
+def small_kb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return module_kb(tmp_path_factory)
+
+
+@pytest.fixture
+def kb_data_dir(small_kb: Path, tmp_path: Path) -> Path:
+    return copy_kb(small_kb, tmp_path)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from bot.core.settings import Settings
 from feedback.learned import APPROVED, DRAFT, EXPIRED, REJECTED, LearnedAnswer, LearnedStore
 from feedback.models import Interaction
 from knowledge.config import KnowledgeConfig
@@ -21,8 +20,18 @@ from knowledge.index import IndexStore
 from tests.bot.teams.conftest import activity, card_text, post, settle
 from tests.conftest import settings_for
 from tests.fakes.botframework import Call, FakeConnector
-from tests.learned_kb import QUESTION, REPLY, SIMILAR, TEAM, kb_data_dir, small_kb  # noqa: F401  (fixtures)
+from tests.learned_kb import QUESTION, REPLY, SIMILAR, TEAM, copy_kb, module_kb
 from tests.stack import Stack, running_stack
+
+
+@pytest.fixture(scope="module")
+def small_kb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return module_kb(tmp_path_factory)
+
+
+@pytest.fixture
+def kb_data_dir(small_kb: Path, tmp_path: Path) -> Path:
+    return copy_kb(small_kb, tmp_path)
 
 SUPPORT = "19:support0123456789@thread.tacv2"
 ASKING = "19:askers0123456789@thread.tacv2"  # a public team channel where people ask
