@@ -4,8 +4,8 @@ The workflow is :mod:`playbooks.learned`; this module only translates (docs/lear
 
 - "Ask a human" starts the thread with ``create_conversation``: the thread's conversation id is
   ``<channel>;messageid=<root post id>`` (what Teams sends as ``conversation.id`` for every reply in it);
-- a reply there reaches the bot when it @mentions Deskmate, or — with the resource-specific permission
-  ``ChannelMessage.Read.Group`` in the app package — always (:func:`on_support_reply`);
+- a reply there that @mentions Deskmate (Teams delivers a bot only the channel messages that mention it) is the
+  draft's text, the mention removed (:func:`on_support_reply`); a later one replaces it until it is reviewed;
 - the review card is posted in the thread and refreshed by its own ``adaptiveCard/action`` invokes
   (:func:`on_review_action`); only a knowledge owner (``DESKMATE_KNOWLEDGE_OWNERS``, by Azure AD object id) or
   an admin may decide.
