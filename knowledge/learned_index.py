@@ -39,7 +39,7 @@ def refresh_learned(store: IndexStore, kb: str, *, protected_versions: set[int] 
             return outcome
         outcome["version"] = int(previous["version"])
         if manifest.chunking != _chunking_params(store):
-            log.warning("learned.refresh_needs_ingest", kb=kb, reason="the chunking or embedders changed")
+            log.info("learned.refresh_needs_ingest", kb=kb, reason="the chunking or embedders changed")
             return outcome
         documents, _skipped = learned_documents(config, kb, now=now)
         old_docs = previous["docs"]
