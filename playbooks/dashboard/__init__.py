@@ -5,6 +5,8 @@ What it shows is read from the database on each request, so every web process sh
 Slack/Teams and deliveries given up; knowledge gaps (:mod:`.gaps`); retrieval drift (:mod:`.drift`); releases,
 switches and the audit log. Its two forms — kill-switch and rollback —
 run the same admin command handler as Slack, Teams and the CLI, as ``dashboard:<user>``, so they are audited.
+Learned answers (:mod:`.learned`): escalations, drafts to approve / edit / reject (audited too), approved
+answers and their citations; knowledge gaps link to their drafts.
 
 The token holder is an admin by holding the token; an SSO user may change things only if they are an admin
 (``DESKMATE_ADMIN_USER_IDS`` lists their id as the SSO header gives it) — others get a refusal, also audited.
