@@ -26,7 +26,8 @@ from bot.queue import (ANSWER_JOB, DELIVER_JOB, DeliveryQueue, delivery_max_trie
 from bot.redis_conn import redis_settings
 from bot.resilient_worker import ResilientWorker, health_routes
 from bot.runtime import Runtime, build_runtime
-from bot.slack.delivery import slack_deliverer
+from bot.slack.delivery import SlackDeliverer, slack_deliverer
+from bot.slack.learned import show_due_for_review
 from bot.teams.delivery import teams_deliverer
 from knowledge.learned_index import refresh_learned
 from playbooks.guard import guard_cron
@@ -135,6 +136,9 @@ async def learned_expire(ctx: dict[str, Any]) -> int:
     away when it was enqueued)."""
     rt: Runtime = ctx["runtime"]
     expired = await rt.learned.expire_due()
+    slack = rt.deliverers.get(Platform.SLACK)
+    if expired and isinstance(slack, SlackDeliverer):  # the Slack review prompts ask for a new review
+        await show_due_for_review(slack.client, expired, rt.learned.team)
     folder = rt.settings.learned_dir()
     for kb in sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
         await learned_refresh(ctx, kb)

@@ -19,16 +19,19 @@ is told so, ephemerally.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.log import get_logger
 from bot.core.types import Platform
 from bot.slack.adapter import SlackAdapter
+from bot.slack.client import ensure_session
 from bot.slack.mrkdwn import escape, link, markdown_to_mrkdwn, truncate, user_mention
 from bot.slack.rendering import context, plain
 from feedback.learned import APPROVED, DRAFT, EXPIRED, ORIGIN_CORRECTION, ORIGIN_MARKED, REJECTED, LearnedAnswer
@@ -287,6 +290,24 @@ async def on_correction(adapter: SlackAdapter, *, interaction_id: int, user: str
                                                   comment=comment)
     if outcome is not None:
         await show_review(adapter, outcome, channel=adapter.settings.slack_support_channel, thread_ts=None)
+
+
+async def show_due_for_review(client: AsyncWebClient, rows: list[LearnedAnswer], team: Callable[[str], str]) -> int:
+    """Answers past their review date (the worker's cron): each Slack review prompt shows "due for review" and
+    the buttons again, where the owners decided last time. Returns how many prompts were updated."""
+    ensure_session(client)
+    updated = 0
+    for row in rows:
+        where = row.review_message or {}
+        if row.platform != SLACK or not where.get("channel") or not where.get("ts"):
+            continue
+        try:
+            await client.chat_update(channel=where["channel"], ts=where["ts"],
+                                     **review_message(row, team(row.knowledge_set)))
+            updated += 1
+        except SlackApiError as exc:
+            log.warning("slack.learned_review_update_failed", error=exc.response.get("error"))
+    return updated
 
 
 def register(app: AsyncApp, adapter: SlackAdapter) -> None:

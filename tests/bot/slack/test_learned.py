@@ -37,6 +37,7 @@ from tests.bot.slack.conftest import (
 from tests.conftest import settings_for
 from tests.fakes.slack_api import Call, FakeSlack
 from tests.learned_kb import OWNER, QUESTION, REPLY, SIMILAR, SUPPORT_PERSON, TEAM, copy_kb, module_kb
+from bot.worker import learned_expire
 from tests.stack import Stack, running_stack
 
 
@@ -314,9 +315,11 @@ async def test_an_answer_given_in_a_private_channel_stays_restricted_and_expires
     # past its review date, it leaves the index (the worker's cron runs this every minute) until re-approved
     store = LearnedStore(stack.db)
     await store.update(draft.id or 0, review_by=utcnow() - timedelta(minutes=1))
-    expired = await stack.web_runtime.learned.expire_due()
-    assert [r.id for r in expired] == [draft.id]
+    assert await learned_expire(stack.worker.ctx) == 1  # the worker's cron job
     await wait_for(lambda: _later_version(stack.settings, approved.indexed_version or 0))
+    due = await slack_api.wait_for("chat.update", lambda c: "due for review" in c.text_of_blocks,
+                                   ts=prompt.response["ts"])
+    assert "deskmate_learned_approve" in json.dumps(due.args["blocks"]), "the owners can approve it again"
     _, after = await ask(stack, slack, slack_api, SIMILAR, channel=PRIVATE)
     assert not cites_learned(after)
     assert (await store.get(draft.id or 0)).status == EXPIRED  # type: ignore[union-attr]
