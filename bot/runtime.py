@@ -34,6 +34,7 @@ from knowledge.retrieval import Retriever
 from playbooks.canary import CanaryGuard
 from playbooks.guard import Guard
 from bot.shadow import enqueue_shadow
+from playbooks.learned import LearnedAnswers
 
 log = get_logger(__name__)
 
@@ -68,6 +69,11 @@ class Runtime:
     async def _after_vote(self, interaction_id: int) -> None:
         if self.canary is not None:
             await self.canary.tick()
+
+    @property
+    def learned(self) -> LearnedAnswers:
+        """The learned-answers workflow (escalation threads → drafts → review → the ``learned`` source)."""
+        return LearnedAnswers(self.settings, self.db, self.redis)
 
     def answer_pipeline(self) -> AnswerPipeline:
         """The pipeline over this runtime's parts (a worker runtime: see :func:`build_runtime`)."""

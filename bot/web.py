@@ -75,7 +75,7 @@ def create_app(rt: Runtime, surfaces: tuple[str, ...] = SURFACES) -> web.Applica
     app.router.add_get("/readyz", readyz)
     for name in surfaces:
         importlib.import_module(name).setup(app, rt)
-    dashboard.setup(app, DashboardDeps(settings=rt.settings, db=rt.db))
+    dashboard.setup(app, DashboardDeps(settings=rt.settings, db=rt.db, redis=rt.redis))
     return app
 
 

@@ -8,6 +8,7 @@ the knowledge sources' syncs when their schedule is due (:mod:`playbooks.sources
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import structlog
@@ -25,11 +26,15 @@ from bot.queue import (ANSWER_JOB, DELIVER_JOB, DeliveryQueue, delivery_max_trie
 from bot.redis_conn import redis_settings
 from bot.resilient_worker import ResilientWorker, health_routes
 from bot.runtime import Runtime, build_runtime
-from bot.slack.delivery import slack_deliverer
+from bot.slack.delivery import SlackDeliverer, slack_deliverer
+from bot.slack.learned import show_due_for_review
 from bot.teams.delivery import teams_deliverer
 from bot.shadow import SHADOW_JOB, shadow_job
 from playbooks.canary import canary_cron
+from knowledge.learned_index import refresh_learned
 from playbooks.guard import guard_cron
+from playbooks.learned import REFRESH_JOB
+from playbooks.releases import pinned_index_versions
 from playbooks.sources import SourceScheduler
 
 log = get_logger(__name__)
@@ -114,6 +119,35 @@ async def sources_tick(ctx: dict[str, Any]) -> int:
     return len(await scheduler.tick())
 
 
+async def learned_refresh(ctx: dict[str, Any], kb: str) -> str:
+    """A review decision changed ``kb``'s learned answers: a new index version with only those documents
+    re-read (knowledge/learned_index.py)."""
+    rt: Runtime = ctx["runtime"]
+    assert rt.store is not None
+    try:
+        protected = await asyncio.to_thread(pinned_index_versions, rt.settings, kb)
+    except Exception:  # noqa: BLE001 - no release yet: nothing is pinned
+        protected = set()
+    outcome = await asyncio.to_thread(refresh_learned, rt.store, kb, protected_versions=protected)
+    await rt.learned.indexed(outcome)
+    return f"version {outcome['version']}" if outcome["created_version"] else "unchanged"
+
+
+async def learned_expire(ctx: dict[str, Any]) -> int:
+    """Approved learned answers past their review date leave the index (and wait for a new review); then every
+    knowledge base with learned answers is refreshed — a no-op unless a decision's own refresh was lost (Redis
+    away when it was enqueued)."""
+    rt: Runtime = ctx["runtime"]
+    expired = await rt.learned.expire_due()
+    slack = rt.deliverers.get(Platform.SLACK)
+    if expired and isinstance(slack, SlackDeliverer):  # the Slack review prompts ask for a new review
+        await show_due_for_review(slack.client, expired, rt.learned.team)
+    folder = rt.settings.learned_dir()
+    for kb in sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+        await learned_refresh(ctx, kb)
+    return len(expired)
+
+
 def worker_options(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for :class:`arq.worker.Worker` (what :class:`bot.resilient_worker.ResilientWorker` is built with)."""
     interval = max(1, int(settings.sweeper_interval_s))
@@ -123,7 +157,8 @@ def worker_options(settings: Settings) -> dict[str, Any]:
                    func(deliver, name=DELIVER_JOB, timeout=settings.job_timeout_s,
                         max_tries=delivery_max_tries(settings)),
                    # a shadow canary's background answer: never shown, never retried (it costs money)
-                   func(shadow_job, name=SHADOW_JOB, timeout=settings.job_timeout_s, max_tries=1)],
+                   func(shadow_job, name=SHADOW_JOB, timeout=settings.job_timeout_s, max_tries=1),
+                   func(learned_refresh, name=REFRESH_JOB, timeout=max(settings.job_timeout_s, 600.0), max_tries=3)],
         # arq holds every job's in-progress key for (the longest function timeout + 10 s), and that is how long a
         # dead worker's job waits before another worker takes it: the sweep must not raise that bound
         cron_jobs=[
@@ -134,6 +169,9 @@ def worker_options(settings: Settings) -> dict[str, Any]:
             # a canary's rollback / promotion / timeout, even when nothing is answered (docs/playbooks.md)
             cron(canary_cron, second=set(range(0, 60, 5)), unique=True, timeout=min(60.0, settings.job_timeout_s)),
             # every minute: the sources whose schedule is due (docs/sources.md)
+            # every minute: learned answers whose review date passed (docs/learned-answers.md)
+            *([cron(learned_expire, second={40}, unique=True, timeout=min(60.0, settings.job_timeout_s))]
+              if settings.learned_answers else []),
             *([cron(sources_tick, second={20}, unique=True, timeout=min(60.0, settings.job_timeout_s))]
               if settings.sources_scheduler else []),
         ],

@@ -19,6 +19,7 @@ from knowledge.calibration import calibrate
 from knowledge.chunking import chunk_document, indexed_text
 from knowledge.embedding import Embedder, Vector
 from knowledge.index import ChunkingParams, ChunkRecord, DocEntry, IndexStore, Manifest, now_iso, records_for
+from knowledge.learned import is_learned, with_learned
 from knowledge.sources import SkippedFile, SourceDocument, scan
 
 log = get_logger(__name__)
@@ -111,8 +112,10 @@ def ingest_documents(
 
     with store.writer_lock(kb):
         manifest = store.manifest(kb)
-        if not documents:
+        if not any(not is_learned(d.doc_id) for d in documents):
             raise NoDocuments(source, skipped, had_documents=manifest.latest is not None)
+        # every build also holds the knowledge base's approved learned answers (knowledge/learned.py)
+        documents, skipped = with_learned(config, kb, documents, skipped)
         params = _chunking_params(store)
         previous = manifest.latest
         reusable = previous is not None and manifest.chunking == params

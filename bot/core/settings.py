@@ -262,6 +262,20 @@ class Settings(BaseSettings):
     canary_shadow_budget_usd: float = Field(
         5.0, description="Shadow canary: LLM spend of the background answers after which it stops sampling.")
 
+    # --- learned answers (playbooks/learned.py, docs/learned-answers.md) -------------------------------
+    learned_answers: bool = Field(
+        True, description="A support person's reply to an 'Ask a human' thread (or a 👎 correction by a knowledge "
+        "owner) becomes a draft answer that a knowledge owner reviews; approved ones are cited (docs/learned-answers.md).")
+    knowledge_owners: dict[str, list[str]] = Field(
+        default_factory=dict, description="Who reviews learned answers, per knowledge set (JSON; \"*\" = every set), "
+        "e.g. {\"it\": [\"U0123\"], \"*\": [\"<Teams AAD object id>\"]}. Admins (DESKMATE_ADMIN_USER_IDS) may review too.")
+    learned_teams: dict[str, str] = Field(
+        default_factory=dict, description="The team named in a learned answer's citation ('Answered by <team> on "
+        "<date>') per knowledge set (JSON; \"*\" = the rest); unset = 'the support team'.")
+    learned_review_days: int = Field(
+        180, description="An approved learned answer leaves the index this many days after its review and waits "
+        "for a new one (re-approve or reject).")
+
     # --- the local chat page (/chat, bot/local_chat) -----------------------------------------------
     local_chat: Literal["auto", "on", "off"] = Field(
         "auto", description="The /chat page and its API: auto = on in development, off in production (not mounted); "
@@ -301,6 +315,10 @@ class Settings(BaseSettings):
     def sources_work_dir(self) -> Path:
         """Mirrors, cursors and clones of the knowledge sources (docs/sources.md)."""
         return self.data_dir / "sources"
+
+    def learned_dir(self) -> Path:
+        """Approved learned answers as Markdown, per knowledge base (read by every index build)."""
+        return self.data_dir / "learned"
 
     def index_dir(self) -> Path:
         """BM25 files and index metadata per knowledge base and version."""

@@ -23,6 +23,7 @@ from slack_sdk.errors import SlackApiError
 from bot.core.log import get_logger
 from bot.core.types import Platform, Question
 from bot.slack.adapter import SlackAdapter
+from bot.slack.learned import on_correction, record_escalation
 from bot.slack.mrkdwn import channel_mention, escape, link, markdown_to_mrkdwn, truncate, user_mention
 from bot.slack.rendering import (
     COMMENT_BLOCK,
@@ -118,7 +119,10 @@ async def on_feedback_submitted(adapter: SlackAdapter, body: dict[str, Any], vie
         log.warning("slack.modal_without_interaction")
         return
     reason, comment = _modal_values(view)
-    await vote(adapter, body, "down", reason=reason, comment=comment, interaction_id=interaction_id)
+    if await vote(adapter, body, "down", reason=reason, comment=comment, interaction_id=interaction_id):
+        # a knowledge owner's correction becomes a draft learned answer (docs/learned-answers.md)
+        await on_correction(adapter, interaction_id=interaction_id, user=(body.get("user") or {}).get("id", ""),
+                            comment=comment)
 
 
 async def on_escalate(adapter: SlackAdapter, body: dict[str, Any], respond: AsyncRespond) -> None:
@@ -157,6 +161,7 @@ async def on_escalate(adapter: SlackAdapter, body: dict[str, Any], respond: Asyn
                                                                      "text": truncate(text, SECTION_LIMIT)}}])
     await adapter.rt.votes.escalate(interaction_id=interaction_id, user=clicker, platform=Platform.SLACK.value)
     if posted:
+        await record_escalation(adapter, interaction_id=interaction_id, support_ts=posted)  # learned answers
         await _respond(respond, escalated(channel_mention(settings.slack_support_channel)))
     else:
         await _respond(respond, SUPPORT_UNREACHABLE)

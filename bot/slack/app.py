@@ -24,7 +24,7 @@ from slack_bolt.response import BoltResponse
 from bot.core.log import get_logger
 from bot.core.settings import Settings
 from bot.runtime import Runtime
-from bot.slack import actions, commands, listeners
+from bot.slack import actions, commands, learned, listeners
 from bot.slack.adapter import SlackAdapter
 from bot.slack.client import web_client
 from bot.slack.pacing import pacer_for
@@ -53,6 +53,7 @@ def build_app(rt: Runtime) -> tuple[AsyncApp, SlackAdapter]:
     listeners.register(app, adapter)
     actions.register(app, adapter)
     commands.register(app, adapter)
+    learned.register(app, adapter)
     return app, adapter
 
 

@@ -21,6 +21,7 @@ from bot.core.settings import Settings
 from bot.core.types import Platform, Question
 from bot.intake import QuestionRejected, clean_question
 from bot.slack.adapter import SlackAdapter
+from bot.slack.learned import on_support_reply
 
 log = get_logger(__name__)
 
@@ -119,6 +120,8 @@ async def on_message(adapter: SlackAdapter, body: dict[str, Any], event: dict[st
                                    for m in _MENTION.finditer(event.get("text") or "")):
         return  # the app_mention event for the same message answers it
     is_reply = bool(thread_ts) and thread_ts != event.get("ts")
+    if is_reply and await on_support_reply(adapter, event):
+        return  # a reply in an "Ask a human" thread of the support channel: a draft learned answer
     if is_reply and (_MENTION.search(event.get("text") or "")
                      or not await adapter.asked_in_thread(channel, thread_ts, event.get("user", ""))):
         return  # addressed to someone else, or not a thread where this person asked Deskmate

@@ -58,6 +58,7 @@ from bot.teams.feedback import (
     apply_reactions,
     parse_card_action,
 )
+from bot.teams.learned import on_correction, on_review_action, on_support_reply, record_escalation
 from bot.teams.retry import describe, own_retries, with_retries
 from feedback.interactions import Interaction
 from playbooks.admin import AdminActor, handle_admin_command, is_admin_command
@@ -105,6 +106,8 @@ class DeskmateTeamsBot(TeamsActivityHandler):
         if action is not None:
             await self._on_card_submit(turn_context, action)
             return
+        if await on_support_reply(self.rt, turn_context):
+            return  # a reply in an "Ask a human" thread of the support channel: a draft learned answer
         text = strip_mentions(activity)
         if looks_like_admin(text):
             await self._on_admin(turn_context, text)
@@ -229,6 +232,10 @@ class DeskmateTeamsBot(TeamsActivityHandler):
     # --- card actions -------------------------------------------------------------------------------------------
     async def on_adaptive_card_invoke(self, turn_context: TurnContext,
                                       invoke_value: AdaptiveCardInvokeValue) -> AdaptiveCardInvokeResponse:
+        review = await on_review_action(self.rt, turn_context, (invoke_value.action or {}).get("data"))
+        if review is not None:  # a learned answer's review card (bot/teams/learned.py)
+            return AdaptiveCardInvokeResponse(status_code=HTTPStatus.OK,
+                                              type="application/vnd.microsoft.card.adaptive", value=review)
         action = parse_card_action((invoke_value.action or {}).get("data"))
         if action is None:
             return AdaptiveCardInvokeResponse(status_code=HTTPStatus.BAD_REQUEST,
@@ -284,6 +291,8 @@ class DeskmateTeamsBot(TeamsActivityHandler):
         notice = None
         if action.verb == Verb.ESCALATE:
             notice = await self._escalate(turn_context, outcome.row)
+        elif action.verb == Verb.REASON and action.comment and outcome.row.id is not None:
+            await on_correction(self.rt, turn_context, interaction_id=outcome.row.id, comment=action.comment)
         log.info("teams.card_action", verb=action.verb.value, interaction_id=outcome.row.id)
         return outcome, notice
 
@@ -303,9 +312,12 @@ class DeskmateTeamsBot(TeamsActivityHandler):
             channel_data={"channel": {"id": support_channel}}, activity=text_activity(text),
         )
         try:
-            await with_retries(lambda: connector.conversations.create_conversation(parameters), attempts=3,
-                               backoff_s=0.5, what="teams.escalate")
+            created = await with_retries(lambda: connector.conversations.create_conversation(parameters), attempts=3,
+                                         backoff_s=0.5, what="teams.escalate")
         except Exception as exc:  # noqa: BLE001
             log.error("teams.escalation_post_failed", interaction_id=row.id, error=describe(exc))
             return SUPPORT_UNREACHABLE
+        if row.id is not None:  # learned answers follow the thread
+            await record_escalation(self.rt, interaction_id=row.id, support_channel=support_channel,
+                                    response=created, tenant=tenant_of(activity))
         return None

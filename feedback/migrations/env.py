@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
+import feedback.learned  # noqa: F401  (registers the learned-answer tables)
 import feedback.models  # noqa: F401  (registers the tables)
 
 config = context.config

@@ -6,6 +6,8 @@ Slack/Teams and deliveries given up; knowledge gaps (:mod:`.gaps`); retrieval dr
 switches, the canary (:func:`playbooks.canary.canary_view`) and the audit log. Its forms — kill-switch, rollback,
 canary start/stop —
 run the same admin command handler as Slack, Teams and the CLI, as ``dashboard:<user>``, so they are audited.
+Learned answers (:mod:`.learned`): escalations, drafts to approve / edit / reject (audited too), approved
+answers and their citations; knowledge gaps link to their drafts.
 
 The token holder is an admin by holding the token; an SSO user may change things only if they are an admin
 (``DESKMATE_ADMIN_USER_IDS`` lists their id as the SSO header gives it) — others get a refusal, also audited.
@@ -39,7 +41,9 @@ from playbooks.dashboard.data import (
 )
 from playbooks.dashboard.drift import score_drift
 from playbooks.dashboard.gaps import knowledge_gaps
+from playbooks.dashboard.learned import learned_view, link_gaps, review
 from playbooks.dashboard.page import render
+from playbooks.learned import LearnedAnswers
 
 log = get_logger(__name__)
 
@@ -50,6 +54,7 @@ class DashboardDeps:
 
     settings: Settings
     db: Database
+    redis: Any = None  # arq's ArqRedis: a learned-answer review asks a worker to refresh the index
 
 
 RT = web.AppKey("dashboard_deps", DashboardDeps)
@@ -106,11 +111,13 @@ async def page(request: web.Request) -> web.StreamResponse:
     delivery = await delivery_view(rt.db, 50)
     sources = await sources_view(rt.db, rt.settings)
     canary = await canary_view(rt.db, rt.settings)
+    gaps = await link_gaps(rt.db, rt.settings, gaps)  # a gap links to the draft made of its question
+    learned = await learned_view(rt.db, rt.settings, window)
     csrf, new_csrf = auth.csrf_token(request)
     flash = (request.query["msg"][:2000], request.query.get("ok") == "1") if request.query.get("msg") else None
     html = render(viewer_label=viewer.label, days=window.days, overview=ov, gaps=gaps, drift=drift, releases=releases,
                   switches=switches, audit=audit, csrf=csrf, flash=flash, delivery=delivery, sources=sources,
-                  canary=canary)
+                  canary=canary, learned=learned)
     response = web.Response(text=html, content_type="text/html",
                             headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                                      "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -169,6 +176,12 @@ async def api_canary(request: web.Request) -> web.Response:
     _viewer(request, json=True)
     rt = request.app[RT]
     return web.json_response(await canary_view(rt.db, rt.settings))
+
+
+async def api_learned(request: web.Request) -> web.Response:
+    _viewer(request, json=True)
+    rt = request.app[RT]
+    return web.json_response(await learned_view(rt.db, rt.settings, Window.last(_days(request))))
 
 
 async def api_audit(request: web.Request) -> web.Response:
@@ -264,6 +277,25 @@ async def action_rollback(request: web.Request) -> web.StreamResponse:
     return await _action(request, rollback_command)
 
 
+async def action_learned(request: web.Request) -> web.StreamResponse:
+    """Approve / edit / reject a learned answer (playbooks/dashboard/learned.py); the token holder as an admin."""
+    rt = request.app[RT]
+    wants_json = request.content_type == "application/json"
+    viewer = _viewer(request, json=wants_json)
+    fields: dict[str, Any] = dict(await request.json()) if wants_json else dict(await request.post())
+    if not auth.csrf_ok(request, viewer, str(fields.get("csrf") or "")):
+        return web.json_response({"ok": False, "text": "stale or missing form token: reload the page"}, status=403)
+    settings = rt.settings
+    if viewer.method == "token":
+        settings = settings.model_copy(update={"admin_user_ids": [*settings.admin_user_ids, viewer.user_id]})
+    ok, text = await review(LearnedAnswers(settings, rt.db, rt.redis), reviewer=viewer.user_id,
+                            fields={k: str(v) for k, v in fields.items()})
+    if wants_json or viewer.via_header:
+        return web.json_response({"ok": ok, "text": text}, status=200 if ok else 400)
+    query = {"days": fields.get("days") or DEFAULT_DAYS, "msg": text[:1500], "ok": "1" if ok else "0"}
+    return see_other(f"/dashboard?{urlencode(query)}#learned")
+
+
 def setup(app: web.Application, rt: DashboardDeps) -> None:
     """Add the dashboard's routes (``bot.web`` calls it with the web process's settings and database)."""
     app[RT] = rt
@@ -280,5 +312,7 @@ def setup(app: web.Application, rt: DashboardDeps) -> None:
     app.router.add_post("/dashboard/actions/kill", action_kill)
     app.router.add_post("/dashboard/actions/rollback", action_rollback)
     app.router.add_post("/dashboard/actions/canary", action_canary)
+    app.router.add_get("/dashboard/api/learned", api_learned)
+    app.router.add_post("/dashboard/actions/learned", action_learned)
     if not auth.configured(rt.settings):
         log.info("dashboard.off", hint="set DESKMATE_DASHBOARD_TOKEN or DESKMATE_DASHBOARD_SSO_HEADER")

@@ -7,6 +7,7 @@ from typing import Any
 
 from playbooks.canary import FIGURE_ROWS  # the same rows as `canary status`
 from playbooks.dashboard.charts import Marker, Series, bar_chart, histogram_chart, line_chart
+from playbooks.dashboard.learned import gap_links, learned_html
 
 WINDOWS = (7, 14, 30, 90)
 STATUS_COLORS = {"answered": "#16a34a", "not_found": "#d97706", "maintenance": "#6b7280", "error": "#dc2626"}
@@ -102,7 +103,7 @@ def gaps_html(gaps: dict[str, Any]) -> str:
         sources = sources or '<span class="muted">nothing retrieved</span>'
         reasons = ", ".join(f"{escape(r)} ×{c}" for r, c in g["reasons"].items()) or "—"
         rows.append([str(g["count"]), f"<b>{escape(g['label'])}</b>" + (f"<ul>{others}</ul>" if others else ""),
-                     f"{g['unanswered']} unanswered, {g['downvoted']} down-voted", reasons,
+                     f"{g['unanswered']} unanswered, {g['downvoted']} down-voted" + gap_links(g), reasons,
                      f"<ul>{sources}</ul>" if g["sources"] else sources])
     note = (f'<p class="muted">{gaps["questions"]} questions, grouped by '
             f'{"meaning (embeddings)" if gaps["method"] == "embedding" else "shared words"}.</p>')
@@ -255,7 +256,8 @@ def audit_html(entries: list[dict[str, Any]]) -> str:
 def render(*, viewer_label: str, days: int, overview: dict[str, Any], gaps: dict[str, Any], drift: dict[str, Any],
            releases: dict[str, Any], switches: list[dict[str, Any]], audit: list[dict[str, Any]], csrf: str,
            flash: tuple[str, bool] | None, delivery: dict[str, Any] | None = None,
-           sources: dict[str, Any] | None = None, canary: dict[str, Any] | None = None) -> str:
+           sources: dict[str, Any] | None = None, canary: dict[str, Any] | None = None,
+           learned: dict[str, Any] | None = None) -> str:
     delivery = delivery or {"undelivered": 0, "failed": 0, "failed_attempts": 0, "rows": []}
     totals = overview["totals"]
     answered = totals.get("answered", 0) + totals.get("not_found", 0)
@@ -282,6 +284,7 @@ def render(*, viewer_label: str, days: int, overview: dict[str, Any], gaps: dict
 <div class="kpis">{kpi_html}</div><div class="grid" style="margin-top:1rem">{chart_html}</div></section>
 <section id="delivery"><h2>Delivery</h2>{delivery_html(delivery)}</section>
 <section id="gaps"><h2>Knowledge gaps</h2>{gaps_html(gaps)}</section>
+{f'<section id="learned"><h2>Learned answers</h2>{learned_html(learned, csrf, days)}</section>' if learned else ""}
 <section id="sources"><h2>Knowledge sources</h2>{sources_html(sources or {"file": "", "sources": []})}</section>
 <section id="drift"><h2>Retrieval drift</h2>{drift_html(drift)}</section>
 <section id="canary"><h2>Canary</h2>{canary_html(canary)}</section>

@@ -257,7 +257,12 @@ class FakeConnector:
             call.status = response.status
             return response
         if call.kind == "create_conversation":
-            call.response = {"id": f"19:created-{next(self._ids)}@thread.tacv2", "activityId": f"{next(self._ids)}"}
+            # a channel post starts a thread: its conversation id is the channel's with ";messageid=<post id>"
+            activity_id = f"{next(self._ids)}"
+            channel = ((body or {}).get("channelData") or {}).get("channel", {}).get("id") if isinstance(body, dict) \
+                else None
+            thread = f"{channel};messageid={activity_id}" if channel else f"19:created-{activity_id}@thread.tacv2"
+            call.response = {"id": thread, "activityId": activity_id}
             return web.json_response(call.response, status=201)
         if call.kind == "get_member":
             call.response = {"id": item, "name": "Member", "aadObjectId": "00000000-0000-0000-0000-000000000000"}

@@ -409,6 +409,34 @@ class FakeSlack:
     _m_assistant_threads_setSuggestedPrompts = _m_reactions_add
     _m_assistant_threads_setTitle = _m_reactions_add
 
+    def user_message(self, channel: str, text: str, *, user: str, thread_ts: str | None = None) -> str:
+        """A person's message in ``channel`` (what Slack holds; the matching ``message`` event is the test's to
+        send): returns its ts."""
+        ts = self._next_ts()
+        message: dict[str, Any] = {"type": "message", "user": user, "text": text, "ts": ts, "team": TEAM_ID}
+        if thread_ts:
+            message["thread_ts"] = thread_ts
+        self.messages[(channel, ts)] = message
+        return ts
+
+    def _m_conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The thread of ``ts`` (a parent's ts or a reply's), parent first, paged by ``limit`` and ``cursor``
+        (``has_more`` and ``response_metadata.next_cursor`` as Slack pages)."""
+        channel, ts = str(args.get("channel", "")), str(args.get("ts", ""))
+        message = self.messages.get((channel, ts))
+        if message is None:
+            return {"ok": False, "error": "thread_not_found"}
+        root = str(message.get("thread_ts") or ts)
+        thread = sorted((m for (c, _), m in self.messages.items()
+                         if c == channel and (m.get("ts") == root or m.get("thread_ts") == root)),
+                        key=lambda m: float(m["ts"]))
+        limit = int(args.get("limit") or 1000)
+        start = int(args.get("cursor") or 0)
+        page = thread[start:start + limit]
+        more = start + limit < len(thread)
+        return {"ok": True, "messages": page, "has_more": more,
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
+
     def _m_views_open(self, args: dict[str, Any]) -> dict[str, Any]:
         if not args.get("trigger_id"):
             return {"ok": False, "error": "invalid_arguments"}
