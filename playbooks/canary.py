@@ -119,9 +119,17 @@ async def route_release(session: AsyncSession, settings: Settings, *, platform: 
     conversation.
     """
     active = await active_release(session, settings)
+    canary = await running_canary(session) if mode == Mode.ON else None
+    return await route_among(session, active, canary, platform=platform, channel=channel, thread=thread,
+                             idempotency_key=idempotency_key, interaction_id=interaction_id, mode=mode)
+
+
+async def route_among(session: AsyncSession, active: Release, canary: Canary | None, *, platform: str, channel: str,
+                      thread: str, idempotency_key: str, interaction_id: int | None, mode: Mode) -> Route:
+    """:func:`route_release` once the active release and the running canary (None: none) are known — for a
+    caller that keeps them (``playbooks.state.PlaybookState`` re-reads them only when they change)."""
     if mode != Mode.ON:
         return Route(active)  # the kill-switch decides: no candidate, not counted
-    canary = await running_canary(session)
     if canary is None or canary.baseline != active.name or channel_scope(platform, channel) in canary.excluded:
         return Route(active)
     assert canary.id is not None
