@@ -1,0 +1,101 @@
+"""What every answer reads before it starts — the kill-switches, the release that answers, the channel's policy —
+kept per process and re-read only when the database says it changed.
+
+Reading it costs an answer two small queries inside the answer's first transaction
+(:meth:`feedback.interactions.InteractionStore.start_answer`): every switch row (a handful: the kill-switch is
+read fresh for every answer, so a switch set from any process — Slack, the dashboard, the CLI, the budget guard —
+is obeyed by the next answer everywhere), and a fingerprint of the rest: the newest release event and release
+ids, and the number of channel policies with their newest ``updated_at``. Only when the fingerprint moves are the
+release and the policies read again (the release: once; a policy: at its channel's next question). Releases are
+immutable rows, so a promotion or rollback always adds a row that moves the fingerprint; a policy change goes
+through :func:`playbooks.channel_policy.set_policy`, which stamps ``updated_at``.
+
+:meth:`PlaybookState.release_for` is the one place where the release answering a question is chosen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.core.settings import Settings
+from bot.core.types import Question
+from feedback.models import ChannelPolicy, Release, ReleaseEvent, Switch
+from feedback.releases import active_release
+from playbooks.channel_policy import EffectivePolicy, effective_policy, get_policy_row
+from playbooks.killswitch import Mode, mode_of
+
+#: every switch, as plain rows (no ORM objects: this runs for every answer)
+_SWITCHES = select(col(Switch.scope), col(Switch.mode), col(Switch.reason), col(Switch.automatic), col(Switch.set_at))
+#: moves whenever a release is created or made active, or a channel policy is added or changed
+_FINGERPRINT = select(
+    select(func.max(ReleaseEvent.id)).scalar_subquery(),
+    select(func.max(Release.id)).scalar_subquery(),
+    select(func.count()).select_from(ChannelPolicy).scalar_subquery(),
+    select(func.max(ChannelPolicy.updated_at)).scalar_subquery(),
+)
+#: channels whose policy (or its absence) is remembered at most; beyond it the memory starts over
+POLICY_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True)
+class AnswerState:
+    """What one answer runs under."""
+
+    mode: Mode
+    switch_reason: str | None
+    release: Release
+    policy: EffectivePolicy
+
+
+class PlaybookState:
+    """One per process (the worker's pipeline). See the module docstring."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._fingerprint: tuple[Any, ...] | None = None
+        self._release: Release | None = None
+        self._policies: dict[tuple[str, str], ChannelPolicy | None] = {}
+
+    async def read(self, session: AsyncSession, question: Question) -> AnswerState:
+        """The switches, release and policy for ``question``, in ``session`` (the answer's first transaction)."""
+        switches = (await session.exec(_SWITCHES)).all()  # type: ignore[call-overload]
+        fingerprint = tuple((await session.exec(_FINGERPRINT)).one())  # type: ignore[call-overload]
+        if fingerprint != self._fingerprint:
+            self._fingerprint, self._release = fingerprint, None
+            self._policies.clear()
+        platform, channel = question.platform.value, question.channel
+        mode, reason = mode_of(switches, platform, channel, datetime.now(timezone.utc))
+        release = await self.release_for(session, question)
+        row = await self._policy_row(session, platform, channel)
+        policy = effective_policy(row, question.channel_type, release.knowledge_sets or None)
+        return AnswerState(mode=mode, switch_reason=reason, release=release, policy=policy)
+
+    async def release_for(self, session: AsyncSession, question: Question) -> Release:
+        """The release that answers ``question``: the active one."""
+        release = self._release
+        if release is None:
+            fingerprint = self._fingerprint
+            release = await active_release(session, self.settings)
+            if self._fingerprint == fingerprint:
+                self._release = release
+        return release
+
+    async def _policy_row(self, session: AsyncSession, platform: str, channel: str) -> ChannelPolicy | None:
+        if not channel:
+            return None
+        key = (platform, channel)
+        if key in self._policies:
+            return self._policies[key]
+        fingerprint = self._fingerprint
+        row = await get_policy_row(session, platform, channel)
+        if self._fingerprint == fingerprint:
+            if len(self._policies) >= POLICY_CACHE_SIZE:
+                self._policies.clear()
+            self._policies[key] = row
+        return row
