@@ -12,8 +12,8 @@ and prints, on one JSON line:
 - answers/s, and the share of the physical limit ``level / llm_latency`` it reached;
 - the worker's CPU time per answer (user + system, from /proc) and its RSS;
 - the pipeline overhead per answer = the answer job's duration (arq's start → finish: everything the worker did
-  for it, recording included) minus the model's wait (the ``llm`` stage; 0 for an answer that never called the
-  model: "not found", maintenance) — p50/p95, and per stage (``start``: claim + switches/release/policy + the
+  for it, recording included) minus the model's wait (``--llm-latency`` for an answer that called the model; 0
+  for one that never did: "not found", maintenance) — p50/p95, and per stage (``start``: claim + switches/release/policy + the
   thread's history; ``query``; ``retrieve``; ``compose`` (generation minus the model's wait); ``finish``: record,
   trace, deliver, after-answer hooks).
 
@@ -179,11 +179,11 @@ async def run_level(args: argparse.Namespace, level: int, redis_url: str, llm_ur
     overhead, llm = [], []
     for r in rows:
         lat = dict(r.latency_ms or {})
-        model_wait = float(lat.get("llm", 0.0))
-        if "llm" not in lat and r.model and not r.fallback:  # versions before the "llm" stage was recorded
-            model_wait = args.llm_latency * 1000
-        if model_wait:
-            llm.append(model_wait)
+        # the stand-in answers after exactly --llm-latency: that is the wait of an answer that called it (the
+        # "llm" stage, the whole model call, also holds the SDK's and the stream's own work)
+        model_wait = args.llm_latency * 1000 if ("llm" in lat or (r.model and not r.fallback)) else 0.0
+        if "llm" in lat:
+            llm.append(float(lat["llm"]))
         job_ms = jobs.get(r.id)
         if job_ms is None:
             continue
@@ -202,7 +202,7 @@ async def run_level(args: argparse.Namespace, level: int, redis_url: str, llm_ur
             "worker_rss_mb": round(rss), "worker_peak_rss_mb": round(peak),
             "overhead_ms_p50": pct(overhead, 0.5), "overhead_ms_p95": pct(overhead, 0.95),
             "stages_ms_p50_p95": {s: [pct(v, 0.5), pct(v, 0.95)] for s, v in stages.items() if v},
-            "llm_wait_ms_p50": pct(llm, 0.5),
+            "llm_call_ms_p50_p95": [pct(llm, 0.5), pct(llm, 0.95)],
             "end_to_end_ms_p50": pct([(r.answered_at - r.created_at).total_seconds() * 1000
                                       for r in rows if r.answered_at], 0.5),
             "end_to_end_ms_p95": pct([(r.answered_at - r.created_at).total_seconds() * 1000

@@ -9,6 +9,8 @@ both get one.
 from __future__ import annotations
 
 import asyncio
+import importlib
+from types import ModuleType
 
 from bot.core.log import get_logger
 from bot.core.settings import Settings
@@ -21,7 +23,7 @@ def use_configured_loop(settings: Settings) -> str:
     "asyncio": uvloop asked for but not installed falls back to asyncio's, with a warning)."""
     if settings.event_loop == "uvloop":
         try:
-            import uvloop
+            uvloop: ModuleType = importlib.import_module("uvloop")  # not on Windows
         except ImportError:
             log.warning("loop.uvloop_missing", hint="pip install uvloop, or DESKMATE_EVENT_LOOP=asyncio")
             return "asyncio"
