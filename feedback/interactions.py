@@ -168,18 +168,22 @@ class InteractionStore:
         switches, release and policy, :mod:`playbooks.state`) — one session, one commit. None when the question
         is missing or already final."""
         async with self.db.asession() as session:
+            # reads first, the write last: SQLite's write lock is held for one UPDATE and its commit, not while
+            # the reads run (with hundreds of answers starting, a lock held longer queues them all behind it)
+            row = await session.get(Interaction, interaction_id)
+            if row is None or row.status != Status.PENDING.value:
+                await session.rollback()
+                return None
+            history = await self._history(session, row, pairs)
+            extra = await also(session, row)
             counted = await session.exec(  # type: ignore[call-overload]
-                update(Interaction)
+                update(Interaction)  # one atomic increment: concurrent attempts each count
                 .where(col(Interaction.id) == interaction_id, col(Interaction.status) == Status.PENDING.value)
                 .values(attempts=col(Interaction.attempts) + 1)
             )
-            if counted.rowcount != 1:
+            if counted.rowcount != 1:  # finalized meanwhile by another attempt
                 await session.rollback()
                 return None
-            row = await session.get(Interaction, interaction_id)
-            assert row is not None
-            history = await self._history(session, row, pairs)
-            extra = await also(session, row)
             await session.commit()
             return Started(row, history, extra)
 

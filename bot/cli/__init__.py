@@ -145,8 +145,7 @@ def worker() -> None:
     """The worker process (Procfile `worker`): answers questions from the queue."""
     settings = get_settings()
     prepare(settings, ingest=False)
-    use_configured_loop(settings)
-    run_worker(settings)
+    run_worker(settings)  # asyncio's loop: see bot/core/loop.py
 
 
 @app.command()

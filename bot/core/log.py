@@ -60,7 +60,7 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
-    noisy_loggers = ("httpx", "httpcore", "chromadb", "urllib3", "arq.worker", "alembic", "opentelemetry", "bm25s",
+    noisy_loggers = ("httpx", "httpcore", "httpx2", "httpcore2", "chromadb", "urllib3", "arq.worker", "alembic", "opentelemetry", "bm25s",
                      "aiosqlite")  # aiosqlite logs SQL parameters, which hold message text
     for noisy in noisy_loggers:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,9 +1,9 @@
-"""The event loop of the web and worker processes: uvloop by default (``DESKMATE_EVENT_LOOP``).
+"""The event loop of the web process: uvloop by default (``DESKMATE_EVENT_LOOP``).
 
 uvloop runs asyncio's loop on libuv: the same API, with the loop's own work — sockets, timers, callbacks — in C.
-A worker holding hundreds of answers in flight spends much of its CPU there (docs/benchmarks.md). Installed as
-the event-loop *policy*, so that ``asyncio.run`` and arq's worker (which creates its loop at construction)
-both get one.
+Installed as the event-loop *policy*, so that ``asyncio.run`` gets one. The worker keeps asyncio's own loop: under
+uvloop, a worker with 50 answers in flight stalled for good in this project's benchmark (every answer waiting on
+the model's stream, the loop idle; docs/benchmarks.md) — not investigated further.
 """
 
 from __future__ import annotations
