@@ -234,9 +234,9 @@ class Retriever:
             if matrix is not None:
                 check_embedded_with(kb, data.version, data.embedder, embedder)
                 # exact: every chunk's cosine in one product with the version's memory-mapped vectors
-                dense_scores = matrix @ query_vector
+                dense_scores = np.asarray(matrix @ query_vector, dtype=np.float32)
                 allowed = dense_scores if mask is None else np.where(mask, dense_scores, -np.inf)
-                n = min(max(1, candidates), int(np.isfinite(allowed).sum()))
+                n = min(max(1, candidates), len(allowed) if mask is None else int(mask.sum()))
                 if n > 0:
                     top = np.argpartition(-allowed, n - 1)[:n]
                     top = top[np.lexsort((top, -allowed[top]))]
