@@ -1,14 +1,15 @@
 """What every answer reads before it starts — the kill-switches, the release that answers, the channel's policy —
 kept per process and re-read only when the database says it changed.
 
-Reading it costs an answer two small queries inside the answer's first transaction
-(:meth:`feedback.interactions.InteractionStore.start_answer`): every switch row (a handful: the kill-switch is
-read fresh for every answer, so a switch set from any process — Slack, the dashboard, the CLI, the budget guard —
-is obeyed by the next answer everywhere), and a fingerprint of the rest: the newest release event and release
-ids, and the number of channel policies with their newest ``updated_at``. Only when the fingerprint moves are the
-release and the policies read again (the release: once; a policy: at its channel's next question). Releases are
-immutable rows, so a promotion or rollback always adds a row that moves the fingerprint; a policy change goes
-through :func:`playbooks.channel_policy.set_policy`, which stamps ``updated_at``.
+Reading it costs an answer one small query inside the answer's first transaction
+(:meth:`feedback.interactions.InteractionStore.start_answer`): a fingerprint — the number of switches and their
+newest ``set_at``, the newest release event and release ids, the number of channel policies and their newest
+``updated_at``. Only when it moves are the switches, the release and the policies read again (the switches and
+the release: at once; a policy: at its channel's next question). So a switch set from any process — Slack, the
+dashboard, the CLI, the budget guard — is obeyed by the next answer everywhere: :func:`playbooks.killswitch.set_mode`
+stamps ``set_at`` and removing a switch deletes its row. Releases are immutable rows, so a promotion or rollback
+always adds a row that moves the fingerprint; a policy change goes through
+:func:`playbooks.channel_policy.set_policy`, which stamps ``updated_at``.
 
 :meth:`PlaybookState.release_for` is the one place where the release answering a question is chosen.
 """
@@ -30,10 +31,13 @@ from feedback.releases import active_release
 from playbooks.channel_policy import EffectivePolicy, effective_policy, get_policy_row
 from playbooks.killswitch import Mode, mode_of
 
-#: every switch, as plain rows (no ORM objects: this runs for every answer)
+#: every switch, as plain rows (read again whenever the fingerprint moves)
 _SWITCHES = select(col(Switch.scope), col(Switch.mode), col(Switch.reason), col(Switch.automatic), col(Switch.set_at))
-#: moves whenever a release is created or made active, or a channel policy is added or changed
+#: moves whenever a switch is set or removed (set_mode stamps ``set_at``), a release is created or made active, or
+#: a channel policy is added or changed (set_policy stamps ``updated_at``): one statement per answer
 _FINGERPRINT = select(
+    select(func.count()).select_from(Switch).scalar_subquery(),
+    select(func.max(Switch.set_at)).scalar_subquery(),
     select(func.max(ReleaseEvent.id)).scalar_subquery(),
     select(func.max(Release.id)).scalar_subquery(),
     select(func.count()).select_from(ChannelPolicy).scalar_subquery(),
@@ -59,17 +63,20 @@ class PlaybookState:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._fingerprint: tuple[Any, ...] | None = None
+        self._switches: list[Any] = []
         self._release: Release | None = None
         self._policies: dict[tuple[str, str], ChannelPolicy | None] = {}
 
     async def read(self, session: AsyncSession, question: Question) -> AnswerState:
         """The switches, release and policy for ``question``, in ``session`` (the answer's first transaction)."""
-        switches = (await session.exec(_SWITCHES)).all()  # type: ignore[call-overload]
         fingerprint = tuple((await session.exec(_FINGERPRINT)).one())  # type: ignore[call-overload]
+        switches = self._switches
         if fingerprint != self._fingerprint:
-            self._fingerprint, self._release = fingerprint, None
+            switches = list((await session.exec(_SWITCHES)).all())  # type: ignore[call-overload]
+            self._fingerprint, self._switches, self._release = fingerprint, switches, None
             self._policies.clear()
         platform, channel = question.platform.value, question.channel
+        # expiry (an automatic switch lapses at midnight UTC) is decided now, not when the rows were read
         mode, reason = mode_of(switches, platform, channel, datetime.now(timezone.utc))
         release = await self.release_for(session, question)
         row = await self._policy_row(session, platform, channel)
