@@ -109,9 +109,8 @@ def worker_env(args: argparse.Namespace, level: int, database_url: str, redis_ur
         "DESKMATE_WORKER_MAX_JOBS": str(level), "DESKMATE_WORKER_METRICS_PORT": str(free_port()),
         "DESKMATE_SOURCES_SCHEDULER": "false",
     })
-    for passed in ("DESKMATE_EMBEDDING_MAX_TOKENS", "DESKMATE_EVENT_LOOP"):  # as the index was built; the loop
-        if os.environ.get(passed):
-            env[passed] = os.environ[passed]
+    if os.environ.get("DESKMATE_EMBEDDING_MAX_TOKENS"):  # as the index was built
+        env["DESKMATE_EMBEDDING_MAX_TOKENS"] = os.environ["DESKMATE_EMBEDDING_MAX_TOKENS"]
     return env
 
 
