@@ -25,7 +25,6 @@ from bot.cli import playbooks as playbooks_cli
 from bot.cli import slack as slack_cli
 from bot.cli import sources as sources_cli
 from bot.core.log import configure_logging, get_logger
-from bot.core.loop import use_configured_loop
 from bot.core.settings import Settings, get_settings
 from bot.local_chat.terminal import chat_loop
 from bot.redis_conn import ensure_embedded_redis, stop_embedded_redis
@@ -136,7 +135,6 @@ def web() -> None:
     """The web process (Procfile `web`): adapters, health, local chat."""
     settings = get_settings()
     prepare(settings, ingest=False)
-    use_configured_loop(settings)
     asyncio.run(run_web(settings))
 
 
@@ -145,7 +143,7 @@ def worker() -> None:
     """The worker process (Procfile `worker`): answers questions from the queue."""
     settings = get_settings()
     prepare(settings, ingest=False)
-    run_worker(settings)  # asyncio's loop: see bot/core/loop.py
+    run_worker(settings)
 
 
 @app.command()

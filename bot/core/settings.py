@@ -54,9 +54,6 @@ class Settings(BaseSettings):
         "auto", description="auto = json in production, console in development."
     )
     log_message_text: bool = Field(False, description="Write users' message text to logs (off by default).")
-    event_loop: Literal["uvloop", "asyncio"] = Field(
-        "uvloop", description="The web process's event loop: uvloop (libuv, faster I/O; asyncio's own when uvloop "
-        "is not installed) or asyncio. The worker always runs asyncio's (docs/benchmarks.md).")
     user_hash_salt: str = Field(
         DEVELOPMENT_SALT,
         description="Secret key of the pseudonymous user ids stored and traced (HMAC-SHA256). Set a long random "
