@@ -1,52 +1,93 @@
-"""Pipeline overhead and one worker's throughput, with a stand-in LLM of fixed latency.
+"""One worker's answers/s and its pipeline overhead, with a stand-in LLM of fixed latency.
 
-The stand-in is the local Messages API server from the tests, answering every request after ``--llm-latency``
-seconds with a cited answer. Needs an index built by bench_index.py (kb "bench", ≥ 20,000 chunks).
+Three processes, as deployed: this one (the load: it records and enqueues questions the way the web process does,
+and reads the answers back), one ``deskmate worker`` (the real queue: SQLite → Redis → arq), and the stand-in
+model (the local Messages API server from the tests, in a process of its own, answering every request after
+``--llm-latency`` seconds with a cited answer). Needs an index built by bench_index.py (kb "bench", ≥ 20,000
+chunks).
 
-For each in-flight level (arq ``max_jobs``) it submits ``3 × level`` questions at once through the real queue
-(database → Redis → worker) and prints answers/s, and per answer the pipeline overhead excluding the LLM wait
-(retrieve + compose + record + deliver), p50/p95.
+For each in-flight level (the worker's ``DESKMATE_WORKER_MAX_JOBS``) it submits ``3 × level`` questions at once
+and prints, on one JSON line:
 
-    .venv/bin/python bench/bench_pipeline.py --data-dir /tmp/deskmate-bench-20k
+- answers/s, and the share of the physical limit ``level / llm_latency`` it reached;
+- the worker's CPU time per answer (user + system, from /proc) and its RSS;
+- the pipeline overhead per answer = the answer job's duration (arq's start → finish: everything the worker did
+  for it, recording included) minus the model's wait (``--llm-latency`` for an answer that called the model; 0
+  for one that never did: "not found", maintenance) — p50/p95, and per stage (``start``: claim + switches/release/policy + the
+  thread's history; ``query``; ``retrieve``; ``compose`` (generation minus the model's wait); ``finish``: record,
+  trace, deliver, after-answer hooks).
+
+    .venv/bin/python bench/bench_pipeline.py --data-dir /work/perfdata --kb bench --llm-latency 2 --levels 10,50,200
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import logging
+import os
+import secrets
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bot.core.types import FINAL_STATUSES
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from arq.jobs import Job  # noqa: E402
 
 from bench.handbook_18f import faq_items  # noqa: E402
 from bot.core.settings import Settings  # noqa: E402
+from bot.core.types import FINAL_STATUSES  # noqa: E402
 from bot.local_chat.web import local_question  # noqa: E402
+from bot.queue import job_id  # noqa: E402
 from bot.runtime import build_runtime  # noqa: E402
 from feedback.models import Interaction  # noqa: E402
 from tests.fakes.anthropic_server import Reply, start_fake_anthropic  # noqa: E402
-from tests.fakes.redis_server import start_redis_server  # noqa: E402
-from tests.stack import running_worker  # noqa: E402
+from tests.fakes.redis_server import free_port, start_redis_server  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def pct(values: list[float], q: float) -> float:
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))], 1)
 
 
-async def wait_all_final(rt: object, ids: list[int], timeout_s: float) -> list[Interaction]:
-    """One polling query for all questions (hundreds of concurrent pollers would starve the worker's pool)."""
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (/proc/<pid>/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident set size of a process in MB."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+
+
+async def serve_llm(latency_s: float) -> None:
+    """The child process: the stand-in model, its URL on stdout, until stdin closes."""
+    async with start_fake_anthropic() as llm:
+        llm.always(Reply.answer(delay_s=latency_s))
+        print(json.dumps({"llm": llm.url}), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+async def wait_all_final(rt: Any, ids: list[int], timeout_s: float) -> list[Interaction]:
+    """One polling query for all questions (hundreds of concurrent pollers would load the database)."""
     from sqlmodel import col, select
 
     deadline = time.monotonic() + timeout_s
     while True:
-        async with rt.db.asession() as session:  # type: ignore[attr-defined]
+        async with rt.db.asession() as session:
             rows = list((await session.exec(select(Interaction).where(col(Interaction.id).in_(ids)))).all())
         if all(r.status in FINAL_STATUSES for r in rows) and len(rows) == len(ids):
             return rows
@@ -55,14 +96,64 @@ async def wait_all_final(rt: object, ids: list[int], timeout_s: float) -> list[I
         await asyncio.sleep(0.1)
 
 
-async def run_level(base: dict, level: int, llm_latency_s: float, questions: list[str]) -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix="deskmate-bench-"))
-    settings = Settings(_env_file=None, database_url=f"sqlite:///{tmp / 'db.sqlite'}",  # type: ignore[call-arg]
-                        worker_max_jobs=level, **base)
-    rt = await build_runtime(settings, worker=False)
+def worker_env(args: argparse.Namespace, level: int, database_url: str, redis_url: str, llm_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESKMATE_")}
+    env.update({
+        "PYTHONUNBUFFERED": "1", "ANONYMIZED_TELEMETRY": "False",
+        "DESKMATE_ENVIRONMENT": "production",  # JSON logs, as deployed
+        "DESKMATE_USER_HASH_SALT": secrets.token_hex(32),
+        "DESKMATE_DATA_DIR": str(args.data_dir), "DESKMATE_KB_NAME": args.kb,
+        "DESKMATE_DATABASE_URL": database_url, "DESKMATE_REDIS_URL": redis_url,
+        "DESKMATE_ANTHROPIC_API_KEY": "sk-bench", "DESKMATE_ANTHROPIC_BASE_URL": llm_url,
+        "DESKMATE_LLM_TIMEOUT_S": "60", "DESKMATE_JOB_TIMEOUT_S": "600", "DESKMATE_WORKER_POLL_DELAY_S": "0.05",
+        "DESKMATE_WORKER_MAX_JOBS": str(level), "DESKMATE_WORKER_METRICS_PORT": str(free_port()),
+        "DESKMATE_SOURCES_SCHEDULER": "false",
+    })
+    if os.environ.get("DESKMATE_EMBEDDING_MAX_TOKENS"):  # as the index was built
+        env["DESKMATE_EMBEDDING_MAX_TOKENS"] = os.environ["DESKMATE_EMBEDDING_MAX_TOKENS"]
+    return env
+
+
+@contextlib.asynccontextmanager
+async def worker_process(env: dict[str, str], log_path: Path) -> Any:
+    deskmate = Path(sys.executable).parent / "deskmate"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen([str(deskmate if deskmate.exists() else shutil.which("deskmate")), "worker"], env=env,
+                                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        async with running_worker(settings):
+        deadline = time.monotonic() + 180
+        while b'"worker.ready"' not in log_path.read_bytes():
+            if proc.poll() is not None:
+                raise RuntimeError(f"the worker exited:\n{log_path.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("the worker did not start within 180 s")
+            await asyncio.sleep(0.2)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def run_level(args: argparse.Namespace, level: int, redis_url: str, llm_url: str,
+                    questions: list[str]) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="deskmate-bench-"))
+    database_url = f"sqlite:///{tmp / 'db.sqlite'}"
+    settings = Settings(_env_file=None, database_url=database_url, redis_url=redis_url,  # type: ignore[call-arg]
+                        data_dir=args.data_dir, kb_name=args.kb)
+    rt = await build_runtime(settings, worker=False)
+    await rt.redis.flushdb()
+    try:
+        async with worker_process(worker_env(args, level, database_url, redis_url, llm_url),
+                                  tmp / "worker.log") as proc:
+            # one question first, not measured: the worker's first search loads what it loads lazily
+            warm = await rt.intake.submit(local_question(questions[0], f"bench-{level}-warm-up"))
+            await wait_all_final(rt, [warm.interaction_id], timeout_s=300)
             n = level * 3
+            cpu0 = cpu_s(proc.pid)
             started = time.perf_counter()
             gate = asyncio.Semaphore(20)  # as a web process's connection pool would
 
@@ -74,19 +165,49 @@ async def run_level(base: dict, level: int, llm_latency_s: float, questions: lis
             submitted = await asyncio.gather(*(ask(i) for i in range(n)))
             rows = await wait_all_final(rt, [s.interaction_id for s in submitted], timeout_s=900)
             wall = time.perf_counter() - started
+            await asyncio.sleep(0.5)  # the last jobs' results and after-answer hooks
+            cpu = cpu_s(proc.pid) - cpu0
+            rss, peak = rss_mb(proc.pid)
+            jobs = {}
+            for row in rows:
+                info = await Job(job_id(row.idempotency_key), rt.redis).result_info()
+                if info is not None:
+                    jobs[row.id] = (info.finish_time - info.start_time).total_seconds() * 1000
     finally:
         await rt.aclose()
-    llm_ms = llm_latency_s * 1000
-    overhead = [r.latency_ms.get("total_before_delivery", 0) + r.latency_ms.get("deliver", 0) - llm_ms for r in rows
-                if not r.fallback]
-    retrieve = [r.latency_ms.get("retrieve", 0) for r in rows]
-    end_to_end = [(r.answered_at - r.created_at).total_seconds() * 1000 for r in rows if r.answered_at]
-    return {"in_flight": level, "answers": n, "fallbacks": sum(r.fallback for r in rows),
-            "answers_per_s": round(n / wall, 2), "wall_s": round(wall, 1),
-            "overhead_ms_p50": pct(overhead, 0.5) if overhead else None,
-            "overhead_ms_p95": pct(overhead, 0.95) if overhead else None,
-            "retrieve_ms_p50": pct(retrieve, 0.5), "retrieve_ms_p95": pct(retrieve, 0.95),
-            "end_to_end_ms_p50": pct(end_to_end, 0.5), "end_to_end_ms_p95": pct(end_to_end, 0.95)}
+    stages: dict[str, list[float]] = {s: [] for s in ("start", "query", "retrieve", "compose", "finish")}
+    overhead, llm = [], []
+    for r in rows:
+        lat = dict(r.latency_ms or {})
+        # the stand-in answers after exactly --llm-latency: that is the wait of an answer that called it (the
+        # "llm" stage, the whole model call, also holds the SDK's and the stream's own work)
+        model_wait = args.llm_latency * 1000 if ("llm" in lat or (r.model and not r.fallback)) else 0.0
+        if "llm" in lat:
+            llm.append(float(lat["llm"]))
+        job_ms = jobs.get(r.id)
+        if job_ms is None:
+            continue
+        overhead.append(job_ms - model_wait)
+        before = float(lat.get("total_before_delivery", 0.0))
+        for stage in ("start", "query", "retrieve"):
+            if stage in lat:
+                stages[stage].append(float(lat[stage]))
+        stages["compose"].append(max(0.0, float(lat.get("generate", 0.0)) - model_wait))
+        stages["finish"].append(max(0.0, job_ms - before))
+    return {"in_flight": level, "answers": n, "not_found": sum(r.status == "not_found" for r in rows),
+            "fallbacks": sum(r.fallback for r in rows), "wall_s": round(wall, 1),
+            "answers_per_s": round(n / wall, 2),
+            "share_of_limit": round((n / wall) / (level / args.llm_latency), 3),
+            "worker_cpu_ms_per_answer": round(cpu * 1000 / n, 1),
+            "worker_rss_mb": round(rss), "worker_peak_rss_mb": round(peak),
+            "overhead_ms_p50": pct(overhead, 0.5), "overhead_ms_p95": pct(overhead, 0.95),
+            "stages_ms_p50_p95": {s: [pct(v, 0.5), pct(v, 0.95)] for s, v in stages.items() if v},
+            "llm_call_ms_p50_p95": [pct(llm, 0.5), pct(llm, 0.95)],
+            "end_to_end_ms_p50": pct([(r.answered_at - r.created_at).total_seconds() * 1000
+                                      for r in rows if r.answered_at], 0.5),
+            "end_to_end_ms_p95": pct([(r.answered_at - r.created_at).total_seconds() * 1000
+                                      for r in rows if r.answered_at], 0.95),
+            "load_average": os.getloadavg()[0]}
 
 
 async def main() -> None:
@@ -95,16 +216,25 @@ async def main() -> None:
     parser.add_argument("--llm-latency", type=float, default=2.0)
     parser.add_argument("--levels", default="10,50,200")
     parser.add_argument("--kb", default="bench")
+    parser.add_argument("--serve-llm", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_llm:
+        await serve_llm(args.llm_latency)
+        return
     questions = [item["question"] for item in faq_items()]
-    with start_redis_server() as redis:
-        async with start_fake_anthropic() as llm:
-            llm.always(Reply.answer(delay_s=args.llm_latency))
-            base = {"data_dir": args.data_dir, "kb_name": args.kb, "redis_url": redis.url,
-                    "anthropic_api_key": "sk-bench", "anthropic_base_url": llm.url, "llm_timeout_s": 60,
-                    "job_timeout_s": 600, "worker_poll_delay_s": 0.05}
+    logging.disable(logging.INFO)  # this process's own intake lines
+    child = subprocess.Popen([sys.executable, __file__, "--serve-llm", "--llm-latency", str(args.llm_latency)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        llm_url = json.loads(child.stdout.readline())["llm"]
+        with start_redis_server() as redis:
             for level in (int(x) for x in args.levels.split(",")):
-                print(json.dumps(await run_level(base, level, args.llm_latency, questions)), flush=True)
+                print(json.dumps(await run_level(args, level, redis.url, llm_url, questions)), flush=True)
+    finally:
+        if child.stdin is not None:
+            child.stdin.close()
+        child.wait(timeout=30)
 
 
 if __name__ == "__main__":

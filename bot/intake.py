@@ -12,7 +12,8 @@ Slack, Teams and the local chat all hand their :class:`~bot.core.types.Question`
 
 The adapter decides what the user sees from :class:`Submitted`. The channel policy an adapter needs before
 deciding to answer at all (enabled? every message or mentions only?) is :meth:`Intake.policy`, cached briefly
-per process; the worker re-reads it for every answer, so which sources may be cited is never stale.
+per process; the worker reads it again whenever the policies change (:mod:`playbooks.state`), so which sources may
+be cited is never stale.
 
 Example::
 

@@ -57,9 +57,10 @@ from knowledge.passage import Passage
 from knowledge.language import written_in
 from knowledge.query import offline_query
 from knowledge.retrieval import FusionConfig, SearchFilter, relevant_enough
-from playbooks.canary import Route, route_release
-from playbooks.channel_policy import resolve_policy
-from playbooks.killswitch import GLOBAL_SCOPE, Mode, channel_scope, effective_mode, is_expired, list_switches
+from playbooks.canary import Route
+from playbooks.killswitch import GLOBAL_SCOPE, Mode, channel_scope, is_expired, list_switches
+from playbooks.state import AnswerState, PlaybookState
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 log = get_logger(__name__)
 
@@ -245,8 +246,10 @@ async def compose_for_release(
     """Make the search query, retrieve and compose one answer as ``release`` would: the core the worker and the
     evaluation share. A rewrite model call's tokens and cost are added to the answer's, its latency is
     ``latency["rewrite"]``. With a ``sink`` the model's answer is streamed into it (:class:`LiveAnswer`)."""
+    tq = time.perf_counter()
     query = await search_query(searcher, rewriter, settings, text, history, release, allow_llm=allow_llm,
                                trace=trace)
+    latency["query"] = round((time.perf_counter() - tq) * 1000, 1)
     if query.rewrite is not None and query.rewrite.called:
         latency["rewrite"] = query.rewrite.latency_ms
     t0 = time.perf_counter()
@@ -274,6 +277,8 @@ async def compose_for_release(
         else:
             answer = await composer.compose(text, history, passages, config, allow_llm=allow_llm)
     latency["generate"] = round((time.perf_counter() - t1) * 1000, 1)
+    if answer.llm_latency_ms:
+        latency["llm"] = round(answer.llm_latency_ms, 1)  # the model's part of "generate"
     if trace is not None and (answer.model or answer.usage.input_tokens):
         trace.generation(model=answer.model or release.model, input_messages=text, output_text=answer.text,
                          usage=answer.usage, cost_usd=answer.cost_usd,
@@ -402,25 +407,28 @@ class AnswerPipeline:
         self.switches = SwitchWatch(db)
         #: after answers routed under a canary (the worker sets it: playbooks.canary.CanaryGuard)
         self.canary: CanaryHooks | None = None
+        #: switches, release, canary and channel policies as answers start (re-read when the database says they
+        #: changed)
+        self.state = PlaybookState(settings)
 
     async def run(self, interaction_id: int) -> Answer | None:
         """Answer one interaction. Returns None when it is missing or already final (a redelivered job)."""
         started = time.perf_counter()
-        row = await self.interactions.begin_attempt(interaction_id)
-        if row is None:
+        pairs = max(1, self.settings.history_turns // 2) if self.settings.history_turns > 0 else 0
+
+        async def playbook_state(session: AsyncSession, row: Interaction) -> AnswerState:
+            return await self.state.read(session, Question.model_validate(row.question_payload),
+                                         interaction_id=row.id)
+
+        # one transaction: the attempt counted, the thread's history, switches + release + policy
+        begun = await self.interactions.start_answer(interaction_id, pairs=pairs, also=playbook_state)
+        if begun is None:
             log.info("pipeline.skipped", interaction_id=interaction_id, reason="missing or already final")
             await self._resume_delivery(interaction_id)
             return None
+        row, state = begun.row, begun.extra
         question = Question.model_validate(row.question_payload)
-        async with self.db.asession() as session:
-            mode, switch = await effective_mode(session, question.platform.value, question.channel)
-            route = await route_release(session, self.settings, platform=question.platform.value,
-                                        channel=question.channel, thread=question.thread,
-                                        idempotency_key=question.idempotency_key, interaction_id=interaction_id,
-                                        mode=mode)
-            release = route.release
-            policy = await resolve_policy(session, question.platform.value, question.channel,
-                                          question.channel_type, release.knowledge_sets or None)
+        mode, release, policy, route = state.mode, state.release, state.policy, state.route
         if route.canary_id is not None and not policy.enabled:
             route = Route(release)  # the channel is off: the maintenance reply is no arm's doing
         if route.canary_id is not None and route.arm is not None:
@@ -429,10 +437,11 @@ class AnswerPipeline:
         structlog.contextvars.bind_contextvars(interaction_id=interaction_id, release=release.name)
         log.info("pipeline.start", platform=question.platform.value, mode=mode.value, question=redact(question.text))
 
-        latency: dict[str, float] = {}
+        latency: dict[str, float] = {"start": round((time.perf_counter() - started) * 1000, 1)}
         passages: list[Passage] = []
         live: LiveAnswer | None = None
-        switch_reason = switch.reason if switch else None
+        trace_id: str | None = None
+        switch_reason = state.switch_reason
         if mode == Mode.OFF or not policy.enabled:
             answer = maintenance_answer(self.settings.maintenance_message, question.text, release=release.name)
             self._replace_earlier_stream(question, row)
@@ -440,8 +449,7 @@ class AnswerPipeline:
             live = await self._open_stream(interaction_id, question, row)
             if live is not None:
                 await live.status(SEARCHING)
-            pairs = max(1, self.settings.history_turns // 2) if self.settings.history_turns > 0 else 0
-            history = history_turns(await self.interactions.thread_history(row, pairs=pairs))
+            history = history_turns(begun.history)
             with self.tracing.answer_trace(interaction_id=interaction_id, question=question.text,
                                            user=question.user, thread=question.thread or question.idempotency_key,
                                            platform=question.platform.value, release=release.name) as trace:
@@ -460,8 +468,6 @@ class AnswerPipeline:
                 trace_id = trace.trace_id
             if answer.error:
                 log.warning("pipeline.llm_error", error=answer.error, fallback_reason=answer.fallback_reason)
-            if trace_id:
-                await self.interactions.set_trace(interaction_id, trace_id)
         answer.interaction_id = interaction_id
         latency["total_before_delivery"] = round((time.perf_counter() - started) * 1000, 1)
         deliver = needs_delivery(question.platform)
@@ -470,7 +476,8 @@ class AnswerPipeline:
         answer.latency_ms = latency
         if not await self.interactions.finalize(interaction_id, answer, passages,
                                                 index_version=release.index_version,
-                                                switch_reason=switch_reason, deliver=deliver):
+                                                switch_reason=switch_reason, deliver=deliver,
+                                                trace_id=trace_id or None):
             log.warning("pipeline.already_answered", reason="another attempt recorded its answer first")
             return None
         if deliver:

@@ -121,6 +121,9 @@ def warm_up(store: IndexStore, kb: str) -> None:
     jobs: the first question is not the slow one, and a burst of first questions does not race to create the
     Chroma client (:attr:`knowledge.index.IndexStore.client`)."""
     store.embedder.embed(["warm up"])
+    crosslingual = store.crosslingual_embedder  # loaded now, not by the first questions (all at once)
+    if crosslingual is not None:
+        crosslingual.embed(["warm up"])
     load_language_model()  # the asker's language, for the replies Deskmate words itself (knowledge/language.py)
     try:
         store.open()

@@ -59,9 +59,10 @@ class Database:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         connect_args = {"check_same_thread": False, "timeout": 10} if self.is_sqlite else {}
-        self.engine: Engine = create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
+        self.engine: Engine = create_engine(self.url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite)
         self.async_engine: AsyncEngine = create_async_engine(
-            async_url(self.url), connect_args={"timeout": 10} if self.is_sqlite else {}, pool_pre_ping=True
+            async_url(self.url), connect_args={"timeout": 10} if self.is_sqlite else {},
+            pool_pre_ping=not self.is_sqlite,  # a file has no connection to go stale: no ping per session
         )
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)

@@ -4,8 +4,9 @@ Every chat surface and the worker go through :class:`InteractionStore`:
 
 - intake: :meth:`~InteractionStore.record_pending` (the platform's idempotency key is unique, so a redelivered
   event finds the first row instead of creating a second), :meth:`~InteractionStore.asked_in_thread`;
-- the worker: :meth:`~InteractionStore.begin_attempt`, :meth:`~InteractionStore.thread_history`,
-  :meth:`~InteractionStore.finalize`, :meth:`~InteractionStore.set_trace`, :meth:`~InteractionStore.fail`,
+- the worker: :meth:`~InteractionStore.start_answer` (one transaction: :meth:`~InteractionStore.begin_attempt`,
+  :meth:`~InteractionStore.thread_history` and the answer's other first reads), :meth:`~InteractionStore.finalize`
+  (one statement), :meth:`~InteractionStore.set_trace`, :meth:`~InteractionStore.fail`,
   :meth:`~InteractionStore.record_stream` (what a streamed answer has posted so far);
 - delivery (its own, retried step after the row turns final): :meth:`~InteractionStore.mark_delivered`,
   :meth:`~InteractionStore.record_delivery_failure`;
@@ -22,14 +23,16 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.core.clock import utcnow
 from bot.core.identity import hash_user
@@ -61,6 +64,19 @@ class Exchange:
 
     question: str
     answer: str | None
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Started(Generic[T]):
+    """What :meth:`InteractionStore.start_answer` read: the row (its attempt counted), the thread's earlier
+    turns, and the caller's own reads."""
+
+    row: Interaction
+    history: list[Exchange]
+    extra: T
 
 
 def relevance(passages: list[Passage]) -> float:
@@ -145,24 +161,57 @@ class InteractionStore:
                 return None
             return await session.get(Interaction, interaction_id)
 
+    async def start_answer(self, interaction_id: int, *, pairs: int,
+                           also: Callable[[AsyncSession, Interaction], Awaitable[T]]) -> Started[T] | None:
+        """The worker's first transaction for an answer: :meth:`begin_attempt`, the thread's history
+        (:meth:`thread_history`, at most ``pairs``) and whatever else the answer reads first (``also``: the
+        switches, release and policy, :mod:`playbooks.state`) — one session, one commit. None when the question
+        is missing or already final."""
+        async with self.db.asession() as session:
+            # reads first, the write last: SQLite's write lock is held for one UPDATE and its commit, not while
+            # the reads run (with hundreds of answers starting, a lock held longer queues them all behind it)
+            row = await session.get(Interaction, interaction_id)
+            if row is None or row.status != Status.PENDING.value:
+                await session.rollback()
+                return None
+            history = await self._history(session, row, pairs)
+            extra = await also(session, row)
+            counted = await session.exec(  # type: ignore[call-overload]
+                update(Interaction)  # one atomic increment: concurrent attempts each count
+                .where(col(Interaction.id) == interaction_id, col(Interaction.status) == Status.PENDING.value)
+                .values(attempts=col(Interaction.attempts) + 1)
+            )
+            if counted.rowcount != 1:  # finalized meanwhile by another attempt
+                await session.rollback()
+                return None
+            await session.commit()
+            return Started(row, history, extra)
+
     async def thread_history(self, row: Interaction, *, pairs: int) -> list[Exchange]:
         """Earlier answered turns of the same thread, oldest first, at most ``pairs``."""
         if not row.thread or pairs <= 0:
             return []
         async with self.db.asession() as session:
-            stmt = (
-                select(Interaction.question, Interaction.answer)
-                .where(Interaction.platform == row.platform, Interaction.channel == row.channel,
-                       Interaction.thread == row.thread, col(Interaction.id) < row.id,
-                       col(Interaction.status).in_([Status.ANSWERED.value, Status.NOT_FOUND.value]))
-                .order_by(col(Interaction.id).desc())
-                .limit(pairs)
-            )
-            rows = list((await session.exec(stmt)).all())
+            return await self._history(session, row, pairs)
+
+    @staticmethod
+    async def _history(session: AsyncSession, row: Interaction, pairs: int) -> list[Exchange]:
+        if not row.thread or pairs <= 0:
+            return []
+        stmt = (
+            select(Interaction.question, Interaction.answer)
+            .where(Interaction.platform == row.platform, Interaction.channel == row.channel,
+                   Interaction.thread == row.thread, col(Interaction.id) < row.id,
+                   col(Interaction.status).in_([Status.ANSWERED.value, Status.NOT_FOUND.value]))
+            .order_by(col(Interaction.id).desc())
+            .limit(pairs)
+        )
+        rows = list((await session.exec(stmt)).all())
         return [Exchange(question=q, answer=a) for q, a in reversed(rows)]
 
     async def finalize(self, interaction_id: int, answer: Answer, passages: list[Passage], *,
-                       index_version: int | None, switch_reason: str | None = None, deliver: bool = True) -> bool:
+                       index_version: int | None, switch_reason: str | None = None, deliver: bool = True,
+                       trace_id: str | None = None) -> bool:
         """Record the answer: the row becomes final (a retried job will not answer it again), and its delivery
         pending (``deliver``) or done (nothing to send: the local chat reads the row) — in the same commit, so
         no final row is ever without a delivery state.
@@ -171,40 +220,31 @@ class InteractionStore:
         that both answered — e.g. one whose lease lapsed during a Redis outage — only the first records and
         delivers). Returns False when another attempt finalized it first.
         """
+        now = utcnow()
+        values: dict[str, Any] = dict(
+            status=answer.status.value, answer=answer.text, sources=[s.model_dump() for s in answer.sources],
+            passages=[p.model_dump(exclude={"text"}) | {"text": p.text[:PASSAGE_TEXT_CHARS]} for p in passages],
+            top_score=relevance(passages) if passages else None, model=answer.model, release=answer.release,
+            index_version=passages[0].index_version if passages else index_version, fallback=answer.fallback,
+            fallback_reason=answer.fallback_reason or (switch_reason if answer.status == Status.MAINTENANCE else None),
+            latency_ms=dict(answer.latency_ms), input_tokens=answer.usage.input_tokens,
+            output_tokens=answer.usage.output_tokens, cache_read_tokens=answer.usage.cache_read_tokens,
+            cache_write_tokens=answer.usage.cache_write_tokens, cost_usd=answer.cost_usd,
+            search_query=answer.search_query, answered_at=now, **_delivery_values(deliver, now),
+        )
+        if trace_id is not None:
+            values["trace_id"] = trace_id
         async with self.db.asession() as session:
             claimed = await session.exec(  # type: ignore[call-overload]
-                update(Interaction)
+                update(Interaction)  # one statement: the row turns final only if it is still pending
                 .where(col(Interaction.id) == interaction_id, col(Interaction.status) == Status.PENDING.value)
-                .values(status=answer.status.value)
+                .values(**values)
             )
             if claimed.rowcount != 1:
                 await session.rollback()
                 if await session.get(Interaction, interaction_id) is None:
                     raise LookupError(f"no interaction {interaction_id}")
                 return False
-            row = await session.get(Interaction, interaction_id)
-            assert row is not None
-            row.status = answer.status.value
-            row.answer = answer.text
-            row.sources = [s.model_dump() for s in answer.sources]
-            row.passages = [p.model_dump(exclude={"text"}) | {"text": p.text[:PASSAGE_TEXT_CHARS]} for p in passages]
-            row.top_score = relevance(passages) if passages else None
-            row.model = answer.model
-            row.release = answer.release
-            row.index_version = passages[0].index_version if passages else index_version
-            row.fallback = answer.fallback
-            row.fallback_reason = answer.fallback_reason or (
-                switch_reason if answer.status == Status.MAINTENANCE else None)
-            row.latency_ms = dict(answer.latency_ms)
-            row.input_tokens = answer.usage.input_tokens
-            row.output_tokens = answer.usage.output_tokens
-            row.cache_read_tokens = answer.usage.cache_read_tokens
-            row.cache_write_tokens = answer.usage.cache_write_tokens
-            row.cost_usd = answer.cost_usd
-            row.search_query = answer.search_query
-            row.answered_at = utcnow()
-            _begin_delivery(row, deliver)
-            session.add(row)
             await session.commit()
             return True
 
@@ -317,6 +357,13 @@ class InteractionStore:
                 setattr(row, name, value)
             session.add(row)
             await session.commit()
+
+
+def _delivery_values(deliver: bool, answered_at: datetime) -> dict[str, Any]:
+    """:func:`_begin_delivery` as column values."""
+    return dict(delivery_attempts=0, delivery_error=None, delivery_next_at=None,
+                delivery_state=(DeliveryState.PENDING if deliver else DeliveryState.DELIVERED).value,
+                delivered_at=None if deliver else answered_at)
 
 
 def _begin_delivery(row: Interaction, deliver: bool) -> None:

@@ -7,8 +7,10 @@ Layout under ``KnowledgeConfig.index_dir``::
     <kb>/v<N>/bm25/           the bm25s index (loaded memory-mapped)
     <kb>/v<N>/vectors.json    which embedders made the version's vectors, and the "not found" calibration
     <kb>/v<N>/vectors.npy     the same vectors as Chroma's, one row per chunk in chunks.json's order (and
-    <kb>/v<N>/vectors_xl.npy  the cross-lingual ones): loaded memory-mapped, so that rescoring a candidate is
-                              a dot product instead of a vector-store round trip
+    <kb>/v<N>/vectors_xl.npy  the cross-lingual ones): loaded memory-mapped, so that the dense search of a
+                              question is one matrix-vector product (exact cosines, no vector-store round trip)
+    <kb>/v<N>/headings.json   per chunk, the BM25 terms of its title and heading path (the heading-match
+                              signal of retrieval), so that no question re-tokenizes a chunk
 
 Chroma holds the vectors in collection ``dm_<kb>_v<N>`` (embedded ``PersistentClient`` in
 ``KnowledgeConfig.chroma_dir``, or a server at ``chroma_url``) and, when a cross-lingual embedder is configured
@@ -119,13 +121,19 @@ class VersionData:
     public: npt.NDArray[np.bool_]
     #: The cross-lingual embedder's name when the version has its vectors (``dm_<kb>_v<N>_xl``), else None.
     crosslingual: str | None = None
+    #: The main embedder's name (``vectors.json``; None in versions built before it was recorded).
+    embedder: str | None = None
     #: Per search route ("native", "foreign"): the null questions' best cosines, ascending (vectors.json).
     null_scores: dict[str, list[float]] = field(default_factory=dict)
     #: The chunks' vectors in row order, memory-mapped (None in versions built before they were written).
     vectors: npt.NDArray[np.float32] | None = None
     crosslingual_vectors: npt.NDArray[np.float32] | None = None
-    heading_terms: dict[int, set[str]] = field(default_factory=dict)  # filled lazily by retrieval
+    #: Per chunk (row), the BM25 terms of its title and heading path (``headings.json``; computed at load for
+    #: versions built before it was written).
+    heading_terms: list[frozenset[str]] = field(default_factory=list)
     term_chunks: dict[str, int] = field(default_factory=dict)  # chunks per BM25 term, filled lazily by retrieval
+    #: Row masks of the search filters seen so far (knowledge sets, public only): computed once per version.
+    masks: dict[tuple[tuple[str, ...] | None, bool], npt.NDArray[np.bool_]] = field(default_factory=dict)
 
 
 class ChunkingParams(TypedDict, total=False):
@@ -200,6 +208,11 @@ class IndexStore:
         self._client: ClientAPI | None = None
         self._loaded: dict[tuple[str, int], VersionData] = {}
         self._lock = threading.Lock()
+        #: per knowledge base: the manifest file's identity (inode, size, mtime) and its version numbers — a
+        #: question costs one ``stat``, not a read and parse of the manifest (which lists every document). An
+        #: ingest in any process replaces the file (a new inode), so every process sees the new version at its
+        #: next question.
+        self._versions: dict[str, tuple[tuple[int, int, int], list[int]]] = {}
 
     # --- components ---------------------------------------------------------------------------------
     @property
@@ -279,12 +292,7 @@ class IndexStore:
         """
         stored = (collection.configuration_json or {}).get("embedding_function") or {}
         embedded_with = (stored.get("config") or {}).get("embedder_name") if isinstance(stored, dict) else None
-        if embedded_with and embedded_with != embedder.name:
-            raise EmbeddingModelError(
-                f"Index '{kb}' version {version} was embedded with {embedded_with}, but this process embeds with "
-                f"{embedder.name}: re-ingest (deskmate ingest) to build a version with the configured "
-                f"backend, or set DESKMATE_EMBEDDING_BACKEND (or DESKMATE_EMBEDDING_CROSSLINGUAL) back."
-            )
+        check_embedded_with(kb, version, embedded_with, embedder)
 
     # --- manifest -----------------------------------------------------------------------------------
     def kb_dir(self, kb: str) -> Path:
@@ -319,17 +327,34 @@ class IndexStore:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def latest_version(self, kb: str) -> int | None:
-        latest = self.manifest(kb).latest
-        return int(latest["version"]) if latest else None
+        versions = self.versions(kb)
+        return versions[-1] if versions else None
+
+    def versions(self, kb: str) -> list[int]:
+        """The kept version numbers of ``kb``, oldest first: read from the manifest when it changed since the
+        last call (one ``stat`` otherwise)."""
+        path = self.kb_dir(kb) / "manifest.json"
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            self._versions.pop(kb, None)
+            return []
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = self._versions.get(kb)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        versions = [int(v["version"]) for v in self.manifest(kb).versions]
+        self._versions[kb] = (key, versions)
+        return versions
 
     def resolve_version(self, kb: str, version: int | None) -> int:
-        manifest = self.manifest(kb)
-        if not manifest.versions:
+        versions = self.versions(kb)
+        if not versions:
             raise IndexNotFound(f"knowledge base '{kb}' has no index yet: run `deskmate ingest DIR --kb {kb}`")
         if version is None:
-            return int(manifest.versions[-1]["version"])
-        if manifest.get(version) is None:
-            kept = ", ".join(str(v["version"]) for v in manifest.versions)
+            return versions[-1]
+        if version not in versions:
+            kept = ", ".join(str(v) for v in versions)
             raise IndexNotFound(f"index version {version} of '{kb}' is not kept (kept: {kept})")
         return version
 
@@ -363,6 +388,7 @@ class IndexStore:
         retriever.index(bm25_tokenize(corpus), show_progress=False)
         retriever.save(str(vdir / "bm25"))
         (vdir / "chunks.json").write_text(json.dumps([r.__dict__ for r in records]))
+        (vdir / "headings.json").write_text(json.dumps([sorted(t) for t in heading_terms(records)]))
 
     def write_vector_info(self, kb: str, version: int, info: VectorInfo) -> None:
         """Record which embedders made the version's vectors, and its calibration (``vectors.json``)."""
@@ -444,6 +470,11 @@ class IndexStore:
                 bm25 = bm25s.BM25.load(str(vdir / "bm25"), mmap=True, show_progress=False)
                 info_path = vdir / "vectors.json"  # absent in versions built before the cross-lingual vectors
                 info: VectorInfo = json.loads(info_path.read_text()) if info_path.exists() else {}
+                headings_path = vdir / "headings.json"  # absent in versions built before it was written
+                headings = ([frozenset(t) for t in json.loads(headings_path.read_text())]
+                            if headings_path.exists() else [])
+                if len(headings) != len(chunks):
+                    headings = heading_terms(chunks)
                 data = VersionData(
                     kb=kb,
                     version=version,
@@ -453,9 +484,11 @@ class IndexStore:
                     knowledge_sets=np.asarray([c.knowledge_set for c in chunks], dtype=object),
                     public=np.asarray([c.public for c in chunks], dtype=bool),
                     crosslingual=info.get("crosslingual") or None,
+                    embedder=info.get("embedder") or None,
                     null_scores=dict(info.get("null_scores") or {}),
                     vectors=_load_matrix(vdir / "vectors.npy", len(chunks)),
                     crosslingual_vectors=_load_matrix(vdir / "vectors_xl.npy", len(chunks)),
+                    heading_terms=headings,
                 )
                 self._loaded[key] = data
         return data
@@ -463,6 +496,26 @@ class IndexStore:
     def ping(self) -> None:
         """Raise if the vector store cannot be reached (for /readyz)."""
         self.client.heartbeat()
+
+
+def check_embedded_with(kb: str, version: int, embedded_with: str | None, embedder: Embedder) -> None:
+    """Refuse to search a version embedded by another model than ``embedder`` (None: not recorded)."""
+    if embedded_with and embedded_with != embedder.name:
+        raise EmbeddingModelError(
+            f"Index '{kb}' version {version} was embedded with {embedded_with}, but this process embeds with "
+            f"{embedder.name}: re-ingest (deskmate ingest) to build a version with the configured "
+            f"backend, or set DESKMATE_EMBEDDING_BACKEND (or DESKMATE_EMBEDDING_CROSSLINGUAL) back."
+        )
+
+
+def heading_terms(chunks: list[ChunkRecord]) -> list[frozenset[str]]:
+    """Per chunk, the BM25 terms (stems, stop words removed) of its title and heading path: one tokenizer call
+    for all of them."""
+    if not chunks:
+        return []
+    tokens = bm25_tokenize([f"{c.title} {c.heading}" for c in chunks])
+    inverse = {i: t for t, i in tokens.vocab.items()}
+    return [frozenset(inverse[i] for i in ids) for ids in tokens.ids]
 
 
 def _load_matrix(path: Path, rows: int) -> npt.NDArray[np.float32] | None:

@@ -46,7 +46,7 @@ from chromadb.base_types import InclusionExclusionOperator, LiteralValue
 
 from knowledge.calibration import relevance
 from knowledge.embedding import Embedder, Vector, embed_queries
-from knowledge.index import IndexStore, VersionData, bm25_tokenize
+from knowledge.index import IndexStore, VersionData, bm25_tokenize, check_embedded_with
 from knowledge.language import written_in
 from knowledge.passage import Passage
 from knowledge.sources import display_location
@@ -103,11 +103,20 @@ class SearchFilter:
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
     def mask(self, data: VersionData) -> npt.NDArray[np.bool_] | None:
+        """The chunks (rows) this filter lets through, None = all; computed once per version and filter."""
+        if self.knowledge_sets is None and not self.public_only:
+            return None
+        key = (tuple(sorted(self.knowledge_sets)) if self.knowledge_sets is not None else None, self.public_only)
+        cached = data.masks.get(key)
+        if cached is not None:
+            return cached
         mask: npt.NDArray[np.bool_] | None = None
         if self.knowledge_sets is not None:
             mask = np.isin(data.knowledge_sets, np.asarray(list(self.knowledge_sets), dtype=object))
         if self.public_only:
             mask = data.public if mask is None else (mask & data.public)
+        assert mask is not None
+        data.masks[key] = mask
         return mask
 
 
@@ -130,14 +139,11 @@ def terms(text: str) -> set[str]:
 
 
 def heading_match(query_terms: set[str], data: VersionData, row: int) -> float:
-    """Share of the question's terms that appear in the chunk's title and heading path."""
+    """Share of the question's terms that appear in the chunk's title and heading path (prepared per chunk at
+    ingestion: :attr:`~knowledge.index.VersionData.heading_terms`)."""
     if not query_terms:
         return 0.0
-    cache = data.heading_terms
-    if row not in cache:
-        chunk = data.chunks[row]
-        cache[row] = terms(f"{chunk.title} {chunk.heading}")
-    return len(query_terms & cache[row]) / len(query_terms)
+    return len(query_terms & data.heading_terms[row]) / len(query_terms)
 
 
 def _minmax(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -203,8 +209,10 @@ class Retriever:
         foreign = fusion.crosslingual and not written_in(query, self.store.config.documents_language)
         crosslingual = foreign and data.crosslingual is not None and self.store.crosslingual_embedder is not None
         null_scores = data.null_scores.get("foreign" if foreign else "native", [])
+        query_terms = terms(query)
+        mask = search_filter.mask(data)
 
-        bm25_scores = self._bm25_scores(data, query, search_filter)
+        bm25_scores = self._bm25_scores(data, query_terms, mask)
         if mode in ("hybrid", "bm25") and bm25_scores is not None:
             n = min(candidates, int((bm25_scores > 0).sum()))
             if n > 0:
@@ -214,23 +222,42 @@ class Retriever:
                     found.setdefault(int(row), _Candidate(int(row))).ranks["bm25"] = rank
 
         query_vector: Vector | None = None
+        dense_scores: npt.NDArray[np.float32] | None = None
         if mode in ("hybrid", "dense"):
             embedder: Embedder | None = self.store.crosslingual_embedder if crosslingual else self.store.embedder
             assert embedder is not None  # crosslingual only when the store has that embedder
             query_vector = np.asarray(embed_queries(embedder, [query])[0], dtype=np.float32)
-            collection = self.store.collection(kb, data.version, crosslingual=crosslingual)
-            result = collection.query(query_embeddings=[query_vector.tolist()], n_results=max(1, candidates),
-                                      where=search_filter.chroma_where(), include=["distances"])
-            distances = result["distances"]
-            if distances is None:  # asked for with include=["distances"]
-                raise RuntimeError("the vector store returned no distances")
-            for rank, (cid, distance) in enumerate(zip(result["ids"][0], distances[0])):
-                row = data.row_of.get(cid)
-                if row is None:
-                    continue
-                cand = found.setdefault(row, _Candidate(row))
-                cand.dense = 1.0 - float(distance)
-                cand.ranks["dense"] = rank
+            # The main route searches exactly over the version's matrix; a question in another language (the
+            # cross-lingual route, a minority) keeps the vector store's index: exact cosines there moved some
+            # evaluation figures by a tie or two (docs/benchmarks.md), and the store's ranking is the calibrated one.
+            matrix = None if crosslingual else data.vectors
+            if matrix is not None:
+                check_embedded_with(kb, data.version, data.embedder, embedder)
+                # exact: every chunk's cosine in one product with the version's memory-mapped vectors
+                dense_scores = np.asarray(matrix @ query_vector, dtype=np.float32)
+                allowed = dense_scores if mask is None else np.where(mask, dense_scores, -np.inf)
+                n = min(max(1, candidates), len(allowed) if mask is None else int(mask.sum()))
+                if n > 0:
+                    top = np.argpartition(-allowed, n - 1)[:n]
+                    top = top[np.lexsort((top, -allowed[top]))]
+                    for rank, row in enumerate(top):
+                        cand = found.setdefault(int(row), _Candidate(int(row)))
+                        cand.dense = float(dense_scores[row])
+                        cand.ranks["dense"] = rank
+            else:  # versions built before the vector matrices: the vector store's index
+                collection = self.store.collection(kb, data.version, crosslingual=crosslingual)
+                result = collection.query(query_embeddings=[query_vector.tolist()], n_results=max(1, candidates),
+                                          where=search_filter.chroma_where(), include=["distances"])
+                distances = result["distances"]
+                if distances is None:  # asked for with include=["distances"]
+                    raise RuntimeError("the vector store returned no distances")
+                for rank, (cid, distance) in enumerate(zip(result["ids"][0], distances[0])):
+                    row = data.row_of.get(cid)
+                    if row is None:
+                        continue
+                    cand = found.setdefault(row, _Candidate(row))
+                    cand.dense = 1.0 - float(distance)
+                    cand.ranks["dense"] = rank
 
         if not found:
             return []
@@ -238,6 +265,10 @@ class Retriever:
         if bm25_scores is not None:
             for row in rows:
                 found[row].bm25 = float(bm25_scores[row])
+        if dense_scores is not None:
+            for cand in found.values():
+                if cand.dense is None:
+                    cand.dense = float(dense_scores[cand.row])
         if query_vector is not None:
             self._fill_dense(data, found, query_vector, crosslingual=crosslingual)
             for cand in found.values():
@@ -266,7 +297,6 @@ class Retriever:
         else:
             dense = _minmax(np.asarray([c.dense or 0.0 for c in cands]))
             sparse = _minmax(np.asarray([c.bm25 for c in cands]))
-            query_terms = terms(query)
             # a question in another language: its words count only as far as the documents use them at all
             lexical = (sum(1 for t in query_terms if t in data.bm25.vocab_dict) / len(query_terms)
                        if foreign and query_terms else 1.0)
@@ -299,13 +329,14 @@ class Retriever:
         return await asyncio.to_thread(self.vocabulary, kb, version)
 
     # --- helpers -----------------------------------------------------------------------------------
-    def _bm25_scores(self, data: VersionData, query: str, search_filter: SearchFilter) -> npt.NDArray[np.float32]:
-        words = [w for w in terms(query) if w in data.bm25.vocab_dict]
-        if not words:
+    def _bm25_scores(self, data: VersionData, query_terms: set[str],
+                     mask: npt.NDArray[np.bool_] | None) -> npt.NDArray[np.float32]:
+        vocab: dict[str, int] = data.bm25.vocab_dict
+        ids = sorted(vocab[w] for w in query_terms if w in vocab)
+        if not ids:
             scores = np.zeros(len(data.chunks), dtype=np.float32)
         else:
-            scores = np.asarray(data.bm25.get_scores(words), dtype=np.float32)
-        mask = search_filter.mask(data)
+            scores = np.asarray(data.bm25.get_scores_from_ids(ids), dtype=np.float32)
         if mask is not None:
             scores = np.where(mask, scores, -1.0).astype(np.float32)
         return scores

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.core.clock import utcnow
 from feedback.models import ChannelPolicy
 from knowledge.retrieval import SearchFilter
 
@@ -45,6 +46,12 @@ async def resolve_policy(session: AsyncSession, platform: str, channel: str, cha
                          release_sets: list[str] | None = None) -> EffectivePolicy:
     """The policy for one message. ``release_sets`` (from the active release) narrows the sets further."""
     row = await get_policy_row(session, platform, channel) if channel else None
+    return effective_policy(row, channel_type, release_sets)
+
+
+def effective_policy(row: ChannelPolicy | None, channel_type: str,
+                     release_sets: list[str] | None = None) -> EffectivePolicy:
+    """:func:`resolve_policy` from the channel's row (None: it has none), already read."""
     public_only = default_public_only(channel_type)
     sets: list[str] | None = None
     enabled, respond_to = True, "mentions"
@@ -65,6 +72,7 @@ async def set_policy(session: AsyncSession, platform: str, channel: str, **field
         if not hasattr(row, key):
             raise ValueError(f"unknown channel policy field '{key}'")
         setattr(row, key, value)
+    row.updated_at = utcnow()  # every process's cached policies are read again (playbooks.state)
     session.add(row)
     await session.commit()
     await session.refresh(row)

@@ -8,13 +8,16 @@ Modes, from most to least restrictive:
 
 The effective mode of a message is the most restrictive of the global switch and its channel's switch, so an
 operator can silence one noisy channel, or everything, from one command. Because every process reads the
-table per message, a change is obeyed by every web and worker process at the next message.
+table per message (the worker: :mod:`playbooks.state`, in the answer's first transaction), a change is obeyed by
+every web and worker process at the next message.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from enum import StrEnum
+from typing import Protocol, TypeVar
 
 from sqlalchemy import delete
 from sqlmodel import col, select
@@ -24,6 +27,7 @@ from bot.core.clock import utcnow
 from feedback.models import Switch
 
 GLOBAL_SCOPE = "global"
+_Row = TypeVar("_Row", bound="SwitchLike")
 
 
 class Mode(StrEnum):
@@ -55,7 +59,7 @@ async def get_switch(session: AsyncSession, scope: str) -> Switch | None:
     return await session.get(Switch, scope)
 
 
-def is_expired(row: Switch, now: datetime | None = None) -> bool:
+def is_expired(row: SwitchLike, now: datetime | None = None) -> bool:
     """An automatic switch (the budget guard's) lapses at the next midnight UTC; an admin's never does."""
     if not row.automatic:
         return False
@@ -72,10 +76,40 @@ async def effective_mode(session: AsyncSession, platform: str, channel: str) -> 
     """
     scopes = [GLOBAL_SCOPE] + ([channel_scope(platform, channel)] if channel else [])
     rows = (await session.exec(select(Switch).where(Switch.scope.in_(scopes)))).all()  # type: ignore[attr-defined]
-    worst: tuple[Mode, Switch | None] = (Mode.ON, None)
-    now = datetime.now(timezone.utc)
+    return _worst(rows, scopes, datetime.now(timezone.utc))
+
+
+def mode_of(rows: Sequence[SwitchLike], platform: str, channel: str, now: datetime) -> tuple[Mode, str | None]:
+    """The mode a message in ``channel`` gets from the switch ``rows`` (all of them, or those of its scopes) and
+    the deciding switch's reason — :func:`effective_mode` over rows already read."""
+    scopes = [GLOBAL_SCOPE] + ([channel_scope(platform, channel)] if channel else [])
+    mode, row = _worst(rows, scopes, now)
+    return mode, (row.reason if row is not None else None)
+
+
+class SwitchLike(Protocol):
+    """A switch row: the ORM object or a plain row of its columns."""
+
+    @property
+    def scope(self) -> str: ...
+
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def automatic(self) -> bool: ...
+
+    @property
+    def set_at(self) -> datetime: ...
+
+
+def _worst(rows: Sequence[_Row], scopes: list[str], now: datetime) -> tuple[Mode, _Row | None]:
+    worst: tuple[Mode, _Row | None] = (Mode.ON, None)
     for row in rows:
-        if is_expired(row, now):
+        if row.scope not in scopes or is_expired(row, now):
             continue
         mode = Mode(row.mode)
         if mode.severity > worst[0].severity:

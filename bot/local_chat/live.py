@@ -56,8 +56,10 @@ class LocalAnswerStream:
 
     async def _add(self, kind: str, text: str = "") -> None:
         try:
-            await self.redis.xadd(self.key, {"kind": kind, "text": text}, maxlen=MAX_EVENTS, approximate=True)
-            await self.redis.expire(self.key, LIVE_TTL_S)
+            async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
+                pipe.xadd(self.key, {"kind": kind, "text": text}, maxlen=MAX_EVENTS, approximate=True)
+                pipe.expire(self.key, LIVE_TTL_S)
+                await pipe.execute()
         except (RedisError, OSError) as exc:  # the page falls back to reading the recorded answer
             log.warning("local_chat.live_unavailable", error=str(exc)[:200])
             return

@@ -256,3 +256,33 @@ def test_a_version_embedded_by_another_model_is_not_searched(tmp_path: Path, kb_
     report = ingest(other, kb_dir, kb="t")
     assert report.version == 2 and report.chunks_embedded == report.chunks_total
     assert Retriever(other).search("meal allowance", kb="t")
+
+
+def test_a_version_ingested_by_another_process_is_searched_at_the_next_question(
+        store: IndexStore, kb_dir: Path, tmp_path: Path) -> None:
+    # A worker keeps the manifest's version list between questions (one stat each): an ingest by another process
+    # (another IndexStore on the same folder) must still be what its next question searches.
+    ingest(store, kb_dir, kb="t")
+    worker = Retriever(IndexStore(config_for(tmp_path / "data")))
+    assert worker.search("how do I sign in to the VPN", kb="t", k=1)[0].index_version == 1
+    (kb_dir / "it/vpn.md").write_text("---\ntitle: VPN\n---\n## Connecting\n\nOpen NorthGate and use your passkey.\n")
+    ingest(store, kb_dir, kb="t")
+    top = worker.search("how do I sign in to the VPN", kb="t", k=1)[0]
+    assert top.index_version == 2 and "passkey" in top.text
+
+
+def test_heading_terms_are_prepared_at_ingestion_and_rank_heading_matches(
+        store: IndexStore, kb_dir: Path, tmp_path: Path) -> None:
+    from knowledge.index import heading_terms
+
+    ingest(store, kb_dir, kb="t")
+    version_dir = store.kb_dir("t") / "v1"
+    stored = json.loads((version_dir / "headings.json").read_text())
+    data = store.load("t")
+    assert [frozenset(t) for t in stored] == heading_terms(data.chunks) == data.heading_terms
+    assert any("meal" in terms for terms in stored)  # the per-diem page's "Meals" heading, stemmed
+    # a version written before headings.json existed gets the same terms when it is loaded
+    (version_dir / "headings.json").unlink()
+    older = IndexStore(config_for(tmp_path / "data")).load("t")
+    assert older.heading_terms == data.heading_terms
+    assert Retriever(store).search("meals", kb="t", k=1)[0].heading == "Meals"
