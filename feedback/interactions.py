@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import update
+from sqlalchemy import inspect as sa_inspect, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -185,6 +185,10 @@ class InteractionStore:
                 await session.rollback()
                 return None
             await session.commit()
+            if sa_inspect(row).expired_attributes:
+                # ``also`` committed or rolled back (the first answer of a new deployment bootstraps the initial
+                # release, and two workers may race to): the row must be whole before it leaves the session
+                await session.refresh(row)
             return Started(row, history, extra)
 
     async def thread_history(self, row: Interaction, *, pairs: int) -> list[Exchange]:
