@@ -115,6 +115,17 @@ class BaseSource(BaseModel):
         raise NotImplementedError
 
 
+class HttpSource(BaseSource):
+    """The settings of a kind read over HTTP(S) (:class:`knowledge.connectors.http.HttpClient`): a kind whose
+    vendor asks for other defaults redeclares the field."""
+
+    timeout_s: float = Field(30.0, gt=0)
+    #: 429 / 503 (and the vendor's own rate-limit answers) are retried after Retry-After this many times.
+    max_retries: int = Field(3, ge=0)
+    #: A longer Retry-After gives up at once rather than hold the sync.
+    max_retry_after_s: float = Field(120.0, ge=0)
+
+
 def read_secret(source: str, key: str, env_name: str | None, file: Path | None,
                 environ: Mapping[str, str] | None = None) -> str | None:
     """The credential named by ``<key>_env`` or ``<key>_file`` (None when neither is set). Raises

@@ -43,7 +43,7 @@ from pydantic import Field, field_validator, model_validator
 
 from bot.core.log import get_logger
 from knowledge.connectors.base import (
-    BaseSource,
+    HttpSource,
     Changes,
     Connector,
     DocumentRef,
@@ -71,7 +71,7 @@ _ILLUSTRATION = ("image/", "video/", "audio/")
 _RESTRICTIONS_EXPAND = "restrictions.read.restrictions.user,restrictions.read.restrictions.group"
 
 
-class ConfluenceSource(BaseSource):
+class ConfluenceSource(HttpSource):
     """Spaces of a Confluence site. Cloud: ``email`` + an API token; Server / Data Center: a personal access
     token (sent as a Bearer token)."""
 
@@ -96,9 +96,6 @@ class ConfluenceSource(BaseSource):
     #: Results asked per listing call (Cloud v2 allows 250; Server usually caps at 100, the CQL search at 50 or
     #: 100 with expansions: the connector follows the ``next`` links whatever the server returns).
     page_size: int = Field(100, ge=1, le=250)
-    timeout_s: float = Field(30.0, gt=0)
-    max_retries: int = Field(3, ge=0)
-    max_retry_after_s: float = Field(120.0, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -332,9 +329,8 @@ class ConfluenceConnector:
             auth = httpx.BasicAuth(str(source.email), token)
         else:
             headers["Authorization"] = f"Bearer {token}"
-        self._http = HttpClient(source=source.name, headers=headers, timeout_s=source.timeout_s,
-                                max_retries=source.max_retries, max_retry_after_s=source.max_retry_after_s,
-                                sleep=lambda seconds: sleep(seconds), transport=transport, auth=auth)
+        self._http = HttpClient.for_source(source, headers=headers, sleep=lambda seconds: sleep(seconds),
+                                           transport=transport, auth=auth)
         #: path -> what fetch needs (page id and title, or the attachment's download link)
         self._targets: dict[str, dict[str, Any]] = {}
 

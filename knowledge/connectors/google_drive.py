@@ -45,7 +45,7 @@ from pydantic import Field, field_validator, model_validator
 
 from bot.core.log import get_logger
 from knowledge.connectors.base import (
-    BaseSource,
+    HttpSource,
     Changes,
     Connector,
     DocumentRef,
@@ -89,7 +89,7 @@ _UNEXPORTABLE = "google-drive-unexportable.json"
 _DC = "http://purl.org/dc/elements/1.1/"
 
 
-class GoogleDriveSource(BaseSource):
+class GoogleDriveSource(HttpSource):
     kind: Literal["google_drive"]
     #: The folder synced with all its subfolders (the id in its URL: drive.google.com/drive/folders/<id>).
     folder_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
@@ -106,7 +106,6 @@ class GoogleDriveSource(BaseSource):
     timeout_s: float = Field(60.0, gt=0)
     #: 429 and 403 rate-limit answers are retried after Retry-After this many times.
     max_retries: int = Field(5, ge=0)
-    max_retry_after_s: float = Field(120.0, ge=0)
 
     @field_validator("api_url")
     @classmethod
@@ -247,9 +246,8 @@ class GoogleDriveConnector:
         self.work_dir = work_dir
         self._credentials = credentials
         self._sleep = sleep or _default_sleep
-        self._http = HttpClient(source=source.name, base_url=source.api_url, timeout_s=source.timeout_s,
-                                max_retries=source.max_retries, max_retry_after_s=source.max_retry_after_s,
-                                sleep=self._sleep, transport=transport, headers={"User-Agent": "DeskmateBot/1.0"})
+        self._http = HttpClient.for_source(source, base_url=source.api_url, sleep=self._sleep, transport=transport,
+                                           headers={"User-Agent": "DeskmateBot/1.0"})
         self._auth_request = _AuthRequest(self._http)
         self._drive_id = source.drive_id
         #: The synced folder's id as Drive names it in ``parents`` (folder_id may be the alias "root").

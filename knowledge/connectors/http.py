@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from bot.core.log import get_logger
-from knowledge.connectors.base import FetchError
+from knowledge.connectors.base import FetchError, HttpSource
 
 log = get_logger(__name__)
 
@@ -69,6 +69,12 @@ class HttpClient:
         self._last_request = 0.0
         self._client = httpx.Client(base_url=base_url, headers=dict(headers or {}), timeout=timeout_s,
                                     follow_redirects=follow_redirects, transport=transport, auth=auth)
+
+    @classmethod
+    def for_source(cls, source: HttpSource, **kwargs: Any) -> HttpClient:
+        """A client with ``source``'s timeout and retry settings (``kwargs``: the other arguments)."""
+        return cls(source=source.name, timeout_s=source.timeout_s, max_retries=source.max_retries,
+                   max_retry_after_s=source.max_retry_after_s, **kwargs)
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """Send, honouring the minimum interval and retrying 429/503 after ``Retry-After``. Returns the last

@@ -33,7 +33,7 @@ from pydantic import Field, field_validator, model_validator
 
 from bot.core.log import get_logger
 from knowledge.connectors.base import (
-    BaseSource,
+    HttpSource,
     Changes,
     Connector,
     DocumentRef,
@@ -81,7 +81,7 @@ def slug(text: str, limit: int = 60) -> str:
     return words[:limit].rstrip("-_") or "untitled"
 
 
-class NotionSource(BaseSource):
+class NotionSource(HttpSource):
     kind: Literal["notion"]
     #: The integration secret ("Internal Integration Secret"), from an environment variable or a file.
     token_env: str | None = None
@@ -93,9 +93,6 @@ class NotionSource(BaseSource):
     include_databases: bool = True
     #: Seconds kept between two requests (Notion allows about 3 requests/s on average).
     min_interval_s: float = Field(0.35, ge=0)
-    timeout_s: float = Field(30.0, gt=0)
-    max_retries: int = Field(3, ge=0)
-    max_retry_after_s: float = Field(120.0, ge=0)
 
     @field_validator("api_url")
     @classmethod
@@ -344,10 +341,8 @@ class NotionConnector:
         self._clock = clock
         headers = {"Authorization": f"Bearer {token}", "Notion-Version": NOTION_VERSION,
                    "User-Agent": "DeskmateBot/1.0"}
-        self._http = HttpClient(source=source.name, headers=headers, base_url=source.api_url,
-                                timeout_s=source.timeout_s, max_retries=source.max_retries,
-                                max_retry_after_s=source.max_retry_after_s, min_interval_s=source.min_interval_s,
-                                sleep=sleep, transport=transport)
+        self._http = HttpClient.for_source(source, headers=headers, base_url=source.api_url,
+                                           min_interval_s=source.min_interval_s, sleep=sleep, transport=transport)
         self._bodies: dict[str, bytes] = {}
         self._pages: dict[str, dict[str, Any]] = {}  # path -> the page object listed
         self._links: dict[str, str] = {}

@@ -53,7 +53,7 @@ from pydantic import Field, field_validator, model_validator
 
 from bot.core.log import get_logger
 from knowledge.connectors.base import (
-    BaseSource,
+    HttpSource,
     Changes,
     Connector,
     DocumentRef,
@@ -82,7 +82,7 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-class SharePointSource(BaseSource):
+class SharePointSource(HttpSource):
     kind: Literal["sharepoint"]
     #: The Microsoft Entra tenant (its id or a verified domain such as acme.onmicrosoft.com).
     tenant_id: str = Field(min_length=1)
@@ -105,7 +105,6 @@ class SharePointSource(BaseSource):
     graph_url: str = "https://graph.microsoft.com/v1.0"
     #: CA certificates (PEM) to trust for the authority and Graph, e.g. behind a TLS-inspecting proxy.
     ca_file: Path | None = None
-    timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(4, ge=0)
     max_retry_after_s: float = Field(300.0, ge=0)
 
@@ -180,9 +179,7 @@ class SharePointConnector:
         verify: ssl.SSLContext | bool = True
         if source.ca_file is not None:
             verify = ssl.create_default_context(cafile=str(source.ca_file))
-        self._http = HttpClient(source=source.name, headers={"User-Agent": USER_AGENT}, timeout_s=source.timeout_s,
-                                max_retries=source.max_retries,
-                                max_retry_after_s=source.max_retry_after_s, follow_redirects=True,
+        self._http = HttpClient.for_source(source, headers={"User-Agent": USER_AGENT}, follow_redirects=True,
                                 sleep=sleep or (lambda seconds: _sleep(seconds)),
                                 transport=httpx.HTTPTransport(verify=verify))
         self._targets: dict[str, _Target] = {}

@@ -33,7 +33,7 @@ from pydantic import Field, field_validator, model_validator
 
 from bot.core.log import get_logger
 from knowledge.connectors.base import (
-    BaseSource,
+    HttpSource,
     Changes,
     Connector,
     DocumentRef,
@@ -67,7 +67,7 @@ def path_for(url: str, suffix: str) -> str:
     return safe + suffix
 
 
-class WebsiteSource(BaseSource):
+class WebsiteSource(HttpSource):
     kind: Literal["website"]
     #: Exactly one of: a sitemap (``<urlset>`` or ``<sitemapindex>``), or a page to crawl from (links followed
     #: within its host and below its folder).
@@ -75,10 +75,6 @@ class WebsiteSource(BaseSource):
     start_url: str | None = None
     user_agent: str = "DeskmateBot/1.0"
     max_pages: int = Field(1000, ge=1)
-    timeout_s: float = Field(30.0, gt=0)
-    #: 429 / 503 are retried after their Retry-After up to this many times; a longer Retry-After fails the page.
-    max_retries: int = Field(3, ge=0)
-    max_retry_after_s: float = Field(120.0, ge=0)
     #: A bearer token for a site behind a login (environment variable or file).
     token_env: str | None = None
     token_file: Path | None = None
@@ -114,9 +110,7 @@ class WebsiteConnector:
         headers = {"User-Agent": source.user_agent}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._http = HttpClient(source=source.name, headers=headers, timeout_s=source.timeout_s,
-                                max_retries=source.max_retries, max_retry_after_s=source.max_retry_after_s,
-                                sleep=sleep, transport=transport)
+        self._http = HttpClient.for_source(source, headers=headers, sleep=sleep, transport=transport)
         self._bodies: dict[str, bytes] = {}
         self._robots: RobotFileParser | None = None
         root = str(source.start_url or source.sitemap)
