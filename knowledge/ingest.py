@@ -151,16 +151,10 @@ def ingest_documents(
         doc_entries: dict[str, DocEntry] = {}
         embed_doc_ids = {d.doc_id for d in to_embed}
         for doc in documents:
-            chunks = chunk_document(doc.doc_id, doc.title, doc.text, target_words=config.chunk_words,
-                                    overlap_words=config.chunk_overlap_words)
-            doc_records = records_for(chunks, title=doc.title, location=doc.location,
-                                      knowledge_set=doc.knowledge_set, public=doc.public)
+            doc_records, doc_entries[doc.doc_id] = document_records(store, doc)
             records.extend(doc_records)
             if doc.doc_id in embed_doc_ids:
                 embed_ids.update(r.chunk_id for r in doc_records)
-            doc_entries[doc.doc_id] = {"hash": doc.content_hash, "title": doc.title, "location": doc.location,
-                                       "knowledge_set": doc.knowledge_set, "public": doc.public,
-                                       "format": doc.format, "chunks": len(doc_records)}
 
         to_vectors = [r for r in records if r.chunk_id in embed_ids]
         embeddings = _embed(store.embedder, to_vectors, progress)
@@ -200,6 +194,17 @@ def ingest_documents(
                  unchanged=len(report.unchanged), deleted=len(report.deleted), skipped=len(skipped),
                  chunks=total, embedded=len(embeddings), seconds=round(report.seconds, 1))
         return report
+
+
+def document_records(store: IndexStore, doc: SourceDocument) -> tuple[list[ChunkRecord], DocEntry]:
+    """A document's chunks as the index stores them, and its entry in the version's manifest."""
+    chunks = chunk_document(doc.doc_id, doc.title, doc.text, target_words=store.config.chunk_words,
+                            overlap_words=store.config.chunk_overlap_words)
+    records = records_for(chunks, title=doc.title, location=doc.location, knowledge_set=doc.knowledge_set,
+                          public=doc.public)
+    return records, {"hash": doc.content_hash, "title": doc.title, "location": doc.location,
+                     "knowledge_set": doc.knowledge_set, "public": doc.public, "format": doc.format,
+                     "chunks": len(records)}
 
 
 def _embed(embedder: Embedder, records: list[ChunkRecord], progress: ProgressCallback | None, *,

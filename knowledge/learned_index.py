@@ -15,9 +15,8 @@ from typing import Any
 
 from bot.core.log import get_logger
 from knowledge.calibration import calibrate
-from knowledge.chunking import chunk_document
-from knowledge.index import ChunkRecord, DocEntry, IndexStore, Manifest, now_iso, records_for
-from knowledge.ingest import _chunking_params, _embed
+from knowledge.index import ChunkRecord, DocEntry, IndexStore, Manifest, now_iso
+from knowledge.ingest import _chunking_params, _embed, document_records
 from knowledge.learned import is_learned, learned_documents
 
 log = get_logger(__name__)
@@ -65,16 +64,10 @@ def refresh_learned(store: IndexStore, kb: str, *, protected_versions: set[int] 
         doc_entries: dict[str, DocEntry] = {d: e for d, e in old_docs.items() if not is_learned(d)}
         new_records: list[ChunkRecord] = []
         for doc in documents:
-            chunks = chunk_document(doc.doc_id, doc.title, doc.text, target_words=config.chunk_words,
-                                    overlap_words=config.chunk_overlap_words)
-            doc_records = records_for(chunks, title=doc.title, location=doc.location,
-                                      knowledge_set=doc.knowledge_set, public=doc.public)
+            doc_records, doc_entries[doc.doc_id] = document_records(store, doc)
             records.extend(doc_records)
             if doc.doc_id in to_embed:
                 new_records.extend(doc_records)
-            doc_entries[doc.doc_id] = {"hash": doc.content_hash, "title": doc.title, "location": doc.location,
-                                       "knowledge_set": doc.knowledge_set, "public": doc.public,
-                                       "format": doc.format, "chunks": len(doc_records)}
         embeddings = _embed(store.embedder, new_records, None)
         crosslingual = store.crosslingual_embedder
         crosslingual_embeddings = (_embed(crosslingual, new_records, None, stage="embed-crosslingual")
