@@ -17,6 +17,7 @@ from feedback.db import Database
 from feedback.learned import APPROVED, DRAFT, EXPIRED, REJECTED, LearnedAnswer
 from feedback.models import AuditEntry
 from playbooks.dashboard.data import Window, iso
+from playbooks.dashboard.html import table
 from playbooks.learned import LearnedAnswers, ReviewRefused
 
 PLATFORM = "dashboard"
@@ -94,19 +95,11 @@ def learned_html(view: dict[str, Any], csrf: str, days: int) -> str:
                      for r in view["approved"]]
     return (note + f'<div class="kpis">{kpi_html}</div>'
             + "<h3>Waiting for review</h3>"
-            + _table(["#", "question", "answer (edit before approving)", "answered by", "set, visibility", "since"],
+            + table(["#", "question", "answer (edit before approving)", "answered by", "set, visibility", "since"],
                      waiting_rows, "No drafts waiting.")
             + "<h3>Approved (in the learned source)</h3>"
-            + _table(["#", "question", "answer", "cited since approved", "set, visibility", "approved", "review by",
+            + table(["#", "question", "answer", "cited since approved", "set, visibility", "approved", "review by",
                       "index version"], approved_rows, "No approved learned answers yet."))
-
-
-def _table(headers: list[str], rows: list[list[str]], empty: str) -> str:
-    if not rows:
-        return f'<p class="muted">{escape(empty)}</p>'
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 async def review(learned: LearnedAnswers, *, reviewer: str, fields: dict[str, str]) -> tuple[bool, str]:

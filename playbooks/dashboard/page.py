@@ -7,6 +7,7 @@ from typing import Any
 
 from playbooks.canary import FIGURE_ROWS  # the same rows as `canary status`
 from playbooks.dashboard.charts import Marker, Series, bar_chart, histogram_chart, line_chart
+from playbooks.dashboard.html import table
 from playbooks.dashboard.learned import gap_links, learned_html
 
 WINDOWS = (7, 14, 30, 90)
@@ -81,14 +82,6 @@ def charts(overview: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _table(headers: list[str], rows: list[list[str]], empty: str) -> str:
-    if not rows:
-        return f'<p class="muted">{escape(empty)}</p>'
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def source_label(source: dict[str, Any]) -> str:
     heading = source["heading"]
     return f"{source['title']} › {heading}" if heading and heading != source["title"] else source["title"]
@@ -107,7 +100,7 @@ def gaps_html(gaps: dict[str, Any]) -> str:
                      f"<ul>{sources}</ul>" if g["sources"] else sources])
     note = (f'<p class="muted">{gaps["questions"]} questions, grouped by '
             f'{"meaning (embeddings)" if gaps["method"] == "embedding" else "shared words"}.</p>')
-    return note + _table(["asked", "question (and other phrasings)", "outcome", "down-vote reasons", "sources it found"],
+    return note + table(["asked", "question (and other phrasings)", "outcome", "down-vote reasons", "sources it found"],
                          rows, "No unanswered or down-voted questions in this window.")
 
 
@@ -189,9 +182,9 @@ def canary_html(view: dict[str, Any] | None) -> str:
         tests.append([escape(comp["metric"]), state, escape(comp["text"])])
     now = (f'<p>Now: <b>{escape(view["verdict"]["action"])}</b> — {escape(view["verdict"]["reason"])}</p>'
            if info["state"] == "running" else "")
-    return (head + decision + now + _table(["figure (95% interval)", "baseline", "candidate"], rows, "")
+    return (head + decision + now + table(["figure (95% interval)", "baseline", "candidate"], rows, "")
             + f'<h3>Sequential test: {escape(info["test"])}</h3>'
-            + _table(["guard metric", "state", "candidate − baseline (always-valid interval)"], tests, ""))
+            + table(["guard metric", "state", "candidate − baseline (always-valid interval)"], tests, ""))
 
 
 def releases_html(releases: dict[str, Any]) -> str:
@@ -201,16 +194,16 @@ def releases_html(releases: dict[str, Any]) -> str:
              escape(r["notes"] or "")] for r in releases["releases"]]
     history = [[escape(e["at"] or ""), escape(e["action"]) + (" (forced)" if e["forced"] else ""),
                 escape(str(e["previous"] or "")), escape(e["release"]), escape(e["actor"])] for e in releases["history"]]
-    return (_table(["release", "model", "index", "k", "answers", "up / down", "fallbacks", "created", "notes"], rows,
+    return (table(["release", "model", "index", "k", "answers", "up / down", "fallbacks", "created", "notes"], rows,
                    "No releases yet.")
-            + "<h3>Changes</h3>" + _table(["when", "action", "from", "to", "by"], history, "No changes yet."))
+            + "<h3>Changes</h3>" + table(["when", "action", "from", "to", "by"], history, "No changes yet."))
 
 
 def switches_html(switches: list[dict[str, Any]]) -> str:
     rows = [[escape(s["scope"]), escape(s["mode"]) + (" (lapsed)" if s["expired"] else ""), escape(s["reason"]),
              escape(s["set_by"]) + (" (automatic)" if s["automatic"] else ""), escape(s["set_at"] or "")]
             for s in switches]
-    return _table(["scope", "mode", "reason", "set by", "since"], rows, "No switches: Deskmate answers everywhere.")
+    return table(["scope", "mode", "reason", "set by", "since"], rows, "No switches: Deskmate answers everywhere.")
 
 
 def delivery_html(delivery: dict[str, Any]) -> str:
@@ -226,7 +219,7 @@ def delivery_html(delivery: dict[str, Any]) -> str:
                      escape(r["error"] or "")])
     note = (f'<p class="muted">{delivery["undelivered"]} answered, not yet delivered (retried until the delivery '
             f'deadline); {delivery["failed"]} delivery failed; {delivery["failed_attempts"]} failed attempts.</p>')
-    return note + _table(["interaction", "delivery", "answer", "where", "answered", "attempts", "last error"], rows,
+    return note + table(["interaction", "delivery", "answer", "where", "answered", "attempts", "last error"], rows,
                          "Every answer reached its user.")
 
 
@@ -242,7 +235,7 @@ def sources_html(sources: dict[str, Any]) -> str:
                      f'+{r["added"]} ~{r["updated"]} -{r["deleted"]} ={r["unchanged"]}', str(r["skipped"]),
                      escape("; ".join(r["errors"]))])
     error = f'<p class="flag">{escape(sources["error"])}</p>' if sources.get("error") else ""
-    return error + _table(["source", "kind", "schedule", "last run", "when", "documents", "skipped", "errors"], rows,
+    return error + table(["source", "kind", "schedule", "last run", "when", "documents", "skipped", "errors"], rows,
                           f"No sources declared in {sources['file']} (docs/sources.md).")
 
 
@@ -250,7 +243,7 @@ def audit_html(entries: list[dict[str, Any]]) -> str:
     rows = [[escape(e["at"] or ""), escape(e["actor"]), escape(e["where"]), f"<code>{escape(e['command'])}</code>",
              "yes" if e["allowed"] else "<b>refused</b>", escape(e["before"]), escape(e["after"]), escape(e["detail"])]
             for e in entries]
-    return _table(["when", "who", "where", "command", "allowed", "before", "after", "detail"], rows, "Empty.")
+    return table(["when", "who", "where", "command", "allowed", "before", "after", "detail"], rows, "Empty.")
 
 
 def render(*, viewer_label: str, days: int, overview: dict[str, Any], gaps: dict[str, Any], drift: dict[str, Any],
