@@ -160,3 +160,19 @@ def sample_retriever(sample_data_dir: Path) -> Any:
     from knowledge.retrieval import Retriever
 
     return Retriever(IndexStore(KnowledgeConfig.from_settings(settings_for(sample_data_dir))))
+
+
+@pytest.fixture(autouse=True)
+async def loop_guard(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """After each test (and its fixtures), drop selector entries for sockets closed behind the shared loop's back,
+    and say which test left them (see tests/loop_guard.py): one leak must not fail an unrelated later test."""
+    import asyncio
+    import warnings
+
+    from tests.loop_guard import drop_stale
+
+    yield
+    dropped = drop_stale(asyncio.get_running_loop())
+    if dropped:
+        warnings.warn(f"{request.node.nodeid} closed sockets the event loop still watched (fds {dropped})",
+                      ResourceWarning, stacklevel=1)
