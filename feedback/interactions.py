@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import insert, inspect as sa_inspect, update
+from sqlalchemy import JSON, bindparam, insert, inspect as sa_inspect, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -179,11 +179,8 @@ class InteractionStore:
                 return None
             history = await self._history(session, row, pairs)
             extra = await also(session, row)
-            counted = await session.exec(  # type: ignore[call-overload]
-                update(Interaction)  # one atomic increment: concurrent attempts each count
-                .where(col(Interaction.id) == interaction_id, col(Interaction.status) == Status.PENDING.value)
-                .values(attempts=col(Interaction.attempts) + 1)
-            )
+            # one atomic increment: concurrent attempts each count
+            counted = await session.exec(_COUNT_ATTEMPT, params={"iid": interaction_id})  # type: ignore[call-overload]
             if counted.rowcount != 1:  # finalized meanwhile by another attempt
                 await session.rollback()
                 return None
@@ -243,9 +240,7 @@ class InteractionStore:
             values["trace_id"] = trace_id
         async with self.db.asession() as session:
             claimed = await session.exec(  # type: ignore[call-overload]
-                update(Interaction)  # one statement: the row turns final only if it is still pending
-                .where(col(Interaction.id) == interaction_id, col(Interaction.status) == Status.PENDING.value)
-                .values(**values)
+                _update_pending(interaction_id).values(**values)  # the row turns final only if still pending
             )
             if claimed.rowcount != 1:
                 await session.rollback()
@@ -265,11 +260,8 @@ class InteractionStore:
         the question is pending, so that an attempt retried after a crash replaces that message instead of
         posting a second answer (:mod:`bot.delivery`). A final row is left alone."""
         async with self.db.asession() as session:
-            await session.exec(  # type: ignore[call-overload]
-                update(Interaction)
-                .where(col(Interaction.id) == interaction_id, col(Interaction.status) == Status.PENDING.value)
-                .values(delivery={"stream": dict(refs)})
-            )
+            await session.exec(_RECORD_STREAM, params={"iid": interaction_id,  # type: ignore[call-overload]
+                                                       "delivery": {"stream": dict(refs)}})
             await session.commit()
 
     async def set_trace(self, interaction_id: int, trace_id: str) -> None:
@@ -364,6 +356,22 @@ class InteractionStore:
                 setattr(row, name, value)
             session.add(row)
             await session.commit()
+
+
+# The worker's per-answer statements, on the table rather than the ORM entity: SQLAlchemy builds a statement on
+# ``Interaction`` through its ORM bulk-update path, which cost the worker's event loop a few hundred µs per statement
+# (a profile at 50 answers in flight: 12 % of its samples in ``record_stream``'s ``values()``). The fixed ones are
+# built once, with bound parameters.
+_TABLE: Any = sa_inspect(Interaction).local_table
+
+
+def _update_pending(interaction_id: Any) -> Any:
+    """``UPDATE interaction … WHERE id = :id AND status = 'pending'`` (values to add)."""
+    return update(_TABLE).where(_TABLE.c.id == interaction_id, _TABLE.c.status == Status.PENDING.value)
+
+
+_COUNT_ATTEMPT = _update_pending(bindparam("iid")).values(attempts=_TABLE.c.attempts + 1)
+_RECORD_STREAM = _update_pending(bindparam("iid")).values(delivery=bindparam("delivery", type_=JSON))
 
 
 def _delivery_values(deliver: bool, answered_at: datetime) -> dict[str, Any]:
