@@ -171,6 +171,10 @@ async def loop_guard(request: pytest.FixtureRequest) -> AsyncIterator[None]:
 
     from tests.loop_guard import drop_stale
 
+    before = drop_stale(asyncio.get_running_loop())  # closed between tests (a socket garbage-collected late)
+    if before:
+        warnings.warn(f"before {request.node.nodeid}: sockets closed behind the event loop's back (fds {before})",
+                      ResourceWarning, stacklevel=1)
     yield
     dropped = drop_stale(asyncio.get_running_loop())
     if dropped:
