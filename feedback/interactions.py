@@ -46,6 +46,22 @@ PASSAGE_TEXT_CHARS = 2000
 ERROR_CHARS = 4000
 
 
+# The per-question statements (the intake's INSERT, the worker's UPDATEs) are built on the table, not on the ORM
+# entity: a statement on ``Interaction`` goes through SQLAlchemy's ORM bulk path, a few hundred µs of the event loop
+# per statement under load (profiles of the web process's intake and of the worker). The fixed ones are built once,
+# with bound parameters.
+_TABLE: Any = sa_inspect(Interaction).local_table
+
+
+def _update_pending(interaction_id: Any) -> Any:
+    """``UPDATE interaction … WHERE id = :id AND status = 'pending'`` (values to add)."""
+    return update(_TABLE).where(_TABLE.c.id == interaction_id, _TABLE.c.status == Status.PENDING.value)
+
+
+_COUNT_ATTEMPT = _update_pending(bindparam("iid")).values(attempts=_TABLE.c.attempts + 1)
+_RECORD_STREAM = _update_pending(bindparam("iid")).values(delivery=bindparam("delivery", type_=JSON))
+
+
 class DeliveryState(StrEnum):
     """Where the delivery of a final interaction's reply (the answer, or the failure notice) stands.
 
@@ -103,13 +119,13 @@ class InteractionStore:
         # One INSERT … RETURNING, not an ORM object: building an ``Interaction`` (40 instrumented fields) and
         # flushing it cost the web process ~1 ms of its event loop per message (bench/bench_slack_ack.py profile).
         # The other columns take their defaults; the JSON ones have none in the table, so they are given here.
-        stmt = (insert(Interaction)
+        stmt = (insert(_TABLE)
                 .values(idempotency_key=question.idempotency_key, platform=question.platform.value,
                         workspace=question.workspace, channel=question.channel, thread=question.thread,
                         user_hash=self.user_hash(question.user), question=question.text,
                         question_payload=question.model_dump(mode="json"),
                         sources=[], passages=[], latency_ms={}, delivery={})
-                .returning(col(Interaction.id)))
+                .returning(_TABLE.c.id))
         async with self.db.asession() as session:
             try:
                 new_id = (await session.exec(stmt)).scalar_one()  # type: ignore[call-overload]
@@ -356,22 +372,6 @@ class InteractionStore:
                 setattr(row, name, value)
             session.add(row)
             await session.commit()
-
-
-# The worker's per-answer statements, on the table rather than the ORM entity: SQLAlchemy builds a statement on
-# ``Interaction`` through its ORM bulk-update path, which cost the worker's event loop a few hundred µs per statement
-# (a profile at 50 answers in flight: 12 % of its samples in ``record_stream``'s ``values()``). The fixed ones are
-# built once, with bound parameters.
-_TABLE: Any = sa_inspect(Interaction).local_table
-
-
-def _update_pending(interaction_id: Any) -> Any:
-    """``UPDATE interaction … WHERE id = :id AND status = 'pending'`` (values to add)."""
-    return update(_TABLE).where(_TABLE.c.id == interaction_id, _TABLE.c.status == Status.PENDING.value)
-
-
-_COUNT_ATTEMPT = _update_pending(bindparam("iid")).values(attempts=_TABLE.c.attempts + 1)
-_RECORD_STREAM = _update_pending(bindparam("iid")).values(delivery=bindparam("delivery", type_=JSON))
 
 
 def _delivery_values(deliver: bool, answered_at: datetime) -> dict[str, Any]:
