@@ -61,7 +61,7 @@ ALTERNATIVE_RRF_K = 10
 #: Confidence merge of a message's two rankings: added to each ranking's lead (fused-score units, where a
 #: candidate's fused score lies in [0, 1 + heading weight]) so that a flat ranking keeps a say. Chosen in
 #: docs/retrieval.md ("A fusion that never loses"): 0.02-0.05 give the same rankings there, 0 lets a confident
-#: carried query override real changes of topic, 0.07 and up bring back the losses of plain reciprocal rank.
+#: carried query override real changes of topic, 0.07 and 0.1 bring back the losses of plain reciprocal rank.
 ALTERNATIVE_LEAD_FLOOR = 0.05
 
 
