@@ -42,6 +42,9 @@ LANGS = ("de", "es", "fr", "zh")
 LEVELS = (0.5, 0.75, 0.9)
 NOW = FusionConfig()  # the default of new releases
 BEFORE = FusionConfig.from_dict({})  # a release made before the cross-lingual vectors
+#: The default before the confidence merge of a message's two rankings (docs/retrieval.md, "A fusion that never
+#: loses"): the same fusion, its two rankings merged by plain reciprocal rank.
+RRF_MERGE = FusionConfig(alternative_merge="rrf")
 
 
 def _faq() -> list[QrelItem]:
@@ -124,11 +127,12 @@ def main(argv: list[str] | None = None) -> None:
         now = evaluate_retrieval(retriever, items, fusion=NOW, **options)
         before = evaluate_retrieval(retriever, items, fusion=BEFORE, modes=("hybrid",), not_found_level=None,
                                     **options)
+        rrf_merge = evaluate_retrieval(retriever, items, fusion=RRF_MERGE, modes=("hybrid",), **options)
         levels = {level: evaluate_retrieval(retriever, items, fusion=NOW, modes=("hybrid",), not_found_level=level,
                                             **options)["not_found"] for level in LEVELS if level != DEFAULT_NOT_FOUND_LEVEL}
         levels[DEFAULT_NOT_FOUND_LEVEL] = now["not_found"]
         rows.append({"set": name, "lang": lang, "kb": kb, "n": now["n"], "bm25": now["bm25"], "dense": now["dense"],
-                     "hybrid": now["hybrid"], "before": before["hybrid"], "not_found": levels,
+                     "hybrid": now["hybrid"], "rrf_merge": rrf_merge["hybrid"], "before": before["hybrid"], "not_found": levels,
                      "not_found_before": before["not_found"]})
         print(f"{name} {lang}: {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
@@ -144,13 +148,15 @@ def _latency(retriever: Retriever) -> dict[str, dict[str, float]]:
     english = [i["question"] for i in faq_items()]
     foreign = [item.question for lang in LANGS for item in load_qrels(DATA / f"18f-faq.{lang}.jsonl")][:100]
     out: dict[str, dict[str, float]] = {}
-    for label, questions, alternative in (("English", english, False), ("other languages", foreign, False),
-                                          ("in a thread (two queries)", english, True)):
-        retriever.search(questions[0], kb="18f", fusion=NOW)  # warm
+    for label, questions, alternative, fusion in (
+            ("English", english, False, NOW), ("other languages", foreign, False, NOW),
+            ("in a thread (two queries)", english, True, NOW),
+            ("in a thread, reciprocal-rank merge (before)", english, True, RRF_MERGE)):
+        retriever.search(questions[0], kb="18f", fusion=fusion)  # warm
         times = []
         for q in questions:
             started = time.perf_counter()
-            retriever.search(q, kb="18f", fusion=NOW, alternative=f"{q} travel leave" if alternative else None)
+            retriever.search(q, kb="18f", fusion=fusion, alternative=f"{q} travel leave" if alternative else None)
             times.append((time.perf_counter() - started) * 1000)
         out[label] = {"p50": round(statistics.median(times), 1), "p95": round(_pct(times, 0.95), 1)}
     return out
@@ -167,18 +173,19 @@ def _declined(nf: dict[str, Any]) -> str:
 
 def _print(rows: list[dict[str, Any]], latency: dict[str, dict[str, float]], ingestion: dict[str, Any]) -> None:
     print("\n### Recall@1 / recall@5 / MRR@10 (default configuration)\n")
-    print("| set | lang / query | questions | BM25 | dense | hybrid | hybrid, before |")
-    print("|---|---|---|---|---|---|---|")
+    print("| set | lang / query | questions | BM25 | dense | hybrid | hybrid, reciprocal-rank merge | hybrid, before |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["n"]:
             print(f"| {r['set']} | {r['lang']} | {r['n']} | {_fmt(r['bm25'])} | {_fmt(r['dense'])} | "
-                  f"**{_fmt(r['hybrid'])}** | {_fmt(r['before'])} |")
+                  f"**{_fmt(r['hybrid'])}** | {_fmt(r['rrf_merge'])} | {_fmt(r['before'])} |")
     print("\n### Hybrid against the better single retriever (negative = hybrid below it)\n")
-    print("| set | lang / query | recall@1 | recall@5 | MRR@10 |")
-    print("|---|---|---|---|---|")
+    print("| set | lang / query | recall@1 | recall@5 | MRR@10 | reciprocal-rank merge: recall@1 | recall@5 | MRR@10 |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["n"]:
-            gaps = [r["hybrid"][m] - max(r["bm25"][m], r["dense"][m]) for m in ("recall@1", "recall@5", "mrr@10")]
+            gaps = [r[h][m] - max(r["bm25"][m], r["dense"][m])
+                    for h in ("hybrid", "rrf_merge") for m in ("recall@1", "recall@5", "mrr@10")]
             print(f"| {r['set']} | {r['lang']} | " + " | ".join(f"{g:+.3f}" for g in gaps) + " |")
     print("\n### Recall@5 of each language against English (hybrid; target: within 0.10)\n")
     english = {r["set"]: r["hybrid"]["recall@5"] for r in rows if r["lang"] == "en" and r["n"]}

@@ -24,7 +24,11 @@ words are noise to an English BM25.
 **Two queries for one message.** In a thread, a message the offline rules call self-contained is also searched
 with the conversation's words carried (``alternative``, :mod:`knowledge.query`); the two rankings are merged by
 reciprocal rank (k = :data:`ALTERNATIVE_RRF_K`), so a change of topic keeps its own passages on top and a
-follow-up the rules missed still finds its conversation's page. "Not found" is decided on the message's own
+follow-up the rules missed still finds its conversation's page. With weighted fusion (``alternative_merge``
+``"confidence"``, the default) each ranking's reciprocal ranks are weighted by how clearly its best document
+stands out: its fused score's lead over the best *other* document (:func:`lead`) plus
+:data:`ALTERNATIVE_LEAD_FLOOR`. A query whose candidates all score alike (the message alone, when it only makes
+sense with the thread) then yields to one that singles out a page, and neither is ever ignored. "Not found" is decided on the message's own
 passages (those only the alternative found carry no ``relevance``).
 
 Each passage carries its calibrated ``relevance`` (:mod:`knowledge.calibration`): how its cosine compares with
@@ -54,6 +58,11 @@ from knowledge.sources import display_location
 Mode = Literal["hybrid", "dense", "bm25"]
 #: Reciprocal-rank constant for merging a message's two rankings (measured in docs/retrieval.md: 3, 10 and 60).
 ALTERNATIVE_RRF_K = 10
+#: Confidence merge of a message's two rankings: added to each ranking's lead (fused-score units, where a
+#: candidate's fused score lies in [0, 1 + heading weight]) so that a flat ranking keeps a say. Chosen in
+#: docs/retrieval.md ("A fusion that never loses"): 0.02-0.05 give the same rankings there, 0 lets a confident
+#: carried query override real changes of topic, 0.07 and 0.1 bring back the losses of plain reciprocal rank.
+ALTERNATIVE_LEAD_FLOOR = 0.05
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,9 @@ class FusionConfig:
     #: Weighted fusion, questions in the documents' language: the part of ``dense_weight`` given to the
     #: cross-lingual embedder's cosine (0 = the main embedder's alone).
     crosslingual_weight: float = 0.1
+    #: How a message's ranking and its ``alternative``'s are merged (weighted fusion): ``"confidence"`` weights
+    #: each ranking's reciprocal ranks by its best document's lead; ``"rrf"``: plain reciprocal rank.
+    alternative_merge: Literal["confidence", "rrf"] = "confidence"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "FusionConfig":
@@ -79,7 +91,8 @@ class FusionConfig:
         return cls(**{k: v for k, v in data.items() if k in FUSION_KEYS})
 
 
-FUSION_KEYS = ("method", "dense_weight", "heading_weight", "rrf_k", "crosslingual", "crosslingual_weight")
+FUSION_KEYS = ("method", "dense_weight", "heading_weight", "rrf_k", "crosslingual", "crosslingual_weight",
+               "alternative_merge")
 
 
 @dataclass
@@ -184,8 +197,10 @@ class Retriever:
         # thread's words found carries no calibrated relevance (an off-topic question asked in a thread about
         # the VPN is not made answerable by the VPN page).
         own = {p.chunk_id for p in first}
+        fusion = fusion or FusionConfig()
+        confident = mode == "hybrid" and fusion.method == "weighted" and fusion.alternative_merge == "confidence"
         return [p if p.chunk_id in own else p.model_copy(update={"relevance": None})
-                for p in _merge([first, self._search(alternative, **options)], k)]
+                for p in _merge([first, self._search(alternative, **options)], k, confident=confident)]
 
     def _search(
         self,
@@ -286,6 +301,15 @@ class Retriever:
         cands = [found[r] for r in rows]
         if mode == "dense":
             cands = [c for c in cands if "dense" in c.ranks]
+        self._fuse(cands, data, mode=mode, fusion=fusion, query_terms=query_terms, foreign=foreign,
+                   second_weight=second_weight)
+        cands.sort(key=lambda c: (-c.fused, c.row))
+        return [self._passage(data, c) for c in cands[:k]]
+
+    def _fuse(self, cands: list[_Candidate], data: VersionData, *, mode: Mode, fusion: FusionConfig,
+              query_terms: set[str], foreign: bool, second_weight: float) -> None:
+        """Set each candidate's ``fused`` score."""
+        if mode == "dense":
             for c in cands:
                 c.fused = c.dense or 0.0
         elif mode == "bm25":
@@ -306,8 +330,6 @@ class Retriever:
             for c, d, x, s in zip(cands, dense, second, sparse):
                 bonus = heading_match(query_terms, data, c.row) if w_heading else 0.0
                 c.fused = float(w_dense * d + second_weight * x + w_bm25 * s + w_heading * bonus)
-        cands.sort(key=lambda c: (-c.fused, c.row))
-        return [self._passage(data, c) for c in cands[:k]]
 
     async def asearch(self, query: str, **kwargs: Any) -> list[Passage]:
         """:meth:`search` off the event loop (embedding and index reads are CPU and disk work)."""
@@ -382,13 +404,25 @@ class Retriever:
         )
 
 
-def _merge(rankings: list[list[Passage]], k: int) -> list[Passage]:
-    """One ranking from several (reciprocal rank; ties keep the first ranking's order)."""
+def lead(ranking: list[Passage]) -> float:
+    """How clearly a ranking's best document stands out: its best passage's score minus the best score of a
+    passage of another document (the whole score when every passage is of one document; 0 when empty)."""
+    if not ranking:
+        return 0.0
+    top = ranking[0]
+    return next((top.score - p.score for p in ranking if p.doc_id != top.doc_id), top.score)
+
+
+def _merge(rankings: list[list[Passage]], k: int, *, confident: bool = False) -> list[Passage]:
+    """One ranking from several (reciprocal rank; ties keep the first ranking's order). ``confident``: each
+    ranking's reciprocal ranks weighted by its :func:`lead` plus :data:`ALTERNATIVE_LEAD_FLOOR` (the rankings'
+    scores must be on one scale: weighted fusion's)."""
     score: dict[str, float] = {}
     first: dict[str, Passage] = {}
     for ranking in rankings:
+        weight = lead(ranking) + ALTERNATIVE_LEAD_FLOOR if confident else 1.0
         for rank, passage in enumerate(ranking):
-            score[passage.chunk_id] = score.get(passage.chunk_id, 0.0) + 1.0 / (ALTERNATIVE_RRF_K + rank + 1)
+            score[passage.chunk_id] = score.get(passage.chunk_id, 0.0) + weight / (ALTERNATIVE_RRF_K + rank + 1)
             first.setdefault(passage.chunk_id, passage)
     merged = sorted(first.values(), key=lambda p: -score[p.chunk_id])[:k]
     return [p.model_copy(update={"score": round(score[p.chunk_id], 6)}) for p in merged]

@@ -161,13 +161,20 @@ def test_a_server_path_stored_by_an_older_index_never_reaches_a_passage(sample_r
 
 def test_a_second_query_is_merged_without_pushing_the_first_ones_best_page_down(sample_retriever: Retriever) -> None:
     """A thread's self-contained message is also searched with the thread's words (knowledge.query): a real
-    change of topic keeps its page first, and the thread's page is offered too, in case it was a follow-up."""
+    change of topic keeps its page first. Its own ranking singles the phishing page out more clearly than the
+    thread's query does, so the confidence merge keeps the message's passages ahead of the thread's; plain
+    reciprocal rank (releases with ``alternative_merge="rrf"``) weighs both rankings alike and offers the
+    thread's page among the six."""
     question = "How do I report a phishing email?"
+    alternative = f"{question} vpn working northgate"
     alone = sample_retriever.search(question, kb=KB, k=6)
-    both = sample_retriever.search(question, kb=KB, k=6, alternative=f"{question} vpn working northgate")
+    both = sample_retriever.search(question, kb=KB, k=6, alternative=alternative)
     assert both[0].doc_id == alone[0].doc_id == "security/phishing"
-    assert "it/vpn" in {p.doc_id for p in both} and "it/vpn" not in {p.doc_id for p in alone}
+    assert [p.doc_id for p in both] == [p.doc_id for p in alone], "a confident message keeps its own passages"
     assert len(both) == 6 and [p.score for p in both] == sorted((p.score for p in both), reverse=True)
+    plain = sample_retriever.search(question, kb=KB, k=6, alternative=alternative,
+                                    fusion=FusionConfig(alternative_merge="rrf"))
+    assert plain[0].doc_id == "security/phishing" and "it/vpn" in {p.doc_id for p in plain}
     assert sample_retriever.search(question, kb=KB, k=6, alternative=f"  {question} ") == alone
 
 
@@ -193,3 +200,48 @@ def test_an_off_topic_message_in_a_thread_is_not_made_answerable_by_the_threads_
     assert offered and {p.doc_id for p in offered} == {"it/vpn"}, "the thread's page is offered"
     assert all(p.relevance is None for p in offered), "but it does not vouch for the answer"
     assert not relevant_enough(both, level=0.75, min_score=0.3)
+
+
+def _thread_search(retriever: Retriever, history: list[tuple[str, str]], message: str,
+                   fusion: FusionConfig) -> list[str]:
+    """Documents found for ``message`` the way the worker's offline path searches it in a thread."""
+    from knowledge.query import ChatTurn, offline_query
+
+    turns = [ChatTurn(role="user" if role == "user" else "assistant", text=text) for role, text in history]
+    query = offline_query(message, turns, vocabulary=retriever.vocabulary(KB))
+    assert query.alternative, "a message the rules call self-contained, searched with the thread's words too"
+    passages = retriever.search(query.text, kb=KB, k=8, fusion=fusion, alternative=query.alternative)
+    return [p.doc_id for p in passages]
+
+
+def test_a_follow_up_the_rules_miss_gets_its_threads_page_first(sample_retriever: Retriever) -> None:
+    """The message alone matches many pages alike; with the thread's words one page stands out. The merge trusts
+    the ranking whose best page stands out, so the answer is drawn from the travel page the thread is about —
+    plain reciprocal rank put the message's own (flat) favourite first."""
+    history = [("user", "what happens if i get sick on a business trip abroad?"),
+               ("assistant", "Call the GlobeGuard assistance line, +44 20 7946 0321 (24/7). They can arrange a "
+                             "doctor, pay the hospital directly and organise travel home. Then tell your manager.")]
+    message = "does that still work if i tack 2 vacation days onto a 6 day trip?"
+    found = _thread_search(sample_retriever, history, message, FusionConfig())
+    assert found[0] == "travel/international-travel", found
+    before = _thread_search(sample_retriever, history, message, FusionConfig(alternative_merge="rrf"))
+    assert before[0] != "travel/international-travel", "the case the confidence merge exists for"
+
+
+def test_a_change_of_topic_in_a_thread_keeps_its_own_page_first(sample_retriever: Retriever) -> None:
+    """A clear question about something else, asked in a thread about the VPN, keeps its own page on top: the
+    message's own ranking is the confident one, and the thread's words do not outweigh it."""
+    history = [("user", "vpn not working"),
+               ("assistant", "Check that GlobalProtect is connected to the NorthGate portal and restart it.")]
+    found = _thread_search(sample_retriever, history, "How many weeks of parental leave do I get?", FusionConfig())
+    assert found[0] == "people/parental-leave", found
+
+
+def test_the_lead_of_a_ranking_is_its_best_documents_margin_over_another(sample_retriever: Retriever) -> None:
+    from knowledge.retrieval import lead
+
+    passages = sample_retriever.search("vpn not working", kb=KB, k=30)
+    assert passages[1].doc_id == passages[0].doc_id == "it/vpn", "the page's other passages do not count"
+    other = next(p for p in passages if p.doc_id != passages[0].doc_id)
+    assert lead(passages) == pytest.approx(passages[0].score - other.score) and lead(passages) > 0
+    assert lead(passages[:1]) == passages[0].score and lead([]) == 0.0
