@@ -26,7 +26,7 @@ def initial_release(settings: Settings) -> Release:
         retrieval_candidates=settings.retrieval_candidates, min_score=settings.retrieval_min_score,
         not_found_level=settings.retrieval_not_found_level,
         fusion={"method": "weighted", "dense_weight": 0.7, "heading_weight": 0.2, "crosslingual": True,
-                "crosslingual_weight": 0.1},
+                "crosslingual_weight": 0.1, "alternative_merge": "confidence"},
         knowledge_sets=[],
         query_rewrite=settings.query_rewrite, rewrite_model=settings.query_rewrite_model, notes="created from settings",
         created_by="deskmate",

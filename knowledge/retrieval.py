@@ -82,12 +82,13 @@ class FusionConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "FusionConfig":
-        """A release's fusion settings. A release made before the cross-lingual vectors has no ``crosslingual``
-        key and keeps searching every question with the main embedder (releases are immutable). None: the
+        """A release's fusion settings. Releases are immutable: one made before the cross-lingual vectors has no
+        ``crosslingual`` key and keeps searching every question with the main embedder; one made before the
+        confidence merge has no ``alternative_merge`` key and keeps the reciprocal-rank merge. None: the
         defaults."""
         if data is None:
             return cls()
-        data = {"crosslingual": False, **data}
+        data = {"crosslingual": False, "alternative_merge": "rrf", **data}
         return cls(**{k: v for k, v in data.items() if k in FUSION_KEYS})
 
 

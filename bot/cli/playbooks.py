@@ -202,6 +202,9 @@ def release_create_command(
     crosslingual: Annotated[Optional[bool], typer.Option(
         "--crosslingual/--no-crosslingual",
         help="Search questions not in the documents' language with the cross-lingual vectors.")] = None,
+    thread_merge: Annotated[Optional[str], typer.Option(
+        help="How a thread's message and its history-carrying query are merged: confidence (each ranking weighted "
+             "by its lead) or rrf (reciprocal ranks, the merge of releases made before it).")] = None,
     max_tokens: Annotated[Optional[int], typer.Option()] = None,
     temperature: Annotated[Optional[float], typer.Option()] = None,
     index_version: Annotated[Optional[str], typer.Option(help="N or 'latest' (default: the base release's).")] = None,
@@ -239,13 +242,18 @@ def release_create_command(
             kb = source.kb if source else settings.kb_name
             if index_version is not None:
                 changes["index_version"] = parse_index_version(index_version, settings, kb)
-            if dense_weight is not None or crosslingual is not None:  # the base's other fusion settings are kept
+            if thread_merge is not None and thread_merge not in ("confidence", "rrf"):
+                raise typer.BadParameter("--thread-merge is confidence or rrf")
+            if dense_weight is not None or crosslingual is not None or thread_merge is not None:
+                # the base's other fusion settings are kept
                 fusion_base = source or await active_release(session, settings)
                 fusion = dict(fusion_base.fusion)
                 if dense_weight is not None:
                     fusion.update(method="weighted", dense_weight=dense_weight)
                 if crosslingual is not None:
                     fusion["crosslingual"] = crosslingual
+                if thread_merge is not None:
+                    fusion["alternative_merge"] = thread_merge
                 changes["fusion"] = fusion
             try:
                 release = await create_release(session, settings, name, actor=actor.key, base=base, **changes)

@@ -42,6 +42,7 @@ async def test_old_releases_keep_the_raw_cosine_and_new_ones_are_calibrated(url:
 
     fresh = initial_release(settings)
     assert fresh.not_found_level == 0.8 and FusionConfig.from_dict(fresh.fusion).crosslingual is True
+    assert FusionConfig.from_dict(fresh.fusion).alternative_merge == "confidence", "a new deployment gets it"
 
     command.downgrade(cfg, "0004_query_rewrite")
     engine = sa.create_engine(Database(url).url)

@@ -139,8 +139,10 @@ def test_heading_weight_favours_the_section_named_like_the_question(sample_retri
 def test_rrf_and_config_from_a_stored_release(sample_retriever: Retriever) -> None:
     """Releases store fusion as a dict; unknown keys (from an older or newer version) are ignored."""
     config = FusionConfig.from_dict({"method": "rrf", "rrf_k": 60, "retired_option": True})
-    assert config == FusionConfig(method="rrf", rrf_k=60, crosslingual=False), "no key: made before cross-lingual"
+    assert config == FusionConfig(method="rrf", rrf_k=60, crosslingual=False, alternative_merge="rrf"), \
+        "no key: made before cross-lingual and before the confidence merge (a release searches as it did)"
     assert FusionConfig.from_dict({"crosslingual": True}).crosslingual
+    assert FusionConfig.from_dict({"alternative_merge": "confidence"}).alternative_merge == "confidence"
     assert FusionConfig.from_dict(None) == FusionConfig()
     passages = sample_retriever.search("How do I report a phishing email?", kb=KB, k=5, fusion=config)
     assert passages[0].doc_id == "security/phishing"

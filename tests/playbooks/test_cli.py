@@ -69,7 +69,7 @@ def test_release_create_list_promote_and_rollback(cli: Callable[..., Any], tmp_p
     prompt.write_text("You are Deskmate. Answer only from the documents; cite them.\n", encoding="utf-8")
     created = cli("release", "create", "terse-1", "--prompt-file", str(prompt), "--k", "4", "--min-score", "0.25",
                   "--index-version", "latest", "--knowledge-set", "people", "--knowledge-set", "it",
-                  "--dense-weight", "0.6", "--notes", "shorter answers")
+                  "--dense-weight", "0.6", "--thread-merge", "rrf", "--notes", "shorter answers")
     assert "terse-1" in created and "deskmate release promote terse-1" in created
     cli("release", "create", "terse-1", code=1)  # releases are immutable
     cli("release", "create", "bad", "--index-version", "99", code=2)
@@ -81,6 +81,8 @@ def test_release_create_list_promote_and_rollback(cli: Callable[..., Any], tmp_p
     assert release.prompt_template.startswith("You are Deskmate.") and release.prompt_version.startswith("sha-")
     assert (release.retrieval_k, release.min_score, release.index_version) == (4, 0.25, 1)
     assert release.knowledge_sets == ["people", "it"] and release.fusion["dense_weight"] == 0.6
+    assert release.fusion["alternative_merge"] == "rrf" and release.fusion["crosslingual"] is True, \
+        "the base release's other fusion settings are kept"
     assert release.created_by == f"cli:{getpass.getuser()}"
 
     listing = cli("release", "list")
