@@ -243,6 +243,7 @@ async def main() -> None:
                             raise RuntimeError(f"the worker did not start:\n{log_path.read_text()[-3000:]}")
                         await asyncio.sleep(0.2)
                     warm = await rt.intake.submit(local_question(QUESTIONS[0], "bench-warm-up"))
+                    assert warm.interaction_id is not None
                     await wait_answered(rt, [warm.interaction_id], timeout_s=120)
 
                     idle0 = await read_counts(proc, counts_path)
@@ -259,7 +260,7 @@ async def main() -> None:
                                 local_question(QUESTIONS[i % len(QUESTIONS)], f"bench-{i}"))
 
                     submitted = await asyncio.gather(*(ask(i) for i in range(args.questions)))
-                    await wait_answered(rt, [s.interaction_id for s in submitted], timeout_s=600)
+                    await wait_answered(rt, [s.interaction_id for s in submitted if s.interaction_id], timeout_s=600)
                     wall = time.perf_counter() - started
                     batch = delta(await read_counts(proc, counts_path), before)
                     server = {k: v - server0.get(k, 0) for k, v in (await commandstats(rt.redis)).items()}
