@@ -61,10 +61,11 @@ class Counters:
         self.wakeups = 0
         self.by_name: collections.Counter[str] = collections.Counter()
         self.by_origin: collections.Counter[str] = collections.Counter()
+        self.callbacks: collections.Counter[str] = collections.Counter()
 
     def snapshot(self) -> dict[str, Any]:
         return {"commands": self.commands, "round_trips": self.round_trips, "wakeups": self.wakeups,
-                "by_name": dict(self.by_name), "by_origin": dict(self.by_origin)}
+                "by_name": dict(self.by_name), "by_origin": dict(self.by_origin), "callbacks": dict(self.callbacks)}
 
 
 def _origin() -> str:
@@ -108,6 +109,22 @@ def instrument(counters: Counters) -> None:
 
     asyncio.BaseEventLoop._run_once = counted_run_once  # type: ignore[attr-defined]
 
+    run_handle = asyncio.Handle._run
+
+    def counted_run(self: Any) -> None:
+        """What the loop runs: a task's step is named by its coroutine, anything else by its callback."""
+        callback = self._callback
+        owner = getattr(callback, "__self__", None)
+        if isinstance(owner, asyncio.Task):
+            coro = owner.get_coro()
+            name = f"task {getattr(coro, '__qualname__', type(coro).__name__)}"
+        else:
+            name = getattr(callback, "__qualname__", type(callback).__name__)
+        counters.callbacks[name] += 1
+        run_handle(self)
+
+    asyncio.Handle._run = counted_run  # type: ignore[method-assign]
+
 
 def serve_worker(counts_path: Path) -> None:
     """The child process: ``deskmate worker`` with counters; SIGUSR1 writes them to ``counts_path``."""
@@ -140,7 +157,7 @@ async def read_counts(proc: subprocess.Popen[bytes], path: Path) -> dict[str, An
 
 def delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {k: after[k] - before[k] for k in ("commands", "round_trips", "wakeups")}
-    for key in ("by_name", "by_origin"):
+    for key in ("by_name", "by_origin", "callbacks"):
         diff = {k: v - before[key].get(k, 0) for k, v in after[key].items()}
         out[key] = {k: v for k, v in sorted(diff.items(), key=lambda kv: -kv[1]) if v}
     return out
@@ -289,6 +306,9 @@ async def main() -> None:
                       {k: round(v / n, 2) for k, v in batch["by_name"].items()}}))
     print(json.dumps({"idle_commands_by_origin_per_s":
                       {k: round(v / args.idle_s, 2) for k, v in list(idle["by_origin"].items())[:args.top]}}))
+    print("worker loop callbacks per answer (task steps by coroutine):")
+    for name, calls in list(batch["callbacks"].items())[:args.top]:
+        print(f"  {calls / n:7.2f}  {name}")
     print("worker commands per answer, by origin:")
     for origin, calls in list(batch["by_origin"].items())[:args.top]:
         print(f"  {calls / n:7.2f}  {origin}")
