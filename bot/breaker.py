@@ -14,12 +14,17 @@ Keys (``deskmate:breaker:<name>`` prefix):
 
 The transitions run as Lua scripts, atomic across processes. If Redis itself fails or is slow, the breaker
 lets calls through (fails open) and logs: losing the breaker must not take answering down with it.
+
+A call costs one round trip while the circuit is clean (closed, no failure counted): :meth:`CircuitBreaker.allow`
+says so, and the call's success (recorded in the same task) is then not written — it would delete nothing. A
+failure counted by another call meanwhile is reset by the next success of a call that started after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from contextvars import ContextVar
 from typing import Any, Literal
 
 import redis.asyncio
@@ -29,6 +34,9 @@ from bot.core.log import get_logger
 log = get_logger(__name__)
 
 BreakerState = Literal["closed", "open", "half_open"]
+
+#: The breaker (its hash key) whose allow() found the circuit clean, for the call the current task makes.
+_clean_at_allow: ContextVar[str | None] = ContextVar("breaker_clean_at_allow", default=None)
 
 KEY_PREFIX = "deskmate:breaker:"
 
@@ -62,10 +70,14 @@ redis.call('DEL', KEYS[1], KEYS[3])
 return 'closed'
 """
 
-# KEYS: hash, open, trial.  ARGV: trial_ttl_ms.  Returns 1 when the call may go ahead.
+# KEYS: hash, open, trial.  ARGV: trial_ttl_ms.  Returns 1 when the call may go ahead, 2 when it may and the circuit
+# is clean (closed, no failure counted: a success would change nothing), 0 when it may not.
 _ALLOW = """
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return 0
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 2
 end
 if redis.call('HGET', KEYS[1], 'tripped') ~= '1' then
   return 1
@@ -110,14 +122,20 @@ class CircuitBreaker:
     async def allow(self) -> bool:
         """May a call go ahead now? In half-open, only the one caller that wins the trial lease gets True."""
         result = await self._run("allow", self._allow(keys=self.keys, args=[_ms(self.trial_timeout_s)]))
-        return True if result is None else bool(int(result))
+        allowed = 1 if result is None else int(result)
+        _clean_at_allow.set(self.keys[0] if allowed == 2 else None)
+        return allowed > 0
 
     async def record_success(self) -> None:
+        if _clean_at_allow.get() == self.keys[0]:  # this task's call started with the circuit clean
+            _clean_at_allow.set(None)
+            return
         state = await self._run("record_success", self._success(keys=self.keys))
         if state is not None and _text(state) == "closed":
             log.debug("breaker_success", breaker=self.name)
 
     async def record_failure(self) -> None:
+        _clean_at_allow.set(None)
         state = await self._run(
             "record_failure", self._failure(keys=self.keys, args=[self.threshold, _ms(self.cooldown_s)])
         )
@@ -153,7 +171,8 @@ class CircuitBreaker:
     async def _run(self, op: str, awaitable: Any) -> Any:
         """Await a Redis operation; on any Redis error or timeout log (at most every 10 s) and return None."""
         try:
-            return await asyncio.wait_for(awaitable, timeout=self.redis_timeout_s)
+            async with asyncio.timeout(self.redis_timeout_s):  # no task of its own, unlike wait_for
+                return await awaitable
         except (redis.RedisError, OSError, TimeoutError) as exc:
             now = time.monotonic()
             if now - self._last_error_log >= 10.0:

@@ -17,9 +17,12 @@ arq 0.28's :class:`~arq.worker.Worker` has two habits a support bot cannot keep:
   ``arq:in-progress:<job id>``, set for (the longest function timeout + 10 s) and deleted when the job
   finishes; until that key expires no other worker takes the job. Here the key is set for ``worker_lease_s``
   instead and renewed every ``worker_lease_renew_s`` while the job runs (every job: answers, cron jobs,
-  deliveries), so a killed worker's job is taken by another one within a lease. The renewal stops before arq
-  finishes the job (``finish_job`` deletes the key, or keeps a cron job's for a minute), so it never puts a
-  finished job's key back.
+  deliveries), so a killed worker's job is taken by another one within a lease. One task renews every running
+  job's lease in one round trip (a pipeline of ``PEXPIRE``). A job's renewal stops before arq finishes the job
+  (``finish_job`` deletes the key, or keeps a cron job's for a minute), so it never puts a finished job's key back.
+
+Claiming a job costs one round trip per poll, not five per listed job (:meth:`ResilientWorker.start_jobs`): one
+Lua script does arq's checks and claim for all the jobs the poll listed (``bench/bench_queue.py`` counts it).
 
 ``deskmate worker`` runs this one. (There is deliberately no ``WorkerSettings`` class for arq's own command line:
 it would build arq's plain ``Worker``, which has neither.)
@@ -36,9 +39,11 @@ from typing import Any
 from aiohttp import web
 from arq.constants import in_progress_key_prefix
 from arq.connections import ArqRedis, create_pool
+from arq.utils import timestamp_ms
 from arq.worker import Worker
 from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from bot.core.log import get_logger
@@ -56,6 +61,26 @@ REDIS_OUTAGES = Counter("deskmate_worker_redis_outages", "Times this worker lost
 LEASES_LOST = Counter("deskmate_worker_leases_lost",
                             "Running jobs whose lease lapsed (Redis away longer than a lease) and was already "
                             "taken by another worker.", ["queue"])
+
+#: Claims ready jobs for this worker in one round trip, with arq's checks. KEYS: the queue, then the candidates'
+#: in-progress keys; ARGV: now (ms), the lease (ms), how many to claim at most, then the candidates' ids (as
+#: listed by the poll, oldest first). Returns the claimed jobs as id, score, id, score, ….
+CLAIM_SCRIPT = """
+local claimed, limit, now = {}, tonumber(ARGV[3]), tonumber(ARGV[1])
+for i = 2, #KEYS do
+  if #claimed >= 2 * limit then break end
+  local job_id = ARGV[i + 2]
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    local score = redis.call('ZSCORE', KEYS[1], job_id)
+    if score and tonumber(score) <= now then
+      redis.call('PSETEX', KEYS[i], ARGV[2], '1')
+      claimed[#claimed + 1] = job_id
+      claimed[#claimed + 1] = score
+    end
+  end
+end
+return claimed
+"""
 
 
 @dataclass
@@ -92,7 +117,10 @@ class ResilientWorker(Worker):
         self.in_progress_timeout_s = lease_s
         self.redis_state = RedisState(changed_at=time.monotonic())
         self.ctx["redis_state"] = self.redis_state
-        self._leases: dict[str, asyncio.Task[None]] = {}
+        self._leased: set[str] = set()  # the running jobs whose lease this worker renews
+        self._lease_lock = asyncio.Lock()
+        self._renewer: asyncio.Task[None] | None = None
+        self._claim: AsyncScript | None = None
         self._retry_s = FIRST_RETRY_S
         REDIS_CONNECTED.labels(self.queue_name).set(1)
 
@@ -131,22 +159,39 @@ class ResilientWorker(Worker):
             await asyncio.sleep(self._backoff())
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """arq's, one job at a time: a Redis error while claiming a job gives back the slot arq took for it."""
+        """Claim the poll's ready jobs in one round trip (:data:`CLAIM_SCRIPT`), then start them as arq does.
+
+        arq claims each listed job on its own — ``WATCH``, ``EXISTS``, ``ZSCORE``, ``MULTI``/``PSETEX``/``EXEC``,
+        ``UNWATCH``: five round trips — and lists the jobs that are running too (they stay in the queue until they
+        finish), so every poll re-checked every running job. Here the jobs this worker runs are skipped locally and
+        the rest are checked and claimed by one script, atomically: the same checks (no in-progress key, still in
+        the queue, due), the same claim (the in-progress key, for one lease). A Redis error claims nothing."""
+        free = self.max_jobs - self.job_counter
+        candidates = []
         for job_id_b in job_ids:
             job_id = job_id_b.decode()
-            counter, task = self.job_counter, self.tasks.get(job_id)
-            try:
-                await super().start_jobs([job_id_b])
-            except REDIS_ERRORS:
-                if self.job_counter > counter and self.tasks.get(job_id) is task:  # claimed a slot, no task
-                    self.job_counter -= 1
-                    self.sem.release()
-                raise
-            if self.job_counter >= self.max_jobs:
-                return
+            task = self.tasks.get(job_id)
+            if task is None or task.done():  # a task of ours that is done may be a job to run again (a retry)
+                candidates.append(job_id)
+        if free <= 0 or not candidates:
+            return
+        if self._claim is None:
+            self._claim = self.pool.register_script(CLAIM_SCRIPT)
+        claimed = await self._claim(
+            keys=[self.queue_name, *(in_progress_key_prefix + job_id for job_id in candidates)],
+            args=[timestamp_ms(), int(self.lease_s * 1000), free, *candidates])
+        for i in range(0, len(claimed), 2):
+            job_id, score = _text(claimed[i]), int(float(_text(claimed[i + 1])))
+            await self.sem.acquire()  # never waits: at most `free` jobs are claimed
+            self.job_counter += 1
+            task = self.loop.create_task(self.run_job(job_id, score))
+            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+            self.tasks[job_id] = task
 
     async def run_job(self, job_id: str, score: int) -> None:
-        self._leases[job_id] = asyncio.create_task(self._hold_lease(job_id), name=f"lease:{job_id}")
+        self._leased.add(job_id)
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew_leases(), name="leases")
         try:
             await super().run_job(job_id, score)
         except REDIS_ERRORS as exc:
@@ -158,6 +203,9 @@ class ResilientWorker(Worker):
             await self._release_lease(job_id)
 
     async def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.wait([self._renewer])
         try:
             await super().close()
         except REDIS_ERRORS as exc:  # stopping while Redis is away (arq's close deletes its health key first)
@@ -191,42 +239,48 @@ class ResilientWorker(Worker):
         wait, self._retry_s = self._retry_s, min(self.redis_retry_max_s, self._retry_s * 2)
         return wait
 
-    # --- leases -------------------------------------------------------------------------------------
-    async def _hold_lease(self, job_id: str) -> None:
-        """Renew the job's in-progress key until the job finishes (cancelled by :meth:`_release_lease`)."""
+    # --- leases ---------------------------------------------------------------------------------------
+    async def _renew_leases(self) -> None:
+        """One task for every running job: each ``lease_renew_s`` their leases are renewed in one round trip."""
         while True:
             await asyncio.sleep(self.lease_renew_s)
             try:
-                if not await self._renew(job_id):
-                    return
+                await self._renew_all()
             except REDIS_ERRORS:
                 continue  # the poll loop reports the outage (and renews every lease when Redis is back)
 
-    async def _renew(self, job_id: str) -> bool:
-        """Extend the job's lease; False when another worker has the job."""
-        key = in_progress_key_prefix + job_id
-        lease_ms = int(self.lease_s * 1000)
-        if await self.pool.pexpire(key, lease_ms):
-            return True
-        # the key is gone while the job still runs: it lapsed during a Redis outage longer than a lease (or the
-        # server restarted empty). Take it back, unless another worker already has the job: then both run it.
-        if await self.pool.set(key, b"1", px=lease_ms, nx=True):
-            return True
-        LEASES_LOST.labels(self.queue_name).inc()
-        log.warning("worker.lease_lost", job_id=job_id)
-        return False
-
     async def _renew_all(self) -> None:
-        """Renew every running job's lease at once (Redis is back: before any worker polls the queue again)."""
-        for job_id, lease in list(self._leases.items()):
-            if not lease.done() and not await self._renew(job_id):
-                lease.cancel()
+        """Extend the lease of every running job (a pipeline of ``PEXPIRE``), and take back a lapsed one.
+
+        Holds :attr:`_lease_lock`: a finishing job waits for a renewal under way (:meth:`_release_lease`), so a
+        renewal never puts a finished job's key back."""
+        async with self._lease_lock:
+            job_ids = sorted(self._leased)
+            if not job_ids:
+                return
+            lease_ms = int(self.lease_s * 1000)
+            async with self.pool.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.pexpire(in_progress_key_prefix + job_id, lease_ms)
+                renewed = await pipe.execute()
+            for job_id, ok in zip(job_ids, renewed):
+                if ok or job_id not in self._leased:
+                    continue
+                # the key is gone while the job still runs: it lapsed during a Redis outage longer than a lease (or
+                # the server restarted empty). Take it back, unless another worker already has the job: then both
+                # run it.
+                if not await self.pool.set(in_progress_key_prefix + job_id, b"1", px=lease_ms, nx=True):
+                    self._leased.discard(job_id)  # not renewed any more: the lease is the other worker's
+                    LEASES_LOST.labels(self.queue_name).inc()
+                    log.warning("worker.lease_lost", job_id=job_id)
 
     async def _release_lease(self, job_id: str) -> None:
-        lease = self._leases.pop(job_id, None)
-        if lease is not None and not lease.done():
-            lease.cancel()
-            await asyncio.wait([lease])  # never raises, so a cancellation of the caller is not swallowed
+        """Stop renewing the job's lease, after a renewal under way has finished."""
+        if job_id in self._leased:
+            self._leased.discard(job_id)
+            if self._lease_lock.locked():
+                async with self._lease_lock:
+                    pass
 
     async def finish_job(self, job_id: str, *args: Any, **kwargs: Any) -> None:
         await self._release_lease(job_id)  # before arq deletes (or, for a cron job, keeps) the key
@@ -235,6 +289,10 @@ class ResilientWorker(Worker):
     async def finish_failed_job(self, job_id: str, result_data: bytes | None) -> None:
         await self._release_lease(job_id)
         await super().finish_failed_job(job_id, result_data)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 # --- health on the worker's metrics server -------------------------------------------------------------

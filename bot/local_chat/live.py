@@ -48,6 +48,7 @@ class LocalAnswerStream:
         self.key = live_key(question.idempotency_key)
         self._buffer = ""
         self._flushed_at = 0.0
+        self._expire_set_at = -float(LIVE_TTL_S)  # the first event sets the expiry
         self._refs: dict[str, Any] = {}
 
     @property
@@ -55,11 +56,20 @@ class LocalAnswerStream:
         return dict(self._refs)
 
     async def _add(self, kind: str, text: str = "") -> None:
+        """One event: ``XADD`` alone, one round trip. The key's expiry is set with the stream's first event and
+        its last (``end``: a reader may come up to :data:`LIVE_TTL_S` after the answer), and renewed on the way
+        if the answer takes longer than half of it (``XADD`` keeps a key's TTL)."""
+        fields = {"kind": kind, "text": text}
+        now = time.monotonic()
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
-                pipe.xadd(self.key, {"kind": kind, "text": text}, maxlen=MAX_EVENTS, approximate=True)
-                pipe.expire(self.key, LIVE_TTL_S)
-                await pipe.execute()
+            if kind == "end" or now - self._expire_set_at >= LIVE_TTL_S / 2:
+                async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
+                    pipe.xadd(self.key, fields, maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
+                    pipe.expire(self.key, LIVE_TTL_S)
+                    await pipe.execute()
+                self._expire_set_at = now
+            else:
+                await self.redis.xadd(self.key, fields, maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
         except (RedisError, OSError) as exc:  # the page falls back to reading the recorded answer
             log.warning("local_chat.live_unavailable", error=str(exc)[:200])
             return

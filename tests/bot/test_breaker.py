@@ -161,3 +161,51 @@ async def test_slow_redis_counts_as_down(
     finally:
         await admin.ping()  # answered only once the pause is over: the next test gets a responsive server
         await admin.aclose()
+
+
+async def evalsha_calls(client: redis.asyncio.Redis) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_a_call_through_a_clean_circuit_costs_one_round_trip(redis_client: redis.asyncio.Redis) -> None:
+    """Closed with no failure counted, the call's success would change nothing: it is not written."""
+    b = breaker(redis_client)
+    before = await evalsha_calls(redis_client)
+    for _ in range(5):
+        assert await b.allow()
+        await b.record(success=True)
+    assert await evalsha_calls(redis_client) - before == 5, "one script per call: allow"
+    assert await b.state() == "closed"
+
+
+async def test_a_failure_counted_during_a_clean_call_is_reset_by_the_next_success(
+    redis_client: redis.asyncio.Redis,
+) -> None:
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    slow, other = breaker(redis_client, name), breaker(redis_client, name)  # two processes' breakers
+
+    async def slow_call() -> None:  # started while the circuit was clean
+        assert await slow.allow()
+        allowed.set()
+        await started.wait()
+        await slow.record(success=True)
+
+    allowed, started = asyncio.Event(), asyncio.Event()
+    call = asyncio.create_task(slow_call())
+    await allowed.wait()
+    for _ in range(2):  # threshold 3: two failures while the slow call runs
+        assert await other.allow()
+        await other.record(success=False)
+    started.set()
+    await call
+    # the slow call started before those failures; the next success that started after them resets the count
+    assert await other.allow()
+    await other.record(success=True)
+    for _ in range(2):
+        assert await other.allow()
+        await other.record(success=False)
+    assert await other.state() == "closed", "two failures since the last success: under the threshold"
+    assert await other.allow()
+    await other.record(success=False)
+    assert await other.state() == "open"

@@ -175,3 +175,80 @@ async def test_a_running_jobs_lease_stays_short_and_ends_with_the_job(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_jobs_polled_by_two_workers_at_once_each_run_once(
+    make_settings: Callable[..., Settings], arq_redis: ArqRedis
+) -> None:
+    """Two workers poll the same queue every 10 ms and claim what they list in one script each: every job runs
+    exactly once, and both workers take a share."""
+    settings = make_settings()
+
+    async def count(ctx: dict[str, Any], n: int) -> str:
+        await ctx["redis"].incr(f"test:runs:{n}")
+        await asyncio.sleep(0.05)
+        return ctx["name"]
+
+    workers = [ResilientWorker(functions=[func(count, name="count")], redis_settings=redis_settings(settings),
+                               handle_signals=False, poll_delay=0.01, max_jobs=8, job_timeout=30, lease_s=5.0,
+                               lease_renew_s=1.0, ctx={"name": name}) for name in ("a", "b")]
+    tasks = [asyncio.create_task(w.main()) for w in workers]
+    try:
+        jobs = [await arq_redis.enqueue_job("count", n, _job_id=f"count-{n}") for n in range(60)]
+        results = [await job.result(timeout=30) for job in jobs if job is not None]
+        runs = [int(await arq_redis.get(f"test:runs:{n}") or 0) for n in range(60)]
+    finally:
+        for worker, task in zip(workers, tasks):
+            worker.allow_pick_jobs = False
+            await worker.close()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    assert len(results) == 60 and runs == [1] * 60
+    assert set(results) == {"a", "b"}
+    assert sum(w.jobs_complete for w in workers) == 60
+
+
+async def test_a_lapsed_lease_is_taken_back_and_another_workers_claim_is_left_alone(
+    make_settings: Callable[..., Settings], arq_redis: ArqRedis
+) -> None:
+    """Redis lost a running job's lease (an outage longer than a lease, a restart): the one renewal task takes it
+    back; a job another worker claimed meanwhile keeps that worker's claim (it is only extended: both run it)."""
+    settings = make_settings()
+    release = asyncio.Event()
+
+    async def held(ctx: dict[str, Any]) -> str:
+        await release.wait()
+        return "done"
+
+    worker = ResilientWorker(functions=[func(held, name="held")], redis_settings=redis_settings(settings),
+                             handle_signals=False, poll_delay=0.02, job_timeout=60, lease_s=1.0, lease_renew_s=0.1)
+    task = asyncio.create_task(worker.main())
+    mine, theirs = in_progress_key_prefix + "lapsed", in_progress_key_prefix + "taken"
+    try:
+        jobs = [await arq_redis.enqueue_job("held", _job_id=job_id) for job_id in ("lapsed", "taken")]
+        await wait_for_redis(lambda: arq_redis.exists(mine, theirs), 2)
+        await arq_redis.delete(mine)  # lapsed: nobody has it
+        await arq_redis.set(theirs, b"other-worker", px=5000)  # lapsed, and another worker claimed it
+        await wait_for_redis(lambda: arq_redis.exists(mine), 1)
+        for _ in range(5):  # several renewals later: the other worker's claim is untouched, ours is renewed
+            await asyncio.sleep(0.1)
+            assert await arq_redis.get(theirs) == b"other-worker" and 0 < await arq_redis.pttl(mine) <= 1000
+        release.set()
+        assert [await job.result(timeout=10) for job in jobs if job is not None] == ["done", "done"]
+        assert await arq_redis.exists(mine, theirs) == 0, "the finished jobs' keys are not put back"
+    finally:
+        release.set()
+        worker.allow_pick_jobs = False
+        await worker.close()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def wait_for_redis(read: Callable[[], Any], expected: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while await read() != expected:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not {expected} within {timeout_s} s")
+        await asyncio.sleep(0.02)

@@ -122,3 +122,34 @@ async def test_a_question_that_cannot_be_recorded_is_answered_with_the_apology_i
     assert response.json()["error"] == record_failed_reply("es") != intake.RECORD_FAILED_REPLY
     english = await stack.client.post("/chat/api/ask", json={"text": "How do I connect to the VPN from home?"})
     assert english.status_code == 503 and english.json()["error"] == intake.RECORD_FAILED_REPLY
+
+
+async def test_a_fast_stream_reaches_the_reader_complete_in_order_and_in_fewer_events(redis_url: str) -> None:
+    """The model's words come faster than the live stream flushes: they are coalesced, not lost or reordered,
+    and the stream keeps its expiry (set with the first event, renewed with the last)."""
+    from redis.asyncio import Redis
+
+    from bot.core.types import Answer
+    from bot.local_chat.live import LIVE_TTL_S, LocalAnswerStream, follow, live_key
+    from bot.local_chat.web import local_question
+
+    redis = Redis.from_url(redis_url)
+    try:
+        question = local_question("How do I connect to the VPN?", "c1")
+        stream = LocalAnswerStream(redis, question)
+        words = [f" word{i}" for i in range(300)]
+        await stream.status("Writing…")
+        for word in words:
+            await stream.append(word)
+        assert 0 < await redis.ttl(live_key(question.idempotency_key)) <= LIVE_TTL_S
+        await stream.finish(Answer(text="".join(words)))
+        received = [event async for event in follow(redis, question.idempotency_key, timeout_s=10)
+                    if event is not None]
+        ttl = await redis.ttl(live_key(question.idempotency_key))
+    finally:
+        await redis.aclose()
+    texts = [e.text for e in received if e.kind == "text"]
+    assert [e.kind for e in received][0] == "status" and received[-1].kind == "end"
+    assert "".join(texts) == "".join(words)
+    assert len(texts) < len(words) / 10, f"{len(texts)} text events for {len(words)} words"
+    assert LIVE_TTL_S - 5 < ttl <= LIVE_TTL_S
