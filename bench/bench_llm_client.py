@@ -2,8 +2,9 @@
 
 Two processes: the stand-in model (the local Messages API server from the tests, in a process of its own, so its
 work is not counted) and this one, which asks it ``--answers`` questions with ``--concurrency`` in flight through
-the real client code path — ``bot.llm.generate`` with an ``AsyncAnthropic`` client built as
-:class:`bot.answering.AnswerEngine` builds it — in three modes:
+the real client code path — ``bot.llm.generate`` with the ``AsyncAnthropic`` client that
+:class:`bot.answering.AnswerEngine` builds (``--transport engine``), or one on the SDK's default httpx transport
+(``--transport httpx``) — in three modes:
 
 - ``sink``: streamed into a sink, as the worker streams a live answer (a sink that keeps the text, so what is
   measured is the client's own work);
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from anthropic import AsyncAnthropic  # noqa: E402
 
 from bot.answering import AnswerEngine  # noqa: E402
 from bot.core.settings import Settings  # noqa: E402
@@ -79,10 +82,12 @@ class KeepingSink:
         self.parts.append(delta)
 
 
-async def run_mode(mode: str, llm_url: str, n: int, concurrency: int) -> dict[str, Any]:
+async def run_mode(mode: str, llm_url: str, n: int, concurrency: int, transport: str) -> dict[str, Any]:
     settings = Settings(_env_file=None, anthropic_api_key="sk-bench", anthropic_base_url=llm_url,  # type: ignore[call-arg]
                         llm_max_retries=2, llm_timeout_s=60.0)
-    engine = AnswerEngine(settings, None)
+    given_client = (AsyncAnthropic(api_key="sk-bench", base_url=llm_url, max_retries=2, timeout=60.0)
+                    if transport == "httpx" else None)
+    engine = AnswerEngine(settings, None, given_client)
     client = engine.client
     assert client is not None
     given = passages()
@@ -105,7 +110,7 @@ async def run_mode(mode: str, llm_url: str, n: int, concurrency: int) -> dict[st
     first = results[0][0]
     ok = all(r == first and (live is None or live == r.text) for r, live in results)
     ok = ok and len(first.sources) == 3 and first.usage.output_tokens > 0 and first.stop_reason == "end_turn"
-    return {"mode": mode, "answers": n, "concurrency": concurrency,
+    return {"mode": mode, "transport": transport, "answers": n, "concurrency": concurrency,
             "cpu_ms_per_answer": round(cpu * 1000 / n, 2), "answers_per_s": round(n / wall, 1),
             "answer_words": len(first.text.split()), "all_answers_correct": ok}
 
@@ -117,6 +122,9 @@ async def main() -> None:
     parser.add_argument("--llm-latency", type=float, default=0.5, help="the stand-in's delay before it answers")
     parser.add_argument("--rounds", type=int, default=3, help="per mode; the median is printed")
     parser.add_argument("--modes", default="sink,stream,json")
+    parser.add_argument("--transport", choices=["engine", "httpx"], default="engine",
+                        help="engine: the client AnswerEngine builds; httpx: an AsyncAnthropic with the SDK's default "
+                             "(httpx) transport, passed to it")
     parser.add_argument("--serve-llm", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_llm:
@@ -128,7 +136,7 @@ async def main() -> None:
         assert child.stdout is not None
         llm_url = json.loads(child.stdout.readline())["llm"]
         for mode in args.modes.split(","):
-            runs = [await run_mode(mode, llm_url, args.answers, args.concurrency) for _ in range(args.rounds)]
+            runs = [await run_mode(mode, llm_url, args.answers, args.concurrency, args.transport) for _ in range(args.rounds)]
             line = dict(runs[0])
             for key in ("cpu_ms_per_answer", "answers_per_s"):
                 line[key] = statistics.median(r[key] for r in runs)
