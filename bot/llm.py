@@ -20,14 +20,18 @@ streamed). The concatenated deltas equal :attr:`LLMResult.text` of the same mess
 :class:`StreamStopped` to end the call at once (the kill-switch was set mid-stream).
 
 Every failure leaves as an :class:`LLMError` saying whether it is transient (worth counting against the
-circuit breaker: timeouts, connection errors, 429, 5xx, 529 overloaded, a malformed body) or permanent
-(400/401/403/404…: retrying will not help).
+circuit breaker: timeouts, connection errors, 429, 5xx, 529 overloaded, a malformed body, a stream that ends before
+its ``message_stop``) or permanent (400/401/403/404…: retrying will not help).
+
+Deskmate's client (:func:`make_client`) runs the SDK over aiohttp; a client passed in may use the SDK's default
+httpx transport: both read the stream the same way.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -159,7 +163,7 @@ def build_messages(question: str, history: list[Turn], passages: list[Passage]) 
 def build_request(
     question: str, history: list[Turn], passages: list[Passage], config: GenerationConfig
 ) -> dict[str, Any]:
-    """Keyword arguments for ``messages.create`` / ``messages.stream``."""
+    """Keyword arguments for ``messages.create`` (with ``stream=True`` for a streamed answer)."""
     return {
         "model": config.model,
         "max_tokens": config.max_tokens,
@@ -310,60 +314,61 @@ async def _read_events(response: httpx2.Response, live: LiveText | None) -> Stre
     decoder = SSEDecoder()
     message: StreamedMessage | None = None
     texts: list[list[str]] = []  # each block's text: its start text, then its deltas
-    async for chunk, final in _chunks(response):
-        for name, data in decoder.feed(chunk, final=final):
-            if name is None or name == b"ping" or not data:
-                continue
-            if name == b"error":
-                raise _stream_error(data)
-            event = orjson.loads(data)
-            kind = event["type"]
-            if kind == "content_block_delta":
-                if message is None:
+    async with aclosing(_chunks(response)) as chunks:
+        async for chunk, final in chunks:
+            for name, data in decoder.feed(chunk, final=final):
+                if name is None or name == b"ping" or not data:
                     continue
-                index = event["index"]
-                block = message.content[index]
-                delta = event["delta"]
-                delta_type = delta["type"]
-                if delta_type == "text_delta":
+                if name == b"error":
+                    raise _stream_error(data)
+                event = orjson.loads(data)
+                kind = event["type"]
+                if kind == "content_block_delta":
+                    if message is None:
+                        continue
+                    index = event["index"]
+                    block = message.content[index]
+                    delta = event["delta"]
+                    delta_type = delta["type"]
+                    if delta_type == "text_delta":
+                        if block["type"] == "text":
+                            text = delta["text"]
+                            texts[index].append(text)
+                            if live is not None:
+                                await live.on_text(text)
+                    elif delta_type == "citations_delta" and block["type"] == "text":
+                        citations = block.get("citations")
+                        if citations:
+                            citations.append(delta["citation"])
+                        else:
+                            block["citations"] = [delta["citation"]]
+                elif message is None:
+                    if kind == "message_start":
+                        start = event["message"]
+                        message = StreamedMessage(model=start["model"], content=list(start.get("content") or []),
+                                                  usage=dict(start.get("usage") or {}))
+                        texts = [[b.get("text") or ""] if isinstance(b, dict) else [] for b in message.content]
+                elif kind == "content_block_start":
+                    block = dict(event["content_block"])
+                    message.content.append(block)
+                    texts.append([block.get("text") or ""])
+                elif kind == "content_block_stop":
+                    index = event["index"]
+                    block = message.content[index]
                     if block["type"] == "text":
-                        text = delta["text"]
-                        texts[index].append(text)
-                        if live is not None:
-                            await live.on_text(text)
-                elif delta_type == "citations_delta" and block["type"] == "text":
-                    citations = block.get("citations")
-                    if citations:
-                        citations.append(delta["citation"])
-                    else:
-                        block["citations"] = [delta["citation"]]
-            elif message is None:
-                if kind == "message_start":
-                    start = event["message"]
-                    message = StreamedMessage(model=start["model"], content=list(start.get("content") or []),
-                                              usage=dict(start.get("usage") or {}))
-                    texts = [[b.get("text") or ""] if isinstance(b, dict) else [] for b in message.content]
-            elif kind == "content_block_start":
-                block = dict(event["content_block"])
-                message.content.append(block)
-                texts.append([block.get("text") or ""])
-            elif kind == "content_block_stop":
-                index = event["index"]
-                block = message.content[index]
-                if block["type"] == "text":
-                    block["text"] = "".join(texts[index])
-                if live is not None:
-                    await live.on_block_stop(block)
-            elif kind == "message_delta":
-                delta = event["delta"]
-                message.stop_reason = delta.get("stop_reason")
-                usage = event.get("usage") or {}
-                message.usage["output_tokens"] = usage.get("output_tokens")
-                for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
-                    if usage.get(key) is not None:  # cumulative; when left out, message_start's count stands
-                        message.usage[key] = usage[key]
-            elif kind == "message_stop":
-                message.complete = True
+                        block["text"] = "".join(texts[index])
+                    if live is not None:
+                        await live.on_block_stop(block)
+                elif kind == "message_delta":
+                    delta = event["delta"]
+                    message.stop_reason = delta.get("stop_reason")
+                    usage = event.get("usage") or {}
+                    message.usage["output_tokens"] = usage.get("output_tokens")
+                    for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+                        if usage.get(key) is not None:  # cumulative; when left out, message_start's count stands
+                            message.usage[key] = usage[key]
+                elif kind == "message_stop":
+                    message.complete = True
     if message is None or not message.complete:
         raise LLMError("incomplete stream", transient=True)
     for block, parts in zip(message.content, texts, strict=True):
@@ -372,7 +377,7 @@ async def _read_events(response: httpx2.Response, live: LiveText | None) -> Stre
     return message
 
 
-async def _chunks(response: httpx2.Response) -> AsyncIterator[tuple[bytes, bool]]:
+async def _chunks(response: httpx2.Response) -> AsyncGenerator[tuple[bytes, bool], None]:
     """The body's chunks as they arrive, then ``(b"", True)`` when it ends."""
     async for chunk in response.aiter_bytes():
         yield chunk, False
