@@ -275,7 +275,6 @@ class SSEDecoder:
         return events
 
 
-
 def _parse_event(block: bytes) -> tuple[bytes | None, bytes] | None:
     name: bytes | None = None
     data: list[bytes] = []
@@ -317,7 +316,7 @@ async def _read_events(response: httpx2.Response, live: LiveText | None) -> Stre
     async with aclosing(_chunks(response)) as chunks:
         async for chunk, final in chunks:
             for name, data in decoder.feed(chunk, final=final):
-                if name is None or name == b"ping" or not data:
+                if not name or name == b"ping" or not data:  # no (or an empty) event name: skipped, as by the SDK
                     continue
                 if name == b"error":
                     raise _stream_error(data)
