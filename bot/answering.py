@@ -29,7 +29,16 @@ from bot.core.settings import Settings
 from bot.core.types import Answer, Source, Status
 from bot.fallback import extractive_answer
 from knowledge.language import detect_language
-from bot.llm import GenerationConfig, LLMError, LLMResult, StreamStopped, TextSink, Turn, generate
+from bot.llm import (
+    GenerationConfig,
+    LLMError,
+    LLMResult,
+    StreamStopped,
+    TextSink,
+    Turn,
+    generate,
+    make_client,
+)
 from bot.status_text import (
     REASON_CIRCUIT_OPEN,
     REASON_NO_KEY,
@@ -62,11 +71,11 @@ class AnswerEngine:
     ) -> None:
         self.settings = settings
         if client is None and settings.anthropic_api_key:
-            client = AsyncAnthropic(
+            client = make_client(
                 api_key=settings.anthropic_api_key,
                 base_url=settings.anthropic_base_url,
                 max_retries=settings.llm_max_retries,
-                timeout=settings.llm_timeout_s,
+                timeout_s=settings.llm_timeout_s,
             )
         self.client = client
         self.stream = stream

@@ -1,4 +1,7 @@
-"""bot.llm through the real anthropic SDK, pointed at the local fake Messages API."""
+"""bot.llm through the real anthropic SDK, pointed at the local fake Messages API.
+
+Every test that calls the API runs over both of the SDK's transports: aiohttp (``make_client``, what Deskmate
+uses) and the SDK's default httpx one (a client passed in by a caller)."""
 
 import time
 from collections.abc import AsyncIterator
@@ -15,6 +18,7 @@ from bot.llm import (
     Turn,
     build_messages,
     generate,
+    make_client,
 )
 from tests.fakes.anthropic_server import FakeAnthropic, Reply, start_fake_anthropic
 from tests.fakes.redis_server import free_port
@@ -57,9 +61,20 @@ async def fake() -> AsyncIterator[FakeAnthropic]:
         yield server
 
 
+def new_client(transport: str, base_url: str, *, max_retries: int = 1, timeout: float = 2.0) -> AsyncAnthropic:
+    if transport == "aiohttp":
+        return make_client(api_key="test-key", base_url=base_url, max_retries=max_retries, timeout_s=timeout)
+    return AsyncAnthropic(api_key="test-key", base_url=base_url, max_retries=max_retries, timeout=timeout)
+
+
+@pytest.fixture(params=["aiohttp", "httpx"])
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-async def client(fake: FakeAnthropic) -> AsyncIterator[AsyncAnthropic]:
-    c = AsyncAnthropic(api_key="test-key", base_url=fake.url, max_retries=1, timeout=2.0)
+async def client(fake: FakeAnthropic, transport: str) -> AsyncIterator[AsyncAnthropic]:
+    c = new_client(transport, fake.url)
     yield c
     await c.close()
 
@@ -269,9 +284,9 @@ async def test_error_event_inside_a_stream(fake: FakeAnthropic, client) -> None:
 
 
 @both_modes
-async def test_timeout(fake: FakeAnthropic, stream: bool) -> None:
+async def test_timeout(fake: FakeAnthropic, transport: str, stream: bool) -> None:
     fake.always(Reply.slow(5.0))
-    async with AsyncAnthropic(api_key="k", base_url=fake.url, max_retries=0) as c:
+    async with new_client(transport, fake.url, max_retries=0, timeout=60.0) as c:
         with pytest.raises(LLMError) as caught:
             await generate(
                 c, QUESTION, [], PASSAGES, CONFIG.model_copy(update={"timeout_s": 0.3}), stream=stream
@@ -279,9 +294,9 @@ async def test_timeout(fake: FakeAnthropic, stream: bool) -> None:
     assert caught.value.reason == "timeout" and caught.value.transient
 
 
-async def test_stream_that_stalls_midway_times_out(fake: FakeAnthropic) -> None:
+async def test_stream_that_stalls_midway_times_out(fake: FakeAnthropic, transport: str) -> None:
     fake.always(Reply.answer(stall_s=5.0))
-    async with AsyncAnthropic(api_key="k", base_url=fake.url, max_retries=0) as c:
+    async with new_client(transport, fake.url, max_retries=0, timeout=60.0) as c:
         with pytest.raises(LLMError) as caught:
             await generate(
                 c, QUESTION, [], PASSAGES, CONFIG.model_copy(update={"timeout_s": 0.3}), stream=True
@@ -289,8 +304,8 @@ async def test_stream_that_stalls_midway_times_out(fake: FakeAnthropic) -> None:
     assert caught.value.reason == "timeout" and caught.value.transient
 
 
-async def test_connection_refused() -> None:
-    async with AsyncAnthropic(api_key="k", base_url=f"http://127.0.0.1:{free_port()}", max_retries=0) as c:
+async def test_connection_refused(transport: str) -> None:
+    async with new_client(transport, f"http://127.0.0.1:{free_port()}", max_retries=0) as c:
         with pytest.raises(LLMError) as caught:
             await generate(c, QUESTION, [], PASSAGES, CONFIG)
     assert caught.value.reason == "connection error" and caught.value.transient
@@ -370,3 +385,75 @@ async def test_a_sink_can_stop_the_answer_midway(fake: FakeAnthropic, client) ->
     with pytest.raises(StreamStopped):
         await generate(client, QUESTION, [], PASSAGES, CONFIG, sink=sink)
     assert len(sink.deltas) == 3
+
+
+# --- the stream's edge cases (issue 16: the events are read by bot.llm, not the SDK) ------------------------
+live_modes = pytest.mark.parametrize("live", [False, True], ids=["stream", "sink"])
+
+
+async def _generate(client: AsyncAnthropic, live: bool) -> tuple[object, RecordingSink]:
+    sink = RecordingSink()
+    result = await generate(client, QUESTION, [], PASSAGES, CONFIG, stream=True, sink=sink if live else None)
+    return result, sink
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [{"unknown_events": True}, {"crlf": True}, {"split_events": True}],
+    ids=["pings-and-unknown-events", "crlf", "events-split-across-reads"],
+)
+@live_modes
+async def test_the_framing_of_the_stream_does_not_change_the_answer(
+    fake: FakeAnthropic, client, framing: dict[str, bool], live: bool
+) -> None:
+    usage = {"input_tokens": 900, "cache_read_input_tokens": 700, "cache_creation_input_tokens": 0}
+    fake.script(Reply.answer(cite=[1, 0], usage=usage), Reply.answer(cite=[1, 0], usage=usage, **framing))
+    plain = await generate(client, QUESTION, [], PASSAGES, CONFIG)
+    result, sink = await _generate(client, live)
+    assert result == plain
+    assert [s.heading for s in plain.sources] == ["Requesting time off", "Annual leave"]
+    if live:
+        assert sink.text_so_far == plain.text and len(sink.deltas) > 10
+
+
+@pytest.mark.parametrize(
+    ("error_type", "reason", "transient"),
+    [("overloaded_error", "overloaded", True), ("api_error", "server error", True),
+     ("brand_new_error", "malformed response", True)],
+    ids=["overloaded", "api_error", "unknown-type"],
+)
+@live_modes
+async def test_an_error_event_midway_is_classified_and_not_retried(
+    fake: FakeAnthropic, client, error_type: str, reason: str, transient: bool, live: bool
+) -> None:
+    fake.always(Reply.answer(fail_after_tokens=4, fail_error_type=error_type))
+    with pytest.raises(LLMError) as caught:
+        await _generate(client, live)
+    assert (caught.value.reason, caught.value.transient) == (reason, transient)
+    assert len(fake.requests) == 1  # the response had started: the SDK does not retry it
+
+
+@live_modes
+async def test_a_stream_that_ends_before_message_stop_is_an_error(fake: FakeAnthropic, client, live: bool) -> None:
+    fake.always(Reply.answer(end_after_tokens=5))  # a complete HTTP response, but half an answer
+    with pytest.raises(LLMError) as caught:
+        await _generate(client, live)
+    assert caught.value.reason == "incomplete stream" and caught.value.transient
+    assert len(fake.requests) == 1
+
+
+@live_modes
+async def test_a_connection_dropped_midway_is_a_connection_error(fake: FakeAnthropic, client, live: bool) -> None:
+    fake.always(Reply.answer(drop_after_tokens=5))
+    with pytest.raises(LLMError) as caught:
+        await _generate(client, live)
+    assert caught.value.reason == "connection error" and caught.value.transient
+
+
+async def test_an_answer_after_a_failed_stream_reuses_the_client(fake: FakeAnthropic, client) -> None:
+    fake.script(Reply.answer(drop_after_tokens=3), Reply.answer(end_after_tokens=3))
+    for _ in range(2):
+        with pytest.raises(LLMError):
+            await _generate(client, True)
+    result, sink = await _generate(client, True)
+    assert sink.text_so_far == result.text and result.sources

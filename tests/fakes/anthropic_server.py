@@ -21,6 +21,14 @@ A realistic pace and failures midway are scripted per reply::
     fake.script(Reply.answer(first_token_s=1.0, tokens_per_s=40))        # 1 s to the first token, then 40/s
     fake.script(Reply.answer(fail_after_tokens=12))                      # an ``error`` event after 12 tokens
     fake.script(Reply.answer(drop_after_tokens=12))                      # the connection cut after 12 tokens
+    fake.script(Reply.answer(end_after_tokens=12))                       # a clean end, but no message_stop
+    fake.script(Reply.answer(fail_after_tokens=3, fail_error_type="api_error"))  # another error event
+
+The stream's framing can be varied within what the SSE format allows (the client must cope with all of it)::
+
+    fake.script(Reply.answer(unknown_events=True))   # pings and events of a type the client does not know
+    fake.script(Reply.answer(crlf=True))             # lines ended with CRLF instead of LF
+    fake.script(Reply.answer(split_events=True))     # each event sent in two writes, split inside a line
     fake.script(Reply.answer(segments=[("x " * 3000, 0)]))                # a very long cited answer
 """
 
@@ -68,6 +76,11 @@ class Reply:
     tokens_per_s: float = 0.0  # streaming: the pace of text tokens after the first (0: as fast as possible)
     fail_after_tokens: int | None = None  # streaming: an ``error`` event (overloaded) after this many tokens
     drop_after_tokens: int | None = None  # streaming: the connection closed after this many tokens
+    end_after_tokens: int | None = None  # streaming: the response ended (cleanly) after this many tokens
+    fail_error_type: str = "overloaded_error"  # the ``error`` event's type for ``fail_after_tokens``
+    unknown_events: bool = False  # streaming: pings, an unknown event and an unknown delta type among the rest
+    crlf: bool = False  # streaming: CRLF line endings
+    split_events: bool = False  # streaming: every event in two writes, cut inside its data line
 
     @classmethod
     def answer(
@@ -85,8 +98,18 @@ class Reply:
         tokens_per_s: float = 0.0,
         fail_after_tokens: int | None = None,
         drop_after_tokens: int | None = None,
+        end_after_tokens: int | None = None,
+        fail_error_type: str = "overloaded_error",
+        unknown_events: bool = False,
+        crlf: bool = False,
+        split_events: bool = False,
     ) -> Reply:
         return cls(
+            end_after_tokens=end_after_tokens,
+            fail_error_type=fail_error_type,
+            unknown_events=unknown_events,
+            crlf=crlf,
+            split_events=split_events,
             first_token_s=first_token_s,
             tokens_per_s=tokens_per_s,
             fail_after_tokens=fail_after_tokens,
@@ -158,6 +181,9 @@ class Reply:
         """Streaming: a 200 stream that fails with an ``error`` event after ``message_start``.
         Non-streaming requests get the matching HTTP error instead (529 for overloaded, else 500)."""
         return cls(kind="stream_error", error_type=error_type, message=error_type)
+
+
+_ERROR_MESSAGES = {"overloaded_error": "Overloaded", "api_error": "Internal server error"}
 
 
 def _retry_after(seconds: float | None) -> dict[str, str]:
@@ -390,9 +416,17 @@ class FakeAnthropic:
             },
         )
 
+        newline = "\r\n" if reply.crlf else "\n"
+
         async def send(event: str, data: dict[str, Any] | str) -> None:
-            payload = data if isinstance(data, str) else json.dumps(data)
-            await response.write(f"event: {event}\ndata: {payload}\n\n".encode())
+            payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+            raw = f"event: {event}{newline}data: {payload}{newline}{newline}".encode()
+            if reply.split_events:
+                cut = len(f"event: {event}{newline}data: ".encode()) + len(payload.encode()) // 2
+                await response.write(raw[:cut])
+                await asyncio.sleep(0.001)  # so that the halves arrive apart
+                raw = raw[cut:]
+            await response.write(raw)
 
         try:
             await response.prepare(request)
@@ -415,6 +449,9 @@ class FakeAnthropic:
             interval = 1.0 / reply.tokens_per_s if reply.tokens_per_s > 0 else 0.0
             loop = asyncio.get_running_loop()
             started = loop.time()
+            if reply.unknown_events:
+                # the API may add event types (its versioning policy): clients must skip what they don't know
+                await send("future_event", {"type": "future_event", "detail": {"x": 1}})
             for index, block in enumerate(message["content"]):
                 await send(
                     "content_block_start",
@@ -429,8 +466,12 @@ class FakeAnthropic:
                         await asyncio.sleep(max(0.0, started + sent * interval - loop.time()))
                     if reply.fail_after_tokens is not None and sent >= reply.fail_after_tokens:
                         await send("error", {"type": "error",
-                                             "error": {"type": "overloaded_error", "message": "Overloaded"}})
+                                             "error": {"type": reply.fail_error_type,
+                                                       "message": _ERROR_MESSAGES.get(reply.fail_error_type, "")}})
                         await response.write_eof()
+                        return response
+                    if reply.end_after_tokens is not None and sent >= reply.end_after_tokens:
+                        await response.write_eof()  # a complete HTTP response, but an unfinished message
                         return response
                     if reply.drop_after_tokens is not None and sent >= reply.drop_after_tokens:
                         if request.transport is not None:
@@ -445,6 +486,10 @@ class FakeAnthropic:
                             "delta": {"type": "text_delta", "text": chunk},
                         },
                     )
+                    if reply.unknown_events and sent % 5 == 1:
+                        await send("ping", {"type": "ping"})
+                        await send("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                           "delta": {"type": "future_delta", "value": "?"}})
                 for citation in block.get("citations", []):
                     await send(
                         "content_block_delta",
