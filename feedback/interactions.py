@@ -31,7 +31,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import JSON, bindparam, insert, inspect as sa_inspect, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.core.clock import utcnow
@@ -182,30 +182,32 @@ class InteractionStore:
 
     async def start_answer(self, interaction_id: int, *, pairs: int,
                            also: Callable[[AsyncSession, Interaction], Awaitable[T]]) -> Started[T] | None:
-        """The worker's first transaction for an answer: :meth:`begin_attempt`, the thread's history
-        (:meth:`thread_history`, at most ``pairs``) and whatever else the answer reads first (``also``: the
-        switches, release and policy, :mod:`playbooks.state`) — one session, one commit. None when the question
-        is missing or already final."""
+        """The worker's start of an answer: the row, the thread's history (:meth:`thread_history`, at most
+        ``pairs``) and whatever else the answer reads first (``also``: the switches, release and policy,
+        :mod:`playbooks.state`) in one read session, then the attempt counted as in :meth:`begin_attempt` in one
+        write (:meth:`Database.write`: SQLite's write lock is held for that UPDATE and its commit only). None when
+        the question is missing or already final."""
         async with self.db.asession() as session:
-            # reads first, the write last: SQLite's write lock is held for one UPDATE and its commit, not while
-            # the reads run (with hundreds of answers starting, a lock held longer queues them all behind it)
             row = await session.get(Interaction, interaction_id)
             if row is None or row.status != Status.PENDING.value:
                 await session.rollback()
                 return None
             history = await self._history(session, row, pairs)
             extra = await also(session, row)
-            # one atomic increment: concurrent attempts each count
-            counted = await session.exec(_COUNT_ATTEMPT, params={"iid": interaction_id})  # type: ignore[call-overload]
-            if counted.rowcount != 1:  # finalized meanwhile by another attempt
-                await session.rollback()
-                return None
             await session.commit()
             if sa_inspect(row).expired_attributes:
                 # ``also`` committed or rolled back (the first answer of a new deployment bootstraps the initial
                 # release, and two workers may race to): the row must be whole before it leaves the session
                 await session.refresh(row)
-            return Started(row, history, extra)
+
+        def count_attempt(session: Session) -> bool:  # one atomic increment: concurrent attempts each count
+            counted = session.connection().execute(_COUNT_ATTEMPT, {"iid": interaction_id})
+            session.commit()
+            return bool(counted.rowcount == 1)
+
+        if not await self.db.write(count_attempt):  # finalized meanwhile by another attempt
+            return None
+        return Started(row, history, extra)
 
     async def thread_history(self, row: Interaction, *, pairs: int) -> list[Exchange]:
         """Earlier answered turns of the same thread, oldest first, at most ``pairs``."""
@@ -254,17 +256,18 @@ class InteractionStore:
         )
         if trace_id is not None:
             values["trace_id"] = trace_id
-        async with self.db.asession() as session:
-            claimed = await session.exec(  # type: ignore[call-overload]
-                _update_pending(interaction_id).values(**values)  # the row turns final only if still pending
-            )
-            if claimed.rowcount != 1:
-                await session.rollback()
-                if await session.get(Interaction, interaction_id) is None:
-                    raise LookupError(f"no interaction {interaction_id}")
-                return False
-            await session.commit()
-            return True
+        def claim(session: Session) -> bool | None:  # the row turns final only if it is still pending
+            claimed = session.connection().execute(_update_pending(interaction_id).values(**values))
+            if claimed.rowcount == 1:
+                session.commit()
+                return True
+            session.rollback()
+            return None if session.get(Interaction, interaction_id) is None else False
+
+        recorded = await self.db.write(claim)
+        if recorded is None:
+            raise LookupError(f"no interaction {interaction_id}")
+        return recorded
 
     async def set_arm(self, interaction_id: int, canary_id: int, arm: str, release: str) -> None:
         """Record the canary, arm and release a pending question was routed to (``playbooks.canary``), before it
@@ -275,10 +278,13 @@ class InteractionStore:
         """An answer is being streamed into the conversation: keep what was posted (``delivery["stream"]``) while
         the question is pending, so that an attempt retried after a crash replaces that message instead of
         posting a second answer (:mod:`bot.delivery`). A final row is left alone."""
-        async with self.db.asession() as session:
-            await session.exec(_RECORD_STREAM, params={"iid": interaction_id,  # type: ignore[call-overload]
-                                                       "delivery": {"stream": dict(refs)}})
-            await session.commit()
+        params = {"iid": interaction_id, "delivery": {"stream": dict(refs)}}
+
+        def record(session: Session) -> None:
+            session.connection().execute(_RECORD_STREAM, params)
+            session.commit()
+
+        await self.db.write(record)
 
     async def set_trace(self, interaction_id: int, trace_id: str) -> None:
         await self._update(interaction_id, trace_id=trace_id)
