@@ -31,6 +31,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import JSON, bindparam, insert, inspect as sa_inspect, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -58,7 +59,8 @@ def _update_pending(interaction_id: Any) -> Any:
     return update(_TABLE).where(_TABLE.c.id == interaction_id, _TABLE.c.status == Status.PENDING.value)
 
 
-_COUNT_ATTEMPT = _update_pending(bindparam("iid")).values(attempts=_TABLE.c.attempts + 1)
+_COUNT_ATTEMPT = (_update_pending(bindparam("iid")).values(attempts=_TABLE.c.attempts + 1)
+                  .returning(_TABLE.c.attempts))
 _RECORD_STREAM = _update_pending(bindparam("iid")).values(delivery=bindparam("delivery", type_=JSON))
 
 
@@ -200,13 +202,15 @@ class InteractionStore:
                 # release, and two workers may race to): the row must be whole before it leaves the session
                 await session.refresh(row)
 
-        def count_attempt(session: Session) -> bool:  # one atomic increment: concurrent attempts each count
-            counted = session.connection().execute(_COUNT_ATTEMPT, {"iid": interaction_id})
+        def count_attempt(session: Session) -> int | None:  # one atomic increment: concurrent attempts each count
+            attempts = session.connection().execute(_COUNT_ATTEMPT, {"iid": interaction_id}).scalar_one_or_none()
             session.commit()
-            return bool(counted.rowcount == 1)
+            return attempts
 
-        if not await self.db.write(count_attempt):  # finalized meanwhile by another attempt
+        attempts = await self.db.write(count_attempt)
+        if attempts is None:  # finalized meanwhile by another attempt
             return None
+        set_committed_value(row, "attempts", attempts)  # the row as it now is (not a change to write)
         return Started(row, history, extra)
 
     async def thread_history(self, row: Interaction, *, pairs: int) -> list[Exchange]:
