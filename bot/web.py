@@ -17,7 +17,7 @@ from aiohttp import web
 
 from bot.core.log import get_logger
 from bot.core.settings import Settings
-from bot.runtime import Runtime, build_runtime
+from bot.runtime import Runtime, build_runtime, freeze_heap
 from knowledge.config import KnowledgeConfig
 from knowledge.index import IndexStore
 from playbooks import dashboard
@@ -93,6 +93,7 @@ async def serve(settings: Settings, *, runtime: Runtime | None = None) -> tuple[
 
 async def run_web(settings: Settings) -> None:
     runner, rt = await serve(settings)
+    log.info("web.heap_frozen", objects=freeze_heap())  # see bot.runtime.freeze_heap
     try:
         await asyncio.Event().wait()
     finally:

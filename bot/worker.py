@@ -25,7 +25,7 @@ from bot.queue import (ANSWER_JOB, DELIVER_JOB, DeliveryQueue, delivery_max_trie
                        sweep_undelivered)
 from bot.redis_conn import redis_settings
 from bot.resilient_worker import ResilientWorker, health_routes
-from bot.runtime import Runtime, build_runtime
+from bot.runtime import Runtime, build_runtime, freeze_heap
 from bot.slack.delivery import SlackDeliverer, slack_deliverer
 from bot.slack.learned import show_due_for_review
 from bot.teams.delivery import teams_deliverer
@@ -61,7 +61,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     state = ctx.get("redis_state")
     ctx["metrics_runner"] = await metrics.start_worker_metrics(
         rt, health_routes(state, rt.redis) if state is not None else ())
-    log.info("worker.ready", max_jobs=settings.worker_max_jobs)
+    frozen = freeze_heap() if ctx.get("freeze_heap") else 0  # `deskmate worker`: see bot.runtime.freeze_heap
+    log.info("worker.ready", max_jobs=settings.worker_max_jobs, frozen_objects=frozen)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -198,4 +199,4 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
 
 def run_worker(settings: Settings) -> None:
     configure_logging(settings)
-    build_worker(settings).run()
+    build_worker(settings, ctx={"settings": settings, "freeze_heap": True}).run()

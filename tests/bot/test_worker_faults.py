@@ -125,6 +125,8 @@ async def test_a_killed_workers_question_is_answered_by_another_worker_within_se
     print(f"the killed worker's question was answered {recovery_s:.1f} s after the kill (lease {lease_s} s)")
     assert row.status == Status.ANSWERED and not row.fallback
     assert interaction_id in survivor.handled() and len(done) == 1 and done[0]["job_try"] == 2
+    [ready] = survivor.events("worker.ready")
+    assert ready["frozen_objects"] > 100_000, "the worker took its loaded state out of the full collections"
     assert row.attempts == 2, "the killed attempt, then the survivor's"
     assert len(fake_anthropic.message_requests) == 2
     assert len(slack.calls_to("chat.postMessage", channel="D1")) == 1

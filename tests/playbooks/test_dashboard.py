@@ -9,7 +9,7 @@ database (and loads the embedder to group questions).
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,21 @@ def release_on(day_ago: float) -> str:
     return "r2" if ROLLED_BACK_DAYS_AGO < day_ago <= PROMOTED_DAYS_AGO else "initial"
 
 
+def seed_answers() -> Iterator[tuple[int, float, str, str | None]]:
+    """The seeded answers: (k, days ago, release, vote) — 8 a day for 14 days, most of them voted."""
+    for day in range(14):
+        for k in range(8):
+            day_ago = day + (k + 0.5) / 9
+            release = release_on(day_ago)
+            yield k, day_ago, release, "down" if release == "r2" and k % 2 == 0 else "up" if k % 4 != 3 else None
+
+
+def voted_dates(release: str) -> list[str]:
+    """The UTC dates with a vote on an answer of ``release`` (which depend on the time of day the test runs)."""
+    return sorted({(NOW - timedelta(days=day_ago)).date().isoformat()
+                   for _k, day_ago, answered_by, vote in seed_answers() if answered_by == release and vote})
+
+
 async def seed(stack: Stack) -> dict[str, Any]:
     rng = random.Random(7)
     settings = stack.settings
@@ -65,26 +80,22 @@ async def seed(stack: Stack) -> dict[str, Any]:
                                allowed=True, before="initial", after="r2", at=NOW - timedelta(days=PROMOTED_DAYS_AGO)))
         await session.commit()
         n = 0
-        for day in range(14):
-            for k in range(8):
-                day_ago = day + (k + 0.5) / 9
-                at = NOW - timedelta(days=day_ago)
-                release = release_on(day_ago)
-                fallback = release == "r2" and k % 3 == 0
-                score = rng.gauss(0.45 if day < 7 else 0.62, 0.06)
-                n += 1
-                row = Interaction(idempotency_key=f"seed:{n}", platform="slack", channel="CGEN", user_hash="u",
-                                  question=ROUTINE[k % len(ROUTINE)], status="answered", release=release,
-                                  fallback=fallback, fallback_reason="timeout" if fallback else None,
-                                  top_score=score, passages=[PASSAGE], cost_usd=0.004, model=first.model,
-                                  latency_ms={"total_before_delivery": 1500.0}, attempts=1,
-                                  created_at=at - timedelta(seconds=2 + k), answered_at=at)
-                session.add(row)
-                await session.flush()
-                label = "down" if release == "r2" and k % 2 == 0 else "up" if k % 4 != 3 else None
-                if label:
-                    session.add(Feedback(interaction_id=row.id, user_hash=f"v{n}", platform="slack", label=label,
-                                         reason="wrong" if label == "down" else None))
+        for k, day_ago, release, label in seed_answers():
+            at = NOW - timedelta(days=day_ago)
+            fallback = release == "r2" and k % 3 == 0
+            score = rng.gauss(0.45 if day_ago < 7 else 0.62, 0.06)
+            n += 1
+            row = Interaction(idempotency_key=f"seed:{n}", platform="slack", channel="CGEN", user_hash="u",
+                              question=ROUTINE[k % len(ROUTINE)], status="answered", release=release,
+                              fallback=fallback, fallback_reason="timeout" if fallback else None,
+                              top_score=score, passages=[PASSAGE], cost_usd=0.004, model=first.model,
+                              latency_ms={"total_before_delivery": 1500.0}, attempts=1,
+                              created_at=at - timedelta(seconds=2 + k), answered_at=at)
+            session.add(row)
+            await session.flush()
+            if label:
+                session.add(Feedback(interaction_id=row.id, user_hash=f"v{n}", platform="slack", label=label,
+                                     reason="wrong" if label == "down" else None))
         for topic, phrasings in GAPS.items():
             for j, text in enumerate(phrasings * 2):
                 n += 1
@@ -161,7 +172,10 @@ async def test_overview_plots_each_release_from_its_promotion_and_shows_the_roll
     r2_days = [i for i, v in enumerate(r2) if v is not None]
     promoted_day = labels.index((NOW - timedelta(days=PROMOTED_DAYS_AGO)).date().isoformat())
     rollback_day = labels.index((NOW - timedelta(days=ROLLED_BACK_DAYS_AGO)).date().isoformat())
-    assert r2_days[0] == promoted_day and r2_days[-1] == rollback_day
+    first, last = voted_dates("r2")[0], voted_dates("r2")[-1]
+    assert r2_days[0] == labels.index(first) and r2_days[-1] == labels.index(last), "plotted where it was voted"
+    assert promoted_day <= r2_days[0] <= promoted_day + 1 and rollback_day - 1 <= r2_days[-1] <= rollback_day, \
+        "r2's line starts on its promotion and ends on its rollback (the first/last vote may fall on the next/previous date)"
     assert initial[rollback_day + 1] is not None and initial[promoted_day + 1] is None  # the old line resumes
     assert max(v for v in r2 if v is not None) < min(v for v in initial if v is not None)  # r2 got more 👎
     assert any(v and v > 0 for v in data["releases"]["r2"]["fallback_rate"])
