@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from anthropic import AsyncAnthropic  # noqa: E402
 
+from bench.procs import end_child  # noqa: E402
 from bot.answering import AnswerEngine  # noqa: E402
 from bot.core.settings import Settings  # noqa: E402
 from bot.llm import GenerationConfig, LLMResult, generate  # noqa: E402
@@ -144,9 +145,7 @@ async def main() -> None:
             line["all_answers_correct"] = all(r["all_answers_correct"] for r in runs)
             print(json.dumps(line), flush=True)
     finally:
-        if child.stdin is not None:
-            child.stdin.close()
-        child.wait(timeout=30)
+        end_child(child)
 
 
 if __name__ == "__main__":

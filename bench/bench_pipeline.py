@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from arq.jobs import Job  # noqa: E402
 
 from bench.handbook_18f import faq_items  # noqa: E402
+from bench.procs import end_child, stop  # noqa: E402
 from bot.core.settings import Settings  # noqa: E402
 from bot.core.types import FINAL_STATUSES  # noqa: E402
 from bot.local_chat.web import local_question  # noqa: E402
@@ -130,12 +131,7 @@ async def worker_process(env: dict[str, str], log_path: Path) -> Any:
             await asyncio.sleep(0.2)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 async def run_level(args: argparse.Namespace, level: int, redis_url: str, llm_url: str,
@@ -232,9 +228,7 @@ async def main() -> None:
             for level in (int(x) for x in args.levels.split(",")):
                 print(json.dumps(await run_level(args, level, redis.url, llm_url, questions)), flush=True)
     finally:
-        if child.stdin is not None:
-            child.stdin.close()
-        child.wait(timeout=30)
+        end_child(child)
 
 
 if __name__ == "__main__":

@@ -219,6 +219,7 @@ async def main() -> None:
                         "if it has no index yet; default: a temporary one)")
     parser.add_argument("--top", type=int, default=25, help="origins listed")
     args = parser.parse_args()
+    from bench.procs import stop
     from bot.core.settings import SAMPLE_KNOWLEDGE_DIR, Settings
     from bot.local_chat.web import local_question
     from bot.runtime import build_runtime
@@ -282,12 +283,7 @@ async def main() -> None:
                     batch = delta(await read_counts(proc, counts_path), before)
                     server = {k: v - server0.get(k, 0) for k, v in (await commandstats(rt.redis)).items()}
                 finally:
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
+                    stop(proc)
                     await rt.aclose()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
