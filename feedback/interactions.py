@@ -4,9 +4,9 @@ Every chat surface and the worker go through :class:`InteractionStore`:
 
 - intake: :meth:`~InteractionStore.record_pending` (the platform's idempotency key is unique, so a redelivered
   event finds the first row instead of creating a second), :meth:`~InteractionStore.asked_in_thread`;
-- the worker: :meth:`~InteractionStore.start_answer` (one transaction: :meth:`~InteractionStore.begin_attempt`,
-  :meth:`~InteractionStore.thread_history` and the answer's other first reads), :meth:`~InteractionStore.finalize`
-  (one statement), :meth:`~InteractionStore.set_trace`, :meth:`~InteractionStore.fail`,
+- the worker: :meth:`~InteractionStore.start_answer` (the row, :meth:`~InteractionStore.thread_history` and the
+  answer's other first reads in one session, then the attempt counted in one write),
+  :meth:`~InteractionStore.finalize` (one statement), :meth:`~InteractionStore.set_trace`, :meth:`~InteractionStore.fail`,
   :meth:`~InteractionStore.record_stream` (what a streamed answer has posted so far);
 - delivery (its own, retried step after the row turns final): :meth:`~InteractionStore.mark_delivered`,
   :meth:`~InteractionStore.record_delivery_failure`;
@@ -168,25 +168,12 @@ class InteractionStore:
             return list((await session.exec(stmt)).all())
 
     # --- the worker -------------------------------------------------------------------------------------
-    async def begin_attempt(self, interaction_id: int) -> Interaction | None:
-        """Count an attempt and return the row; None when it is missing or already final (a redelivered
-        job is never answered twice)."""
-        async with self.db.asession() as session:
-            counted = await session.exec(  # type: ignore[call-overload]
-                update(Interaction)  # one atomic increment: concurrent attempts each count
-                .where(col(Interaction.id) == interaction_id, col(Interaction.status) == Status.PENDING.value)
-                .values(attempts=col(Interaction.attempts) + 1)
-            )
-            await session.commit()
-            if counted.rowcount != 1:
-                return None
-            return await session.get(Interaction, interaction_id)
-
     async def start_answer(self, interaction_id: int, *, pairs: int,
                            also: Callable[[AsyncSession, Interaction], Awaitable[T]]) -> Started[T] | None:
         """The worker's start of an answer: the row, the thread's history (:meth:`thread_history`, at most
         ``pairs``) and whatever else the answer reads first (``also``: the switches, release and policy,
-        :mod:`playbooks.state`) in one read session, then the attempt counted as in :meth:`begin_attempt` in one
+        :mod:`playbooks.state`) in one read session, then the attempt counted — one atomic increment, so concurrent
+        attempts each count, and only while the row is pending (a redelivered job is never answered twice) — in one
         write (:meth:`Database.write`: SQLite's write lock is held for that UPDATE and its commit only). None when
         the question is missing or already final."""
         async with self.db.asession() as session:

@@ -313,7 +313,7 @@ async def test_two_attempts_answering_at_once_record_and_deliver_one_answer(part
     compose = parts.composer.compose
 
     async def slow_compose(*args: Any, **kwargs: Any) -> Answer:
-        await both_composing.wait()  # both attempts are past begin_attempt and writing an answer
+        await both_composing.wait()  # both attempts have started (counted) and are writing an answer
         return await compose(*args, **kwargs)
 
     parts.composer.compose = slow_compose  # type: ignore[method-assign]
