@@ -95,7 +95,7 @@ class Database:
         100 ms at a time); other processes' writes still take turns with it through that handler.
         """
         def run() -> T:
-            with Session(self.engine, expire_on_commit=False) as session:
+            with self.session() as session:
                 return transaction(session)
 
         return await asyncio.get_running_loop().run_in_executor(self._writer, run)
