@@ -164,19 +164,13 @@ def sample_retriever(sample_data_dir: Path) -> Any:
 
 @pytest.fixture(autouse=True)
 async def loop_guard(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    """After each test (and its fixtures), drop selector entries for sockets closed behind the shared loop's back,
-    and say which test left them (see tests/loop_guard.py): one leak must not fail an unrelated later test."""
+    """Before and after each test (and its fixtures), drop selector entries for sockets closed behind the shared
+    loop's back, and say which test left them (see tests/loop_guard.py): one leak must not fail an unrelated later
+    test. Before: a socket garbage-collected between tests."""
     import asyncio
-    import warnings
 
-    from tests.loop_guard import drop_stale
+    from tests.loop_guard import guard
 
-    before = drop_stale(asyncio.get_running_loop())  # closed between tests (a socket garbage-collected late)
-    if before:
-        warnings.warn(f"before {request.node.nodeid}: sockets closed behind the event loop's back (fds {before})",
-                      ResourceWarning, stacklevel=1)
+    guard(asyncio.get_running_loop(), f"before {request.node.nodeid}")
     yield
-    dropped = drop_stale(asyncio.get_running_loop())
-    if dropped:
-        warnings.warn(f"{request.node.nodeid} closed sockets the event loop still watched (fds {dropped})",
-                      ResourceWarning, stacklevel=1)
+    guard(asyncio.get_running_loop(), request.node.nodeid)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import selectors
 import select
+import selectors
+import warnings
 from typing import Any
 
 _EPOLL = getattr(selectors, "EpollSelector", None)
@@ -53,3 +54,11 @@ def drop_stale(loop: asyncio.AbstractEventLoop) -> list[int]:
         selector.unregister(key.fd)  # EpollSelector ignores the kernel's "not registered"
         dropped.append(key.fd)
     return dropped
+
+
+def guard(loop: asyncio.AbstractEventLoop, when: str) -> None:
+    """:func:`drop_stale`, and a ResourceWarning naming ``when`` (the test) if there was anything to drop."""
+    dropped = drop_stale(loop)
+    if dropped:
+        warnings.warn(f"{when}: sockets closed behind the event loop's back (fds {dropped})", ResourceWarning,
+                      stacklevel=2)
