@@ -32,9 +32,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
+
+from tests.fakes.http_server import serving
 
 
 @dataclass
@@ -393,12 +395,6 @@ def start_fake_confluence(deployment: str = "cloud") -> Iterator[FakeConfluence]
     """A fake Confluence site on a free port of 127.0.0.1; ``base_url`` is what a source's ``base_url`` is
     (Server: with its context path)."""
     site = FakeConfluence(deployment=deployment)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(site))
-    site.root = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(handler_for(site)) as port:
+        site.root = f"http://127.0.0.1:{port}"
         yield site
-    finally:
-        server.shutdown()
-        server.server_close()

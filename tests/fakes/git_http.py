@@ -13,13 +13,14 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from tests.fakes.http_server import serving
 
 
 @dataclass
@@ -86,12 +87,6 @@ def _handler(server: GitHttpServer) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def start_git_http(root: Path, *, username: str, token: str) -> Iterator[GitHttpServer]:
     server = GitHttpServer(root=root, username=username, token=token)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(server))
-    server.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_handler(server)) as port:
+        server.port = port
         yield server
-    finally:
-        httpd.shutdown()
-        httpd.server_close()

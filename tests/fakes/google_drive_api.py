@@ -39,13 +39,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from tests.fakes.http_server import serving
 
 FOLDER = "application/vnd.google-apps.folder"
 DOC = "application/vnd.google-apps.document"
@@ -480,12 +482,6 @@ def _handler(drive: FakeDrive) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def start_fake_drive() -> Iterator[FakeDrive]:
     drive = FakeDrive()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(drive))
-    drive.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_handler(drive)) as port:
+        drive.url = f"http://127.0.0.1:{port}"
         yield drive
-    finally:
-        server.shutdown()
-        server.server_close()

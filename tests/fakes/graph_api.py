@@ -46,10 +46,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from tests.fakes.http_server import serving
 
 TENANT_ID = "11111111-2222-3333-4444-555555555555"
 CLIENT_ID = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
@@ -556,15 +558,8 @@ def start_fake_graph(folder: Path) -> Iterator[FakeGraph]:
     """The fake on a free port of 127.0.0.1 (HTTPS; its CA certificate written to ``folder``)."""
     ca_file, cert_file, key_file = _certificates(folder)
     fake = FakeGraph(ca_file)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(fake))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    fake.base = f"https://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(handler_for(fake), tls=context) as port:
+        fake.base = f"https://127.0.0.1:{port}"
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -31,9 +31,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.http_server import serving
 
 VERSION = "2026-03-11"
 USER = {"object": "user", "id": "6e1bd1c4-0d5e-4f4a-9c1e-2a1f0b5e7c11"}
@@ -460,12 +462,6 @@ def _handler(fake: FakeNotion) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def start_fake_notion(token: str = "secret_fake") -> Iterator[FakeNotion]:
     fake = FakeNotion(token=token)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_handler(fake)) as port:
+        fake.url = f"http://127.0.0.1:{port}"
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()

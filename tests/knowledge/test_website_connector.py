@@ -4,11 +4,10 @@ lastmod, changed and deleted pages — synced into a real index and searched."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from knowledge.connectors.config import SourcesConfigError, parse_sources
 from knowledge.connectors.sync import sync_source
 from knowledge.index import IndexStore
 from knowledge.retrieval import Retriever
+from tests.fakes.http_server import serving
 
 
 @dataclass
@@ -79,13 +79,9 @@ def handler_for(site: Site) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def site() -> Iterator[Site]:
     state = Site()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(state))
-    state.base = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    with serving(handler_for(state)) as port:
+        state.base = f"http://127.0.0.1:{port}"
+        yield state
 
 
 @pytest.fixture

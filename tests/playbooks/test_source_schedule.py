@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from feedback.sync_runs import last_runs
 from knowledge.connectors.config import parse_sources
 from playbooks.sources import SourceScheduler, due_sources
 from tests.conftest import settings_for
+from tests.fakes.http_server import serving
 
 NOW = datetime(2026, 12, 2, 10, 0, tzinfo=timezone.utc)
 
@@ -67,13 +68,10 @@ def slow_site() -> Iterator[tuple[str, threading.Event]]:
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield base, release
-    release.set()
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as port:
+        base = f"http://127.0.0.1:{port}"
+        yield base, release
+        release.set()
 
 
 async def wait_for_runs(settings_url: str, names: set[str], timeout: float = 90) -> dict[str, SyncRun]:
