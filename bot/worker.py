@@ -9,6 +9,7 @@ the knowledge sources' syncs when their schedule is due (:mod:`playbooks.sources
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 import structlog
@@ -19,6 +20,7 @@ from bot import metrics
 from bot.core.log import configure_logging, get_logger
 from bot.core.settings import Settings, get_settings
 from bot.core.types import Platform
+from bot.embed_jobs import EMBED_JOB, HELPER_BUDGET_S, embed_help, shared_embedding
 from bot.local_chat.live import LocalDeliverer
 from bot.pipeline import AnswerPipeline
 from bot.queue import (ANSWER_JOB, DELIVER_JOB, DeliveryQueue, delivery_max_tries, sweep_pending,
@@ -56,7 +58,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["guard"] = rt.guard
     ctx["canary"] = rt.canary  # the canary's decision, also by cron (playbooks/canary.py)
     ctx["source_scheduler"] = SourceScheduler(  # the knowledge sources' schedules; a held sync is alerted
-        settings, rt.redis, rt.guard.alerter if rt.guard is not None else None)
+        settings, rt.redis, rt.guard.alerter if rt.guard is not None else None,
+        embedding=partial(shared_embedding, settings))  # every worker helps embed (bot/embed_jobs.py)
     # /healthz and /readyz next to /metrics (the Redis state is there with deskmate worker's ResilientWorker)
     state = ctx.get("redis_state")
     ctx["metrics_runner"] = await metrics.start_worker_metrics(
@@ -159,7 +162,10 @@ def worker_options(settings: Settings) -> dict[str, Any]:
                         max_tries=delivery_max_tries(settings)),
                    # a shadow canary's background answer: never shown, never retried (it costs money)
                    func(shadow_job, name=SHADOW_JOB, timeout=settings.job_timeout_s, max_tries=1),
-                   func(learned_refresh, name=REFRESH_JOB, timeout=max(settings.job_timeout_s, 600.0), max_tries=3)],
+                   func(learned_refresh, name=REFRESH_JOB, timeout=max(settings.job_timeout_s, 600.0), max_tries=3),
+                   # a share of a sync's embedding (bot/embed_jobs.py): never retried, the syncing process redoes
+                   # what a lost helper took; no result kept (the vectors travel through their own keys)
+                   func(embed_help, name=EMBED_JOB, timeout=HELPER_BUDGET_S + 300, max_tries=1, keep_result=0)],
         # arq holds every job's in-progress key for (the longest function timeout + 10 s), and that is how long a
         # dead worker's job waits before another worker takes it: the sweep must not raise that bound
         cron_jobs=[

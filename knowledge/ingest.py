@@ -20,6 +20,7 @@ from knowledge.chunking import chunk_document, indexed_text
 from knowledge.embedding import Embedder, Vector
 from knowledge.index import ChunkingParams, ChunkRecord, DocEntry, IndexStore, Manifest, now_iso, records_for
 from knowledge.learned import is_learned, with_learned
+from knowledge.shared_embedding import EmbeddingWork, embed_here
 from knowledge.sources import SkippedFile, SourceDocument, scan
 
 log = get_logger(__name__)
@@ -102,9 +103,12 @@ def ingest_documents(
     source: str,
     progress: ProgressCallback | None = None,
     protected_versions: set[int] | None = None,
+    embedding: EmbeddingWork = embed_here,
 ) -> IngestReport:
     """Build a new version of ``kb`` holding exactly ``documents`` (read by a connector or :func:`scan`), when
-    anything changed. ``source`` is recorded in the version's manifest entry."""
+    anything changed. ``source`` is recorded in the version's manifest entry. ``embedding`` turns the new
+    chunks' texts into vectors: here by default, or shared with the workers
+    (:class:`knowledge.shared_embedding.SharedEmbedding`)."""
     started = time.perf_counter()
     config = store.config
     for s in skipped:
@@ -157,10 +161,10 @@ def ingest_documents(
                 embed_ids.update(r.chunk_id for r in doc_records)
 
         to_vectors = [r for r in records if r.chunk_id in embed_ids]
-        embeddings = _embed(store.embedder, to_vectors, progress)
+        embeddings = embed_records(store.embedder, to_vectors, progress, embedding=embedding)
         crosslingual = store.crosslingual_embedder
-        crosslingual_embeddings = (_embed(crosslingual, to_vectors, progress, stage="embed-crosslingual")
-                                   if crosslingual is not None else None)
+        crosslingual_embeddings = (embed_records(crosslingual, to_vectors, progress, stage="embed-crosslingual",
+                                                 embedding=embedding) if crosslingual is not None else None)
         version = (int(previous["version"]) + 1) if previous else 1
         total = len(records)
         written = 0
@@ -207,15 +211,11 @@ def document_records(store: IndexStore, doc: SourceDocument) -> tuple[list[Chunk
                      "chunks": len(records)}
 
 
-def _embed(embedder: Embedder, records: list[ChunkRecord], progress: ProgressCallback | None, *,
-           stage: str = "embed") -> dict[str, Vector]:
-    out: dict[str, Vector] = {}
-    step = 256
-    for i in range(0, len(records), step):
-        part = records[i : i + step]
-        vectors = embedder.embed([indexed_text(r.title, r.heading, r.text) for r in part])
-        for record, vector in zip(part, vectors):
-            out[record.chunk_id] = vector
-        if progress:
-            progress(stage, min(i + step, len(records)), len(records))
-    return out
+def embed_records(embedder: Embedder, records: list[ChunkRecord], progress: ProgressCallback | None = None, *,
+                  stage: str = "embed", embedding: EmbeddingWork = embed_here) -> dict[str, Vector]:
+    """Each record's vector by its chunk id (its indexed text: title, heading and text) through ``embedding``."""
+    if not records:
+        return {}
+    vectors = embedding(embedder, [indexed_text(r.title, r.heading, r.text) for r in records], stage=stage,
+                        progress=progress)
+    return {record.chunk_id: vector for record, vector in zip(records, vectors, strict=True)}

@@ -16,7 +16,7 @@ from typing import Any
 from bot.core.log import get_logger
 from knowledge.calibration import calibrate
 from knowledge.index import ChunkRecord, DocEntry, IndexStore, Manifest, now_iso
-from knowledge.ingest import _chunking_params, _embed, document_records
+from knowledge.ingest import _chunking_params, document_records, embed_records
 from knowledge.learned import is_learned, learned_documents
 
 log = get_logger(__name__)
@@ -68,9 +68,9 @@ def refresh_learned(store: IndexStore, kb: str, *, protected_versions: set[int] 
             records.extend(doc_records)
             if doc.doc_id in to_embed:
                 new_records.extend(doc_records)
-        embeddings = _embed(store.embedder, new_records, None)
+        embeddings = embed_records(store.embedder, new_records)
         crosslingual = store.crosslingual_embedder
-        crosslingual_embeddings = (_embed(crosslingual, new_records, None, stage="embed-crosslingual")
+        crosslingual_embeddings = (embed_records(crosslingual, new_records, stage="embed-crosslingual")
                                    if crosslingual is not None else None)
         version = int(previous["version"]) + 1
         store.write_version(kb, version, records, embeddings, copy_from=int(previous["version"]),

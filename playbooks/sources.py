@@ -10,6 +10,9 @@ the change guard raises an alert naming the runbook.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,6 +25,7 @@ from knowledge.config import KnowledgeConfig
 from knowledge.connectors.config import SourceConfig, SourcesConfigError, load_sources
 from knowledge.connectors.sync import ChangeGuard, SyncResult, kb_of, sync_source
 from knowledge.index import IndexStore
+from knowledge.shared_embedding import EmbeddingWork, embed_here
 from playbooks.alerts import Alerter
 from playbooks.releases import pinned_index_versions
 
@@ -30,9 +34,17 @@ log = get_logger(__name__)
 LOCK_TTL_S = 4 * 3600
 LOCK_PREFIX = "deskmate:source-sync:"
 
+#: Opens the way a sync embeds its chunks, for the time of one sync (in the sync's thread): the workers' shared
+#: embedding (``bot.embed_jobs.shared_embedding``), or this process alone (the default).
+EmbeddingFactory = Callable[[], AbstractContextManager[EmbeddingWork]]
+
+
+def embed_alone() -> AbstractContextManager[EmbeddingWork]:
+    return contextlib.nullcontext(embed_here)
+
 
 def run_sync(settings: Settings, source: SourceConfig, sources: list[SourceConfig], *,
-             trigger: str = "cli", force: bool = False) -> SyncResult:
+             trigger: str = "cli", force: bool = False, embedding: EmbeddingFactory = embed_alone) -> SyncResult:
     """Sync one source (synchronous: embedding is CPU work) and record the run. The change guard
     (``DESKMATE_SOURCES_MAX_CHANGE_SHARE``) holds a mass deletion or change unless ``force``."""
     kb = kb_of(source, settings.kb_name)
@@ -40,10 +52,11 @@ def run_sync(settings: Settings, source: SourceConfig, sources: list[SourceConfi
         protected = pinned_index_versions(settings, kb)
     except Exception:  # noqa: BLE001 - no database yet: nothing is pinned
         protected = set()
-    result = sync_source(IndexStore(KnowledgeConfig.from_settings(settings)), source, sources,
-                         work_root=settings.sources_work_dir(), default_kb=settings.kb_name,
-                         protected_versions=protected,
-                         guard=None if force else ChangeGuard(max_share=settings.sources_max_change_share))
+    with embedding() as embed:
+        result = sync_source(IndexStore(KnowledgeConfig.from_settings(settings)), source, sources,
+                             work_root=settings.sources_work_dir(), default_kb=settings.kb_name,
+                             protected_versions=protected, embedding=embed,
+                             guard=None if force else ChangeGuard(max_share=settings.sources_max_change_share))
     db = get_database(settings.database_url_resolved())
     with db.session() as session:
         record_run(session, result, trigger=trigger)
@@ -72,10 +85,12 @@ def due_sources(sources: list[SourceConfig], last: dict[str, SyncRun], now: date
 class SourceScheduler:
     """Starts the due sources' syncs; each runs in its own thread and task, recorded with trigger "schedule"."""
 
-    def __init__(self, settings: Settings, redis: Any, alerter: Alerter | None = None) -> None:
+    def __init__(self, settings: Settings, redis: Any, alerter: Alerter | None = None,
+                 embedding: EmbeddingFactory = embed_alone) -> None:
         self.settings = settings
         self.redis = redis  # redis.asyncio.Redis (arq's ArqRedis)
         self.alerter = alerter  # a held sync is alerted to the operators
+        self.embedding = embedding  # the worker's: embedding shared with every worker
         self.running: dict[str, asyncio.Task[SyncResult | None]] = {}
 
     async def tick(self, now: datetime | None = None) -> list[str]:
@@ -115,7 +130,8 @@ class SourceScheduler:
 
     async def _run(self, source: SourceConfig, sources: list[SourceConfig]) -> SyncResult | None:
         try:
-            result = await asyncio.to_thread(run_sync, self.settings, source, sources, trigger="schedule")
+            result = await asyncio.to_thread(run_sync, self.settings, source, sources, trigger="schedule",
+                                           embedding=self.embedding)
             if result.status == "held" and self.alerter is not None:
                 await self.alerter.raise_alert(f"source-held:{source.name}", f"Knowledge source sync {result.errors[0]}")
             return result

@@ -7,6 +7,7 @@ The sync itself is :func:`knowledge.connectors.sync.sync_source`, run and record
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Annotated, Optional
 
 import typer
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bot.core.settings import Settings, get_settings
+from bot.embed_jobs import shared_embedding
 from feedback.db import Database, get_database
 from feedback.models import SyncRun
 from feedback.sync_runs import last_runs, recent_runs
@@ -123,7 +125,9 @@ def sync_sources(settings: Settings, names: list[str] | None, *, trigger: str = 
     sources = load_sources(settings.sources_file)
     _database(settings)
     chosen = sources if names is None else [s for s in sources if s.name in names]
-    return [run_sync(settings, source, sources, trigger=trigger, force=force) for source in chosen]
+    return [run_sync(settings, source, sources, trigger=trigger, force=force,
+                     embedding=partial(shared_embedding, settings))  # running workers help embed
+            for source in chosen]
 
 
 def declared_sources(settings: Settings) -> list[SourceConfig]:

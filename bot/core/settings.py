@@ -80,6 +80,9 @@ class Settings(BaseSettings):
                                     "its own schedule (false: only `deskmate source sync`).")
     sources_max_change_share: float = Field(0.3, description="A sync that would delete or change more than this "
                                             "share of a source (of 10+ documents) is held and alerted; 1 = off.")
+    sources_shared_embedding: bool = Field(True, description="A sync's embedding work is shared with every running "
+                                           "worker through the queue (docs/sources.md); off = the syncing process "
+                                           "embeds alone.")
     doc_base_url: str | None = Field(None, description="Base URL that makes a document's path citable.")
     max_document_bytes: int = Field(5_000_000, description="Larger files are skipped at ingestion, with a reason.")
     chunk_words: int = Field(180, description="Target words per chunk.")

@@ -32,6 +32,7 @@ from knowledge.connectors.base import Connector, DocumentRef, FetchError, Source
 from knowledge.connectors.config import FolderSource, SourceConfig, SourcesConfigError
 from knowledge.index import IndexStore
 from knowledge.ingest import NoDocuments, ProgressCallback, ingest_documents
+from knowledge.shared_embedding import EmbeddingWork, embed_here
 from knowledge.sources import DocumentSkipped, SkippedFile, SourceDocument, is_url, load_document, scan
 
 log = get_logger(__name__)
@@ -286,9 +287,11 @@ def sync_source(
     protected_versions: set[int] | None = None,
     progress: ProgressCallback | None = None,
     guard: ChangeGuard | None = None,
+    embedding: EmbeddingWork = embed_here,
 ) -> SyncResult:
     """Sync ``source`` and rebuild its knowledge base from all of its sources' mirrors. Never raises for a
-    problem of the source itself: the result says ``failed`` (or ``held``, by ``guard``) and why."""
+    problem of the source itself: the result says ``failed`` (or ``held``, by ``guard``) and why. ``embedding``
+    embeds the new chunks (here, or shared with the workers: :mod:`knowledge.shared_embedding`)."""
     kb = kb_of(source, default_kb)
     result = SyncResult(source=source.name, kind=source.kind, kb=kb, started_at=datetime.now(timezone.utc))
     started = time.perf_counter()
@@ -323,7 +326,8 @@ def sync_source(
             if not any(d.doc_id.startswith(f"{source.name}/") for d in documents) and not result.errors:
                 log.warning("source.sync.empty", source=source.name)
             report = ingest_documents(store, documents, [], kb=kb, source=f"source:{source.name}",
-                                      progress=progress, protected_versions=protected_versions)
+                                      progress=progress, protected_versions=protected_versions,
+                                      embedding=embedding)
     except ChangeHeld as exc:
         result.status = "held"
         result.errors.append(str(exc))
