@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -77,6 +79,9 @@ def shared_embedding(settings: Settings, **options: Any) -> Iterator[EmbeddingWo
         return
     client = Redis.from_url(redis_url(settings), socket_connect_timeout=2, socket_timeout=30)
     invitations = _Invitations(settings)
+    # embedding on one thread per core (the default) leaves no core of this host to a helper beside it
+    all_cores = settings.embedding_threads == 0 or settings.embedding_threads >= (os.cpu_count() or 1)
+    options.setdefault("busy_host", socket.gethostname() if all_cores else None)
     try:
         yield SharedEmbedding(client, invitations, **options)
     finally:

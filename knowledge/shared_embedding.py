@@ -21,6 +21,8 @@ What cannot go wrong:
   the coordinator embeds it itself.
 - **A helper with another model** (a worker configured differently) declines: the embedder's name is checked,
   so vectors of two models are never mixed in one index.
+- **A helper on a host whose cores are all embedding already** declines (``busy_host``): on one machine, a
+  second process embedding on the same cores makes the sync slower, not faster (``bench/bench_shared_sync.py``).
 - **No Redis, or Redis lost midway**: the coordinator embeds what is missing itself (logged once); a sync never
   fails because the work could not be shared.
 - Batches are small (``batch_size`` texts), so a worker that helps is never away from its answers for long,
@@ -33,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import threading
 import time
 import uuid
@@ -141,6 +144,9 @@ class SharedEmbedding:
     stale_s: float = 120.0
     ttl_s: int = 3600
     working: Working = PROCESS_WORK
+    #: this host's name when the syncing process's embedding already uses every core of it: helpers on the same
+    #: host then decline (they would only slow it down by sharing the same cores)
+    busy_host: str | None = None
 
     def __call__(self, embedder: Embedder, texts: Sequence[str], *, stage: str = "embed",
                  progress: ProgressCallback | None = None) -> Vectors:
@@ -200,7 +206,8 @@ class _Run:
             pipe.set(f"{k['base']}in:{i}", json.dumps(batch), ex=ttl)
         pipe.rpush(k["todo"], *range(len(self.batches)))
         pipe.hset(k["meta"], mapping={"role": self.role, "embedder": self.embedder.name,
-                                      "batches": len(self.batches), "ttl": ttl})
+                                      "batches": len(self.batches), "ttl": ttl,
+                                      "busy_host": self.shared.busy_host or ""})
         for name in ("meta", "todo"):
             pipe.expire(k[name], ttl)
         pipe.execute()
@@ -290,6 +297,9 @@ async def help_embed(client: AsyncRedis, embedder_for: Callable[[str], Embedder 
         meta = {key.decode(): value.decode() for key, value in (await redis.hgetall(k["meta"])).items()}
         if not meta:
             return 0  # over (or never published)
+        if meta.get("busy_host") and meta["busy_host"] == socket.gethostname():
+            log.info("embedding.shared.same_host", run=run)  # its cores are all embedding already
+            return 0
         embedder = embedder_for(meta["role"])
         if embedder is None or embedder.name != meta["embedder"]:
             log.warning("embedding.shared.other_model", run=run, role=meta["role"], wanted=meta["embedder"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from knowledge.config import KnowledgeConfig
 from knowledge.connectors.config import parse_sources
 from knowledge.embedding import Embedder, Vectors
 from knowledge.index import IndexStore
-from knowledge.shared_embedding import EmbeddingWork, ProgressCallback, Working, embed_here
+from knowledge.shared_embedding import EmbeddingWork, ProgressCallback, SharedEmbedding, Working, embed_here
 from playbooks.sources import run_sync
 from tests.conftest import settings_for
 from tests.stack import running_worker
@@ -54,7 +55,7 @@ async def test_a_running_worker_embeds_part_of_a_sync(tmp_path: Path, redis_url:
     sources_file.write_text(f"- {{name: handbook, kind: folder, path: '{SAMPLE_KNOWLEDGE_DIR}'}}\n")
     settings = settings_for(tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
                             redis_url=redis_url, sources_file=sources_file, worker_poll_delay_s=0.02,
-                            sources_scheduler=False)
+                            sources_scheduler=False, embedding_threads=1)  # one core each: the host has room
     get_database(settings.database_url_resolved()).migrate()
     sources = parse_sources([{"name": "handbook", "kind": "folder", "path": str(SAMPLE_KNOWLEDGE_DIR)}])
     before = helped()
@@ -84,3 +85,13 @@ async def test_a_running_worker_embeds_part_of_a_sync(tmp_path: Path, redis_url:
     crosslingual = store.crosslingual_embedder
     assert crosslingual is not None
     np.testing.assert_allclose(np.load(vdir / "vectors_xl.npy")[:24], crosslingual.embed(texts[:24]), atol=1e-4)
+
+
+def test_a_sync_on_every_core_keeps_helpers_of_its_own_host_away(tmp_path: Path, redis_url: str) -> None:
+    every_core = settings_for(tmp_path, redis_url=redis_url)  # DESKMATE_EMBEDDING_THREADS=0: one per core
+    with shared_embedding(every_core) as shared:
+        assert isinstance(shared, SharedEmbedding) and shared.busy_host == socket.gethostname()
+    with shared_embedding(settings_for(tmp_path, redis_url=redis_url, embedding_threads=1)) as shared:
+        assert isinstance(shared, SharedEmbedding) and shared.busy_host is None
+    with shared_embedding(settings_for(tmp_path, redis_url=redis_url, sources_shared_embedding=False)) as alone:
+        assert alone is embed_here

@@ -64,6 +64,28 @@ def coordinator(redis_url: str, invite: Callable[[str], None], **options: float)
                            **options)
 
 
+def helper_when_invited(client: aioredis.Redis, embedder_for: Callable[[str], Embedder | None],
+                        gate: threading.Event) -> tuple[Callable[[str], None], list[asyncio.Task[int]]]:
+    """``invite`` for the syncing process's thread: the first invitation starts one helper (standing for another
+    worker process: its own :class:`Working`) as a task of the test's loop; ``gate`` is set when it returns."""
+    loop = asyncio.get_running_loop()
+    invited: list[str] = []
+    helpers: list[asyncio.Task[int]] = []
+
+    async def helper(run: str) -> int:
+        try:
+            return await help_embed(client, embedder_for, run, working=Working())
+        finally:
+            gate.set()
+
+    def invite(run: str) -> None:  # the arq job, in a worker
+        if not invited:
+            invited.append(run)
+            loop.call_soon_threadsafe(lambda: helpers.append(loop.create_task(helper(run))))
+
+    return invite, helpers
+
+
 def leftover_keys(redis_url: str) -> list[bytes]:
     return list(redis.Redis.from_url(redis_url).scan_iter(match=PREFIX + "*"))
 
@@ -71,24 +93,9 @@ def leftover_keys(redis_url: str) -> list[bytes]:
 async def test_a_helper_takes_batches_and_the_vectors_are_those_made_alone(
         redis_url: str, embedder: Embedder, texts: list[str]) -> None:
     alone = embed_here(embedder, texts)
-    loop = asyncio.get_running_loop()
     gate = threading.Event()
-    helpers: list[asyncio.Task[int]] = []
-    invited: list[str] = []
     client = aioredis.Redis.from_url(redis_url)
-
-    async def helper(run: str) -> int:
-        try:
-            return await help_embed(client, lambda role: embedder if role == "main" else None, run,
-                                    working=Working())
-        finally:
-            gate.set()
-
-    def invite(run: str) -> None:  # the arq job, in the worker: here a task in the test's loop
-        if not invited:
-            invited.append(run)
-            loop.call_soon_threadsafe(lambda: helpers.append(loop.create_task(helper(run))))
-
+    invite, helpers = helper_when_invited(client, lambda role: embedder if role == "main" else None, gate)
     progress: list[tuple[str, int, int]] = []
     shared = coordinator(redis_url, invite)
     try:
@@ -131,29 +138,31 @@ def test_without_redis_the_syncing_process_embeds_alone(embedder: Embedder, text
 
 
 async def test_a_worker_with_another_model_declines(redis_url: str, embedder: Embedder, texts: list[str]) -> None:
-    loop = asyncio.get_running_loop()
     gate = threading.Event()
-    answers: list[asyncio.Task[int]] = []
-    invited: list[str] = []
     client = aioredis.Redis.from_url(redis_url)
-
-    async def helper(run: str) -> int:
-        try:  # configured with another model: mixing its vectors in would break the index
-            return await help_embed(client, lambda role: Renamed(embedder), run, working=Working())
-        finally:
-            gate.set()
-
-    def invite(run: str) -> None:
-        if not invited:
-            invited.append(run)
-            loop.call_soon_threadsafe(lambda: answers.append(loop.create_task(helper(run))))
-
+    # configured with another model: mixing its vectors in would break the index
+    invite, answers = helper_when_invited(client, lambda role: Renamed(embedder), gate)
     try:
         vectors = await asyncio.to_thread(coordinator(redis_url, invite), Gated(embedder, gate), texts)
         assert await answers[0] == 0
     finally:
         await client.aclose()
     np.testing.assert_allclose(vectors, embed_here(embedder, texts), atol=1e-4)
+
+
+async def test_a_helper_on_the_host_whose_cores_the_sync_already_uses_declines(
+        redis_url: str, embedder: Embedder, texts: list[str]) -> None:
+    gate = threading.Event()
+    client = aioredis.Redis.from_url(redis_url)
+    invite, answers = helper_when_invited(client, lambda role: embedder, gate)  # a worker beside the sync
+    busy = coordinator(redis_url, invite)
+    busy.busy_host = socket.gethostname()
+    try:
+        vectors = await asyncio.to_thread(busy, Gated(embedder, gate), texts)
+        assert await answers[0] == 0
+    finally:
+        await client.aclose()
+    assert vectors.shape == (40, 384)
 
 
 async def test_a_helper_for_a_finished_run_or_a_second_one_in_the_same_process_declines(
