@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from bot.core.clock import utcnow
@@ -233,8 +233,12 @@ class Canary(SQLModel, table=True):
     """A gradual rollout of a candidate release (``playbooks.canary``): who gets it, its limits, how it ended.
 
     ``state``: running | promoted | rolled_back | inconclusive | stopped | completed (a shadow canary's end). At
-    most one is running; every process routes from the running row, so all agree without coordination.
+    most one is running — a partial unique index holds that even when two admins start one at the same instant;
+    every process routes from the running row, so all agree without coordination.
     """
+
+    __table_args__ = (Index("uq_canary_one_running", "state", unique=True,
+                            sqlite_where=text("state = 'running'"), postgresql_where=text("state = 'running'")),)
 
     id: int | None = Field(default=None, primary_key=True)
     candidate: str = Field(index=True, max_length=128)

@@ -39,6 +39,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy import func, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -249,7 +250,11 @@ async def start_canary(session: AsyncSession, settings: Settings, name: str, *, 
         started_by=actor, started_at=utcnow(),
     )
     session.add(canary)
-    await session.commit()
+    try:
+        await session.commit()
+    except IntegrityError as exc:  # another admin's canary was stored meanwhile (at most one runs: the index)
+        await session.rollback()
+        raise CanaryError("another canary was started meanwhile: see `canary status`") from exc
     await session.refresh(canary)
     return canary, gate_message
 

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from bot.core.settings import Settings
@@ -424,3 +426,23 @@ async def test_slack_slash_command_and_teams_admin_words_run_the_canary_command(
             assert "Canary:* `v-slack` on 100% of conversations" in await command(stack, slack_api, "status")
             assert "v-slack" in await command(stack, slack_api, "canary status")
             assert "stopped by slack:" in await command(stack, slack_api, "canary stop")
+
+
+async def test_two_admins_starting_a_canary_at_the_same_instant_get_one_canary(
+        web_rt: Runtime, open_gate: None) -> None:
+    rt = web_rt
+    await make_candidate(rt, "v-one")
+    await make_candidate(rt, "v-two")
+    # both pass "is a canary running?" before either is stored (the gate runs in between)
+    replies = await asyncio.gather(run(rt, "canary v-one --share 10"), run(rt, "canary v-two --share 10"))
+    assert sorted(r.ok for r in replies) == [False, True], [r.text for r in replies]
+    refused = next(r for r in replies if not r.ok)
+    assert "already running" in refused.text or "started meanwhile" in refused.text
+    async with rt.db.asession() as session:
+        running = (await session.exec(select(Canary).where(col(Canary.state) == "running"))).all()
+    assert len(running) == 1
+    # and the database itself refuses a second running canary, whoever writes it
+    async with rt.db.asession() as session:
+        session.add(Canary(candidate="v-two", baseline="initial", started_by="someone else"))
+        with pytest.raises(IntegrityError):
+            await session.commit()
