@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from botbuilder.core import TurnContext
-from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
+from botbuilder.integration.aiohttp import (CloudAdapter, ConfigurationBotFrameworkAuthentication,
+                                            ConfigurationServiceClientCredentialFactory)
 from botbuilder.schema import Activity, ConversationReference
 from botframework.connector.auth import AuthenticateRequestResult
 
@@ -27,6 +28,7 @@ from bot.core.log import get_logger
 from bot.core.settings import Settings
 from bot.teams import auth
 from bot.teams.auth import KeyPolicy, SigningKeysUnavailable
+from bot.teams.credentials import CachedCredentials
 
 log = get_logger(__name__)
 
@@ -66,11 +68,18 @@ def bot_config(settings: Settings) -> BotConfig:
                      APP_TYPE=settings.teams_app_type, APP_TENANTID=settings.teams_tenant_id or None)
 
 
+def bot_authentication(config: Any) -> ConfigurationBotFrameworkAuthentication:
+    """botbuilder's authentication for ``config``, with outbound credentials that fetch one token per hour off the
+    event loop (:mod:`bot.teams.credentials`) instead of one per message on it."""
+    return ConfigurationBotFrameworkAuthentication(
+        config, credentials_factory=CachedCredentials(ConfigurationServiceClientCredentialFactory(config)))
+
+
 class TeamsAdapter(CloudAdapter):
     def __init__(self, settings: Settings, *, key_policy: KeyPolicy | None = None) -> None:
         self.settings = settings
         self.key_policy = key_policy or auth.DEFAULT_KEY_POLICY
-        super().__init__(ConfigurationBotFrameworkAuthentication(bot_config(settings)))
+        super().__init__(bot_authentication(bot_config(settings)))
         # botbuilder's key cache is process-wide: from now on its lookups are served by async, cached sources
         auth.use_async_signing_keys(self.key_policy)
 

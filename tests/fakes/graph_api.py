@@ -20,6 +20,8 @@ throw-away CA (``fake.ca_file``: give it to the source as ``ca_file``). One serv
   ``GET /sites/{id}/pages/microsoft.graph.sitePage`` (paged) and
   ``GET /sites/{id}/pages/{id}/microsoft.graph.sitePage?$expand=canvasLayout``.
 - ``fake.deny = True``: every Graph call answers ``403 accessDenied`` (permissions or consent removed).
+- ``fake.token_delay_s``: the token endpoint answers after that long (also the Bot Framework's outbound token:
+  tests/bot/teams/test_credentials.py).
 - ``fake.throttle(path_part, times, retry_after)``: the next ``times`` Graph calls whose path contains
   ``path_part`` answer ``429 TooManyRequests`` with ``Retry-After``.
 
@@ -42,6 +44,7 @@ import json
 import secrets
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -143,6 +146,8 @@ class FakeGraph:
         self.page_size = 2
         #: Graph answers 403 accessDenied to every call (the app's permissions or their admin consent removed).
         self.deny = False
+        #: the token endpoint answers after this long (a slow or struggling Entra ID)
+        self.token_delay_s = 0.0
         self._throttles: list[list[Any]] = []  # [path part, times left, retry after]
         self._seq = itertools.count(1)
         self.seq = 0
@@ -347,6 +352,7 @@ def handler_for(fake: FakeGraph) -> type[BaseHTTPRequestHandler]:
             return self.json(404, {"error": "not_found"})
 
         def token(self, tenant: str, form: dict[str, str]) -> None:
+            time.sleep(fake.token_delay_s)
             if tenant != fake.tenant_id:
                 return self.json(400, {"error": "invalid_tenant", "error_codes": [90002],
                                        "error_description": f"AADSTS90002: Tenant '{tenant}' not found."})
