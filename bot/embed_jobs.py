@@ -16,13 +16,13 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-from arq.connections import ArqRedis, create_pool
+from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus
 from prometheus_client import Counter
 from redis import Redis
 
 from bot.core.settings import Settings
-from bot.redis_conn import redis_settings, redis_url
+from bot.redis_conn import connect, redis_url
 from knowledge.config import KnowledgeConfig
 from knowledge.index import IndexStore
 from knowledge.shared_embedding import EmbeddingWork, SharedEmbedding, embed_here, embedder_for_store, help_embed
@@ -52,7 +52,7 @@ class _Invitations:
     def __call__(self, run: str) -> None:
         if self._runner is None:
             self._runner = asyncio.Runner()
-            self._pool = self._runner.run(create_pool(redis_settings(self.settings), retry=0))
+            self._pool = self._runner.run(connect(self.settings))
         assert self._pool is not None
         if self._waiting is not None and self._run == run:
             if self._runner.run(self._waiting.status()) in (JobStatus.queued, JobStatus.deferred):
@@ -77,7 +77,8 @@ def shared_embedding(settings: Settings, **options: Any) -> Iterator[EmbeddingWo
     if not settings.sources_shared_embedding:
         yield embed_here
         return
-    client = Redis.from_url(redis_url(settings), socket_connect_timeout=2, socket_timeout=30)
+    client = Redis.from_url(redis_url(settings), socket_connect_timeout=2,
+                            socket_timeout=max(5.0, settings.redis_read_timeout_s), socket_keepalive=True)
     invitations = _Invitations(settings)
     # embedding on one thread per core (the default) leaves no core of this host to a helper beside it
     all_cores = settings.embedding_threads == 0 or settings.embedding_threads >= (os.cpu_count() or 1)

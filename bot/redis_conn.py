@@ -119,5 +119,23 @@ def stop_embedded_redis(proc: subprocess.Popen[bytes] | None) -> None:
 
 
 async def connect(settings: Settings) -> ArqRedis:
-    """An arq pool (a redis.asyncio client with ``enqueue_job``)."""
-    return await create_pool(redis_settings(settings), retry=0)
+    """An arq pool (a redis.asyncio client with ``enqueue_job``), its reads bounded (:func:`bound_reads`)."""
+    return await bound_reads(await create_pool(redis_settings(settings), retry=0), settings)
+
+
+async def bound_reads(pool: ArqRedis, settings: Settings) -> ArqRedis:
+    """Give ``pool``'s connections a read timeout (``DESKMATE_REDIS_READ_TIMEOUT_S``) and TCP keep-alive.
+
+    arq opens its connections with a connect timeout only: on a connection that died without a reset (the Redis
+    host gone, a firewall or NAT dropping an idle connection) a command waited for its reply forever — a worker's
+    poll loop stood still while its ``/readyz`` still said ok. With a read timeout the command raises redis-py's
+    ``TimeoutError``, which every caller already handles as "Redis lost" (the worker rides it out and reconnects).
+    No command Deskmate sends blocks longer than a few seconds (the local chat's ``XREAD`` blocks 1 s)."""
+    kwargs = pool.connection_pool.connection_kwargs
+    kwargs["socket_timeout"] = settings.redis_read_timeout_s
+    kwargs["socket_keepalive"] = True
+    # the connection create_pool pinged with was made without them (a connection keeps its own settings when it
+    # reconnects): close and forget it, so that the next command makes one that has them
+    await pool.connection_pool.disconnect()
+    pool.connection_pool.reset()
+    return pool

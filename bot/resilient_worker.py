@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,7 +106,8 @@ class ResilientWorker(Worker):
     """
 
     def __init__(self, *args: Any, lease_s: float = 15.0, lease_renew_s: float = 5.0,
-                 redis_retry_max_s: float = 5.0, **kwargs: Any) -> None:
+                 redis_retry_max_s: float = 5.0,
+                 prepare_pool: Callable[[ArqRedis], Awaitable[ArqRedis]] | None = None, **kwargs: Any) -> None:
         if not 0 < lease_renew_s < lease_s:
             raise ValueError(f"the lease renewal interval ({lease_renew_s} s) must be shorter than the lease "
                              f"({lease_s} s)")
@@ -113,6 +115,8 @@ class ResilientWorker(Worker):
         self.lease_s = lease_s
         self.lease_renew_s = lease_renew_s
         self.redis_retry_max_s = max(FIRST_RETRY_S, redis_retry_max_s)
+        #: applied to arq's pool once connected (``deskmate worker``: read timeouts, bot.redis_conn.bound_reads)
+        self.prepare_pool = prepare_pool
         # arq claims a job with psetex(in-progress key, in_progress_timeout_s): claim it for one lease instead
         self.in_progress_timeout_s = lease_s
         self.redis_state = RedisState(changed_at=time.monotonic())
@@ -135,9 +139,10 @@ class ResilientWorker(Worker):
         assert self.redis_settings is not None
         while True:
             try:
-                return await create_pool(self.redis_settings, retry=self.redis_settings.conn_retries,
+                pool = await create_pool(self.redis_settings, retry=self.redis_settings.conn_retries,
                                          job_deserializer=self.job_deserializer, job_serializer=self.job_serializer,
                                          default_queue_name=self.queue_name, expires_extra_ms=self.expires_extra_ms)
+                return await self.prepare_pool(pool) if self.prepare_pool is not None else pool
             except REDIS_ERRORS as exc:
                 self._lost(exc)
                 await asyncio.sleep(self._backoff())

@@ -25,7 +25,7 @@ from bot.local_chat.live import LocalDeliverer
 from bot.pipeline import AnswerPipeline
 from bot.queue import (ANSWER_JOB, DELIVER_JOB, DeliveryQueue, delivery_max_tries, sweep_pending,
                        sweep_undelivered)
-from bot.redis_conn import redis_settings
+from bot.redis_conn import bound_reads, redis_settings
 from bot.resilient_worker import ResilientWorker, health_routes
 from bot.runtime import Runtime, build_runtime, freeze_heap
 from bot.slack.delivery import SlackDeliverer, slack_deliverer
@@ -200,7 +200,8 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
     options = worker_options(settings)
     options.update(overrides)
     return ResilientWorker(**options, lease_s=settings.worker_lease_s, lease_renew_s=settings.worker_lease_renew_s,
-                           redis_retry_max_s=settings.worker_redis_retry_max_s)
+                           redis_retry_max_s=settings.worker_redis_retry_max_s,
+                           prepare_pool=partial(bound_reads, settings=settings))
 
 
 def run_worker(settings: Settings) -> None:

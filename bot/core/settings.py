@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description="redis:// or unix:// URL; unset = start an embedded redis-server under data_dir."
     )
+    redis_read_timeout_s: float = Field(
+        15.0, ge=2, description="A Redis reply that has not come in this long means the connection is dead (a host "
+                                "gone without a reset, a firewall dropping it): the command fails and is handled "
+                                "as Redis lost, instead of waiting forever.")
     redis_server: str | None = Field(
         None, description="The redis-server or valkey-server binary the embedded default starts; unset = "
         "valkey-server or redis-server from PATH (scripts/setup.sh installs one).",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from bot.runtime import build_runtime
 from tests.fakes.anthropic_server import Reply
 from tests.fakes.redis_server import RedisServer
 from tests.fakes.slack_api import start_fake_slack
+from tests.fakes.tcp_proxy import tcp_proxy
 from tests.stack import queue_drained, running_stack, wait_final, worker_processes
 
 QUESTION = "How do I connect to the VPN from home?"
@@ -131,6 +132,46 @@ async def test_a_killed_workers_question_is_answered_by_another_worker_within_se
     assert len(fake_anthropic.message_requests) == 2
     assert len(slack.calls_to("chat.postMessage", channel="D1")) == 1
     assert recovery_s < 30
+
+
+async def test_a_worker_whose_redis_connection_goes_silent_notices_and_comes_back(
+    make_settings: Callable[..., Settings], redis_server: RedisServer, fake_anthropic: Any, tmp_path: Path
+) -> None:
+    """Redis unreachable without a reset (a partition, a host gone behind a firewall): the worker's commands get no
+    reply. Its reads time out (``DESKMATE_REDIS_READ_TIMEOUT_S``), it says "Redis lost" on /readyz instead of
+    standing still while reporting ok, and once the network is back it answers what was asked meanwhile."""
+    settings = claude_settings(make_settings, fake_anthropic, worker_redis_retry_max_s=1.0)
+    async with running_stack(settings, worker=False) as stack, tcp_proxy("127.0.0.1", redis_server.port) as net, \
+            worker_processes(settings, 1, tmp_path, redis_url=f"redis://127.0.0.1:{net.port}/0",
+                             redis_read_timeout_s=2) as [worker]:
+        first = await stack.client.post("/chat/api/ask", json={"text": QUESTION, "conversation_id": "before"})
+        assert (await stack.wait_final(first.json()["interaction_id"])).status == Status.ANSWERED
+
+        net.pause()
+        try:
+            # the poll loop itself notices (not only /readyz's own ping): without a read timeout it waited forever
+            await wait_until_async(lambda: worker.readyz(), lambda ready: ready[1].get("checks", {}).get(
+                "queue", "").startswith("error: Redis lost"), timeout_s=20)
+            asked = await stack.client.post("/chat/api/ask", json={"text": QUESTION, "conversation_id": "during"})
+            assert asked.json()["queued"] is True  # the web process reaches Redis: only the worker is cut off
+            assert worker.alive, worker.log_tail()
+        finally:
+            net.resume()
+        await worker.wait_readyz(200, timeout_s=20)
+        during = await stack.wait_final(asked.json()["interaction_id"], timeout_s=30)
+        assert worker.alive, worker.log_tail()
+    assert during.status == Status.ANSWERED and during.attempts == 1
+    assert "Timeout" in worker.events("worker.redis_lost")[0]["error"]
+
+
+async def wait_until_async(read: Callable[[], Awaitable[Any]], condition: Callable[[Any], bool],
+                           timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not condition(value := await read()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {timeout_s} s: {value}")
+        await asyncio.sleep(0.1)
+    return value
 
 
 async def wait_until(condition: Callable[[], bool], timeout_s: float) -> None:
