@@ -19,10 +19,9 @@ from typing import Any
 from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus
 from prometheus_client import Counter
-from redis import Redis
 
 from bot.core.settings import Settings
-from bot.redis_conn import connect, redis_url
+from bot.redis_conn import connect, sync_client
 from knowledge.config import KnowledgeConfig
 from knowledge.index import IndexStore
 from knowledge.shared_embedding import EmbeddingWork, SharedEmbedding, embed_here, embedder_for_store, help_embed
@@ -77,8 +76,7 @@ def shared_embedding(settings: Settings, **options: Any) -> Iterator[EmbeddingWo
     if not settings.sources_shared_embedding:
         yield embed_here
         return
-    client = Redis.from_url(redis_url(settings), socket_connect_timeout=2,
-                            socket_timeout=max(5.0, settings.redis_read_timeout_s), socket_keepalive=True)
+    client = sync_client(settings, min_read_timeout_s=5.0)  # the syncing process blocks 1 s at a time on BLPOP
     invitations = _Invitations(settings)
     # embedding on one thread per core (the default) leaves no core of this host to a helper beside it
     all_cores = settings.embedding_threads == 0 or settings.embedding_threads >= (os.cpu_count() or 1)

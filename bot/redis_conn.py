@@ -12,10 +12,14 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import redis
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from redis import Redis as SyncRedis
+from redis.asyncio.connection import Connection as AsyncTcpConnection
+from redis.connection import Connection as SyncTcpConnection
 
 from bot.core.log import get_logger
 from bot.core.settings import Settings
@@ -124,18 +128,33 @@ async def connect(settings: Settings) -> ArqRedis:
 
 
 async def bound_reads(pool: ArqRedis, settings: Settings) -> ArqRedis:
-    """Give ``pool``'s connections a read timeout (``DESKMATE_REDIS_READ_TIMEOUT_S``) and TCP keep-alive.
+    """Give ``pool``'s connections a read timeout (``DESKMATE_REDIS_READ_TIMEOUT_S``), and TCP keep-alive when
+    they are TCP connections (a unix socket, the embedded default's, has none).
 
     arq opens its connections with a connect timeout only: on a connection that died without a reset (the Redis
     host gone, a firewall or NAT dropping an idle connection) a command waited for its reply forever — a worker's
     poll loop stood still while its ``/readyz`` still said ok. With a read timeout the command raises redis-py's
     ``TimeoutError``, which every caller already handles as "Redis lost" (the worker rides it out and reconnects).
     No command Deskmate sends blocks longer than a few seconds (the local chat's ``XREAD`` blocks 1 s)."""
-    kwargs = pool.connection_pool.connection_kwargs
-    kwargs["socket_timeout"] = settings.redis_read_timeout_s
-    kwargs["socket_keepalive"] = True
+    _bound(pool.connection_pool, settings.redis_read_timeout_s,
+           tcp=issubclass(pool.connection_pool.connection_class, AsyncTcpConnection))
     # the connection create_pool pinged with was made without them (a connection keeps its own settings when it
     # reconnects): close and forget it, so that the next command makes one that has them
     await pool.connection_pool.disconnect()
     pool.connection_pool.reset()
     return pool
+
+
+def sync_client(settings: Settings, *, min_read_timeout_s: float = 0.0) -> SyncRedis:
+    """A synchronous client (for work in threads) with the same bounds as :func:`bound_reads`; its read timeout
+    is at least ``min_read_timeout_s`` (for a blocking command that waits that long)."""
+    client = SyncRedis.from_url(redis_url(settings), socket_connect_timeout=2)
+    _bound(client.connection_pool, max(min_read_timeout_s, settings.redis_read_timeout_s),
+           tcp=issubclass(client.connection_pool.connection_class, SyncTcpConnection))
+    return client
+
+
+def _bound(pool: Any, read_timeout_s: float, *, tcp: bool) -> None:
+    pool.connection_kwargs["socket_timeout"] = read_timeout_s
+    if tcp:  # a unix socket connection takes no keep-alive option (it refuses the keyword)
+        pool.connection_kwargs["socket_keepalive"] = True

@@ -12,10 +12,12 @@ import redis
 from bot.core.settings import Settings
 from bot.redis_conn import (
     RedisServerNotFound,
+    connect,
     embedded_socket,
     ensure_embedded_redis,
     find_redis_server,
     stop_embedded_redis,
+    sync_client,
 )
 from tests.conftest import settings_for
 
@@ -62,3 +64,31 @@ def test_the_embedded_server_starts_keeps_data_and_stops(tmp_path: Path) -> None
         assert redis.Redis(unix_socket_path=str(sock)).get("deskmate:probe") == b"1", "persistence is on"
     finally:
         stop_embedded_redis(again)
+
+
+async def test_connections_are_bounded_over_the_embedded_unix_socket_and_over_tcp(
+        tmp_path: Path, redis_url: str) -> None:
+    """Every client gets a read timeout; TCP ones also keep-alive (a unix socket refuses that option: the embedded
+    default's web process could not reach its Redis when it was passed)."""
+    settings = settings_for(tmp_path / "data", redis_read_timeout_s=7)
+    proc = ensure_embedded_redis(settings)
+    try:
+        for current, tcp in ((settings, False), (settings_for(tmp_path / "data", redis_url=redis_url,
+                                                              redis_read_timeout_s=7), True)):
+            pool = await connect(current)
+            try:
+                assert await pool.set("deskmate:probe", "1") and await pool.get("deskmate:probe") == b"1"
+                (connection,) = pool.connection_pool._available_connections
+                assert connection.socket_timeout == 7
+                assert getattr(connection, "socket_keepalive", False) is tcp
+            finally:
+                await pool.aclose()
+            client = sync_client(current, min_read_timeout_s=9)
+            try:
+                assert client.get("deskmate:probe") == b"1"
+                kwargs = client.connection_pool.connection_kwargs
+                assert kwargs["socket_timeout"] == 9 and kwargs.get("socket_keepalive", False) is tcp
+            finally:
+                client.close()
+    finally:
+        stop_embedded_redis(proc)
