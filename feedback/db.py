@@ -8,7 +8,6 @@ upgraded only by Alembic migrations (:func:`migrate`), never by ``create_all``.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
@@ -22,6 +21,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import Session, create_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.core.files import exclusive_lock
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 T = TypeVar("T")
@@ -143,14 +144,8 @@ def _sqlite_migration_lock(url: str) -> Iterator[None]:
     if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
         yield
         return
-    lock_path = Path(u.database).with_name(Path(u.database).name + ".migrate-lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_lock(Path(u.database).with_name(Path(u.database).name + ".migrate-lock")):
+        yield
 
 
 _databases: dict[str, Database] = {}

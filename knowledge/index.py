@@ -25,7 +25,6 @@ embedder and language.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -49,6 +48,7 @@ from chromadb.api.models.Collection import Collection
 from chromadb.api.types import Embeddable, EmbeddingFunction
 from chromadb.config import Settings as ChromaSettings
 
+from bot.core.files import exclusive_lock
 from bot.core.log import get_logger
 from knowledge.chunking import Chunk, indexed_text
 from knowledge.config import KnowledgeConfig
@@ -317,14 +317,8 @@ class IndexStore:
     @contextmanager
     def writer_lock(self, kb: str) -> Iterator[None]:
         """One ingest per knowledge base at a time, across processes."""
-        directory = self.kb_dir(kb)
-        directory.mkdir(parents=True, exist_ok=True)
-        with open(directory / ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with exclusive_lock(self.kb_dir(kb) / ".lock"):
+            yield
 
     def latest_version(self, kb: str) -> int | None:
         versions = self.versions(kb)
