@@ -92,9 +92,9 @@ async def embed_help(ctx: dict[str, Any], run: str) -> int:
     """The worker's helper job: embed a sync's batches with this worker's own embedders (those of its index
     store; a worker whose knowledge base has no index yet loads them for the purpose)."""
     rt = ctx["runtime"]
-    store = rt.store
-    if store is None:
-        store = ctx.setdefault("embedding_store", IndexStore(KnowledgeConfig.from_settings(rt.settings)))
+    store = rt.store or ctx.get("embedding_store")
+    if store is None:  # built once per worker (its embedders load on first use)
+        store = ctx["embedding_store"] = IndexStore(KnowledgeConfig.from_settings(rt.settings))
     batches = await help_embed(rt.redis, embedder_for_store(store), run, budget_s=HELPER_BUDGET_S)
     EMBED_BATCHES.inc(batches)
     return batches

@@ -9,7 +9,6 @@ documents gone from the folder are left out of the new version, which is then ca
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,10 @@ from knowledge.chunking import chunk_document, indexed_text
 from knowledge.embedding import Embedder, Vector
 from knowledge.index import ChunkingParams, ChunkRecord, DocEntry, IndexStore, Manifest, now_iso, records_for
 from knowledge.learned import is_learned, with_learned
-from knowledge.shared_embedding import EmbeddingWork, embed_here
+from knowledge.shared_embedding import EmbeddingWork, ProgressCallback, embed_here
 from knowledge.sources import SkippedFile, SourceDocument, scan
 
 log = get_logger(__name__)
-
-ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 class NoDocuments(ValueError):

@@ -65,7 +65,7 @@ return i
 #: Redis errors and the OS's (refused, reset) from a raw socket.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
 
-ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total), as knowledge.ingest's
+ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total): an ingestion's progress
 
 
 class EmbeddingWork(Protocol):
@@ -185,16 +185,13 @@ class _Run:
         except REDIS_ERRORS as exc:
             self._lost(exc)
         try:
-            while len(self.results) < len(self.batches):
-                if not self.shared_ok:
-                    for i in range(len(self.batches)):
-                        if i not in self.results:
-                            self._embed(i)
-                    break
+            while self.shared_ok and len(self.results) < len(self.batches):
                 try:
                     self._step()
                 except REDIS_ERRORS as exc:
                     self._lost(exc)
+            for i in range(len(self.batches)):  # Redis lost: what is left is embedded here
+                self._embed(i)
         finally:
             self._clean_up()
         return self.results
@@ -227,10 +224,10 @@ class _Run:
         taken = r.eval(TAKE_SCRIPT, 2, k["todo"], k["taken"], time.time())
         if taken is not None:
             self._embed(int(taken))
-            self._collect(block_s=0)
+            self._collect(wait=False)
             return
         # nothing left to take: wait for the helpers' vectors, and redo what a lost helper left
-        self._collect(block_s=1)
+        self._collect(wait=True)
         missing = [i for i in range(len(self.batches)) if i not in self.results]
         if not missing:
             return
@@ -242,11 +239,12 @@ class _Run:
                 r.hset(k["taken"], str(i), now)
                 self._embed(i)
 
-    def _collect(self, *, block_s: float) -> None:
+    def _collect(self, *, wait: bool) -> None:
+        """The helpers' vectors that are in; with ``wait``, waiting up to a second for the first."""
         r, k = self.redis, self.keys
         ready: list[int] = []
-        if block_s:
-            item = r.blpop([k["done"]], timeout=max(1, round(block_s)))
+        if wait:
+            item = r.blpop([k["done"]], timeout=1)
             if item is not None:
                 ready.append(int(item[1]))
         while (i := r.lpop(k["done"])) is not None:

@@ -31,8 +31,8 @@ from bot.core.log import get_logger
 from knowledge.connectors.base import Connector, DocumentRef, FetchError, SourceError
 from knowledge.connectors.config import FolderSource, SourceConfig, SourcesConfigError
 from knowledge.index import IndexStore
-from knowledge.ingest import NoDocuments, ProgressCallback, ingest_documents
-from knowledge.shared_embedding import EmbeddingWork, embed_here
+from knowledge.ingest import NoDocuments, ingest_documents
+from knowledge.shared_embedding import EmbeddingWork, ProgressCallback, embed_here
 from knowledge.sources import DocumentSkipped, SkippedFile, SourceDocument, is_url, load_document, scan
 
 log = get_logger(__name__)
