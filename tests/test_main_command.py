@@ -5,7 +5,6 @@ local chat with the labelled extractive fallback, citing the handbook."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.procs import stop
 from tests.fakes.redis_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,12 +50,7 @@ def test_deskmate_run_answers_over_the_embedded_default(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline, log_path.read_text()[-3000:]
                 time.sleep(0.1)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)  # SIGTERM: it stops its embedded Redis too
     assert answer["status"] == "answered", answer
     assert "not written by the AI model" in answer["answer"] and "[1]" in answer["answer"]
     assert answer["sources"], answer

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import uuid
@@ -19,6 +18,7 @@ from bot.core.types import Platform, Question
 from bot.runtime import Runtime, build_runtime
 from feedback.models import Interaction
 from playbooks.admin import AdminActor, AdminReply, handle_admin_command
+from bench.procs import stop
 from tests.conftest import settings_for
 from tests.stack import wait_final
 
@@ -152,9 +152,4 @@ def worker_process(tmp_path: Path) -> Iterator[Callable[[Settings], subprocess.P
     yield start
     for proc in started:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, timeout_s=15)
