@@ -10,7 +10,9 @@ For each in-flight level (the worker's ``DESKMATE_WORKER_MAX_JOBS``) it submits 
 and prints, on one JSON line:
 
 - answers/s, and the share of the physical limit ``level / llm_latency`` it reached;
-- the worker's CPU time per answer (user + system, from /proc) and its RSS;
+- the worker's CPU time per answer (user + system, from /proc; with its search process, also shown alone) and
+  RSS (the worker's and its search process's), and the other processes' CPU per answer: the load (this process),
+  the stand-in model and Redis;
 - the pipeline overhead per answer = the answer job's duration (arq's start → finish: everything the worker did
   for it, recording included) minus the model's wait (``--llm-latency`` for an answer that called the model; 0
   for one that never did: "not found", maintenance) — p50/p95, and per stage (``start``: claim + switches/release/policy + the
@@ -68,6 +70,15 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def children(pid: int) -> list[int]:
+    """A process's living child processes (the worker's search process)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found.update(int(c) for c in (task / "children").read_text().split())
+    return sorted(found)
+
+
 def rss_mb(pid: int) -> tuple[float, float]:
     """(current, peak) resident set size of a process in MB."""
     status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
@@ -83,18 +94,25 @@ async def serve_llm(latency_s: float) -> None:
 
 
 async def wait_all_final(rt: Any, ids: list[int], timeout_s: float) -> list[Interaction]:
-    """One polling query for all questions (hundreds of concurrent pollers would load the database)."""
+    """Wait until every question is answered: one counting query per poll (hundreds of concurrent pollers, or
+    every row loaded as an object ten times a second, would cost this process more CPU than the web process's
+    own intake — and it shares the machine with the worker it measures), then the rows once."""
+    from sqlalchemy import func
     from sqlmodel import col, select
 
     deadline = time.monotonic() + timeout_s
+    done = select(func.count()).select_from(Interaction).where(
+        col(Interaction.id).in_(ids), col(Interaction.status).in_(FINAL_STATUSES))
     while True:
         async with rt.db.asession() as session:
-            rows = list((await session.exec(select(Interaction).where(col(Interaction.id).in_(ids)))).all())
-        if all(r.status in FINAL_STATUSES for r in rows) and len(rows) == len(ids):
-            return rows
+            finished = (await session.exec(done)).one()
+        if finished >= len(ids):
+            break
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{sum(r.status not in FINAL_STATUSES for r in rows)} questions unanswered")
+            raise TimeoutError(f"{len(ids) - finished} questions unanswered")
         await asyncio.sleep(0.1)
+    async with rt.db.asession() as session:
+        return list((await session.exec(select(Interaction).where(col(Interaction.id).in_(ids)))).all())
 
 
 def worker_env(args: argparse.Namespace, level: int, database_url: str, redis_url: str, llm_url: str) -> dict[str, str]:
@@ -110,6 +128,8 @@ def worker_env(args: argparse.Namespace, level: int, database_url: str, redis_ur
         "DESKMATE_WORKER_MAX_JOBS": str(level), "DESKMATE_WORKER_METRICS_PORT": str(free_port()),
         "DESKMATE_SOURCES_SCHEDULER": "false",
     })
+    if args.search_processes is not None:
+        env["DESKMATE_SEARCH_PROCESSES"] = str(args.search_processes)
     if os.environ.get("DESKMATE_EMBEDDING_MAX_TOKENS"):  # as the index was built
         env["DESKMATE_EMBEDDING_MAX_TOKENS"] = os.environ["DESKMATE_EMBEDDING_MAX_TOKENS"]
     return env
@@ -135,7 +155,7 @@ async def worker_process(env: dict[str, str], log_path: Path) -> Any:
 
 
 async def run_level(args: argparse.Namespace, level: int, redis_url: str, llm_url: str,
-                    questions: list[str]) -> dict[str, Any]:
+                    questions: list[str], others: dict[str, int]) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="deskmate-bench-"))
     database_url = f"sqlite:///{tmp / 'db.sqlite'}"
     settings = Settings(_env_file=None, database_url=database_url, redis_url=redis_url,  # type: ignore[call-arg]
@@ -149,7 +169,9 @@ async def run_level(args: argparse.Namespace, level: int, redis_url: str, llm_ur
             warm = await rt.intake.submit(local_question(questions[0], f"bench-{level}-warm-up"))
             await wait_all_final(rt, [warm.interaction_id], timeout_s=300)
             n = level * 3
-            cpu0 = cpu_s(proc.pid)
+            family = [proc.pid, *children(proc.pid)]  # the worker and its search process
+            cpu0 = {pid: cpu_s(pid) for pid in family}
+            others0 = {name: cpu_s(pid) for name, pid in others.items()}
             started = time.perf_counter()
             gate = asyncio.Semaphore(20)  # as a web process's connection pool would
 
@@ -162,8 +184,10 @@ async def run_level(args: argparse.Namespace, level: int, redis_url: str, llm_ur
             rows = await wait_all_final(rt, [s.interaction_id for s in submitted], timeout_s=900)
             wall = time.perf_counter() - started
             await asyncio.sleep(0.5)  # the last jobs' results and after-answer hooks
-            cpu = cpu_s(proc.pid) - cpu0
-            rss, peak = rss_mb(proc.pid)
+            cpu_by = {pid: cpu_s(pid) - cpu0[pid] for pid in family}
+            cpu = sum(cpu_by.values())
+            others_cpu = {name: cpu_s(pid) - others0[name] for name, pid in others.items()}
+            rss, peak = (sum(x) for x in zip(*(rss_mb(pid) for pid in family)))
             jobs = {}
             for row in rows:
                 info = await Job(job_id(row.idempotency_key), rt.redis).result_info()
@@ -195,6 +219,8 @@ async def run_level(args: argparse.Namespace, level: int, redis_url: str, llm_ur
             "answers_per_s": round(n / wall, 2),
             "share_of_limit": round((n / wall) / (level / args.llm_latency), 3),
             "worker_cpu_ms_per_answer": round(cpu * 1000 / n, 1),
+            "search_process_cpu_ms_per_answer": round(sum(c for pid, c in cpu_by.items() if pid != proc.pid) * 1000 / n, 1),
+            "other_cpu_ms_per_answer": {name: round(c * 1000 / n, 1) for name, c in others_cpu.items()},
             "worker_rss_mb": round(rss), "worker_peak_rss_mb": round(peak),
             "overhead_ms_p50": pct(overhead, 0.5), "overhead_ms_p95": pct(overhead, 0.95),
             "stages_ms_p50_p95": {s: [pct(v, 0.5), pct(v, 0.95)] for s, v in stages.items() if v},
@@ -212,6 +238,8 @@ async def main() -> None:
     parser.add_argument("--llm-latency", type=float, default=2.0)
     parser.add_argument("--levels", default="10,50,200")
     parser.add_argument("--kb", default="bench")
+    parser.add_argument("--search-processes", type=int, default=None,
+                        help="DESKMATE_SEARCH_PROCESSES for the worker (default: the setting's default; 0 = threads)")
     parser.add_argument("--serve-llm", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_llm:
@@ -226,7 +254,8 @@ async def main() -> None:
         llm_url = json.loads(child.stdout.readline())["llm"]
         with start_redis_server() as redis:
             for level in (int(x) for x in args.levels.split(",")):
-                print(json.dumps(await run_level(args, level, redis.url, llm_url, questions)), flush=True)
+                others = {"load": os.getpid(), "model": child.pid, "redis": redis.pid or 0}
+                print(json.dumps(await run_level(args, level, redis.url, llm_url, questions, others)), flush=True)
     finally:
         end_child(child)
 

@@ -32,6 +32,7 @@ from feedback.votes import Votes
 from knowledge.config import KnowledgeConfig
 from knowledge.index import IndexStore
 from knowledge.retrieval import Retriever
+from knowledge.search_process import SearchProcess
 from playbooks.canary import CanaryGuard
 from playbooks.guard import Guard
 from bot.shadow import enqueue_shadow
@@ -46,7 +47,7 @@ class Runtime:
     db: Database
     redis: ArqRedis
     store: IndexStore | None = None  # worker
-    retriever: Retriever | None = None  # worker
+    retriever: Retriever | SearchProcess | None = None  # worker: in child processes (DESKMATE_SEARCH_PROCESSES) or not
     engine: AnswerEngine | None = None  # worker
     rewriter: QueryRewriter | None = None  # worker: the search query's rewrite model (the engine's client, breaker)
     tracer: Tracer | None = None  # built by build_runtime for every process (votes score their traces)
@@ -91,6 +92,8 @@ class Runtime:
                 await deliverer.aclose()
             except Exception:  # noqa: BLE001
                 log.exception("runtime.deliverer_close_failed")
+        if isinstance(self.retriever, SearchProcess):
+            await self.retriever.aclose()
         if self.engine is not None:
             await self.engine.close()
         if self.tracer is not None:
@@ -107,9 +110,15 @@ async def build_runtime(settings: Settings, *, worker: bool) -> Runtime:
     rt.canary = CanaryGuard(settings, db, redis, AdminChannelNotifier(settings),
                             enqueue_shadow=lambda interaction_id: enqueue_shadow(redis, interaction_id))
     if worker:
-        rt.store = IndexStore(KnowledgeConfig.from_settings(settings))
-        rt.retriever = Retriever(rt.store)
-        await asyncio.to_thread(warm_up, rt.store, settings.kb_name)
+        config = KnowledgeConfig.from_settings(settings)
+        rt.store = IndexStore(config)
+        await asyncio.to_thread(load_language_model)  # the asker's language, for the replies Deskmate words itself
+        if settings.search_processes:  # the embedders and the index are loaded by the children, not here
+            rt.retriever = SearchProcess(config, warm_kb=settings.kb_name, processes=settings.search_processes)
+            await rt.retriever.start()
+        else:
+            rt.retriever = Retriever(rt.store)
+            await asyncio.to_thread(rt.store.warm, settings.kb_name)
         rt.engine = AnswerEngine(settings, redis)
         rt.rewriter = QueryRewriter(settings, rt.engine.client, rt.engine.breaker)
         rt.guard = Guard(settings=settings, db=db, redis=redis, notifier=AdminChannelNotifier(settings))
@@ -129,21 +138,3 @@ def freeze_heap() -> int:
     gc.freeze()
     return gc.get_freeze_count()
 
-
-def warm_up(store: IndexStore, kb: str) -> None:
-    """Load the embedding model, open the vector store and load the latest index now, before the worker takes
-    jobs: the first question is not the slow one, and a burst of first questions does not race to create the
-    Chroma client (:attr:`knowledge.index.IndexStore.client`)."""
-    store.embedder.embed(["warm up"])
-    crosslingual = store.crosslingual_embedder  # loaded now, not by the first questions (all at once)
-    if crosslingual is not None:
-        crosslingual.embed(["warm up"])
-    load_language_model()  # the asker's language, for the replies Deskmate words itself (knowledge/language.py)
-    try:
-        store.open()
-    except Exception as exc:  # noqa: BLE001 - a Chroma server still starting: the first job opens it (safely)
-        log.warning("runtime.vector_store_unavailable", error=repr(exc)[:200])
-    try:
-        store.load(kb)
-    except LookupError as exc:
-        log.warning("runtime.no_index", kb=kb, error=str(exc))

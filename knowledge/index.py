@@ -450,6 +450,24 @@ class IndexStore:
         return [int(e["version"]) for e in drop]
 
     # --- reading ------------------------------------------------------------------------------------
+    def warm(self, kb: str) -> None:
+        """Load the embedders, open the vector store and load ``kb``'s latest version now, before questions
+        come: the first question is not the slow one, and a burst of first questions does not race to create
+        the Chroma client (:attr:`client`). A vector store not reachable yet, or no index yet, is logged and left
+        to the first question."""
+        self.embedder.embed(["warm up"])
+        crosslingual = self.crosslingual_embedder
+        if crosslingual is not None:
+            crosslingual.embed(["warm up"])
+        try:
+            self.open()
+        except Exception as exc:  # noqa: BLE001 - a Chroma server still starting: the first search opens it
+            log.warning("index.vector_store_unavailable", error=repr(exc)[:200])
+        try:
+            self.load(kb)
+        except LookupError as exc:
+            log.warning("index.none_yet", kb=kb, error=str(exc))
+
     def load(self, kb: str, version: int | None = None) -> VersionData:
         version = self.resolve_version(kb, version)
         key = (kb, version)

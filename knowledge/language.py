@@ -37,6 +37,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from typing import Any
@@ -126,6 +127,7 @@ _WORKPLACE_LANGUAGES = _LATIN_SCRIPT_LANGUAGES | {"ru", "uk", "bg", "el", "ar", 
                                                   "ja", "ko"}
 
 
+@functools.lru_cache(maxsize=4096)  # the pipeline and the search ask it of the same message
 def written_in(text: str, language: str) -> bool:
     """Is ``text`` written in ``language`` (ISO 639-1, the documents' language)? False only when it confidently
     is not: mostly letters of another script, or — among the languages colleagues write in — the model's best

@@ -74,6 +74,7 @@ def make_settings(sample_data_dir: Path, tmp_path: Path, redis_url: str) -> Call
             "database_url": f"sqlite:///{tmp_path / 'deskmate.db'}",
             "redis_url": redis_url,
             "worker_poll_delay_s": 0.02,
+            "search_processes": 0,  # a child per worker costs seconds; tests/knowledge/test_search_process.py
             "sweeper_interval_s": 1,
             "sweeper_min_age_s": 0.5,
             "job_timeout_s": 30,

@@ -2,4 +2,5 @@
 
 from bot.cli import app
 
-app()
+if __name__ == "__main__":  # not when a spawned child process (the search process) imports it
+    app()

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     )
     embedding_max_tokens: int = Field(256, description="Token limit per text (trained at 128; 256 keeps more of a long chunk, see docs/benchmarks.md).")
     embedding_threads: int = Field(0, description="ONNX intra-op threads; 0 = one per core.")
+    search_processes: int = Field(1, ge=0, le=16, description="Child processes in which the worker searches; they "
+                                  "load the embedders and the index, and the worker's event loop keeps the interpreter "
+                                  "under load (docs/benchmarks.md). 0: searches run in threads of the worker's process.")
     embedding_crosslingual: Literal["use-multilingual-v3", "off"] = Field(
         "use-multilingual-v3",
         description="Second embedder for questions not in the documents' language: each chunk is also embedded "

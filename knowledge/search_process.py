@@ -1,0 +1,241 @@
+"""Retrieval in a process of its own, so that the worker's event loop keeps the interpreter (issue 16).
+
+A question's search is CPU work: two embeddings, a product with the version's vectors, BM25, fusion — about
+16 ms of one core. In threads of the worker's own process (``asyncio.to_thread``) that work is fine alone, but
+at 200 answers in flight it made the event loop wait: for the GIL, which six search threads held in turn, and for
+the cores, which they and the BLAS library's spinning threads kept busy. The worker's main thread then ran less
+than half the time and every answer's stream, database write and Redis call queued behind it
+(``docs/benchmarks.md``, "Third round").
+
+:class:`SearchProcess` is a :class:`~bot.pipeline.Searcher` whose searches run in a child process (``spawn``: a
+fresh interpreter, never a fork of a process with threads; one by default, ``DESKMATE_SEARCH_PROCESSES``). The
+parent keeps only what is cheap:
+
+- **Batches, without a timer.** Questions that arrive while the child is busy wait in the parent and go over in
+  one call when it is free: one round trip and one pickling per batch, and the child embeds the batch's
+  questions in one call of the main embedder (:meth:`knowledge.retrieval.Retriever.search_many`; the same
+  vectors as one by one). Alone, a question goes at once.
+- **The vocabulary** (the offline query's term counts) is asked once per index version and kept: the parent
+  resolves "latest" itself, with a ``stat`` of the manifest, so a new version is seen at its first question.
+- **A crash is not an outage.** A child that dies (out of memory, a native fault) is replaced and the batch is
+  sent once more to the new one; a batch that kills two children fails with :class:`SearchProcessError`, and
+  the worker's retries take it from there. A child whose worker died (SIGKILL) ends itself within a second.
+
+The child loads the embedders and the index once (``warm_kb``), embeds questions on one thread (a question is a
+few tokens: a second thread cost more CPU than it saved time) and runs BLAS on one thread (OpenBLAS's idle
+threads spin: they had doubled a search's CPU).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import multiprocessing
+import os
+import pickle
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+from threadpoolctl import threadpool_limits
+
+from bot.core.log import get_logger
+from knowledge.config import KnowledgeConfig
+from knowledge.index import IndexStore
+from knowledge.passage import Passage
+from knowledge.retrieval import Retriever, SearchRequest, SearchResult
+
+log = get_logger(__name__)
+
+#: Most questions sent to the child in one call (a burst beyond it goes in the next call).
+MAX_BATCH = 32
+#: How often the child checks that its worker is still alive (seconds).
+PARENT_CHECK_S = 1.0
+#: Index versions whose vocabulary the parent keeps (the releases' pinned versions and the latest).
+KEEP_VOCABULARIES = 4
+
+T = TypeVar("T")
+
+
+class SearchProcessError(RuntimeError):
+    """The search process stopped while searching, twice in a row: the question was not searched."""
+
+
+# --- the child ----------------------------------------------------------------------------------------------
+_retriever: Retriever | None = None
+
+
+def _start_child(config: KnowledgeConfig, warm_kb: str | None, parent: int) -> None:
+    """The child's initializer: one BLAS thread, questions embedded on one thread, models and index loaded."""
+    global _retriever
+    threading.Thread(target=_exit_with, args=(parent,), name="deskmate-search-parent", daemon=True).start()
+    threadpool_limits(1, user_api="blas")
+    one_thread = dataclasses.replace(
+        config, embedding=dataclasses.replace(config.embedding, threads=1),
+        crosslingual=None if config.crosslingual is None else dataclasses.replace(config.crosslingual, threads=1))
+    store = IndexStore(one_thread)
+    _retriever = Retriever(store)
+    if warm_kb is not None:
+        store.warm(warm_kb)
+        try:
+            _retriever.search("warm up", kb=warm_kb, k=1)  # what a first search prepares, prepared now
+        except LookupError:
+            pass  # no index yet: logged by warm()
+
+
+def _exit_with(parent: int) -> None:
+    """End the child when its worker is gone: a SIGKILLed worker cannot stop it, and it would wait forever."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(0)
+
+
+def _child() -> Retriever:
+    if _retriever is None:  # pragma: no cover - the initializer always ran first
+        raise RuntimeError("the search process was not started")
+    return _retriever
+
+
+def _search_batch(requests: list[SearchRequest]) -> list[SearchResult]:
+    return [result if _portable(result) else RuntimeError(f"{type(result).__name__}: {result}")
+            for result in _child().search_many(requests)]
+
+
+def _vocabulary(kb: str, version: int) -> dict[str, int]:
+    return dict(_child().vocabulary(kb, version))
+
+
+def _ready() -> bool:
+    return _retriever is not None
+
+
+def _portable(result: SearchResult) -> bool:
+    """Can the result cross back to the parent? (An exception whose class takes other arguments cannot.)"""
+    if not isinstance(result, BaseException):
+        return True
+    try:
+        pickle.loads(pickle.dumps(result))
+    except Exception:  # noqa: BLE001 - any failure to round-trip means: send a plain error instead
+        return False
+    return True
+
+
+# --- the parent ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Waiting:
+    request: SearchRequest
+    future: asyncio.Future[list[Passage]]
+
+
+class SearchProcess:
+    """Searches (and vocabularies) answered by ``processes`` child processes (``DESKMATE_SEARCH_PROCESSES``); one
+    per worker process. See the module."""
+
+    def __init__(self, config: KnowledgeConfig, *, warm_kb: str | None = None, processes: int = 1) -> None:
+        if processes < 1:
+            raise ValueError(f"processes must be 1 or more, got {processes}")
+        self.config = config
+        self.warm_kb = warm_kb
+        self.processes = processes
+        self._versions = IndexStore(config)  # resolves "latest" (a stat of the manifest); loads no version
+        self._pool: ProcessPoolExecutor | None = None
+        self._waiting: list[_Waiting] = []
+        self._sending: set[asyncio.Task[None]] = set()
+        self._in_flight = 0  # batches sent and not answered
+        self._vocabularies: OrderedDict[tuple[str, int], Mapping[str, int]] = OrderedDict()
+        self.batches = 0  # calls made to the child, for tests and benchmarks
+        self.restarts = 0
+
+    async def start(self) -> None:
+        """Start the children and wait until they have loaded the models and ``warm_kb``'s latest version."""
+        await asyncio.gather(*(self._call(_ready) for _ in range(self.processes)))
+
+    async def asearch(self, query: str, **options: Any) -> list[Passage]:
+        """:meth:`knowledge.retrieval.Retriever.search` in the child, batched with the questions waiting."""
+        future: asyncio.Future[list[Passage]] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting((query, options), future))
+        self._pump()
+        return await future
+
+    async def avocabulary(self, kb: str, version: int | None = None) -> Mapping[str, int]:
+        """The version's terms and how many chunks contain each, asked of the child once per version."""
+        resolved = await asyncio.to_thread(self._versions.resolve_version, kb, version)
+        key = (kb, resolved)
+        vocabulary = self._vocabularies.get(key)
+        if vocabulary is None:
+            vocabulary = await self._call(_vocabulary, kb, resolved)
+            self._vocabularies[key] = vocabulary
+            while len(self._vocabularies) > KEEP_VOCABULARIES:
+                self._vocabularies.popitem(last=False)
+        return vocabulary
+
+    async def aclose(self) -> None:
+        """Stop the child (questions still waiting fail with :class:`SearchProcessError`)."""
+        for task in list(self._sending):
+            task.cancel()
+        for waiting in self._waiting:
+            if not waiting.future.done():
+                waiting.future.set_exception(SearchProcessError("the search process was stopped"))
+        self._waiting.clear()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+    # --- helpers -----------------------------------------------------------------------------------
+    def _pump(self) -> None:
+        """Send waiting questions, a batch per call, while a child is free."""
+        while self._waiting and self._in_flight < self.processes:
+            batch = [w for w in self._waiting[:MAX_BATCH] if not w.future.done()]  # done: its asker gave up
+            del self._waiting[:MAX_BATCH]
+            if batch:
+                self._in_flight += 1
+                task = asyncio.create_task(self._send(batch), name="deskmate-search-batch")
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[_Waiting]) -> None:
+        try:
+            results = await self._call(_search_batch, [w.request for w in batch])
+        except Exception as exc:  # noqa: BLE001 - every asker of the batch hears of it
+            results = [exc] * len(batch)
+        finally:
+            self._in_flight -= 1
+        for w, result in zip(batch, results):
+            if w.future.done():
+                continue
+            if isinstance(result, BaseException):
+                w.future.set_exception(result)
+            else:
+                w.future.set_result(result)
+        self._pump()  # what arrived meanwhile
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the child; a child that died is replaced and the call made once more."""
+        loop = asyncio.get_running_loop()
+        for attempt in (1, 2):
+            pool = self._running_pool()
+            try:
+                result: T = await loop.run_in_executor(pool, fn, *args)
+                if fn is _search_batch:
+                    self.batches += 1
+                return result
+            except BrokenProcessPool as exc:
+                log.error("search_process.stopped", attempt=attempt, error=str(exc)[:200])
+                if self._pool is pool:
+                    self._pool = None
+                    self.restarts += 1
+                    pool.shutdown(wait=False, cancel_futures=True)
+                if attempt == 2:
+                    raise SearchProcessError(f"the search process stopped twice: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _running_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_start_child,
+                                             initargs=(self.config, self.warm_kb, os.getpid()))
+        return self._pool

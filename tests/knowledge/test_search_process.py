@@ -1,0 +1,163 @@
+"""Searches in a child process (knowledge/search_process.py) and in batches (Retriever.search_many): the same
+passages as a search in the asking process, errors that reach their asker, and a child that dies replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from knowledge import retrieval
+from knowledge.config import KnowledgeConfig
+from knowledge.embedding import Embedder, Vectors, embed_queries
+from knowledge.index import IndexNotFound
+from knowledge.passage import Passage
+from knowledge.retrieval import FusionConfig, Retriever
+from knowledge.search_process import SearchProcess
+from tests.conftest import settings_for
+
+QUESTIONS = [
+    "How many vacation days do I get?",
+    "how do I reset my VPN password",
+    "Wie viele Urlaubstage habe ich?",  # another language: the cross-lingual route, embedded on its own
+    "expense report deadline",
+    "Who approves travel?",
+    "laptop stolen what now",
+]
+#: More than one block of the dense product (knowledge.retrieval.DENSE_BLOCK) of distinct questions.
+MORE = ["parental leave", "where is the office", "security training deadline", "how to request a new monitor",
+        "per diem rates", "who do I ask about benefits", "jury duty", "onboarding checklist", "remote work policy",
+        "password manager"]
+
+
+def seen(passages: list[Passage]) -> list[tuple[str, float, float | None, float | None]]:
+    return [(p.chunk_id, p.score, p.dense_score, p.relevance) for p in passages]
+
+
+def same(a: list[Passage], b: list[Passage]) -> None:
+    """The same passages, scores and cosines, bit for bit."""
+    assert seen(a) == seen(b)
+
+
+def test_a_batch_finds_what_each_search_finds_alone(sample_retriever: Retriever,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    main_embeddings: list[int] = []
+
+    def counted(embedder: Embedder, texts: Sequence[str]) -> Vectors:
+        if embedder is sample_retriever.store.embedder:
+            main_embeddings.append(len(texts))
+        return embed_queries(embedder, texts)
+
+    requests = [(q, {"kb": "default", "k": 4}) for q in QUESTIONS + MORE]
+    requests.append(("and for contractors?", {"kb": "default", "k": 4, "alternative": "vacation days contractors"}))
+    requests.append(("VPN password", {"kb": "default", "mode": "bm25"}))
+    requests.append(("vacation", {"kb": "nope"}))  # one failing search fails alone
+    with monkeypatch.context() as patch:
+        patch.setattr(retrieval, "embed_queries", counted)
+        results = sample_retriever.search_many(requests)
+    assert main_embeddings == [len(QUESTIONS) - 1 + len(MORE) + 2]  # one call: every question but the German one
+    assert isinstance(results[-1], IndexNotFound)
+    for (query, options), result in zip(requests[:-1], results[:-1]):
+        assert isinstance(result, list) and result, query
+        same(result, sample_retriever.search(query, **options))
+
+
+@pytest.fixture
+def config(sample_data_dir: Path) -> KnowledgeConfig:
+    return KnowledgeConfig.from_settings(settings_for(sample_data_dir))
+
+
+async def test_the_search_process_answers_as_the_worker_would_in_batches(
+        config: KnowledgeConfig, sample_retriever: Retriever) -> None:
+    searcher = SearchProcess(config, warm_kb="default")
+    try:
+        await searcher.start()
+        asked = [q for q in QUESTIONS for _ in range(5)]
+        results = await asyncio.gather(*(searcher.asearch(q, kb="default", k=4, fusion=FusionConfig())
+                                         for q in asked))
+        for question, result in zip(asked, results):
+            same(result, sample_retriever.search(question, kb="default", k=4))
+        assert searcher.batches < len(asked)  # the questions that waited went over together
+
+        with pytest.raises(IndexNotFound):  # the error of the search, as the asking process would raise it
+            await searcher.asearch("vacation", kb="nope")
+        vocabulary = await searcher.avocabulary("default")
+        assert vocabulary == sample_retriever.vocabulary("default") and vocabulary["password"] > 0
+        batches = searcher.batches
+        assert await searcher.avocabulary("default") is vocabulary  # kept for the version: not asked again
+        assert searcher.batches == batches
+        with pytest.raises(IndexNotFound):
+            await searcher.avocabulary("nope")
+    finally:
+        await searcher.aclose()
+
+
+async def test_a_search_process_that_dies_is_replaced_and_an_asker_who_left_is_skipped(
+        config: KnowledgeConfig, sample_retriever: Retriever) -> None:
+    searcher = SearchProcess(config, warm_kb="default")
+    try:
+        await searcher.start()
+        pool = searcher._pool
+        assert pool is not None
+        for pid in list(pool._processes):  # the child dies (out of memory, a native fault)
+            os.kill(pid, signal.SIGKILL)
+        result = await asyncio.wait_for(searcher.asearch(QUESTIONS[0], kb="default"), timeout=120)
+        same(result, sample_retriever.search(QUESTIONS[0], kb="default"))
+        assert searcher.restarts == 1
+
+        gone = asyncio.ensure_future(searcher.asearch(QUESTIONS[1], kb="default"))
+        kept = asyncio.ensure_future(searcher.asearch(QUESTIONS[2], kb="default"))
+        gone.cancel()
+        same(await kept, sample_retriever.search(QUESTIONS[2], kb="default"))
+        assert gone.cancelled()
+    finally:
+        await searcher.aclose()
+
+
+ORPHAN_SCRIPT = """
+import asyncio, sys
+from pathlib import Path
+from knowledge.config import KnowledgeConfig
+from knowledge.search_process import SearchProcess
+
+async def main() -> None:
+    searcher = SearchProcess(KnowledgeConfig(index_dir=Path(sys.argv[1]), chroma_dir=Path(sys.argv[2])))
+    await searcher.start()
+    assert searcher._pool is not None
+    print(*searcher._pool._processes, flush=True)
+    await asyncio.sleep(600)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_the_search_process_ends_when_its_worker_is_killed(tmp_path: Path) -> None:
+    worker = subprocess.Popen([sys.executable, "-c", ORPHAN_SCRIPT, str(tmp_path / "index"), str(tmp_path / "chroma")],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert worker.stdout is not None
+        child = int(worker.stdout.readline().split()[0])
+        os.kill(worker.pid, signal.SIGKILL)  # no shutdown, no cleanup: the OOM killer's way
+        worker.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child}").exists() and _state(child) != "Z" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{child}").exists() or _state(child) == "Z"
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
