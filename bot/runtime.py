@@ -32,7 +32,7 @@ from feedback.votes import Votes
 from knowledge.config import KnowledgeConfig
 from knowledge.index import IndexStore
 from knowledge.retrieval import Retriever
-from knowledge.search_process import SearchProcess
+from knowledge.search_process import SearchProcess, one_blas_thread
 from playbooks.canary import CanaryGuard
 from playbooks.guard import Guard
 from bot.shadow import enqueue_shadow
@@ -117,6 +117,7 @@ async def build_runtime(settings: Settings, *, worker: bool) -> Runtime:
             rt.retriever = SearchProcess(config, warm_kb=settings.kb_name, processes=settings.search_processes)
             await rt.retriever.start()
         else:
+            one_blas_thread()  # the searches run in this process's threads
             rt.retriever = Retriever(rt.store)
             await asyncio.to_thread(rt.store.warm, settings.kb_name)
         rt.engine = AnswerEngine(settings, redis)
