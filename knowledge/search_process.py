@@ -62,29 +62,37 @@ T = TypeVar("T")
 
 
 class SearchProcessError(RuntimeError):
-    """The search process stopped while searching, twice in a row: the question was not searched."""
+    """The search process could not start (the models or the index would not load), or stopped while searching,
+    twice in a row: the question was not searched."""
 
 
 # --- the child ----------------------------------------------------------------------------------------------
 _retriever: Retriever | None = None
+_startup_error: str | None = None  # why the child could not load the models or the index
 
 
 def _start_child(config: KnowledgeConfig, warm_kb: str | None, parent: int) -> None:
     """The child's initializer: one BLAS thread, questions embedded on one thread, models and index loaded."""
-    global _retriever
+    global _retriever, _startup_error
     threading.Thread(target=_exit_with, args=(parent,), name="deskmate-search-parent", daemon=True).start()
     one_blas_thread()
     one_thread = dataclasses.replace(
         config, embedding=dataclasses.replace(config.embedding, threads=1),
         crosslingual=None if config.crosslingual is None else dataclasses.replace(config.crosslingual, threads=1))
     store = IndexStore(one_thread)
-    _retriever = Retriever(store)
-    if warm_kb is not None:
-        store.warm(warm_kb)
-        try:
-            _retriever.search("warm up", kb=warm_kb, k=1)  # what a first search prepares, prepared now
-        except LookupError:
-            pass  # no index yet: logged by warm()
+    retriever = Retriever(store)
+    try:
+        if warm_kb is not None:
+            store.warm(warm_kb)
+            try:
+                retriever.search("warm up", kb=warm_kb, k=1)  # what a first search prepares, prepared now
+            except LookupError:
+                pass  # no index yet: logged by warm()
+    except Exception as exc:  # noqa: BLE001 - said by every call (an initializer that raises breaks the pool, mutely)
+        _startup_error = f"{type(exc).__name__}: {exc}"
+        log.error("search_process.start_failed", error=_startup_error[:500])
+        return
+    _retriever = retriever
 
 
 def one_blas_thread() -> None:
@@ -102,8 +110,8 @@ def _exit_with(parent: int) -> None:
 
 
 def _child() -> Retriever:
-    if _retriever is None:  # pragma: no cover - the initializer always ran first
-        raise RuntimeError("the search process was not started")
+    if _retriever is None:
+        raise SearchProcessError(f"the search process could not start: {_startup_error or 'not started'}")
     return _retriever
 
 
@@ -117,7 +125,7 @@ def _vocabulary(kb: str, version: int) -> dict[str, int]:
 
 
 def _ready() -> bool:
-    return _retriever is not None
+    return _child() is not None
 
 
 def _portable(result: SearchResult) -> bool:

@@ -4,6 +4,7 @@ passages as a search in the asking process, errors that reach their asker, and a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -15,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from knowledge import retrieval
-from knowledge.config import KnowledgeConfig
+from knowledge.config import EmbeddingConfig, KnowledgeConfig
 from knowledge.embedding import Embedder, Vectors, embed_queries
 from knowledge.index import IndexNotFound
 from knowledge.passage import Passage
 from knowledge.retrieval import FusionConfig, Retriever
-from knowledge.search_process import SearchProcess
+from knowledge.search_process import SearchProcess, SearchProcessError
 from tests.conftest import settings_for
 
 QUESTIONS = [
@@ -124,8 +125,8 @@ async def test_a_search_process_that_dies_is_replaced_and_an_asker_who_left_is_s
 ORPHAN_SCRIPT = """
 import asyncio, sys
 from pathlib import Path
-from knowledge.config import KnowledgeConfig
-from knowledge.search_process import SearchProcess
+from knowledge.config import EmbeddingConfig, KnowledgeConfig
+from knowledge.search_process import SearchProcess, SearchProcessError
 
 async def main() -> None:
     searcher = SearchProcess(KnowledgeConfig(index_dir=Path(sys.argv[1]), chroma_dir=Path(sys.argv[2])))
@@ -161,3 +162,16 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+async def test_a_search_process_that_cannot_load_its_model_says_why(config: KnowledgeConfig) -> None:
+    broken = dataclasses.replace(config, embedding=EmbeddingConfig(backend="sentence-transformers"))  # not installed
+    searcher = SearchProcess(broken, warm_kb="default")
+    try:
+        with pytest.raises(SearchProcessError, match="could not start: .*sentence-transformers"):
+            await asyncio.wait_for(searcher.start(), timeout=120)
+        with pytest.raises(SearchProcessError, match="could not start"):  # and every search after, the same
+            await searcher.asearch("vacation", kb="default")
+        assert searcher.restarts == 0  # a child that cannot load is not a child that crashed
+    finally:
+        await searcher.aclose()
