@@ -9,13 +9,14 @@ This is where the layers are wired together.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 from dataclasses import dataclass, field
 
 from arq.connections import ArqRedis
 
 from bot.answering import AnswerEngine
-from bot.core.log import get_logger
+from bot.core.log import configure_logging, get_logger
 from bot.core.settings import Settings
 from bot.core.types import Platform
 from bot.delivery import Deliverer
@@ -114,7 +115,8 @@ async def build_runtime(settings: Settings, *, worker: bool) -> Runtime:
         rt.store = IndexStore(config)
         await asyncio.to_thread(load_language_model)  # the asker's language, for the replies Deskmate words itself
         if settings.search_processes:  # the embedders and the index are loaded by the children, not here
-            rt.retriever = SearchProcess(config, warm_kb=settings.kb_name, processes=settings.search_processes)
+            rt.retriever = SearchProcess(config, warm_kb=settings.kb_name, processes=settings.search_processes,
+                                         setup=functools.partial(configure_logging, settings))
             await rt.retriever.start()
         else:
             one_blas_thread()  # the searches run in this process's threads

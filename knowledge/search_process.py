@@ -71,9 +71,13 @@ _retriever: Retriever | None = None
 _startup_error: str | None = None  # why the child could not load the models or the index
 
 
-def _start_child(config: KnowledgeConfig, warm_kb: str | None, parent: int) -> None:
-    """The child's initializer: one BLAS thread, questions embedded on one thread, models and index loaded."""
+def _start_child(config: KnowledgeConfig, warm_kb: str | None, parent: int,
+                 setup: Callable[[], object] | None) -> None:
+    """The child's initializer: the parent's ``setup`` (its logging), one BLAS thread, questions embedded on one
+    thread, models and index loaded."""
     global _retriever, _startup_error
+    if setup is not None:
+        setup()
     threading.Thread(target=_exit_with, args=(parent,), name="deskmate-search-parent", daemon=True).start()
     one_blas_thread()
     one_thread = dataclasses.replace(
@@ -150,12 +154,16 @@ class SearchProcess:
     """Searches (and vocabularies) answered by ``processes`` child processes (``DESKMATE_SEARCH_PROCESSES``); one
     per worker process. See the module."""
 
-    def __init__(self, config: KnowledgeConfig, *, warm_kb: str | None = None, processes: int = 1) -> None:
+    def __init__(self, config: KnowledgeConfig, *, warm_kb: str | None = None, processes: int = 1,
+                 setup: Callable[[], object] | None = None) -> None:
+        """``setup``: a picklable callable each child runs first (the worker passes its logging configuration, so
+        that the child's lines are formatted and filtered like its own)."""
         if processes < 1:
             raise ValueError(f"processes must be 1 or more, got {processes}")
         self.config = config
         self.warm_kb = warm_kb
         self.processes = processes
+        self.setup = setup
         self._versions = IndexStore(config)  # resolves "latest" (a stat of the manifest); loads no version
         self._pool: ProcessPoolExecutor | None = None
         self._waiting: list[_Waiting] = []
@@ -252,5 +260,5 @@ class SearchProcess:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_start_child,
-                                             initargs=(self.config, self.warm_kb, os.getpid()))
+                                             initargs=(self.config, self.warm_kb, os.getpid(), self.setup))
         return self._pool

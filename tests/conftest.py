@@ -35,8 +35,12 @@ for _name in list(os.environ):
 
 
 def settings_for(data_dir: Path, **overrides: Any) -> Settings:
-    """Settings that ignore the environment and .env files."""
-    return Settings(_env_file=None, data_dir=data_dir, **overrides)  # type: ignore[call-arg]
+    """Settings that ignore the environment and .env files. A worker built from them searches in its own
+    threads (``search_processes=0``): a search process per test costs seconds. The search process is tested in
+    ``tests/knowledge/test_search_process.py``, and as deployed by the workers the main command and
+    ``tests/playbooks`` start."""
+    values: dict[str, Any] = {"search_processes": 0, **overrides}
+    return Settings(_env_file=None, data_dir=data_dir, **values)  # type: ignore[call-arg]
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +78,6 @@ def make_settings(sample_data_dir: Path, tmp_path: Path, redis_url: str) -> Call
             "database_url": f"sqlite:///{tmp_path / 'deskmate.db'}",
             "redis_url": redis_url,
             "worker_poll_delay_s": 0.02,
-            "search_processes": 0,  # a child per worker costs seconds; tests/knowledge/test_search_process.py
             "sweeper_interval_s": 1,
             "sweeper_min_age_s": 0.5,
             "job_timeout_s": 30,

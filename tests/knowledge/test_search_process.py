@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.core.log import configure_logging
 from knowledge import retrieval
 from knowledge.config import EmbeddingConfig, KnowledgeConfig
 from knowledge.embedding import Embedder, Vectors, embed_queries
@@ -164,14 +167,19 @@ def _state(pid: int) -> str:
         return "gone"
 
 
-async def test_a_search_process_that_cannot_load_its_model_says_why(config: KnowledgeConfig) -> None:
+async def test_a_search_process_that_cannot_load_its_model_says_why(
+        config: KnowledgeConfig, sample_data_dir: Path, capfd: pytest.CaptureFixture[str]) -> None:
     broken = dataclasses.replace(config, embedding=EmbeddingConfig(backend="sentence-transformers"))  # not installed
-    searcher = SearchProcess(broken, warm_kb="default")
+    as_deployed = settings_for(sample_data_dir, log_format="json")
+    searcher = SearchProcess(broken, warm_kb="default", setup=functools.partial(configure_logging, as_deployed))
     try:
         with pytest.raises(SearchProcessError, match="could not start: .*sentence-transformers"):
             await asyncio.wait_for(searcher.start(), timeout=120)
         with pytest.raises(SearchProcessError, match="could not start"):  # and every search after, the same
             await searcher.asearch("vacation", kb="default")
         assert searcher.restarts == 0  # a child that cannot load is not a child that crashed
+        lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
+        assert any(line["event"] == "search_process.start_failed" and "sentence-transformers" in line["error"]
+                   for line in lines)  # logged by the child as the worker logs: JSON
     finally:
         await searcher.aclose()
