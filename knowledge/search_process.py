@@ -167,7 +167,7 @@ class SearchProcess:
         self._versions = IndexStore(config)  # resolves "latest" (a stat of the manifest); loads no version
         self._pool: ProcessPoolExecutor | None = None
         self._waiting: list[_Waiting] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sending: dict[asyncio.Task[None], list[_Waiting]] = {}  # batches in flight
         self._in_flight = 0  # batches sent and not answered
         self._vocabularies: OrderedDict[tuple[str, int], Mapping[str, int]] = OrderedDict()
         self.batches = 0  # calls made to the child, for tests and benchmarks
@@ -198,8 +198,10 @@ class SearchProcess:
 
     async def aclose(self) -> None:
         """Stop the child (questions still waiting fail with :class:`SearchProcessError`)."""
-        for task in list(self._sending):
-            task.cancel()
+        sending, self._sending = self._sending, {}
+        for task, batch in sending.items():
+            task.cancel()  # a task not yet started never runs: its askers are told here
+            self._waiting.extend(batch)
         for waiting in self._waiting:
             if not waiting.future.done():
                 waiting.future.set_exception(SearchProcessError("the search process was stopped"))
@@ -217,8 +219,11 @@ class SearchProcess:
             if batch:
                 self._in_flight += 1
                 task = asyncio.create_task(self._send(batch), name="deskmate-search-batch")
-                self._sending.add(task)
-                task.add_done_callback(self._sending.discard)
+                self._sending[task] = batch
+                task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.pop(task, None)
 
     async def _send(self, batch: list[_Waiting]) -> None:
         try:

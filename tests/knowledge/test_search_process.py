@@ -106,6 +106,7 @@ async def test_the_search_process_answers_as_the_worker_would_in_batches(
 async def test_a_search_process_that_dies_is_replaced_and_an_asker_who_left_is_skipped(
         config: KnowledgeConfig, sample_retriever: Retriever) -> None:
     searcher = SearchProcess(config, warm_kb="default")
+    asked: list[asyncio.Future[list[Passage]]] = []
     try:
         await searcher.start()
         pool = searcher._pool
@@ -121,15 +122,24 @@ async def test_a_search_process_that_dies_is_replaced_and_an_asker_who_left_is_s
         gone.cancel()
         same(await kept, sample_retriever.search(QUESTIONS[2], kb="default"))
         assert gone.cancelled()
+
+        # closed with questions in flight and waiting: each asker is answered or told, none left waiting
+        asked += [asyncio.ensure_future(searcher.asearch(q, kb="default")) for q in QUESTIONS * 4]
+        await asyncio.sleep(0)
     finally:
         await searcher.aclose()
+    done, pending = await asyncio.wait(asked, timeout=30)
+    assert not pending
+    for task in done:
+        error = task.exception()
+        assert error is None or isinstance(error, SearchProcessError), error
 
 
 ORPHAN_SCRIPT = """
 import asyncio, sys
 from pathlib import Path
-from knowledge.config import EmbeddingConfig, KnowledgeConfig
-from knowledge.search_process import SearchProcess, SearchProcessError
+from knowledge.config import KnowledgeConfig
+from knowledge.search_process import SearchProcess
 
 async def main() -> None:
     searcher = SearchProcess(KnowledgeConfig(index_dir=Path(sys.argv[1]), chroma_dir=Path(sys.argv[2])))
