@@ -168,7 +168,6 @@ class SearchProcess:
         self._pool: ProcessPoolExecutor | None = None
         self._waiting: list[_Waiting] = []
         self._sending: dict[asyncio.Task[None], list[_Waiting]] = {}  # batches in flight
-        self._in_flight = 0  # batches sent and not answered
         self._vocabularies: OrderedDict[tuple[str, int], Mapping[str, int]] = OrderedDict()
         self.batches = 0  # calls made to the child, for tests and benchmarks
         self.restarts = 0
@@ -213,11 +212,10 @@ class SearchProcess:
     # --- helpers -----------------------------------------------------------------------------------
     def _pump(self) -> None:
         """Send waiting questions, a batch per call, while a child is free."""
-        while self._waiting and self._in_flight < self.processes:
+        while self._waiting and len(self._sending) < self.processes:
             batch = [w for w in self._waiting[:MAX_BATCH] if not w.future.done()]  # done: its asker gave up
             del self._waiting[:MAX_BATCH]
             if batch:
-                self._in_flight += 1
                 task = asyncio.create_task(self._send(batch), name="deskmate-search-batch")
                 self._sending[task] = batch
                 task.add_done_callback(self._sent)
@@ -231,7 +229,9 @@ class SearchProcess:
         except Exception as exc:  # noqa: BLE001 - every asker of the batch hears of it
             results = [exc] * len(batch)
         finally:
-            self._in_flight -= 1
+            this = asyncio.current_task()
+            if this is not None:
+                self._sending.pop(this, None)  # its child is free for the next batch
         for w, result in zip(batch, results):
             if w.future.done():
                 continue
