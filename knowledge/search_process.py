@@ -19,7 +19,8 @@ parent keeps only what is cheap:
   resolves "latest" itself, with a ``stat`` of the manifest, so a new version is seen at its first question.
 - **A crash is not an outage.** A child that dies (out of memory, a native fault) is replaced and the batch is
   sent once more to the new one; a batch that kills two children fails with :class:`SearchProcessError`, and
-  the worker's retries take it from there. A child whose worker died (SIGKILL) ends itself within a second.
+  the worker's retries take it from there. A child that does not answer within :data:`CALL_TIMEOUT_S` is stopped
+  and counts as one that died. A child whose worker died (SIGKILL) ends itself within a second.
 
 The child loads the embedders and the index once (``warm_kb``), embeds questions on one thread (a question is a
 few tokens: a second thread cost more CPU than it saved time) and runs BLAS on one thread (OpenBLAS's idle
@@ -55,6 +56,11 @@ log = get_logger(__name__)
 MAX_BATCH = 32
 #: How often the child checks that its worker is still alive (seconds).
 PARENT_CHECK_S = 1.0
+#: A call the child has not answered in this long (seconds) counts as a crash: the child is stopped and replaced,
+#: and the call made once more. A search that hangs (a vector server that never answers: Chroma's HTTP client has
+#: no timeout) would otherwise hold every question behind it. A batch takes well under a second; loading a new
+#: index version, a few seconds. The child's start is not timed.
+CALL_TIMEOUT_S = 30.0
 #: Index versions whose vocabulary the parent keeps (the releases' pinned versions and the latest).
 KEEP_VOCABULARIES = 4
 
@@ -155,15 +161,17 @@ class SearchProcess:
     per worker process. See the module."""
 
     def __init__(self, config: KnowledgeConfig, *, warm_kb: str | None = None, processes: int = 1,
-                 setup: Callable[[], object] | None = None) -> None:
+                 setup: Callable[[], object] | None = None, timeout_s: float = CALL_TIMEOUT_S) -> None:
         """``setup``: a picklable callable each child runs first (the worker passes its logging configuration, so
-        that the child's lines are formatted and filtered like its own)."""
+        that the child's lines are formatted and filtered like its own). ``timeout_s``: see
+        :data:`CALL_TIMEOUT_S`."""
         if processes < 1:
             raise ValueError(f"processes must be 1 or more, got {processes}")
         self.config = config
         self.warm_kb = warm_kb
         self.processes = processes
         self.setup = setup
+        self.timeout_s = timeout_s
         self._versions = IndexStore(config)  # resolves "latest" (a stat of the manifest); loads no version
         self._pool: ProcessPoolExecutor | None = None
         self._waiting: list[_Waiting] = []
@@ -245,13 +253,21 @@ class SearchProcess:
         """``fn(*args)`` in the child; a child that died is replaced and the call made once more."""
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
+            fresh = self._pool is None
             pool = self._running_pool()
             try:
-                result: T = await loop.run_in_executor(pool, fn, *args)
+                if fresh and fn is not _ready:  # a replaced child: its start (models, the index) is not timed
+                    await asyncio.gather(*(loop.run_in_executor(pool, _ready) for _ in range(self.processes)))
+                timeout = None if fn is _ready else self.timeout_s
+                result: T = await asyncio.wait_for(loop.run_in_executor(pool, fn, *args), timeout)
                 if fn is _search_batch:
                     self.batches += 1
                 return result
-            except BrokenProcessPool as exc:
+            except (BrokenProcessPool, TimeoutError) as exc:
+                if isinstance(exc, TimeoutError):  # a search that hangs (a vector server that never answers)
+                    exc = BrokenProcessPool(f"no answer within {self.timeout_s:g} s: the child was stopped")
+                    for process in list(getattr(pool, "_processes", {}).values()):  # no public way to kill them
+                        process.kill()
                 log.error("search_process.stopped", attempt=attempt, error=str(exc)[:200])
                 if self._pool is pool:
                     self._pool = None

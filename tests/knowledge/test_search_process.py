@@ -193,3 +193,34 @@ async def test_a_search_process_that_cannot_load_its_model_says_why(
                    for line in lines)  # logged by the child as the worker logs: JSON
     finally:
         await searcher.aclose()
+
+
+HANGS = "a question whose search never ends"
+
+
+def hang_on(question: str) -> None:
+    """Run in the child (``setup``): its search of ``question`` never ends, as behind a vector server that never
+    answers."""
+    original = Retriever.search_many
+
+    def search_many(self: Retriever, requests: Sequence[retrieval.SearchRequest]) -> list[retrieval.SearchResult]:
+        if any(query == question for query, _ in requests):
+            time.sleep(3600)
+        return original(self, requests)
+
+    Retriever.search_many = search_many  # type: ignore[method-assign]
+
+
+async def test_a_search_process_that_hangs_is_stopped_and_replaced(
+        config: KnowledgeConfig, sample_retriever: Retriever) -> None:
+    searcher = SearchProcess(config, warm_kb="default", setup=functools.partial(hang_on, HANGS), timeout_s=3)
+    try:
+        await searcher.start()
+        started = time.monotonic()
+        with pytest.raises(SearchProcessError, match="no answer within 3 s"):
+            await searcher.asearch(HANGS, kb="default")
+        assert searcher.restarts == 2 and time.monotonic() - started < 60  # tried on a second child, then given up
+        result = await asyncio.wait_for(searcher.asearch(QUESTIONS[0], kb="default"), timeout=120)
+        same(result, sample_retriever.search(QUESTIONS[0], kb="default"))  # the next question: a fresh child
+    finally:
+        await searcher.aclose()
