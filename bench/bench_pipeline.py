@@ -6,8 +6,9 @@ model (the local Messages API server from the tests, in a process of its own, an
 ``--llm-latency`` seconds with a cited answer). Needs an index built by bench_index.py (kb "bench", ≥ 20,000
 chunks).
 
-For each in-flight level (the worker's ``DESKMATE_WORKER_MAX_JOBS``) it submits ``3 × level`` questions at once
-and prints, on one JSON line:
+For each in-flight level (the worker's ``DESKMATE_WORKER_MAX_JOBS``) it submits ``3 × level`` questions
+(``--rounds``) at once — or, with ``--steady SHARE``, one by one at random (Poisson) moments, on average SHARE × the
+level's limit per second, as people ask — and prints, on one JSON line:
 
 - answers/s, and the share of the physical limit ``level / llm_latency`` it reached;
 - the worker's CPU time per answer (user + system, from /proc; with its search process, also shown alone) and
@@ -17,7 +18,9 @@ and prints, on one JSON line:
   for it, recording included) minus the model's wait (``--llm-latency`` for an answer that called the model; 0
   for one that never did: "not found", maintenance) — p50/p95, and per stage (``start``: claim + switches/release/policy + the
   thread's history; ``query``; ``retrieve``; ``compose`` (generation minus the model's wait); ``finish``: record,
-  trace, deliver, after-answer hooks).
+  trace, deliver, after-answer hooks), and how long jobs waited in the queue for a free slot or the next poll.
+
+``--timeline FILE`` appends one line per answer (recorded, enqueued, started, finished, its stages).
 
     .venv/bin/python bench/bench_pipeline.py --data-dir /work/perfdata --kb bench --llm-latency 2 --levels 10,50,200
 """
@@ -30,12 +33,14 @@ import contextlib
 import json
 import logging
 import os
+import random
 import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +50,7 @@ from arq.jobs import Job  # noqa: E402
 
 from bench.handbook_18f import faq_items  # noqa: E402
 from bench.procs import end_child, stop  # noqa: E402
+from bot.core.log import configure_logging  # noqa: E402
 from bot.core.settings import Settings  # noqa: E402
 from bot.core.types import FINAL_STATUSES  # noqa: E402
 from bot.local_chat.web import local_question  # noqa: E402
@@ -159,7 +165,8 @@ async def run_level(args: argparse.Namespace, level: int, redis_url: str, llm_ur
     tmp = Path(tempfile.mkdtemp(prefix="deskmate-bench-"))
     database_url = f"sqlite:///{tmp / 'db.sqlite'}"
     settings = Settings(_env_file=None, database_url=database_url, redis_url=redis_url,  # type: ignore[call-arg]
-                        data_dir=args.data_dir, kb_name=args.kb)
+                        data_dir=args.data_dir, kb_name=args.kb, log_level="WARNING")  # not a line per question
+    configure_logging(settings)
     rt = await build_runtime(settings, worker=False)
     await rt.redis.flushdb()
     try:
@@ -167,12 +174,13 @@ async def run_level(args: argparse.Namespace, level: int, redis_url: str, llm_ur
                                   tmp / "worker.log") as proc:
             # one question first, not measured: the worker's first search loads what it loads lazily
             warm = await rt.intake.submit(local_question(questions[0], f"bench-{level}-warm-up"))
+            assert warm.interaction_id is not None, "the warm-up question was not recorded"
             await wait_all_final(rt, [warm.interaction_id], timeout_s=300)
-            n = level * 3
+            n = level * args.rounds
             family = [proc.pid, *children(proc.pid)]  # the worker and its search process
             cpu0 = {pid: cpu_s(pid) for pid in family}
             others0 = {name: cpu_s(pid) for name, pid in others.items()}
-            started = time.perf_counter()
+            started, t0 = time.perf_counter(), time.time()
             gate = asyncio.Semaphore(20)  # as a web process's connection pool would
 
             async def ask(i: int) -> Any:
@@ -180,7 +188,16 @@ async def run_level(args: argparse.Namespace, level: int, redis_url: str, llm_ur
                     return await rt.intake.submit(
                         local_question(questions[i % len(questions)], f"bench-{level}-{i}"))
 
-            submitted = await asyncio.gather(*(ask(i) for i in range(n)))
+            if args.steady is None:  # every question at once: bursts the size of the level
+                submitted = await asyncio.gather(*(ask(i) for i in range(n)))
+            else:  # one at a time, at random (Poisson) moments, on average `steady` × the level's limit per second
+                rate, gaps = args.steady * level / args.llm_latency, random.Random(level)
+                asks, due = [], time.perf_counter()
+                for i in range(n):
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                    asks.append(asyncio.create_task(ask(i)))
+                    due += gaps.expovariate(rate)
+                submitted = list(await asyncio.gather(*asks))
             rows = await wait_all_final(rt, [s.interaction_id for s in submitted], timeout_s=900)
             wall = time.perf_counter() - started
             await asyncio.sleep(0.5)  # the last jobs' results and after-answer hooks
@@ -188,13 +205,18 @@ async def run_level(args: argparse.Namespace, level: int, redis_url: str, llm_ur
             cpu = sum(cpu_by.values())
             others_cpu = {name: cpu_s(pid) - others0[name] for name, pid in others.items()}
             rss, peak = (sum(x) for x in zip(*(rss_mb(pid) for pid in family)))
-            jobs = {}
+            jobs: dict[int | None, float] = {}
+            timeline: list[dict[str, Any]] = []
             for row in rows:
                 info = await Job(job_id(row.idempotency_key), rt.redis).result_info()
                 if info is not None:
                     jobs[row.id] = (info.finish_time - info.start_time).total_seconds() * 1000
+                    timeline.append({"id": row.id, "created": row.created_at.replace(tzinfo=row.created_at.tzinfo or timezone.utc).timestamp(),
+                                     "enqueued": info.enqueue_time.timestamp(), "started": info.start_time.timestamp(),
+                                     "finished": info.finish_time.timestamp(), "stages_ms": row.latency_ms})
     finally:
         await rt.aclose()
+    queued = [1000 * (t["started"] - t["enqueued"]) for t in timeline]  # waiting for a free slot (max_jobs) or a poll
     stages: dict[str, list[float]] = {s: [] for s in ("start", "query", "retrieve", "compose", "finish")}
     overhead, llm = [], []
     for r in rows:
@@ -214,7 +236,10 @@ async def run_level(args: argparse.Namespace, level: int, redis_url: str, llm_ur
                 stages[stage].append(float(lat[stage]))
         stages["compose"].append(max(0.0, float(lat.get("generate", 0.0)) - model_wait))
         stages["finish"].append(max(0.0, job_ms - before))
-    return {"in_flight": level, "answers": n, "not_found": sum(r.status == "not_found" for r in rows),
+    if args.timeline is not None:  # one line per answer: when it was recorded, enqueued, started, finished
+        with open(args.timeline, "a") as out:
+            out.writelines(json.dumps({"in_flight": level, "t0": t0, **t}) + "\n" for t in timeline)
+    return {"in_flight": level, "arrivals": "burst" if args.steady is None else f"steady {args.steady:g}", "answers": n, "not_found": sum(r.status == "not_found" for r in rows),
             "fallbacks": sum(r.fallback for r in rows), "wall_s": round(wall, 1),
             "answers_per_s": round(n / wall, 2),
             "share_of_limit": round((n / wall) / (level / args.llm_latency), 3),
@@ -223,6 +248,7 @@ async def run_level(args: argparse.Namespace, level: int, redis_url: str, llm_ur
             "other_cpu_ms_per_answer": {name: round(c * 1000 / n, 1) for name, c in others_cpu.items()},
             "worker_rss_mb": round(rss), "worker_peak_rss_mb": round(peak),
             "overhead_ms_p50": pct(overhead, 0.5), "overhead_ms_p95": pct(overhead, 0.95),
+            "queued_ms_p50_p95": [pct(queued, 0.5), pct(queued, 0.95)],
             "stages_ms_p50_p95": {s: [pct(v, 0.5), pct(v, 0.95)] for s, v in stages.items() if v},
             "llm_call_ms_p50_p95": [pct(llm, 0.5), pct(llm, 0.95)],
             "end_to_end_ms_p50": pct([(r.answered_at - r.created_at).total_seconds() * 1000
@@ -240,6 +266,12 @@ async def main() -> None:
     parser.add_argument("--kb", default="bench")
     parser.add_argument("--search-processes", type=int, default=None,
                         help="DESKMATE_SEARCH_PROCESSES for the worker (default: the setting's default; 0 = threads)")
+    parser.add_argument("--rounds", type=int, default=3, help="questions per level = level × rounds")
+    parser.add_argument("--steady", type=float, default=None, metavar="SHARE",
+                        help="questions arrive one by one at random moments, SHARE × the level's limit per second on "
+                             "average (e.g. 0.8), instead of all at once")
+    parser.add_argument("--timeline", type=Path, default=None,
+                        help="append one JSON line per answer (recorded, enqueued, started, finished, stages) to it")
     parser.add_argument("--serve-llm", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_llm:
