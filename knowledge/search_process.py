@@ -61,6 +61,8 @@ PARENT_CHECK_S = 1.0
 #: no timeout) would otherwise hold every question behind it. A batch takes well under a second; loading a new
 #: index version, a few seconds. The child's start is not timed.
 CALL_TIMEOUT_S = 30.0
+#: How long closing waits for a batch still running before it kills the children (seconds).
+CLOSE_GRACE_S = 5.0
 #: Index versions whose vocabulary the parent keeps (the releases' pinned versions and the latest).
 KEEP_VOCABULARIES = 4
 
@@ -110,6 +112,13 @@ def one_blas_thread() -> None:
     other threads spin after each, and had doubled a search's CPU (29 → 16 ms per question, measured alone).
     Ingestion's embedders set their own limit per call (``DESKMATE_EMBEDDING_THREADS``)."""
     threadpool_limits(1, user_api="blas")
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    """SIGKILL a pool's children and let it go without waiting (the executor has no public way to kill them)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _exit_with(parent: int) -> None:
@@ -181,8 +190,16 @@ class SearchProcess:
         self.restarts = 0
 
     async def start(self) -> None:
-        """Start the children and wait until they have loaded the models and ``warm_kb``'s latest version."""
-        await asyncio.gather(*(self._call(_ready) for _ in range(self.processes)))
+        """Start the children and wait until they have loaded the models and ``warm_kb``'s latest version. If the
+        start fails or is cancelled (a worker stopped while it starts), the children are killed at once: leaving
+        them would hold the worker's exit until they finish loading."""
+        try:
+            await asyncio.gather(*(self._call(_ready) for _ in range(self.processes)))
+        except BaseException:
+            pool, self._pool = self._pool, None
+            if pool is not None:
+                _kill(pool)
+            raise
 
     async def asearch(self, query: str, **options: Any) -> list[Passage]:
         """:meth:`knowledge.retrieval.Retriever.search` in the child, batched with the questions waiting."""
@@ -215,7 +232,12 @@ class SearchProcess:
         self._waiting.clear()
         pool, self._pool = self._pool, None
         if pool is not None:
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+            closing = asyncio.ensure_future(asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True))
+            try:  # a batch still running ends in milliseconds; one that hangs would hold the worker's exit
+                await asyncio.wait_for(asyncio.shield(closing), CLOSE_GRACE_S)
+            except TimeoutError:
+                _kill(pool)
+                await closing
 
     # --- helpers -----------------------------------------------------------------------------------
     def _pump(self) -> None:
@@ -266,8 +288,7 @@ class SearchProcess:
             except (BrokenProcessPool, TimeoutError) as exc:
                 if isinstance(exc, TimeoutError):  # a search that hangs (a vector server that never answers)
                     exc = BrokenProcessPool(f"no answer within {self.timeout_s:g} s: the child was stopped")
-                    for process in list(getattr(pool, "_processes", {}).values()):  # no public way to kill them
-                        process.kill()
+                    _kill(pool)
                 log.error("search_process.stopped", attempt=attempt, error=str(exc)[:200])
                 if self._pool is pool:
                     self._pool = None

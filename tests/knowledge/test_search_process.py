@@ -213,14 +213,63 @@ def hang_on(question: str) -> None:
 
 async def test_a_search_process_that_hangs_is_stopped_and_replaced(
         config: KnowledgeConfig, sample_retriever: Retriever) -> None:
-    searcher = SearchProcess(config, warm_kb="default", setup=functools.partial(hang_on, HANGS), timeout_s=3)
+    searcher = SearchProcess(config, warm_kb="default", setup=functools.partial(hang_on, HANGS), timeout_s=2)
     try:
         await searcher.start()
         started = time.monotonic()
-        with pytest.raises(SearchProcessError, match="no answer within 3 s"):
+        with pytest.raises(SearchProcessError, match="no answer within 2 s"):
             await searcher.asearch(HANGS, kb="default")
         assert searcher.restarts == 2 and time.monotonic() - started < 60  # tried on a second child, then given up
         result = await asyncio.wait_for(searcher.asearch(QUESTIONS[0], kb="default"), timeout=120)
         same(result, sample_retriever.search(QUESTIONS[0], kb="default"))  # the next question: a fresh child
     finally:
         await searcher.aclose()
+
+
+def _children() -> list[int]:
+    import multiprocessing
+    return [p.pid for p in multiprocessing.active_children() if p.pid is not None]
+
+
+async def _until_gone(pids: list[int], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while any(_state(pid) not in ("gone", "Z") for pid in pids) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert all(_state(pid) in ("gone", "Z") for pid in pids), [(pid, _state(pid)) for pid in pids]
+
+
+async def test_a_worker_stopped_while_its_search_process_loads_does_not_wait_for_it(config: KnowledgeConfig) -> None:
+    """A worker stopped while it starts (a deploy, a scale-down) exits at once: its child, still loading, is
+    killed rather than waited for (the interpreter's exit would wait for the pool until the load finished)."""
+    searcher = SearchProcess(config, warm_kb="default", setup=functools.partial(time.sleep, 600))  # a slow load
+    starting = asyncio.create_task(searcher.start())
+    deadline = time.monotonic() + 60
+    while not _children() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    pids = _children()
+    assert pids
+    stopped = time.monotonic()
+    starting.cancel()  # what arq does to the worker's start on SIGTERM
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    await _until_gone(pids, timeout_s=5)
+    assert time.monotonic() - stopped < 5
+    await searcher.aclose()
+
+
+async def test_closing_does_not_wait_for_a_search_that_hangs(config: KnowledgeConfig,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("knowledge.search_process.CLOSE_GRACE_S", 1.0)
+    searcher = SearchProcess(config, warm_kb="default", setup=functools.partial(hang_on, HANGS))
+    await searcher.start()
+    pids = _children()
+    asking = asyncio.create_task(searcher.asearch(HANGS, kb="default"))
+    while searcher.batches == 0 and not searcher._sending:  # the batch is on its way to the child
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    await asyncio.wait_for(searcher.aclose(), timeout=30)
+    assert time.monotonic() - started < 10  # the grace, then the child killed
+    with pytest.raises(SearchProcessError, match="stopped"):
+        await asking  # its asker is told, not left waiting
+    await _until_gone(pids, timeout_s=5)
