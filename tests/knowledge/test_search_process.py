@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import functools
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -227,7 +228,7 @@ async def test_a_search_process_that_hangs_is_stopped_and_replaced(
 
 
 def _children() -> list[int]:
-    import multiprocessing
+    """This process's living multiprocessing children (the search processes a test started)."""
     return [p.pid for p in multiprocessing.active_children() if p.pid is not None]
 
 
@@ -242,11 +243,12 @@ async def test_a_worker_stopped_while_its_search_process_loads_does_not_wait_for
     """A worker stopped while it starts (a deploy, a scale-down) exits at once: its child, still loading, is
     killed rather than waited for (the interpreter's exit would wait for the pool until the load finished)."""
     searcher = SearchProcess(config, warm_kb="default", setup=functools.partial(time.sleep, 600))  # a slow load
+    others = set(_children())
     starting = asyncio.create_task(searcher.start())
     deadline = time.monotonic() + 60
-    while not _children() and time.monotonic() < deadline:
+    while not set(_children()) - others and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    pids = _children()
+    pids = list(set(_children()) - others)
     assert pids
     stopped = time.monotonic()
     starting.cancel()  # what arq does to the worker's start on SIGTERM
@@ -261,8 +263,9 @@ async def test_closing_does_not_wait_for_a_search_that_hangs(config: KnowledgeCo
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("knowledge.search_process.CLOSE_GRACE_S", 1.0)
     searcher = SearchProcess(config, warm_kb="default", setup=functools.partial(hang_on, HANGS))
+    others = set(_children())
     await searcher.start()
-    pids = _children()
+    pids = list(set(_children()) - others)
     asking = asyncio.create_task(searcher.asearch(HANGS, kb="default"))
     while searcher.batches == 0 and not searcher._sending:  # the batch is on its way to the child
         await asyncio.sleep(0.01)
