@@ -20,7 +20,8 @@ parent keeps only what is cheap:
 - **A crash is not an outage.** A child that dies (out of memory, a native fault) is replaced and the batch is
   sent once more to the new one; a batch that kills two children fails with :class:`SearchProcessError`, and
   the worker's retries take it from there. A child that does not answer within :data:`CALL_TIMEOUT_S` is stopped
-  and counts as one that died. A child whose worker died (SIGKILL) ends itself within a second.
+  and counts as one that died (a call that needs an index version the child has not read yet is given
+  :data:`LOAD_TIMEOUT_S`: reading a big version takes longer than any search). A child whose worker died (SIGKILL) ends itself within a second.
 
 The child loads the embedders and the index once (``warm_kb``), embeds questions on one thread (a question is a
 few tokens: a second thread cost more CPU than it saved time) and runs BLAS on one thread (OpenBLAS's idle
@@ -30,14 +31,15 @@ threads spin: they had doubled a search's CPU).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import multiprocessing
 import os
 import pickle
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
@@ -61,6 +63,9 @@ PARENT_CHECK_S = 1.0
 #: no timeout) would otherwise hold every question behind it. A batch takes well under a second; loading a new
 #: index version, a few seconds. The child's start is not timed.
 CALL_TIMEOUT_S = 30.0
+#: A call that needs an index version its child has not loaded yet (a new version after a sync, another knowledge
+#: base) takes as long as reading that version — tens of seconds at 200k chunks — and is timed by this instead.
+LOAD_TIMEOUT_S = 600.0
 #: How long closing waits for a batch still running before it kills the children (seconds).
 CLOSE_GRACE_S = 5.0
 #: Index versions whose vocabulary the parent keeps (the releases' pinned versions and the latest).
@@ -186,6 +191,9 @@ class SearchProcess:
         self._waiting: list[_Waiting] = []
         self._sending: dict[asyncio.Task[None], list[_Waiting]] = {}  # batches in flight
         self._vocabularies: OrderedDict[tuple[str, int], Mapping[str, int]] = OrderedDict()
+        #: the versions the children have loaded, with how many calls that needed each have returned (a version
+        #: counts as loaded once there were as many as children)
+        self._loaded: Counter[tuple[str, int]] = Counter()
         self.batches = 0  # calls made to the child, for tests and benchmarks
         self.restarts = 0
 
@@ -214,7 +222,7 @@ class SearchProcess:
         key = (kb, resolved)
         vocabulary = self._vocabularies.get(key)
         if vocabulary is None:
-            vocabulary = await self._call(_vocabulary, kb, resolved)
+            vocabulary = await self._call(_vocabulary, kb, resolved, needs={key})
             self._vocabularies[key] = vocabulary
             while len(self._vocabularies) > KEEP_VOCABULARIES:
                 self._vocabularies.popitem(last=False)
@@ -255,7 +263,9 @@ class SearchProcess:
 
     async def _send(self, batch: list[_Waiting]) -> None:
         try:
-            results = await self._call(_search_batch, [w.request for w in batch])
+            requests = [w.request for w in batch]
+            needs = await asyncio.to_thread(self._versions_of, requests)  # a stat per knowledge base
+            results = await self._call(_search_batch, requests, needs=needs)
         except Exception as exc:  # noqa: BLE001 - every asker of the batch hears of it
             results = [exc] * len(batch)
         finally:
@@ -271,32 +281,57 @@ class SearchProcess:
                 w.future.set_result(result)
         self._pump()  # what arrived meanwhile
 
-    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in the child; a child that died is replaced and the call made once more."""
+    async def _call(self, fn: Callable[..., T], *args: Any, needs: set[tuple[str, int]] | None = None) -> T:
+        """``fn(*args)`` in the child; a child that died is replaced and the call made once more. ``needs``: the
+        index versions the call reads (a version not loaded yet is given :data:`LOAD_TIMEOUT_S`)."""
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             fresh = self._pool is None
             pool = self._running_pool()
+            timeout: float | None = None  # the start (imports, models, the index) is not timed
             try:
-                if fresh and fn is not _ready:  # a replaced child: its start (models, the index) is not timed
+                if fresh and fn is not _ready:  # a replaced child: started first, untimed
                     await asyncio.gather(*(loop.run_in_executor(pool, _ready) for _ in range(self.processes)))
-                timeout = None if fn is _ready else self.timeout_s
+                    await self._warmed()
+                if fn is not _ready:
+                    loaded = all(self._loaded[key] >= self.processes for key in needs or ())
+                    timeout = self.timeout_s if loaded else max(self.timeout_s, LOAD_TIMEOUT_S)
                 result: T = await asyncio.wait_for(loop.run_in_executor(pool, fn, *args), timeout)
                 if fn is _search_batch:
                     self.batches += 1
+                if fn is _ready:
+                    await self._warmed()
+                self._loaded.update(needs or ())
                 return result
             except (BrokenProcessPool, TimeoutError) as exc:
                 if isinstance(exc, TimeoutError):  # a search that hangs (a vector server that never answers)
-                    exc = BrokenProcessPool(f"no answer within {self.timeout_s:g} s: the child was stopped")
+                    exc = BrokenProcessPool(f"no answer within {timeout:g} s: the child was stopped")
                     _kill(pool)
                 log.error("search_process.stopped", attempt=attempt, error=str(exc)[:200])
                 if self._pool is pool:
                     self._pool = None
+                    self._loaded.clear()  # a new child loads every version again
                     self.restarts += 1
                     pool.shutdown(wait=False, cancel_futures=True)
                 if attempt == 2:
                     raise SearchProcessError(f"the search process stopped twice: {exc}") from exc
         raise AssertionError("unreachable")
+
+    def _versions_of(self, requests: Sequence[SearchRequest]) -> set[tuple[str, int]]:
+        """The index versions ``requests`` read ("latest" resolved; one the store cannot resolve is left out: the
+        child reports it to its asker)."""
+        needs = set()
+        for kb in {(options["kb"], options.get("version")) for _, options in requests}:
+            with contextlib.suppress(Exception):
+                needs.add((kb[0], self._versions.resolve_version(*kb)))
+        return needs
+
+    async def _warmed(self) -> None:
+        """A child that started has loaded ``warm_kb``'s latest version (:func:`_start_child`)."""
+        if self.warm_kb is not None:
+            needs = await asyncio.to_thread(self._versions_of, [("", {"kb": self.warm_kb})])
+            for key in needs:
+                self._loaded[key] = max(self._loaded[key], self.processes)
 
     def _running_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:

@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ from bot.core.log import configure_logging
 from knowledge import retrieval
 from knowledge.config import EmbeddingConfig, KnowledgeConfig
 from knowledge.embedding import Embedder, Vectors, embed_queries
-from knowledge.index import IndexNotFound
+from knowledge.index import IndexNotFound, IndexStore
 from knowledge.passage import Passage
 from knowledge.retrieval import FusionConfig, Retriever
 from knowledge.search_process import SearchProcess, SearchProcessError
@@ -276,3 +277,33 @@ async def test_closing_does_not_wait_for_a_search_that_hangs(config: KnowledgeCo
     with pytest.raises(SearchProcessError, match="stopped"):
         await asking  # its asker is told, not left waiting
     await _until_gone(pids, timeout_s=5)
+
+
+def slow_loads(seconds: float) -> None:
+    """Run in the child (``setup``): reading an index version takes ``seconds``, as a big one does (the chunk
+    table of 200k chunks)."""
+    original = IndexStore.load
+
+    def load(self: IndexStore, kb: str, version: int | None = None) -> Any:
+        if (kb, self.resolve_version(kb, version)) not in self._loaded:
+            time.sleep(seconds)
+        return original(self, kb, version)
+
+    IndexStore.load = load  # type: ignore[method-assign]
+
+
+async def test_a_version_that_loads_slower_than_a_search_may_take_is_loaded_not_killed(
+        config: KnowledgeConfig, sample_retriever: Retriever) -> None:
+    """The call timeout is for searches; the first call that needs a version the child has not read yet (a new
+    version after a sync: tens of seconds at 200k chunks) is given the load's time, or every search of a big new
+    version would kill the child, twice, and fail."""
+    searcher = SearchProcess(config, setup=functools.partial(slow_loads, 3), timeout_s=1)  # nothing loaded at start
+    try:
+        await searcher.start()
+        result = await asyncio.wait_for(searcher.asearch(QUESTIONS[0], kb="default"), timeout=120)
+        same(result, sample_retriever.search(QUESTIONS[0], kb="default"))
+        assert searcher.restarts == 0
+        again = await asyncio.wait_for(searcher.asearch(QUESTIONS[1], kb="default"), timeout=60)  # loaded now
+        same(again, sample_retriever.search(QUESTIONS[1], kb="default"))
+    finally:
+        await searcher.aclose()
