@@ -64,7 +64,8 @@ PARENT_CHECK_S = 1.0
 #: index version, a few seconds. The child's start is not timed.
 CALL_TIMEOUT_S = 30.0
 #: A call that needs an index version its child has not loaded yet (a new version after a sync, another knowledge
-#: base) takes as long as reading that version — tens of seconds at 200k chunks — and is timed by this instead.
+#: base) takes as long as reading that version (0.45 s at 23k chunks on an idle machine, so seconds at 200k, and
+#: far more on a busy machine or a network volume) and is timed by this instead.
 LOAD_TIMEOUT_S = 600.0
 #: How long closing waits for a batch still running before it kills the children (seconds).
 CLOSE_GRACE_S = 5.0

@@ -295,8 +295,8 @@ def slow_loads(seconds: float) -> None:
 async def test_a_version_that_loads_slower_than_a_search_may_take_is_loaded_not_killed(
         config: KnowledgeConfig, sample_retriever: Retriever) -> None:
     """The call timeout is for searches; the first call that needs a version the child has not read yet (a new
-    version after a sync: tens of seconds at 200k chunks) is given the load's time, or every search of a big new
-    version would kill the child, twice, and fail."""
+    version after a sync: seconds at 200k chunks, more on a busy machine) is given the load's time, or every
+    search of a big new version could kill the child, twice, and fail."""
     searcher = SearchProcess(config, setup=functools.partial(slow_loads, 3), timeout_s=1)  # nothing loaded at start
     try:
         await searcher.start()
