@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 . scripts/find_python.sh
 scripts/setup.sh --test
 scripts/check.sh
-# a test file per process, on every core up to 4 (many tests wait on servers and child processes): 10:14 → 6:41 on 2 cores
+# a test file per process, on every core up to 4 (many tests wait on servers and child processes): 10:14 → 6:41–7:02 on 2 cores
 xdist=(-n auto --maxprocesses 4 --dist loadfile)
 .venv/bin/pytest -q "${xdist[@]}" "$@"
 
