@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 from arq.connections import ArqRedis
-from arq.jobs import Job, ResultNotFound
+from arq.jobs import Job, JobStatus, ResultNotFound
 from arq.worker import Worker
 
 from bot.core.settings import Settings
@@ -178,6 +178,15 @@ async def queue_drained(redis: ArqRedis, timeout_s: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"answer jobs still queued or running after {timeout_s}s: {answers}")
         await asyncio.sleep(POLL_S)
+
+
+async def enqueued_job(redis: ArqRedis, key: str, timeout_s: float = 10.0) -> Job:
+    """The job ``key`` once it is in Redis: a worker records a failed delivery attempt in the database first and
+    enqueues its retry after, so a test that saw the attempt may look a moment too early."""
+    job, deadline = Job(key, redis), time.monotonic() + timeout_s
+    while await job.status() == JobStatus.not_found and time.monotonic() < deadline:
+        await asyncio.sleep(POLL_S)
+    return job
 
 
 async def drain(settings: Settings, timeout_s: float = 60.0) -> Worker:

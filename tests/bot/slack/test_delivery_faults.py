@@ -27,7 +27,7 @@ from bot.queue import delivery_job_id, sweep_undelivered
 from feedback.models import Interaction
 from tests.bot.slack.conftest import PUBLIC, SlackClient, mention
 from tests.fakes.slack_api import Call, FakeSlack
-from tests.stack import Stack, running_stack, running_worker
+from tests.stack import Stack, enqueued_job, running_stack, running_worker
 
 TOKEN = "dash-token-0123456789"
 QUESTION = "How much is the daily meal allowance when I travel?"
@@ -178,7 +178,7 @@ async def test_a_retry_after_of_120_s_defers_the_delivery_job_by_120_s(
         async with running_worker(settings):
             row = await ask.wait_row(lambda r: r.delivery_attempts >= 1)
             redis = ask.stack.web_runtime.redis
-            job = Job(delivery_job_id(row.idempotency_key), redis)
+            job = await enqueued_job(redis, delivery_job_id(row.idempotency_key))
             assert await job.status() == JobStatus.deferred
             due_ms = await redis.zscore("arq:queue", delivery_job_id(row.idempotency_key))
             assert due_ms is not None and due_ms / 1000 - time.time() >= 115

@@ -22,7 +22,7 @@ from bot.queue import delivery_job_id
 from feedback.models import Interaction
 from tests.bot.teams.conftest import activity, post, teams_settings
 from tests.fakes.botframework import Call, FakeConnector
-from tests.stack import Stack, running_stack, running_worker
+from tests.stack import Stack, enqueued_job, running_stack, running_worker
 
 TOKEN = "dash-token-0123456789"
 QUESTION = "How much is the daily meal allowance when I travel?"
@@ -138,7 +138,7 @@ async def test_a_retry_after_too_long_to_hold_the_call_defers_the_delivery_job(s
             row = await ask.wait_row(lambda r: r.delivery_attempts >= 1)
             redis = ask.stack.web_runtime.redis
             key = delivery_job_id(row.idempotency_key)
-            assert await Job(key, redis).status() == JobStatus.deferred
+            assert await (await enqueued_job(redis, key)).status() == JobStatus.deferred
             due_ms = await redis.zscore("arq:queue", key)
             assert due_ms is not None and due_ms / 1000 - time.time() >= 115, "Retry-After 120 honoured"
             assert row.delivery_state == "pending" and "429" in (row.delivery_error or "")
