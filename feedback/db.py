@@ -44,6 +44,19 @@ def async_url(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
+#: Postgres connections (libpq parameters, for psycopg's sync and async connections alike). Without them libpq
+#: waits for a server that accepts the connection and never answers for ever (``connect_timeout`` is unset by
+#: default), and a query whose server vanished without a reset — a host gone, a network partition — for as long as
+#: the kernel retransmits (~15 minutes on Linux): every answer in flight would hang with it. With them, a
+#: connection that cannot be made fails after 10 s, and one whose server stopped acknowledging fails after 30 s;
+#: the job fails, arq retries it, and the answer comes late rather than never.
+POSTGRES_CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": 10,
+    "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # ms
+}
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -63,10 +76,13 @@ class Database:
             path = make_url(self.url).database
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-        connect_args = {"check_same_thread": False, "timeout": 10} if self.is_sqlite else {}
+        postgres = make_url(self.url).get_backend_name() == "postgresql"
+        connect_args = ({"check_same_thread": False, "timeout": 10} if self.is_sqlite
+                        else dict(POSTGRES_CONNECT_ARGS) if postgres else {})
         self.engine: Engine = create_engine(self.url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite)
         self.async_engine: AsyncEngine = create_async_engine(
-            async_url(self.url), connect_args={"timeout": 10} if self.is_sqlite else {},
+            async_url(self.url), connect_args=({"timeout": 10} if self.is_sqlite
+                                               else dict(POSTGRES_CONNECT_ARGS) if postgres else {}),
             pool_pre_ping=not self.is_sqlite,  # a file has no connection to go stale: no ping per session
         )
         if self.is_sqlite:
