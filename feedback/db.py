@@ -76,13 +76,16 @@ class Database:
             path = make_url(self.url).database
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-        postgres = make_url(self.url).get_backend_name() == "postgresql"
-        connect_args = ({"check_same_thread": False, "timeout": 10} if self.is_sqlite
-                        else dict(POSTGRES_CONNECT_ARGS) if postgres else {})
-        self.engine: Engine = create_engine(self.url, connect_args=connect_args, pool_pre_ping=not self.is_sqlite)
+        if self.is_sqlite:
+            sync_args: dict[str, Any] = {"check_same_thread": False, "timeout": 10}
+            async_args: dict[str, Any] = {"timeout": 10}
+        elif make_url(self.url).get_backend_name() == "postgresql":
+            sync_args, async_args = dict(POSTGRES_CONNECT_ARGS), dict(POSTGRES_CONNECT_ARGS)
+        else:
+            sync_args, async_args = {}, {}
+        self.engine: Engine = create_engine(self.url, connect_args=sync_args, pool_pre_ping=not self.is_sqlite)
         self.async_engine: AsyncEngine = create_async_engine(
-            async_url(self.url), connect_args=({"timeout": 10} if self.is_sqlite
-                                               else dict(POSTGRES_CONNECT_ARGS) if postgres else {}),
+            async_url(self.url), connect_args=async_args,
             pool_pre_ping=not self.is_sqlite,  # a file has no connection to go stale: no ping per session
         )
         if self.is_sqlite:

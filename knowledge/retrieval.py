@@ -250,6 +250,7 @@ class Retriever:
         route embeds (in another language: the cross-lingual embedder) are left to it."""
         language = self.store.config.documents_language
         by_version: dict[tuple[str, int], list[str]] = {}
+        loaded: dict[tuple[str, int], VersionData] = {}
         for query, options in requests:
             if options.get("mode", "hybrid") not in ("hybrid", "dense"):
                 continue
@@ -258,6 +259,7 @@ class Retriever:
                 data = self.store.load(options["kb"], options.get("version"))
             except Exception:  # noqa: BLE001 - the search reports it
                 continue
+            loaded[(data.kb, data.version)] = data
             for text in (query, options.get("alternative") or ""):
                 text = " ".join(text.split())
                 if text and not (crosslingual and not written_in(text, language)):
@@ -269,7 +271,7 @@ class Retriever:
                 prepared.vectors = dict(zip(unique, np.asarray(embed_queries(self.store.embedder, unique),
                                                                dtype=np.float32)))
                 for (kb, version), texts in by_version.items():
-                    data = self.store.load(kb, version)
+                    data = loaded[(kb, version)]
                     if data.vectors is None:
                         continue
                     check_embedded_with(kb, version, data.embedder, self.store.embedder)

@@ -322,9 +322,9 @@ class SearchProcess:
         """The index versions ``requests`` read ("latest" resolved; one the store cannot resolve is left out: the
         child reports it to its asker)."""
         needs = set()
-        for kb in {(options["kb"], options.get("version")) for _, options in requests}:
+        for kb, version in {(options["kb"], options.get("version")) for _, options in requests}:
             with contextlib.suppress(Exception):
-                needs.add((kb[0], self._versions.resolve_version(*kb)))
+                needs.add((kb, self._versions.resolve_version(kb, version)))
         return needs
 
     async def _warmed(self) -> None:
