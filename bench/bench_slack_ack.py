@@ -111,48 +111,124 @@ async def counts(session: aiohttp.ClientSession, slack_url: str) -> dict[str, in
         return await response.json()
 
 
-async def drive(web_url: str, slack_url: str, events: int, concurrency: int, warmup: int,
-                web_pid: int, channels: int = 0) -> dict[str, Any]:
-    template = json.loads(FIXTURE.read_text())
-    run = str(int(time.time()))
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection of the lean client: write a prepared request, resolve ``waiter`` with
+    the response's status once its headers and ``Content-Length`` bytes are in."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.waiter: asyncio.Future[int] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self.buffer[:end].split(b"\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head[1:]
+                       if line.lower().startswith(b"content-length:")), 0)
+        if len(self.buffer) < end + 4 + length:
+            return
+        self.buffer = self.buffer[end + 4 + length:]
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(int(head[0].split()[1]))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("the web process closed the connection"))
+
+
+def prepared(host: str, body: str) -> bytes:
+    """A signed ``POST /slack/events`` as bytes on the wire."""
+    raw = body.encode()
+    headers = sign(body) | {"Host": host, "Content-Length": str(len(raw))}
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return f"POST /slack/events HTTP/1.1\r\n{head}\r\n".encode() + raw
+
+
+async def lean_send(web_url: str, bodies: list[str], concurrency: int) -> tuple[list[float], dict[int, int], float]:
+    """The lean client: ``concurrency`` keep-alive connections opened and every request signed before the clock
+    starts; then each connection sends its next request as soon as the previous one is answered. It times the
+    web process, not the client (the aiohttp client's own cost: see the module docstring)."""
+    loop = asyncio.get_running_loop()
+    host_port = web_url.split("//", 1)[1]
+    host, port = host_port.rsplit(":", 1)
+    requests = [prepared(host_port, body) for body in bodies]
+    connections = [(await loop.create_connection(_Connection, host, int(port)))[1] for _ in range(concurrency)]
     latencies: list[float] = []
     statuses: dict[int, int] = {}
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        async def send(i: int, record: bool) -> None:
-            body = event(template, i, run, channels)
-            headers = sign(body)
-            started = time.perf_counter()
-            async with session.post(f"{web_url}/slack/events", data=body.encode(), headers=headers) as response:
-                await response.read()
-                elapsed = (time.perf_counter() - started) * 1000
-            if record:
-                latencies.append(elapsed)
-                statuses[response.status] = statuses.get(response.status, 0) + 1
+    pending = iter(requests)
 
+    async def run(connection: _Connection) -> None:
+        assert connection.transport is not None
+        for request in pending:
+            connection.waiter = loop.create_future()
+            started = time.perf_counter()
+            connection.transport.write(request)
+            status = await connection.waiter
+            latencies.append((time.perf_counter() - started) * 1000)
+            statuses[status] = statuses.get(status, 0) + 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(run(connection) for connection in connections))
+    elapsed = time.perf_counter() - started
+    for connection in connections:
+        if connection.transport is not None:
+            connection.transport.close()
+    return latencies, statuses, elapsed
+
+
+async def aiohttp_send(web_url: str, bodies: list[str],
+                       concurrency: int) -> tuple[list[float], dict[int, int], float]:
+    """The aiohttp client, each request signed as it is sent (the bench's only client before issue 16's fifth
+    round)."""
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    semaphore = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        async def send(body: str) -> None:
+            async with semaphore:
+                started = time.perf_counter()
+                async with session.post(f"{web_url}/slack/events", data=body.encode(),
+                                        headers=sign(body)) as response:
+                    await response.read()
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    statuses[response.status] = statuses.get(response.status, 0) + 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(send(body) for body in bodies))
+        return latencies, statuses, time.perf_counter() - started
+
+
+async def drive(web_url: str, slack_url: str, events: int, concurrency: int, warmup: int,
+                web_pid: int, channels: int = 0, client: str = "lean") -> dict[str, Any]:
+    template = json.loads(FIXTURE.read_text())
+    run = str(int(time.time()))
+    async with aiohttp.ClientSession() as session:
         for i in range(warmup):  # first request: bolt's auth.test, connection set-up
-            await send(90000 + i, record=False)
+            body = event(template, 90000 + i, run, channels)
+            async with session.post(f"{web_url}/slack/events", data=body.encode(), headers=sign(body)) as response:
+                await response.read()
         await asyncio.sleep(2)  # let the warm-up answers finish, then measure the web process at rest
         idle_before = cpu_seconds(web_pid)
         await asyncio.sleep(3)
         idle_cpu_per_s = (cpu_seconds(web_pid) - idle_before) / 3
         before = await counts(session, slack_url)
+        bodies = [event(template, i, run, channels) for i in range(events)]
         cpu_before = cpu_seconds(web_pid)
-        semaphore = asyncio.Semaphore(concurrency)
-
-        async def limited(i: int) -> None:
-            async with semaphore:
-                await send(i, record=True)
-
         started = time.perf_counter()
-        await asyncio.gather(*(limited(i) for i in range(events)))
-        send_s = time.perf_counter() - started
+        sender = lean_send if client == "lean" else aiohttp_send
+        latencies, statuses, send_s = await sender(web_url, bodies, concurrency)
         web_cpu_s = cpu_seconds(web_pid) - cpu_before  # acks and the intake work done meanwhile
         deadline = time.monotonic() + max(120, events * 0.5)
-        delivered = 0
+        delivered, placeholders = 0, {}
         while time.monotonic() < deadline:
-            now = await counts(session, slack_url)
-            delivered = now.get("chat.update", 0) - before.get("chat.update", 0)
+            delivered, placeholders = await answered(session, slack_url, before, events, channels)
             if delivered >= events:
                 break
             await asyncio.sleep(0.25)
@@ -160,7 +236,29 @@ async def drive(web_url: str, slack_url: str, events: int, concurrency: int, war
         web_cpu_total_s = cpu_seconds(web_pid) - cpu_before
     return {"latencies": latencies, "statuses": statuses, "send_s": send_s, "delivered": delivered,
             "answered_s": answered_s, "web_cpu_s": web_cpu_s, "web_cpu_total_s": web_cpu_total_s,
-            "web_idle_cpu_per_s": idle_cpu_per_s}
+            "web_idle_cpu_per_s": idle_cpu_per_s, "placeholders": placeholders}
+
+
+async def answered(session: aiohttp.ClientSession, slack_url: str, before: dict[str, int], events: int,
+                   channels: int) -> tuple[int, dict[int, int]]:
+    """Answers delivered so far, and how many events got how many placeholders. With a channel per event (the
+    default) both are counted per event, so an event answered twice or not at all shows; with shared channels
+    only the number of answers (``chat.update`` calls) is known."""
+    if channels:
+        now = await counts(session, slack_url)
+        return now.get("chat.update", 0) - before.get("chat.update", 0), {}
+    async with session.get(f"{slack_url}/_calls") as response:
+        calls = await response.json()
+    ours = {f"CBENCH{i:05d}" for i in range(events)}
+    updated = {c["channel"] for c in calls if c["method"] == "chat.update" and c["ok"] and c["channel"] in ours}
+    per_event: dict[str, int] = {}
+    for call in calls:
+        if call["method"] == "chat.postMessage" and call["ok"] and call["channel"] in ours:
+            per_event[call["channel"]] = per_event.get(call["channel"], 0) + 1
+    placeholders: dict[int, int] = {}
+    for channel in ours:
+        placeholders[per_event.get(channel, 0)] = placeholders.get(per_event.get(channel, 0), 0) + 1
+    return len(updated), placeholders
 
 
 def main() -> None:
@@ -169,6 +267,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--channels", type=int, default=0, help="distinct channels (0 = one per event)")
+    parser.add_argument("--client", choices=("lean", "aiohttp"), default="lean",
+                        help="lean: pre-opened connections, pre-signed requests (times the web process); "
+                             "aiohttp: the aiohttp client (times the client too)")
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "deskmate-bench-slack")
     args = parser.parse_args()
 
@@ -202,7 +303,8 @@ def main() -> None:
         asyncio.run(wait_http(f"http://127.0.0.1:{web_port}/healthz"))
         asyncio.run(wait_http(f"http://127.0.0.1:{slack_port}/_counts"))
         result = asyncio.run(drive(f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{slack_port}",
-                                   args.events, args.concurrency, args.warmup, web.pid, args.channels))
+                                   args.events, args.concurrency, args.warmup, web.pid, args.channels,
+                                   args.client))
     finally:
         for proc in (web, worker):
             proc.terminate()
@@ -216,7 +318,7 @@ def main() -> None:
 
     lat = result["latencies"]
     print(f"\nSlack ack latency — {args.events} signed app_mention events, {args.concurrency} concurrent, "
-          f"web + worker + Redis running ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})")
+          f"{args.client} client, web + worker + Redis running ({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})")
     print(f"  HTTP statuses      {result['statuses']}")
     print(f"  ack p50            {statistics.median(lat):7.1f} ms")
     print(f"  ack p90            {percentile(lat, 90):7.1f} ms")
@@ -227,6 +329,8 @@ def main() -> None:
     print(f"  web CPU per event  {busy / args.events * 1000:7.1f} ms (ack + intake: claim, placeholder, record, "
           f"enqueue; the process's idle use, {result['web_idle_cpu_per_s'] * 100:.0f}% of a CPU, subtracted)")
     print(f"  answers delivered  {result['delivered']}/{args.events} in {result['answered_s']:.1f} s")
+    if result["placeholders"]:
+        print(f"  placeholders       {dict(sorted(result['placeholders'].items()))} (posted per event: events)")
 
 
 if __name__ == "__main__":

@@ -160,10 +160,10 @@ class Intake:
             interaction_id, duplicate = await self._record(question)
         except (DBAPIError, SQLAlchemyTimeout, LookupError) as exc:
             log.error("intake.record_failed", platform=question.platform.value, error=str(exc)[:300])
-            await self._release(key)
+            await self.release_claim(key)
             return Submitted(Outcome.UNRECORDED)
         except BaseException:
-            await self._release(key)  # a failing prepare step: the platform's retry must not look like a duplicate
+            await self.release_claim(key)  # a failing prepare step: the platform's retry must not look like a duplicate
             raise
         if duplicate:  # the Redis claim was unavailable or expired; the database caught the redelivery
             log.info("intake.duplicate", platform=question.platform.value, stage="database",
@@ -212,8 +212,10 @@ class Intake:
             log.warning("intake.claim_unavailable", error=str(exc)[:200])
             return None
 
-    async def _release(self, key: str) -> None:
-        """Forget a claim whose question could not be recorded, so the platform's retry is taken."""
+    async def release_claim(self, key: str) -> None:
+        """Forget the claim on ``key``: its question could not be recorded, or the process that claimed it may
+        have stopped before recording it (:mod:`bot.slack.inbox`). The platform's next delivery is then taken,
+        and the database's unique key still stops a second answer."""
         try:
             await self.redis.delete(f"{CLAIM_PREFIX}{key}")
         except Exception:  # noqa: BLE001

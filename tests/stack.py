@@ -4,8 +4,8 @@ Waiting without fixed sleeps — each helper returns on a positive signal that t
 
 - :meth:`Stack.wait_final` — the interaction's answer job has finished (arq's ``Job.result``): recorded,
   delivered and the after-answer hooks run, not just "the row turned final" (which happens before delivery);
-- :meth:`Stack.settle` — every request sent so far has been processed (bolt's listener tasks are done) and the
-  worker has nothing queued or running: assert "nothing happened" after this, not after a sleep;
+- :meth:`Stack.settle` — every request sent so far has been processed (the Slack inbox is empty, bolt's listener
+  tasks are done) and the worker has nothing queued or running: assert "nothing happened" after this, not after a sleep;
 - :func:`drain` — a worker in arq burst mode: runs every queued job to completion, then stops.
 """
 
@@ -29,6 +29,7 @@ import httpx
 from aiohttp import web
 from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus, ResultNotFound
+from redis.exceptions import RedisError
 from arq.worker import Worker
 
 from bot.core.settings import Settings
@@ -68,6 +69,7 @@ class Stack:
         Use this before asserting that a request did *not* lead to anything (no question recorded, nothing
         posted): it returns when the work is done, however slow the machine, instead of hoping a sleep was enough.
         """
+        await inbox_drained(self.web_runtime.redis, timeout_s)
         await settle_listeners(timeout_s)
         if self.worker is not None:
             await queue_drained(self.web_runtime.redis, timeout_s)
@@ -164,6 +166,18 @@ async def settle_listeners(timeout_s: float = 30.0) -> None:
         done, still = await asyncio.wait(pending, timeout=timeout_s)
         if still:
             raise TimeoutError(f"{len(still)} Slack listener(s) still running after {timeout_s}s")
+
+
+async def inbox_drained(redis: ArqRedis, timeout_s: float = 30.0) -> None:
+    """Wait until the Slack events acknowledged so far have left the inbox (:mod:`bot.slack.inbox`): each has
+    been handed to intake, its listener run to the end. Nothing to wait for when Redis is away (then bolt took
+    every event in the web process: :func:`settle_listeners`)."""
+    from bot.slack.inbox import drained
+
+    try:
+        await drained(redis, timeout_s)
+    except (RedisError, OSError):
+        return
 
 
 async def queue_drained(redis: ArqRedis, timeout_s: float = 30.0) -> None:

@@ -4,7 +4,8 @@
 ``process_before_response=False``: bolt answers Slack as soon as ``ack()`` is called (events are acked
 automatically) and runs the rest of a listener afterwards — the ack never waits for the database, Redis or the
 Web API. Request signatures are checked by bolt (``X-Slack-Signature``, 5-minute timestamp window); Socket Mode
-needs no signature.
+needs no signature. Over HTTP, events normally do not reach this app: the web process acknowledges them itself and
+puts them in the inbox (:mod:`bot.slack.inbox`), whose consumers dispatch them to :func:`build_inbox_app`.
 
 A request no listener takes is handed to :func:`on_error` (``raise_error_for_unhandled_request``): an event
 Deskmate does not handle (``pin_added``, ``team_join``, whatever the app is subscribed to) is acknowledged with a
@@ -40,21 +41,35 @@ def configured(settings: Settings) -> bool:
 def build_app(rt: Runtime) -> tuple[AsyncApp, SlackAdapter]:
     settings = rt.settings
     client = web_client(settings)
+    adapter = SlackAdapter(rt=rt, client=client, pacer=pacer_for(rt.redis, settings))
+    app = _bolt(adapter, signing_secret=settings.slack_signing_secret or "", process_before_response=False)
+    return app, adapter
+
+
+def build_inbox_app(adapter: SlackAdapter) -> AsyncApp:
+    """The bolt app :mod:`bot.slack.inbox` dispatches events to: the same listeners, run to their end before
+    bolt returns (so the inbox knows when intake has an event), and no signature check — the web process checked
+    it before the event went into the inbox, and a redelivered entry may be older than bolt's 5-minute window."""
+    return _bolt(adapter, signing_secret="", process_before_response=True, request_verification_enabled=False)
+
+
+def _bolt(adapter: SlackAdapter, *, signing_secret: str, process_before_response: bool,
+          request_verification_enabled: bool = True) -> AsyncApp:
     app = AsyncApp(  # the bot token comes with the client
-        signing_secret=settings.slack_signing_secret or "",
-        client=client,
-        process_before_response=False,
+        signing_secret=signing_secret,
+        client=adapter.client,
+        process_before_response=process_before_response,
+        request_verification_enabled=request_verification_enabled,
         ignoring_self_events_enabled=True,
         logger=logging.getLogger("bot.slack.bolt"),
         raise_error_for_unhandled_request=True,  # → on_error, which acknowledges unhandled events
     )
     app.error(on_error)
-    adapter = SlackAdapter(rt=rt, client=client, pacer=pacer_for(rt.redis, settings))
     listeners.register(app, adapter)
     actions.register(app, adapter)
     commands.register(app, adapter)
     learned.register(app, adapter)
-    return app, adapter
+    return app
 
 
 async def on_error(error: Exception, body: dict[str, Any]) -> BoltResponse | None:

@@ -1,9 +1,11 @@
 """Slack on the web process: ``POST /slack/events`` (Events API, interactivity and the slash command share
 it), and Socket Mode alongside when an app token is set.
 
-The route exists only when a bot token and a signing secret are configured: bolt verifies every request's
-``X-Slack-Signature`` (HMAC-SHA256 of ``v0:{timestamp}:{body}``) and rejects stale timestamps with a 401 before
-any listener — so a forged request never reaches the database or the queue.
+The route exists only when a bot token and a signing secret are configured. An event (an ``event_callback``
+body) whose ``X-Slack-Signature`` is valid (HMAC-SHA256 of ``v0:{timestamp}:{body}``, 5-minute window) is put in
+the inbox (:mod:`bot.slack.inbox`) and acknowledged at once. Every other request, and every event while Redis
+cannot take it, goes to bolt, which checks the signature and rejects a forged or stale one with a 401 before any
+listener. So a forged request never reaches the database or the queue.
 
 Before bolt sees a request, :func:`bolt_request` turns away what bolt would answer with a 500 (which Slack retries):
 a body that is not UTF-8 or not a JSON object (raw, or as the ``payload`` field of a form) gets 401 when its
@@ -29,8 +31,9 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.core.log import get_logger
 from bot.runtime import Runtime
-from bot.slack.app import build_app, configured
+from bot.slack.app import build_app, build_inbox_app, configured
 from bot.slack.client import close_session, ensure_session
+from bot.slack.inbox import SlackInbox
 from bot.slack.socket_mode import SocketMode
 
 log = get_logger(__name__)
@@ -97,14 +100,20 @@ def setup(app: web.Application, rt: Runtime) -> None:
         return
     bolt, adapter = build_app(rt)
     app[BOLT_APP] = bolt
+    inbox: SlackInbox | None = None
 
     if settings.slack_signing_secret:
         secret = settings.slack_signing_secret
+        inbox = SlackInbox(rt.redis, build_inbox_app(adapter).async_dispatch, rt.intake)
 
         async def slack_events(request: web.Request) -> web.Response:
-            read = bolt_request(await request.read(), request.query_string, request.headers, secret)
+            raw = await request.read()
+            read = bolt_request(raw, request.query_string, request.headers, secret)
             if isinstance(read, web.Response):
                 return read
+            if (inbox is not None and read.body.get("type") == "event_callback"
+                    and signed(raw, request.headers, secret) and await inbox.accept(raw, request.headers)):
+                return web.Response(status=200)
             return await to_aiohttp_response(await bolt.async_dispatch(read))
 
         app.router.add_post(EVENTS_PATH, slack_events)
@@ -115,11 +124,15 @@ def setup(app: web.Application, rt: Runtime) -> None:
         if settings.slack_app_token:
             socket = SocketMode(bolt, settings)
             socket.start_in_background()
+        if inbox is not None:
+            inbox.start()
         log.info("slack.ready", http=bool(settings.slack_signing_secret), socket_mode=socket is not None)
         yield
         if socket is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(socket.close(), 5)
+        if inbox is not None:
+            await inbox.close()
         await adapter.drain()
         await close_session(adapter.client)
 

@@ -11,6 +11,7 @@ import pytest
 
 from playbooks.channel_policy import set_policy
 from bot.core.settings import Settings
+from bot.core.types import FINAL_STATUSES
 from feedback.models import Interaction
 from bot.status_text import record_failed_reply
 from tests.bot.slack.conftest import (
@@ -383,25 +384,21 @@ async def test_question_that_cannot_be_recorded_gets_an_apology(
     assert "Frage gerade nicht annehmen" in apology.args["text"]
 
 
-async def test_shutdown_finishes_acknowledged_events(slack_settings: Callable[..., Settings],
-                                                     slack_api: FakeSlack) -> None:
-    from feedback.db import Database
-
+async def test_an_event_acknowledged_as_the_web_process_stops_is_answered_once(
+        slack_settings: Callable[..., Settings], slack_api: FakeSlack) -> None:
+    """Acked, so Slack will not resend it: the stopping web process hands it over (or leaves it in the inbox for
+    the next one), and it is answered once."""
     settings = slack_settings()
     async with running_stack(settings, worker=False) as stack:
         slack_api.rate_limit_once("chat.postMessage", retry_after=1)  # keep the intake busy past shutdown
         response = await SlackClient(stack.client).event(mention("How do I book travel?"))
         assert response.status_code == 200
-    # acked, so Slack will not resend it: the web process finished handing it over before it stopped
-    placeholder = slack_api.calls_to("chat.postMessage")[-1]
-    assert placeholder.status == 200
-    db = Database(settings.database_url_resolved())
-    try:
-        async with db.asession() as session:
-            from sqlmodel import select
-
-            rows = list((await session.exec(select(Interaction))).all())
-    finally:
-        await db.aclose()
-    assert len(rows) == 1 and rows[0].status == "pending"
-    assert rows[0].question_payload["reply_target"]["placeholder_ts"] == placeholder.response["ts"]
+    async with running_stack(settings) as stack:
+        placeholder = await slack_api.wait_for("chat.postMessage", lambda c: c.status == 200)
+        await slack_api.wait_for("chat.update", ts=placeholder.response["ts"])
+        await stack.settle()
+        [row] = await stack.interactions()
+    assert row.status in FINAL_STATUSES
+    assert row.question_payload["reply_target"]["placeholder_ts"] == placeholder.response["ts"]
+    assert len([c for c in slack_api.calls_to("chat.postMessage") if c.status == 200]) == 1
+    assert len(slack_api.calls_to("chat.update")) == 1

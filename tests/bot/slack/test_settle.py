@@ -7,7 +7,7 @@ from __future__ import annotations
 from bot.core.types import FINAL_STATUSES
 from tests.bot.slack.conftest import SlackClient, mention
 from tests.fakes.slack_api import FakeSlack
-from tests.stack import Stack, settle_listeners
+from tests.stack import Stack, inbox_drained, settle_listeners
 
 
 async def test_settle_returns_after_the_listener_and_the_worker_have_acted(
@@ -27,7 +27,8 @@ async def test_settle_returns_after_the_listener_and_the_worker_have_acted(
 async def test_wait_final_returns_after_delivery_is_recorded(
         slack_stack: Stack, slack: SlackClient, slack_api: FakeSlack) -> None:
     await slack.event(mention("How many days of annual leave do I get?"))
-    await settle_listeners()  # the question is recorded and queued; the worker may still be answering
+    await inbox_drained(slack_stack.web_runtime.redis)  # the question is recorded and queued;
+    await settle_listeners()  # the worker may still be answering
     placeholder = await slack_api.wait_for("chat.postMessage")
     [row] = await slack_stack.interactions()
     assert row.id is not None

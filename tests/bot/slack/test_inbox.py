@@ -1,0 +1,129 @@
+"""The Slack inbox (``bot/slack/inbox.py``): an event acknowledged at the door stays in Redis until intake has it.
+An event left behind by a web process that stopped is answered by another one, and only once. An event that keeps
+failing is set aside, not retried for ever. While Redis cannot take events, bolt acknowledges and hands them over in
+the web process, as before the inbox."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.core.settings import Settings
+from bot.core.types import FINAL_STATUSES
+from bot.intake import CLAIM_PREFIX
+from bot.slack import inbox
+from tests.bot.slack.conftest import SlackClient, mention
+from tests.fakes.redis_server import RedisServer
+from tests.fakes.slack_api import FakeSlack
+from tests.stack import Stack, running_stack
+
+STOPPED_CONSUMER = "web-that-stopped:4242:abcdef"
+
+
+@pytest.fixture
+def quick_takeover(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entries idle for 0.2 s count as left behind (60 s in production), looked for every 0.1 s."""
+    monkeypatch.setattr(inbox, "RECLAIM_IDLE_S", 0.2)
+    monkeypatch.setattr(inbox, "RECLAIM_EVERY_S", 0.1)
+
+
+@pytest.fixture
+def few_deliveries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry is set aside after two deliveries (five in production)."""
+    monkeypatch.setattr(inbox, "MAX_DELIVERIES", 2)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def left_behind(redis: Redis, payload: dict[str, Any]) -> bytes:
+    """Put ``payload`` in the inbox as a web process that took it and stopped would leave it: delivered to that
+    process's consumer and never acknowledged. One transaction, so a running consumer cannot read it first."""
+    try:
+        await redis.xgroup_create(inbox.STREAM, inbox.GROUP, id="0", mkstream=True)
+    except Exception as exc:  # noqa: BLE001 - a running web process made the group already
+        assert "BUSYGROUP" in str(exc)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.xadd(inbox.STREAM, {"body": json.dumps(payload).encode(), "content-type": "application/json"})
+        pipe.xreadgroup(inbox.GROUP, STOPPED_CONSUMER, {inbox.STREAM: ">"}, count=1)
+        entry_id, _read = await pipe.execute()
+    return entry_id  # type: ignore[no-any-return]
+
+
+async def test_an_event_left_behind_before_it_was_recorded_is_answered_once_by_another_web_process(
+        quick_takeover: None, slack_settings: Callable[..., Settings], slack_api: FakeSlack, redis: Redis) -> None:
+    payload = mention("How do I book travel?")
+    await left_behind(redis, payload)
+    # the process that stopped had claimed the event for intake: a plain redelivery would look like a duplicate
+    await redis.set(f"{CLAIM_PREFIX}slack:{payload['event_id']}", b"1")
+
+    async with running_stack(slack_settings()) as stack:
+        placeholder = await slack_api.wait_for("chat.postMessage")
+        await slack_api.wait_for("chat.update", ts=placeholder.response["ts"])
+        await stack.settle()
+        [row] = await stack.interactions()
+        assert row.status in FINAL_STATUSES and row.question_payload["text"] == "How do I book travel?"
+    assert len(slack_api.calls_to("chat.postMessage")) == 1 and len(slack_api.calls_to("chat.update")) == 1
+    assert await redis.xlen(inbox.STREAM) == 0, "handed over, then removed"
+    assert await redis.xpending(inbox.STREAM, inbox.GROUP) == {"pending": 0, "min": None, "max": None,
+                                                               "consumers": []}
+
+
+async def test_an_event_left_behind_after_it_was_recorded_is_not_answered_twice(
+        quick_takeover: None, slack_stack: Stack, slack: SlackClient, slack_api: FakeSlack, redis: Redis) -> None:
+    payload = mention("How many days of annual leave do I get?")
+    assert (await slack.event(payload)).status_code == 200
+    first = await slack_api.wait_for("chat.postMessage")
+    await slack_api.wait_for("chat.update", ts=first.response["ts"])
+    await slack_stack.settle()
+
+    # as if the process that handed it over had stopped before removing it from the inbox
+    await left_behind(redis, payload)
+    second = await slack_api.wait_for("chat.postMessage", count=2)
+    deleted = await slack_api.wait_for("chat.delete")
+    await slack_stack.settle()
+    assert deleted.args["ts"] == second.response["ts"], "the second placeholder is taken back"
+    assert len(await slack_stack.interactions()) == 1 and len(slack_api.calls_to("chat.update")) == 1
+    assert await redis.xlen(inbox.STREAM) == 0
+
+
+async def test_an_event_that_keeps_failing_is_set_aside_with_its_body(
+        quick_takeover: None, few_deliveries: None, slack_stack: Stack, slack: SlackClient, slack_api: FakeSlack,
+        redis: Redis, capsys: pytest.CaptureFixture[str]) -> None:
+    slack_api.fail("auth.test", "invalid_auth", times=20)  # bolt cannot authorize: it answers 401, nothing runs
+    payload = mention("How do I book travel?")
+    response = await slack.event(payload)
+    assert response.status_code == 200, "acknowledged at the door: Slack must not retry it"
+
+    await inbox.drained(redis, timeout_s=30)
+    [(_, dead)] = await redis.xrange(inbox.DEAD)
+    assert json.loads(dead[b"body"]) == payload, "kept for an operator, as Slack sent it"
+    assert len(slack_api.calls_to("auth.test")) == 2, "delivered twice (MAX_DELIVERIES), then set aside"
+    assert await slack_stack.interactions() == [] and slack_api.calls_to("chat.postMessage") == []
+    assert "slack.inbox_dead" in capsys.readouterr().out
+
+
+async def test_while_redis_cannot_take_an_event_bolt_acknowledges_it_and_keeps_the_question(
+        slack_settings: Callable[..., Settings], slack_api: FakeSlack, redis_server: RedisServer,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    async with running_stack(slack_settings(), worker=False) as stack:
+        redis_server.stop()
+        try:
+            response = await SlackClient(stack.client).event(mention("How do I book travel?"))
+            assert response.status_code == 200
+            placeholder = await slack_api.wait_for("chat.postMessage")
+            await stack.settle()
+            [row] = await stack.interactions()
+        finally:
+            redis_server.start()
+    assert row.status == "pending", "recorded: the sweeper enqueues it once Redis is back"
+    assert row.question_payload["reply_target"]["placeholder_ts"] == placeholder.response["ts"]
+    assert "slack.inbox_unavailable" in capsys.readouterr().out
