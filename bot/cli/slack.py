@@ -1,4 +1,4 @@
-"""``deskmate slack …``: Socket Mode on its own, the app manifest, and per-channel policy."""
+"""``deskmate slack …``: Socket Mode on its own, the app manifest, per-channel policy, and the event inbox."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ import typer
 
 import bot.slack
 from bot.core.settings import get_settings
+from bot.redis_conn import connect
+from bot.slack import inbox
 from bot.slack.channels import UNSET, configure_channel, describe, list_policies
 from bot.slack.socket_mode import run_socket_mode
 from feedback.db import get_database
 
-app = typer.Typer(help="Slack: Socket Mode, the app manifest, per-channel policy.", no_args_is_help=True)
+app = typer.Typer(help="Slack: Socket Mode, the app manifest, per-channel policy, the event inbox.",
+                  no_args_is_help=True)
 
 #: The Slack app manifest ships with the Slack package.
 MANIFEST = Path(bot.slack.__file__).with_name("manifest.yaml")
@@ -31,6 +34,28 @@ def socket_command() -> None:
         asyncio.run(run_socket_mode(settings))
     except KeyboardInterrupt:
         pass
+
+
+@app.command("inbox")
+def inbox_command(
+    retry_set_aside: Annotated[bool, typer.Option(
+        "--retry-set-aside", help="Put the events set aside after repeated failures back in the inbox.")] = False,
+) -> None:
+    """Slack events acknowledged over HTTP and not yet handed to intake: waiting, in a web process's hands, and
+    set aside after repeated failures (see docs/operations.md)."""
+
+    async def run() -> tuple[int, dict[str, int]]:
+        redis = await connect(get_settings())
+        try:
+            moved = await inbox.retry_set_aside(redis) if retry_set_aside else 0
+            return moved, await inbox.status(redis)
+        finally:
+            await redis.aclose()
+
+    moved, counts = asyncio.run(run())
+    if retry_set_aside:
+        typer.echo(f"put back in the inbox: {moved}")
+    typer.echo("  ".join(f"{name.replace('_', ' ')}: {count}" for name, count in counts.items()))
 
 
 @app.command("manifest")

@@ -307,6 +307,30 @@ class _Appender:
                     future.set_result(None)
 
 
+async def status(redis: Redis) -> dict[str, int]:
+    """For an operator (``deskmate slack inbox``): events waiting to be read, read but not yet handed over (a
+    consumer is on them, or stopped on them), and set aside after ``MAX_DELIVERIES``."""
+    waiting = await redis.xlen(STREAM)
+    try:
+        pending = int((await redis.xpending(STREAM, GROUP))["pending"])
+    except ResponseError:  # no consumer group yet: no web process has read the inbox
+        pending = 0
+    return {"waiting": waiting - pending, "in_hand": pending, "set_aside": await redis.xlen(DEAD)}
+
+
+async def retry_set_aside(redis: Redis) -> int:
+    """Put every set-aside event back in the inbox (once the cause is fixed); returns how many."""
+    moved = 0
+    for entry_id, fields in await redis.xrange(DEAD):
+        kept = {name: value for name, value in fields.items() if name != b"entry"}
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(STREAM, kept)  # type: ignore[arg-type]
+            pipe.xdel(DEAD, entry_id)
+            await pipe.execute()
+        moved += 1
+    return moved
+
+
 async def drained(redis: Redis, timeout_s: float = 30.0, poll_s: float = 0.02) -> None:
     """Wait until every event in the inbox was handed over (for tests and benchmarks)."""
     deadline = time.monotonic() + timeout_s

@@ -95,10 +95,10 @@ async def test_an_event_left_behind_after_it_was_recorded_is_not_answered_twice(
     assert await redis.xlen(inbox.STREAM) == 0
 
 
-async def test_an_event_that_keeps_failing_is_set_aside_with_its_body(
+async def test_an_event_that_keeps_failing_is_set_aside_and_answered_once_an_operator_puts_it_back(
         quick_takeover: None, few_deliveries: None, slack_stack: Stack, slack: SlackClient, slack_api: FakeSlack,
         redis: Redis, capsys: pytest.CaptureFixture[str]) -> None:
-    slack_api.fail("auth.test", "invalid_auth", times=20)  # bolt cannot authorize: it answers 401, nothing runs
+    slack_api.fail("auth.test", "invalid_auth", times=2)  # bolt cannot authorize: it answers 200, nothing runs
     payload = mention("How do I book travel?")
     response = await slack.event(payload)
     assert response.status_code == 200, "acknowledged at the door: Slack must not retry it"
@@ -109,6 +109,15 @@ async def test_an_event_that_keeps_failing_is_set_aside_with_its_body(
     assert len(slack_api.calls_to("auth.test")) == 2, "delivered twice (MAX_DELIVERIES), then set aside"
     assert await slack_stack.interactions() == [] and slack_api.calls_to("chat.postMessage") == []
     assert "slack.inbox_dead" in capsys.readouterr().out
+    assert await inbox.status(redis) == {"waiting": 0, "in_hand": 0, "set_aside": 1}
+
+    # the cause fixed (Slack authorizes again): `deskmate slack inbox --retry-set-aside`
+    assert await inbox.retry_set_aside(redis) == 1
+    placeholder = await slack_api.wait_for("chat.postMessage")
+    await slack_api.wait_for("chat.update", ts=placeholder.response["ts"])
+    await slack_stack.settle()
+    assert len(await slack_stack.interactions()) == 1
+    assert await inbox.status(redis) == {"waiting": 0, "in_hand": 0, "set_aside": 0}
 
 
 async def test_while_redis_cannot_take_an_event_bolt_acknowledges_it_and_keeps_the_question(
