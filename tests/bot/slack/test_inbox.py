@@ -17,6 +17,7 @@ from bot.core.types import FINAL_STATUSES
 from bot.intake import CLAIM_PREFIX
 from bot.slack import inbox
 from tests.bot.slack.conftest import SlackClient, mention
+from tests.bot.tracing.helpers import RecordingLog
 from tests.fakes.redis_server import RedisServer
 from tests.fakes.slack_api import FakeSlack
 from tests.stack import Stack, running_stack
@@ -29,6 +30,14 @@ def quick_takeover(monkeypatch: pytest.MonkeyPatch) -> None:
     """Entries idle for 0.2 s count as left behind (60 s in production), looked for every 0.1 s."""
     monkeypatch.setattr(inbox, "RECLAIM_IDLE_S", 0.2)
     monkeypatch.setattr(inbox, "RECLAIM_EVERY_S", 0.1)
+
+
+@pytest.fixture
+def inbox_log(monkeypatch: pytest.MonkeyPatch) -> RecordingLog:
+    """What the inbox logs."""
+    recorder = RecordingLog()
+    monkeypatch.setattr(inbox, "log", recorder)
+    return recorder
 
 
 @pytest.fixture
@@ -97,7 +106,7 @@ async def test_an_event_left_behind_after_it_was_recorded_is_not_answered_twice(
 
 async def test_an_event_that_keeps_failing_is_set_aside_and_answered_once_an_operator_puts_it_back(
         quick_takeover: None, few_deliveries: None, slack_stack: Stack, slack: SlackClient, slack_api: FakeSlack,
-        redis: Redis, capsys: pytest.CaptureFixture[str]) -> None:
+        redis: Redis, inbox_log: RecordingLog) -> None:
     slack_api.fail("auth.test", "invalid_auth", times=2)  # bolt cannot authorize: it answers 200, nothing runs
     payload = mention("How do I book travel?")
     response = await slack.event(payload)
@@ -108,7 +117,8 @@ async def test_an_event_that_keeps_failing_is_set_aside_and_answered_once_an_ope
     assert json.loads(dead[b"body"]) == payload, "kept for an operator, as Slack sent it"
     assert len(slack_api.calls_to("auth.test")) == 2, "delivered twice (MAX_DELIVERIES), then set aside"
     assert await slack_stack.interactions() == [] and slack_api.calls_to("chat.postMessage") == []
-    assert "slack.inbox_dead" in capsys.readouterr().out
+    assert [fields["event_id"] for event, fields in inbox_log.at("error") if event == "slack.inbox_dead"] == [
+        payload["event_id"]]
     assert await inbox.status(redis) == {"waiting": 0, "in_hand": 0, "set_aside": 1}
 
     # the cause fixed (Slack authorizes again): `deskmate slack inbox --retry-set-aside`
@@ -122,7 +132,7 @@ async def test_an_event_that_keeps_failing_is_set_aside_and_answered_once_an_ope
 
 async def test_while_redis_cannot_take_an_event_bolt_acknowledges_it_and_keeps_the_question(
         slack_settings: Callable[..., Settings], slack_api: FakeSlack, redis_server: RedisServer,
-        capsys: pytest.CaptureFixture[str]) -> None:
+        inbox_log: RecordingLog) -> None:
     async with running_stack(slack_settings(), worker=False) as stack:
         redis_server.stop()
         try:
@@ -135,4 +145,4 @@ async def test_while_redis_cannot_take_an_event_bolt_acknowledges_it_and_keeps_t
             redis_server.start()
     assert row.status == "pending", "recorded: the sweeper enqueues it once Redis is back"
     assert row.question_payload["reply_target"]["placeholder_ts"] == placeholder.response["ts"]
-    assert "slack.inbox_unavailable" in capsys.readouterr().out
+    assert "slack.inbox_unavailable" in [event for event, _ in inbox_log.at("warning")]
