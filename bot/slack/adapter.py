@@ -1,6 +1,7 @@
 """What the Slack listeners share: where a question may be answered, and how it is handed to the worker.
 
-:meth:`SlackAdapter.submit` is the ack-side half of an answer, run by bolt after the ack. It hands the question to
+:meth:`SlackAdapter.submit` is the ack-side half of an answer, run after the ack (by the inbox's consumer,
+:mod:`bot.slack.inbox`, or by bolt). It hands the question to
 :meth:`bot.intake.Intake.submit` (claim the event id, record once, enqueue) with one Slack step of its own:
 before the question is recorded, the "Looking through the handbook…" placeholder is posted in the thread (paced
 per channel) and its ``ts`` written into the ``reply_target`` for the worker to replace — the placeholder exists

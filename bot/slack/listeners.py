@@ -4,7 +4,8 @@ Answered: ``app_mention`` in channels; every message in a DM (``message.im``, in
 threads); replies in a channel thread by someone who already asked Deskmate there (no new mention needed,
 unless the reply mentions someone else); top-level messages in channels whose policy says ``respond_to: all``.
 Ignored: Deskmate's own messages, other bots (unless ``slack_answer_bots``), edits, deletions and every other
-subtype. Events are acknowledged by bolt before these run, so nothing here counts against Slack's 3-second
+subtype. Events are acknowledged before these run (at the door, once they are in the Slack inbox,
+:mod:`bot.slack.inbox`; or by bolt while Redis cannot take them), so nothing here counts against Slack's 3-second
 limit.
 """
 
