@@ -29,6 +29,7 @@ import httpx
 from aiohttp import web
 from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus, ResultNotFound
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from arq.worker import Worker
 
@@ -36,6 +37,7 @@ from bot.core.settings import Settings
 from bot.core.types import FINAL_STATUSES
 from bot.queue import job_id
 from bot.runtime import Runtime, build_runtime
+from bot.slack.inbox import STREAM as INBOX_STREAM
 from bot.web import create_app
 from bot.worker import build_worker, startup
 from feedback.db import Database
@@ -168,14 +170,16 @@ async def settle_listeners(timeout_s: float = 30.0) -> None:
             raise TimeoutError(f"{len(still)} Slack listener(s) still running after {timeout_s}s")
 
 
-async def inbox_drained(redis: ArqRedis, timeout_s: float = 30.0) -> None:
+async def inbox_drained(redis: Redis, timeout_s: float = 30.0) -> None:
     """Wait until the Slack events acknowledged so far have left the inbox (:mod:`bot.slack.inbox`): each has
     been handed to intake, its listener run to the end. Nothing to wait for when Redis is away (then bolt took
     every event in the web process: :func:`settle_listeners`)."""
-    from bot.slack.inbox import drained
-
+    deadline = time.monotonic() + timeout_s
     try:
-        await drained(redis, timeout_s)
+        while await redis.xlen(INBOX_STREAM):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Slack events still in the inbox after {timeout_s}s")
+            await asyncio.sleep(POLL_S)
     except (RedisError, OSError):
         return
 

@@ -330,11 +330,3 @@ async def retry_set_aside(redis: Redis) -> int:
         moved += 1
     return moved
 
-
-async def drained(redis: Redis, timeout_s: float = 30.0, poll_s: float = 0.02) -> None:
-    """Wait until every event in the inbox was handed over (for tests and benchmarks)."""
-    deadline = time.monotonic() + timeout_s
-    while await redis.xlen(STREAM):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"Slack events still in the inbox after {timeout_s}s")
-        await asyncio.sleep(poll_s)

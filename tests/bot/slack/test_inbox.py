@@ -20,7 +20,7 @@ from tests.bot.slack.conftest import SlackClient, mention
 from tests.bot.tracing.helpers import RecordingLog
 from tests.fakes.redis_server import RedisServer
 from tests.fakes.slack_api import FakeSlack
-from tests.stack import Stack, running_stack
+from tests.stack import Stack, inbox_drained, running_stack
 
 STOPPED_CONSUMER = "web-that-stopped:4242:abcdef"
 
@@ -112,7 +112,7 @@ async def test_an_event_that_keeps_failing_is_set_aside_and_answered_once_an_ope
     response = await slack.event(payload)
     assert response.status_code == 200, "acknowledged at the door: Slack must not retry it"
 
-    await inbox.drained(redis, timeout_s=30)
+    await inbox_drained(redis)
     [(_, dead)] = await redis.xrange(inbox.DEAD)
     assert json.loads(dead[b"body"]) == payload, "kept for an operator, as Slack sent it"
     assert len(slack_api.calls_to("auth.test")) == 2, "delivered twice (MAX_DELIVERIES), then set aside"
