@@ -22,7 +22,8 @@ from redis.exceptions import RedisError
 
 from bot.core.log import get_logger
 from bot.core.settings import Settings
-from feedback.interactions import InteractionStore
+from bot.core.types import Status
+from feedback.interactions import DeliveryState, InteractionStore
 
 log = get_logger(__name__)
 
@@ -87,6 +88,8 @@ async def sweep_pending(interactions: InteractionStore, redis: ArqRedis, *, min_
         status = await job.status()
         if status in _ALIVE:
             continue
+        if not await _still(interactions, interaction_id, pending_answer=True):
+            continue  # its job finished it after the list was read (and then ended: "complete")
         if status == JobStatus.complete:
             # the job ran but the row is still pending (e.g. the worker died between steps): run it again
             await redis.delete(f"arq:result:{job_id(key)}")
@@ -94,6 +97,18 @@ async def sweep_pending(interactions: InteractionStore, redis: ArqRedis, *, min_
             requeued += 1
             log.info("queue.requeued", interaction_id=interaction_id, previous_status=status.value)
     return requeued
+
+
+async def _still(interactions: InteractionStore, interaction_id: int, *, pending_answer: bool) -> bool:
+    """Whether the question is still waiting for its answer (``pending_answer``) or its delivery, read again
+    *after* its job was found gone: the list was read before, and a job that finishes in between ends "complete"
+    with its row already final — without this second look the sweep would run a finished answer again."""
+    row = await interactions.get(interaction_id)
+    if row is None:
+        return False
+    if pending_answer:
+        return row.status == Status.PENDING.value
+    return row.delivery_state == DeliveryState.PENDING.value
 
 
 async def sweep_undelivered(interactions: InteractionStore, redis: ArqRedis, *, min_age_s: float,
@@ -107,6 +122,8 @@ async def sweep_undelivered(interactions: InteractionStore, redis: ArqRedis, *, 
             continue
         if await Job(job_id(key), redis).status() == JobStatus.in_progress:
             continue  # its first delivery attempt may be under way
+        if not await _still(interactions, interaction_id, pending_answer=False):
+            continue  # delivered after the list was read
         if status == JobStatus.complete:
             # the job ended but the delivery is still pending (e.g. it was stopped between steps): run it again
             await redis.delete(f"arq:result:{delivery_job_id(key)}")

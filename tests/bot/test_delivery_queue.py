@@ -3,6 +3,8 @@
 The sweeper re-enqueues the delivery of a final answer that is still undelivered when its job is gone (Redis
 restarted empty, the worker died before handing it over); it never adds a second job for a delivery that is
 queued, deferred (a retry waiting) or running, nor while the answer job (which makes the first attempt) runs.
+Neither sweep runs again an answer or a delivery that its job finished between the sweep's list and its look at
+the job.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix, result_key_prefix
 from arq.jobs import Job, JobStatus
@@ -18,7 +22,7 @@ from arq.jobs import Job, JobStatus
 from bot.core.clock import utcnow
 from bot.core.types import Answer, Platform, Question
 from bot.queue import (DELIVER_JOB, delivery_job_id, delivery_max_tries, enqueue_delivery, job_id,
-                       sweep_undelivered)
+                       sweep_pending, sweep_undelivered)
 from feedback.db import Database
 from feedback.interactions import InteractionStore
 from feedback.models import Interaction
@@ -100,3 +104,43 @@ async def test_sweep_reruns_a_delivery_job_that_ended_while_the_delivery_stayed_
     assert await Job(delivery_job_id(key), arq_redis).status() is JobStatus.complete
     assert await sweep_undelivered(store, arq_redis, min_age_s=10) == 1
     assert await Job(delivery_job_id(key), arq_redis).status() is JobStatus.queued
+
+
+async def test_sweep_leaves_an_answer_whose_job_finished_after_the_list_was_read(
+        database: Database, arq_redis: ArqRedis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep lists pending questions, then looks at each one's job. A job that finishes in between has
+    finalized its row and ends "complete": the sweep must not take that for a job that died between steps and
+    run the answer a second time (seen as duplicate answer jobs in a 600-question burst)."""
+    store = store_for(database)
+    key = f"slack:Ev{uuid.uuid4().hex[:10]}"
+    interaction_id, _ = await store.record_pending(
+        Question(idempotency_key=key, platform=Platform.SLACK, channel="C1", user="U1", text="How do I book travel?"))
+    listed = store.stale_pending
+
+    async def job_finishes_meanwhile(**kwargs: float | int) -> list[tuple[int, str]]:
+        found = await listed(**kwargs)  # type: ignore[arg-type]
+        await store.finalize(interaction_id, Answer(text="Through the portal."), [], index_version=None)
+        await arq_redis.set(result_key_prefix + job_id(key), b"x", px=60_000)
+        return found
+
+    monkeypatch.setattr(store, "stale_pending", job_finishes_meanwhile)
+    assert await sweep_pending(store, arq_redis, min_age_s=0) == 0
+    assert await queued(arq_redis) == [], "the finished answer is not queued again"
+    assert await Job(job_id(key), arq_redis).status() is JobStatus.complete, "its result is kept"
+
+
+async def test_sweep_leaves_a_delivery_that_succeeded_after_the_list_was_read(
+        database: Database, arq_redis: ArqRedis, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = store_for(database)
+    interaction_id, key = await answered(store)
+    listed = store.undelivered
+
+    async def delivered_meanwhile(**kwargs: float | int) -> list[tuple[int, str]]:
+        found = await listed(**kwargs)  # type: ignore[arg-type]
+        await store.mark_delivered(interaction_id, {"ts": "1.0"})
+        await arq_redis.set(result_key_prefix + delivery_job_id(key), b"x", px=60_000)
+        return found
+
+    monkeypatch.setattr(store, "undelivered", delivered_meanwhile)
+    assert await sweep_undelivered(store, arq_redis, min_age_s=10) == 0
+    assert await queued(arq_redis) == [], "the delivered answer is not sent twice"
