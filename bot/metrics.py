@@ -148,6 +148,23 @@ class StateSource(Protocol):
     def redis(self) -> Redis: ...
 
 
+#: Figures a chat surface reads from Redis for ``/metrics`` (the Slack inbox's backlog). A surface adds its reader
+#: to ``app[SURFACE_FIGURES_KEY]`` as it mounts (:func:`add_surface_figures`); each refresh reads them with the rest.
+RedisFigures = Callable[[Redis], Awaitable[list[Metric]]]
+SURFACE_FIGURES_KEY = web.AppKey("metrics_surface_figures", list)
+
+
+def add_surface_figures(app: web.Application, read: RedisFigures) -> None:
+    """Have the web process's ``/metrics`` include ``read``'s figures (in whatever order the surfaces mount)."""
+    _surface_figures(app).append(read)
+
+
+def _surface_figures(app: web.Application) -> list[RedisFigures]:
+    if SURFACE_FIGURES_KEY not in app:
+        app[SURFACE_FIGURES_KEY] = []
+    return app[SURFACE_FIGURES_KEY]
+
+
 class StateCollector(Collector):
     """Figures read from the database and Redis; refreshed (async) by the handler, served (sync) by ``collect``.
 
@@ -156,8 +173,10 @@ class StateCollector(Collector):
     A source that cannot be read is reported as ``deskmate_state_up{source=…} 0`` instead of failing the scrape.
     """
 
-    def __init__(self, rt: StateSource, cache_s: float | None = None) -> None:
+    def __init__(self, rt: StateSource, cache_s: float | None = None,
+                 surface_figures: list[RedisFigures] | None = None) -> None:
         self.rt = rt
+        self.surface_figures = surface_figures if surface_figures is not None else []
         self.cache_s = rt.settings.metrics_cache_s if cache_s is None else cache_s
         self._families: list[Metric] = []
         self._read_at = float("-inf")
@@ -212,7 +231,10 @@ class StateCollector(Collector):
                                   labels=["breaker", "state"])
         for name in BREAKER_STATES:
             state.add_metric([BREAKER_NAME, name], 1 if name == breaker else 0)
-        return [queue, deferred, job_age, state]
+        families: list[Metric] = [queue, deferred, job_age, state]
+        for read in self.surface_figures:
+            families += await read(redis)
+        return families
 
     async def _read_database(self) -> list[Metric]:
         settings = self.rt.settings
@@ -320,7 +342,7 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 def setup(app: web.Application, rt: StateSource) -> None:
     """Web process: ``GET /metrics`` and the request-timing middleware."""
-    app[STATE_KEY] = StateCollector(rt)
+    app[STATE_KEY] = StateCollector(rt, surface_figures=_surface_figures(app))
     app.middlewares.append(timing_middleware)
     app.router.add_get("/metrics", metrics_handler)
 

@@ -29,11 +29,13 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 
+from bot import metrics
 from bot.core.log import get_logger
 from bot.runtime import Runtime
 from bot.slack.app import build_app, build_inbox_app, configured
 from bot.slack.client import close_session, ensure_session
 from bot.slack.inbox import SlackInbox
+from bot.slack.inbox import figures as inbox_figures
 from bot.slack.socket_mode import SocketMode
 
 log = get_logger(__name__)
@@ -105,6 +107,7 @@ def setup(app: web.Application, rt: Runtime) -> None:
     if settings.slack_signing_secret:
         secret = settings.slack_signing_secret
         inbox = SlackInbox(rt.redis, build_inbox_app(adapter).async_dispatch, rt.intake)
+        metrics.add_surface_figures(app, inbox_figures)  # its backlog in /metrics
 
         async def slack_events(request: web.Request) -> web.Response:
             raw = await request.read()

@@ -42,6 +42,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from slack_bolt.request.async_request import AsyncBoltRequest
@@ -316,6 +317,29 @@ async def status(redis: Redis) -> dict[str, int]:
     except ResponseError:  # no consumer group yet: no web process has read the inbox
         pending = 0
     return {"waiting": waiting - pending, "in_hand": pending, "set_aside": await redis.xlen(DEAD)}
+
+
+async def figures(redis: Redis) -> list[Metric]:
+    """The inbox in the web process's ``/metrics``: its events by state (:func:`status`), and the age of the oldest
+    one still in it (0 when empty) — an intake that stopped handing events over shows as a growing age."""
+    counts = await status(redis)
+    events = GaugeMetricFamily("deskmate_slack_inbox_events",
+                               "Slack events acknowledged at the door and not yet handed to intake: waiting, in a "
+                               "web process's hands, or set aside after failing (deskmate slack inbox).",
+                               labels=["state"])
+    for state, count in counts.items():
+        events.add_metric([state], count)
+    oldest = await redis.xrange(STREAM, count=1)
+    age = GaugeMetricFamily("deskmate_slack_inbox_oldest_event_age_seconds",
+                            "Age of the oldest event in the Slack inbox, waiting or in hand (0 when empty).")
+    age.add_metric([], max(0.0, time.time() - _entry_ms(oldest[0][0]) / 1000) if oldest else 0.0)
+    return [events, age]
+
+
+def _entry_ms(entry_id: bytes | str) -> int:
+    """When a stream entry was added: its id is ``<milliseconds>-<sequence>``."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(text.split("-", 1)[0])
 
 
 async def retry_set_aside(redis: Redis) -> int:

@@ -6,6 +6,7 @@ the web process, as before the inbox."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -120,6 +121,9 @@ async def test_an_event_that_keeps_failing_is_set_aside_and_answered_once_an_ope
     assert [fields["event_id"] for event, fields in inbox_log.at("error") if event == "slack.inbox_dead"] == [
         payload["event_id"]]
     assert await inbox.status(redis) == {"waiting": 0, "in_hand": 0, "set_aside": 1}
+    scraped = (await slack.http.get("/metrics")).text
+    assert 'deskmate_slack_inbox_events{state="set_aside"} 1.0' in scraped, "an operator's alert can see it"
+    assert 'deskmate_slack_inbox_events{state="waiting"} 0.0' in scraped
 
     # the cause fixed (Slack authorizes again): `deskmate slack inbox --retry-set-aside`
     assert await inbox.retry_set_aside(redis) == 1
@@ -146,3 +150,21 @@ async def test_while_redis_cannot_take_an_event_bolt_acknowledges_it_and_keeps_t
     assert row.status == "pending", "recorded: the sweeper enqueues it once Redis is back"
     assert row.question_payload["reply_target"]["placeholder_ts"] == placeholder.response["ts"]
     assert "slack.inbox_unavailable" in [event for event, _ in inbox_log.at("warning")]
+
+
+async def test_metrics_show_how_long_the_oldest_event_has_waited_for_intake(redis: Redis) -> None:
+    """An intake that stopped handing events over (every web process's consumer stuck) shows as a growing age."""
+    await redis.delete(inbox.STREAM)
+    assert await figures_of(redis) == {"waiting": 0, "in_hand": 0, "set_aside": 0, "oldest_age_s": 0.0}
+    ninety_s_ago = int(time.time() * 1000) - 90_000
+    await redis.xadd(inbox.STREAM, {"body": b"{}"}, id=f"{ninety_s_ago}-0")
+    await redis.xadd(inbox.STREAM, {"body": b"{}"})
+    shown = await figures_of(redis)
+    assert shown["waiting"] == 2 and 89 < shown["oldest_age_s"] < 120
+    await redis.delete(inbox.STREAM)
+
+
+async def figures_of(redis: Redis) -> dict[str, float]:
+    events, age = await inbox.figures(redis)
+    shown = {sample.labels["state"]: sample.value for sample in events.samples}
+    return shown | {"oldest_age_s": age.samples[0].value}
