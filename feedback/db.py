@@ -83,10 +83,14 @@ class Database:
             sync_args, async_args = dict(POSTGRES_CONNECT_ARGS), dict(POSTGRES_CONNECT_ARGS)
         else:
             sync_args, async_args = {}, {}
-        self.engine: Engine = create_engine(self.url, connect_args=sync_args, pool_pre_ping=not self.is_sqlite)
+        # hide_parameters: a failed statement's exception (logged with its traceback, by us or by arq) would
+        # otherwise carry its bound values — a question's or an answer's text, a user's id
+        self.engine: Engine = create_engine(self.url, connect_args=sync_args, pool_pre_ping=not self.is_sqlite,
+                                            hide_parameters=True)
         self.async_engine: AsyncEngine = create_async_engine(
             async_url(self.url), connect_args=async_args,
             pool_pre_ping=not self.is_sqlite,  # a file has no connection to go stale: no ping per session
+            hide_parameters=True,
         )
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
