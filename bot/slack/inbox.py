@@ -28,6 +28,8 @@ that it could not be.
   retried for ever.
 - A web process that stops finishes the entries it holds (up to ``CLOSE_GRACE_S``). It leaves the rest in the
   stream for the others, or for itself once restarted.
+- A restarted process reads under a new name. Names that hold nothing and have read nothing for
+  ``DEPARTED_IDLE_S`` are removed from the group (:func:`forget_departed`), so the group lists the living.
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ READ_BLOCK_MS = 1000
 RECLAIM_IDLE_S = 60.0
 RECLAIM_EVERY_S = 15.0
 MAX_DELIVERIES = 5
+#: A consumer with nothing pending that has not read an entry for this long is a web process gone (a restarted
+#: process reads under a new name): it is removed from the group, looked for every ``FORGET_EVERY_S``. A living
+#: process that was merely quiet is named again by its next read.
+DEPARTED_IDLE_S = 3600.0
+FORGET_EVERY_S = 600.0
 #: The door gives Redis this long; then the event goes to bolt in this process.
 ACCEPT_TIMEOUT_S = 0.5
 #: After Redis failed at the door, events go straight to bolt for this long.
@@ -72,6 +79,22 @@ DOOR_BACKOFF_S = 5.0
 CLOSE_GRACE_S = 10.0
 #: The request headers bolt reads from an event besides its body.
 FORWARDED_HEADERS = ("content-type", "x-slack-retry-num", "x-slack-retry-reason")
+
+#: Remove the group's consumers that hold no entry and are idle past ARGV[3] ms, except ARGV[2] (the caller), in
+#: one step: a consumer cannot take an entry between the look and the removal (which would drop it from the
+#: pending list, out of reach of a takeover).
+_FORGET_DEPARTED = """
+local removed = 0
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local field = {}
+  for i = 1, #consumer, 2 do field[consumer[i]] = consumer[i + 1] end
+  if field['name'] ~= ARGV[2] and tonumber(field['pending']) == 0 and tonumber(field['idle']) > tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], field['name'])
+    removed = removed + 1
+  end
+end
+return removed
+"""
 
 Dispatch = Callable[[AsyncBoltRequest], Awaitable[BoltResponse]]
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -92,6 +115,8 @@ class SlackInbox:
         self.reclaim_idle_s = RECLAIM_IDLE_S
         self.reclaim_every_s = RECLAIM_EVERY_S
         self.max_deliveries = MAX_DELIVERIES
+        self.departed_idle_s = DEPARTED_IDLE_S
+        self.forget_every_s = FORGET_EVERY_S
         self._door_closed_until = 0.0
         self._appender = _Appender(redis)
         self._group_ready = False
@@ -147,6 +172,7 @@ class SlackInbox:
     async def run(self) -> None:
         """Read and dispatch entries until :meth:`close`; Redis being away is waited out."""
         next_reclaim = 0.0
+        next_forget = time.monotonic() + self.forget_every_s
         failures = 0
         while not self._closing:
             try:
@@ -159,6 +185,12 @@ class SlackInbox:
                     next_reclaim = time.monotonic() + self.reclaim_every_s
                     for entry in await self._reclaim(free):
                         self._start(entry, reclaimed=True)
+                    continue
+                if time.monotonic() >= next_forget:
+                    next_forget = time.monotonic() + self.forget_every_s
+                    forgotten = await forget_departed(self.redis, self.consumer, self.departed_idle_s)
+                    if forgotten:
+                        log.info("slack.inbox_consumers_forgotten", consumers=forgotten)
                     continue
                 for entry in await self._read(free):
                     self._start(entry, reclaimed=False)
@@ -317,6 +349,18 @@ async def status(redis: Redis) -> dict[str, int]:
     except ResponseError:  # no consumer group yet: no web process has read the inbox
         pending = 0
     return {"waiting": waiting - pending, "in_hand": pending, "set_aside": await redis.xlen(DEAD)}
+
+
+async def forget_departed(redis: Redis, keep: str, idle_s: float) -> int:
+    """Remove the consumers of web processes gone (nothing pending, no entry read for ``idle_s``) from the group,
+    except ``keep``; returns how many. Entries a departed process still held are taken over first (after
+    ``RECLAIM_IDLE_S``), so its name goes only once they are someone else's."""
+    try:
+        return int(await redis.eval(_FORGET_DEPARTED, 1, STREAM, GROUP, keep, int(idle_s * 1000)))  # type: ignore[misc]
+    except ResponseError as exc:
+        if "no such key" in str(exc).lower() or "NOGROUP" in str(exc):  # no inbox yet (or Redis was flushed)
+            return 0
+        raise
 
 
 async def figures(redis: Redis) -> list[Metric]:

@@ -5,6 +5,7 @@ the web process, as before the inbox."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -31,6 +32,14 @@ def quick_takeover(monkeypatch: pytest.MonkeyPatch) -> None:
     """Entries idle for 0.2 s count as left behind (60 s in production), looked for every 0.1 s."""
     monkeypatch.setattr(inbox, "RECLAIM_IDLE_S", 0.2)
     monkeypatch.setattr(inbox, "RECLAIM_EVERY_S", 0.1)
+
+
+@pytest.fixture
+def quick_forgetting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A consumer idle for 0.2 s with nothing pending counts as gone (an hour in production), looked for every
+    0.1 s (ten minutes)."""
+    monkeypatch.setattr(inbox, "DEPARTED_IDLE_S", 0.2)
+    monkeypatch.setattr(inbox, "FORGET_EVERY_S", 0.1)
 
 
 @pytest.fixture
@@ -69,7 +78,8 @@ async def left_behind(redis: Redis, payload: dict[str, Any]) -> bytes:
 
 
 async def test_an_event_left_behind_before_it_was_recorded_is_answered_once_by_another_web_process(
-        quick_takeover: None, slack_settings: Callable[..., Settings], slack_api: FakeSlack, redis: Redis) -> None:
+        quick_takeover: None, quick_forgetting: None, slack_settings: Callable[..., Settings], slack_api: FakeSlack,
+        redis: Redis) -> None:
     payload = mention("How do I book travel?")
     await left_behind(redis, payload)
     # the process that stopped had claimed the event for intake: a plain redelivery would look like a duplicate
@@ -81,6 +91,7 @@ async def test_an_event_left_behind_before_it_was_recorded_is_answered_once_by_a
         await stack.settle()
         [row] = await stack.interactions()
         assert row.status in FINAL_STATUSES and row.question_payload["text"] == "How do I book travel?"
+        await consumer_forgotten(redis, STOPPED_CONSUMER)  # its entry taken over, the process gone: its name too
     assert len(slack_api.calls_to("chat.postMessage")) == 1 and len(slack_api.calls_to("chat.update")) == 1
     assert await redis.xlen(inbox.STREAM) == 0, "handed over, then removed"
     assert await redis.xpending(inbox.STREAM, inbox.GROUP) == {"pending": 0, "min": None, "max": None,
@@ -164,7 +175,36 @@ async def test_metrics_show_how_long_the_oldest_event_has_waited_for_intake(redi
     await redis.delete(inbox.STREAM)
 
 
+async def consumer_forgotten(redis: Redis, name: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while name in {c["name"].decode() for c in await redis.xinfo_consumers(inbox.STREAM, inbox.GROUP)}:
+        assert time.monotonic() < deadline, f"{name} still in the consumer group"
+        await asyncio.sleep(0.05)
+
+
 async def figures_of(redis: Redis) -> dict[str, float]:
     events, age = await inbox.figures(redis)
     shown = {sample.labels["state"]: sample.value for sample in events.samples}
     return shown | {"oldest_age_s": age.samples[0].value}
+
+
+async def test_the_names_of_web_processes_gone_leave_the_group_once_they_hold_nothing(redis: Redis) -> None:
+    """Every start of a web process reads under a new name; without this the group would list every process
+    that ever ran. A process gone while holding an entry keeps its name until the entry is taken over."""
+    await redis.delete(inbox.STREAM)
+    assert await inbox.forget_departed(redis, "me", idle_s=0) == 0, "no inbox yet: nothing to do"
+    await redis.xadd(inbox.STREAM, {"body": b"{}"})
+    assert await inbox.forget_departed(redis, "me", idle_s=0) == 0, "no consumer group yet: nothing to do"
+    await redis.xgroup_create(inbox.STREAM, inbox.GROUP, id="0", mkstream=True)
+    for name in ("gone-empty", "gone-holding", "me"):
+        await redis.xadd(inbox.STREAM, {"body": b"{}"})
+        [[_, [(entry_id, _)]]] = await redis.xreadgroup(inbox.GROUP, name, {inbox.STREAM: ">"}, count=1)
+        if name != "gone-holding":
+            await redis.xack(inbox.STREAM, inbox.GROUP, entry_id)
+
+    assert await inbox.forget_departed(redis, "me", idle_s=3600) == 0, "all three read just now"
+    await asyncio.sleep(0.05)  # idle for longer than 10 ms
+    assert await inbox.forget_departed(redis, "me", idle_s=0.01) == 1
+    left = {c["name"].decode(): c["pending"] for c in await redis.xinfo_consumers(inbox.STREAM, inbox.GROUP)}
+    assert left == {"gone-holding": 1, "me": 0}, "the one holding an entry stays until it is taken over"
+    await redis.delete(inbox.STREAM)
