@@ -356,7 +356,7 @@ async def forget_departed(redis: Redis, keep: str, idle_s: float) -> int:
     except ``keep``; returns how many. Entries a departed process still held are taken over first (after
     ``RECLAIM_IDLE_S``), so its name goes only once they are someone else's."""
     try:
-        return int(await redis.eval(_FORGET_DEPARTED, 1, STREAM, GROUP, keep, int(idle_s * 1000)))  # type: ignore[misc]
+        return int(await redis.eval(_FORGET_DEPARTED, 1, STREAM, GROUP, keep, str(int(idle_s * 1000))))  # type: ignore[misc]
     except ResponseError as exc:
         if "no such key" in str(exc).lower() or "NOGROUP" in str(exc):  # no inbox yet (or Redis was flushed)
             return 0
