@@ -4,8 +4,9 @@
 ``process_before_response=False``: bolt answers Slack as soon as ``ack()`` is called (events are acked
 automatically) and runs the rest of a listener afterwards — the ack never waits for the database, Redis or the
 Web API. Request signatures are checked by bolt (``X-Slack-Signature``, 5-minute timestamp window); Socket Mode
-needs no signature. Over HTTP, events normally do not reach this app: the web process acknowledges them itself and
-puts them in the inbox (:mod:`bot.slack.inbox`), whose consumers dispatch them to :func:`build_inbox_app`.
+needs no signature. Events normally do not reach this app, over HTTP or Socket Mode: the web process acknowledges
+them itself once they are in the inbox (:mod:`bot.slack.inbox`), whose consumers dispatch them to
+:func:`build_inbox_app`.
 
 A request no listener takes is handed to :func:`on_error` (``raise_error_for_unhandled_request``): an event
 Deskmate does not handle (``pin_added``, ``team_join``, whatever the app is subscribed to) is acknowledged with a

@@ -1,7 +1,8 @@
 """Slack on the web process: ``POST /slack/events`` (Events API, interactivity and the slash command share
 it), and Socket Mode alongside when an app token is set.
 
-The route exists only when a bot token and a signing secret are configured. An event (an ``event_callback``
+The route exists only when a bot token and a signing secret are configured. Events that come over Socket Mode go
+through the same inbox (:mod:`bot.slack.socket_mode`). An event (an ``event_callback``
 body) whose ``X-Slack-Signature`` is valid (HMAC-SHA256 of ``v0:{timestamp}:{body}``, 5-minute window) is put in
 the inbox (:mod:`bot.slack.inbox`) and acknowledged at once. Every other request, and every event while Redis
 cannot take it, goes to bolt, which checks the signature and rejects a forged or stale one with a 401 before any
@@ -102,19 +103,19 @@ def setup(app: web.Application, rt: Runtime) -> None:
         return
     bolt, adapter = build_app(rt)
     app[BOLT_APP] = bolt
-    inbox: SlackInbox | None = None
+    # events over HTTP and over Socket Mode alike are acknowledged once in the inbox
+    inbox = SlackInbox(rt.redis, build_inbox_app(adapter).async_dispatch, rt.intake)
+    metrics.add_surface_figures(app, inbox_figures)  # its backlog in /metrics
 
     if settings.slack_signing_secret:
         secret = settings.slack_signing_secret
-        inbox = SlackInbox(rt.redis, build_inbox_app(adapter).async_dispatch, rt.intake)
-        metrics.add_surface_figures(app, inbox_figures)  # its backlog in /metrics
 
         async def slack_events(request: web.Request) -> web.Response:
             raw = await request.read()
             read = bolt_request(raw, request.query_string, request.headers, secret)
             if isinstance(read, web.Response):
                 return read
-            if (inbox is not None and read.body.get("type") == "event_callback"
+            if (read.body.get("type") == "event_callback"
                     and signed(raw, request.headers, secret) and await inbox.accept(raw, request.headers)):
                 return web.Response(status=200)
             return await to_aiohttp_response(await bolt.async_dispatch(read))
@@ -125,17 +126,15 @@ def setup(app: web.Application, rt: Runtime) -> None:
         ensure_session(adapter.client)
         socket: SocketMode | None = None
         if settings.slack_app_token:
-            socket = SocketMode(bolt, settings)
+            socket = SocketMode(bolt, settings, inbox=inbox)
             socket.start_in_background()
-        if inbox is not None:
-            inbox.start()
+        inbox.start()
         log.info("slack.ready", http=bool(settings.slack_signing_secret), socket_mode=socket is not None)
         yield
         if socket is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(socket.close(), 5)
-        if inbox is not None:
-            await inbox.close()
+        await inbox.close()
         await adapter.drain()
         await close_session(adapter.client)
 

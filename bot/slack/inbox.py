@@ -216,7 +216,9 @@ class SlackInbox:
             answer = await self.redis.xreadgroup(GROUP, self.consumer, {STREAM: ">"}, count=count,
                                                  block=READ_BLOCK_MS)
         except ResponseError as exc:
-            if "NOGROUP" in str(exc):  # the stream or the group went away (Redis flushed): create them again
+            # the stream or the group went away (Redis flushed; "UNBLOCKED" when it happened during the read):
+            # create them again
+            if "NOGROUP" in str(exc) or "UNBLOCKED" in str(exc):
                 self._group_ready = False
                 return []
             raise

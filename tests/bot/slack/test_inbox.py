@@ -208,3 +208,19 @@ async def test_the_names_of_web_processes_gone_leave_the_group_once_they_hold_no
     left = {c["name"].decode(): c["pending"] for c in await redis.xinfo_consumers(inbox.STREAM, inbox.GROUP)}
     assert left == {"gone-holding": 1, "me": 0}, "the one holding an entry stays until it is taken over"
     await redis.delete(inbox.STREAM)
+
+
+async def test_an_inbox_deleted_under_a_waiting_consumer_is_made_again_without_a_fault(
+        slack_stack: Stack, slack: SlackClient, slack_api: FakeSlack, redis: Redis, inbox_log: RecordingLog) -> None:
+    """Redis flushed (or the stream deleted by hand) while the consumers wait for entries: they make the inbox
+    again and go on, with no error logged and no back-off before the next event."""
+    assert (await slack.event(mention("How do I book travel?"))).status_code == 200
+    await slack_api.wait_for("chat.postMessage")
+    await slack_stack.settle()
+    await redis.delete(inbox.STREAM)  # the consumer is waiting in its read (XREADGROUP BLOCK)
+
+    assert (await slack.event(mention("How many days of annual leave do I get?"))).status_code == 200
+    await inbox_drained(redis)
+    await slack_stack.settle()
+    assert len(await slack_stack.interactions()) == 2
+    assert [event for event, _ in inbox_log.at("warning")] == []

@@ -1,11 +1,16 @@
 """Socket Mode: the web process connects to the websocket URL apps.connections.open returns, acks each
-envelope on the socket, and answers like over HTTP."""
+envelope on the socket, and answers like over HTTP. An event is acknowledged once it is in the inbox (Redis), so
+one that cannot be handed to intake yet is tried again, not lost."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+from redis.asyncio import Redis
+
 from bot.core.settings import Settings
+from bot.slack import inbox
 from tests.bot.slack.conftest import PUBLIC, mention, slash_command
 from tests.fakes.slack_api import FakeSlack
 from tests.stack import running_stack
@@ -32,6 +37,7 @@ async def test_events_api_envelope_over_a_local_websocket(slack_settings: Callab
         assert "[1]" in answer.text_of_blocks
         rows = await stack.interactions()
         assert [r.idempotency_key for r in rows] == [f"slack:{event['event_id']}"]
+        assert await went_through_the_inbox(stack.settings.redis_url)
 
         # a redelivered envelope (retry_attempt 1) is acked and not answered again
         again = await slack_api.send_envelope("events_api", event, retry_attempt=1)
@@ -67,3 +73,34 @@ async def test_deskmate_slack_socket_runs_socket_mode_on_its_own(slack_settings:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def went_through_the_inbox(redis_url: str) -> bool:
+    """Something was appended to the inbox, and nothing is left in it."""
+    redis = Redis.from_url(redis_url)
+    try:
+        info = await redis.xinfo_stream(inbox.STREAM)
+        return bool(info["last-generated-id"] != b"0-0" and info["length"] == 0)
+    finally:
+        await redis.aclose()
+
+
+async def test_an_event_acked_on_the_socket_that_intake_cannot_take_yet_is_answered_later(
+        slack_settings: Callable[..., Settings], slack_api: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bolt cannot authorize the event the first time (auth.test failing). Acknowledged straight through bolt, as
+    before the inbox, it was lost: bolt answers the failure with a 200 and Slack does not send the event again.
+    Acknowledged from the inbox, it stays there and is tried again."""
+    monkeypatch.setattr(inbox, "RECLAIM_IDLE_S", 0.2)  # tried again after 0.2 s (60 s in production)
+    monkeypatch.setattr(inbox, "RECLAIM_EVERY_S", 0.1)
+    slack_api.fail("auth.test", "invalid_auth", times=1)
+    settings = slack_settings(slack_app_token="xapp-1-test", slack_signing_secret=None)
+    async with running_stack(settings) as stack:
+        await slack_api.wait_socket_connected()
+        envelope_id = await slack_api.send_envelope("events_api", mention("How do I book travel?"))
+        assert await slack_api.wait_for_ack(envelope_id) == {"envelope_id": envelope_id}
+
+        placeholder = await slack_api.wait_for("chat.postMessage")
+        await slack_api.wait_for("chat.update", ts=placeholder.response["ts"])
+        await stack.settle()
+        assert len(slack_api.calls_to("auth.test")) == 2, "refused once, then authorized"
+        assert len(await stack.interactions()) == 1 and len(slack_api.calls_to("chat.postMessage")) == 1
