@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,10 @@ log = get_logger(__name__)
 
 CHANNEL_TYPE_TTL_S = 600
 INTAKE_SLOTS = 4
+#: Set while the Slack inbox dispatches an event (:mod:`bot.slack.inbox`): a listener that fails then fails the
+#: dispatch, and the event stays in the inbox to be tried again. Elsewhere (bolt acknowledged the request itself)
+#: there is nobody to try again: the failure is logged.
+RETRIED_ON_FAILURE: ContextVar[bool] = ContextVar("slack_retried_on_failure", default=False)
 SLACK_CHANNEL_TYPES = ("channel", "group", "im", "mpim")
 
 
@@ -68,7 +73,8 @@ class SlackAdapter:
     # --- work after the ack -----------------------------------------------------------------------------
     async def after_ack(self, coro: Coroutine[Any, Any, None], what: str, *, bounded: bool = False) -> None:
         """Run a listener's post-ack work: tracked (a shutting-down process finishes it first, see
-        :meth:`drain`) and never raising into bolt, which could only log it tersely. ``bounded`` work (event
+        :meth:`drain`) and, unless the inbox will try it again (:data:`RETRIED_ON_FAILURE`), never raising into
+        bolt, which could only log it tersely. ``bounded`` work (event
         intake) runs at most ``INTAKE_SLOTS`` at a time, so that during a burst the event loop keeps
         answering Slack's requests promptly instead of queueing each ack behind hundreds of intake steps."""
         task = asyncio.current_task()
@@ -80,7 +86,9 @@ class SlackAdapter:
                     await coro
             else:
                 await coro
-        except Exception:  # noqa: BLE001
+        except Exception:
+            if RETRIED_ON_FAILURE.get():
+                raise  # bolt answers the inbox 500 (and logs it): the event is tried again
             log.exception("slack.listener_failed", what=what)
         finally:
             if task is not None:

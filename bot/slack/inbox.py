@@ -52,6 +52,7 @@ from slack_bolt.response import BoltResponse
 
 from bot.core.log import get_logger
 from bot.intake import Intake
+from bot.slack.adapter import RETRIED_ON_FAILURE
 from bot.slack.listeners import event_key
 
 log = get_logger(__name__)
@@ -258,7 +259,11 @@ class SlackInbox:
                     return
                 await self._release_claim(raw)
             request = self._request(raw, fields)
-            response = await self.dispatch(request)
+            retried = RETRIED_ON_FAILURE.set(True)  # a listener that fails leaves the entry here
+            try:
+                response = await self.dispatch(request)
+            finally:
+                RETRIED_ON_FAILURE.reset(retried)
         except Exception as exc:  # noqa: BLE001 - left pending: another attempt after reclaim_idle_s
             log.error("slack.inbox_event_failed", entry=entry_id.decode(), error=repr(exc)[:300])
             return

@@ -16,7 +16,8 @@ from redis.asyncio import Redis
 
 from bot.core.settings import Settings
 from bot.core.types import FINAL_STATUSES
-from bot.intake import CLAIM_PREFIX
+from bot.core.types import Question
+from bot.intake import CLAIM_PREFIX, Intake, Submitted
 from bot.slack import inbox
 from tests.bot.slack.conftest import SlackClient, mention
 from tests.bot.tracing.helpers import RecordingLog
@@ -224,3 +225,29 @@ async def test_an_inbox_deleted_under_a_waiting_consumer_is_made_again_without_a
     await slack_stack.settle()
     assert len(await slack_stack.interactions()) == 2
     assert [event for event, _ in inbox_log.at("warning")] == []
+
+
+async def test_an_event_whose_intake_fails_unexpectedly_is_tried_again_not_lost(
+        quick_takeover: None, slack_stack: Stack, slack: SlackClient, slack_api: FakeSlack,
+        monkeypatch: pytest.MonkeyPatch, inbox_log: RecordingLog) -> None:
+    """A fault intake does not handle itself (here: an error nobody expected, once). Acknowledged by bolt, the
+    event was lost: the failure was logged and Slack had its 200. From the inbox, it is tried again."""
+    submit = Intake.submit
+    calls: list[str] = []
+
+    async def fails_once(self: Intake, question: Question, **kwargs: Any) -> Submitted:
+        calls.append(question.idempotency_key)
+        if len(calls) == 1:
+            raise RuntimeError("something nobody expected")
+        return await submit(self, question, **kwargs)
+
+    monkeypatch.setattr(Intake, "submit", fails_once)
+    payload = mention("How do I book travel?")
+    assert (await slack.event(payload)).status_code == 200
+
+    placeholder = await slack_api.wait_for("chat.postMessage")
+    await slack_api.wait_for("chat.update", ts=placeholder.response["ts"])
+    await slack_stack.settle()
+    assert calls == [f"slack:{payload['event_id']}"] * 2, "failed, then taken over and handed to intake again"
+    assert len(await slack_stack.interactions()) == 1
+    assert [e for e, _ in inbox_log.at("error")] == ["slack.inbox_event_failed"]
