@@ -24,6 +24,8 @@ that it could not be.
   Any consumer takes it over once it has been idle ``RECLAIM_IDLE_S``.
 - Before a taken-over entry is dispatched, its intake claim is released. Intake then goes on to the database's
   unique key, which still answers the event once.
+- A dispatch still running after ``DISPATCH_TIMEOUT_S`` (intake waiting on something that never answers) is
+  stopped, and its entry left for another attempt.
 - An entry that failed ``MAX_DELIVERIES`` times is moved to ``deskmate:slack:inbox:dead``: kept and logged, not
   retried for ever.
 - A web process that stops finishes the entries it holds (up to ``CLOSE_GRACE_S``). It leaves the rest in the
@@ -68,6 +70,10 @@ READ_BLOCK_MS = 1000
 RECLAIM_IDLE_S = 60.0
 RECLAIM_EVERY_S = 15.0
 MAX_DELIVERIES = 5
+#: Intake takes milliseconds, seconds when Slack or the database is slow (the Web API client gives up after 30 s).
+#: A dispatch still running after this is stopped and its entry left for another attempt: a hung dependency (a
+#: query that never returns) cannot hold one of the consumer's slots for ever.
+DISPATCH_TIMEOUT_S = 120.0
 #: A consumer with nothing pending that has not read an entry for this long is a web process gone (a restarted
 #: process reads under a new name): it is removed from the group, looked for every ``FORGET_EVERY_S``. A living
 #: process that was merely quiet is named again by its next read.
@@ -116,6 +122,7 @@ class SlackInbox:
         self.reclaim_idle_s = RECLAIM_IDLE_S
         self.reclaim_every_s = RECLAIM_EVERY_S
         self.max_deliveries = MAX_DELIVERIES
+        self.dispatch_timeout_s = DISPATCH_TIMEOUT_S
         self.departed_idle_s = DEPARTED_IDLE_S
         self.forget_every_s = FORGET_EVERY_S
         self._door_closed_until = 0.0
@@ -261,7 +268,7 @@ class SlackInbox:
             request = self._request(raw, fields)
             retried = RETRIED_ON_FAILURE.set(True)  # a listener that fails leaves the entry here
             try:
-                response = await self.dispatch(request)
+                response = await asyncio.wait_for(self.dispatch(request), self.dispatch_timeout_s)
             finally:
                 RETRIED_ON_FAILURE.reset(retried)
         except Exception as exc:  # noqa: BLE001 - left pending: another attempt after reclaim_idle_s

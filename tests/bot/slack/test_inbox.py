@@ -251,3 +251,30 @@ async def test_an_event_whose_intake_fails_unexpectedly_is_tried_again_not_lost(
     assert calls == [f"slack:{payload['event_id']}"] * 2, "failed, then taken over and handed to intake again"
     assert len(await slack_stack.interactions()) == 1
     assert [e for e, _ in inbox_log.at("error")] == ["slack.inbox_event_failed"]
+
+
+async def test_an_event_whose_intake_hangs_is_stopped_and_tried_again(
+        quick_takeover: None, monkeypatch: pytest.MonkeyPatch, slack_settings: Callable[..., Settings],
+        slack_api: FakeSlack, inbox_log: RecordingLog) -> None:
+    """Intake waits on something that never answers (a query on a database that stopped replying). The consumer
+    stops the dispatch after its timeout and the event is tried again; the slot is not held for ever."""
+    monkeypatch.setattr(inbox, "DISPATCH_TIMEOUT_S", 0.5)  # 120 s in production
+    submit = Intake.submit
+    calls: list[str] = []
+
+    async def hangs_once(self: Intake, question: Question, **kwargs: Any) -> Submitted:
+        calls.append(question.idempotency_key)
+        if len(calls) == 1:
+            await asyncio.Event().wait()  # never set
+        return await submit(self, question, **kwargs)
+
+    monkeypatch.setattr(Intake, "submit", hangs_once)
+    async with running_stack(slack_settings()) as stack:
+        payload = mention("How do I book travel?")
+        assert (await SlackClient(stack.client).event(payload)).status_code == 200
+        placeholder = await slack_api.wait_for("chat.postMessage")
+        await slack_api.wait_for("chat.update", ts=placeholder.response["ts"])
+        await stack.settle()
+        assert len(calls) == 2 and len(await stack.interactions()) == 1
+    assert [fields.get("error", "")[:12] for e, fields in inbox_log.at("error") if e == "slack.inbox_event_failed"] \
+        == ["TimeoutError"]
