@@ -41,10 +41,16 @@ log = get_logger(__name__)
 
 CHANNEL_TYPE_TTL_S = 600
 INTAKE_SLOTS = 4
-#: Set while the Slack inbox dispatches an event (:mod:`bot.slack.inbox`): a listener that fails then fails the
-#: dispatch, and the event stays in the inbox to be tried again. Elsewhere (bolt acknowledged the request itself)
-#: there is nobody to try again: the failure is logged.
-RETRIED_ON_FAILURE: ContextVar[bool] = ContextVar("slack_retried_on_failure", default=False)
+#: While the Slack inbox dispatches an event (:mod:`bot.slack.inbox`): how many more times it will try the event
+#: after this one (0 on its last try); None elsewhere. In the inbox a listener that fails fails the dispatch, and
+#: the event stays there to be tried again (or set aside after its last try). Elsewhere (bolt acknowledged the
+#: request itself) there is nobody to try again: the failure is logged.
+INBOX_TRIES_LEFT: ContextVar[int | None] = ContextVar("slack_inbox_tries_left", default=None)
+
+
+class RecordLater(RuntimeError):
+    """The question could not be recorded now (the database busy or away), and the inbox will try the event
+    again: no apology yet."""
 SLACK_CHANNEL_TYPES = ("channel", "group", "im", "mpim")
 
 
@@ -73,7 +79,7 @@ class SlackAdapter:
     # --- work after the ack -----------------------------------------------------------------------------
     async def after_ack(self, coro: Coroutine[Any, Any, None], what: str, *, bounded: bool = False) -> None:
         """Run a listener's post-ack work: tracked (a shutting-down process finishes it first, see
-        :meth:`drain`) and, unless the inbox will try it again (:data:`RETRIED_ON_FAILURE`), never raising into
+        :meth:`drain`) and, unless the inbox dispatches it (:data:`INBOX_TRIES_LEFT`), never raising into
         bolt, which could only log it tersely. ``bounded`` work (event
         intake) runs at most ``INTAKE_SLOTS`` at a time, so that during a burst the event loop keeps
         answering Slack's requests promptly instead of queueing each ack behind hundreds of intake steps."""
@@ -87,8 +93,8 @@ class SlackAdapter:
             else:
                 await coro
         except Exception:
-            if RETRIED_ON_FAILURE.get():
-                raise  # bolt answers the inbox 500 (and logs it): the event is tried again
+            if INBOX_TRIES_LEFT.get() is not None:
+                raise  # bolt answers the inbox 500 (and logs it): the event is tried again, or set aside
             log.exception("slack.listener_failed", what=what)
         finally:
             if task is not None:
@@ -177,6 +183,9 @@ class SlackAdapter:
         submitted = await self.intake.submit(question, prepare=self._post_placeholder if placeholder else None)
         placeholder_ts = question.reply_target.get("placeholder_ts")
         if submitted.outcome is Outcome.UNRECORDED:
+            if INBOX_TRIES_LEFT.get():  # the inbox keeps the event and tries it again in a minute: no apology yet
+                await self._withdraw(question, placeholder_ts, None)
+                raise RecordLater("the question could not be recorded; the inbox will try the event again")
             await self._withdraw(question, placeholder_ts, await record_failed_reply_for(question))
             return None
         if submitted.outcome is Outcome.DUPLICATE:

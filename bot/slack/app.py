@@ -27,7 +27,7 @@ from bot.core.log import get_logger
 from bot.core.settings import Settings
 from bot.runtime import Runtime
 from bot.slack import actions, commands, learned, listeners
-from bot.slack.adapter import SlackAdapter
+from bot.slack.adapter import RecordLater, SlackAdapter
 from bot.slack.client import web_client
 from bot.slack.pacing import pacer_for
 
@@ -82,6 +82,9 @@ async def on_error(error: Exception, body: dict[str, Any]) -> BoltResponse | Non
             log.debug("slack.event_ignored", event_type=event.get("type") if isinstance(event, dict) else None)
             return BoltResponse(status=200, body="")
         log.warning("slack.unhandled_request", type=body.get("type"), command=body.get("command"))
+        return None
+    if isinstance(error, RecordLater):  # expected while the database is away: the inbox tries again
+        log.warning("slack.record_later")
         return None
     log.error("slack.request_failed", error=repr(error), exc_info=error)
     return None

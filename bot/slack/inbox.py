@@ -54,7 +54,7 @@ from slack_bolt.response import BoltResponse
 
 from bot.core.log import get_logger
 from bot.intake import Intake
-from bot.slack.adapter import RETRIED_ON_FAILURE
+from bot.slack.adapter import INBOX_TRIES_LEFT
 from bot.slack.listeners import event_key
 
 log = get_logger(__name__)
@@ -260,17 +260,20 @@ class SlackInbox:
             await self._done(entry_id)
             return
         try:
+            deliveries = 1
             if reclaimed:
-                if await self._deliveries(entry_id) > self.max_deliveries:
+                deliveries = await self._deliveries(entry_id)
+                if deliveries > self.max_deliveries:
                     await self._bury(entry_id, fields)
                     return
                 await self._release_claim(raw)
             request = self._request(raw, fields)
-            retried = RETRIED_ON_FAILURE.set(True)  # a listener that fails leaves the entry here
+            # a listener that fails leaves the entry here; intake knows whether this is the last try
+            tries_left = INBOX_TRIES_LEFT.set(max(0, self.max_deliveries - deliveries))
             try:
                 response = await asyncio.wait_for(self.dispatch(request), self.dispatch_timeout_s)
             finally:
-                RETRIED_ON_FAILURE.reset(retried)
+                INBOX_TRIES_LEFT.reset(tries_left)
         except Exception as exc:  # noqa: BLE001 - left pending: another attempt after reclaim_idle_s
             log.error("slack.inbox_event_failed", entry=entry_id.decode(), error=repr(exc)[:300])
             return

@@ -360,10 +360,13 @@ async def test_without_redis_claims_the_database_still_answers_a_redelivery_once
 
 
 async def test_question_that_cannot_be_recorded_gets_an_apology(
-        slack_stack: Stack, slack: SlackClient, slack_api: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
+        slack_settings: Callable[..., Settings], slack_api: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the inbox's last try of the event (here its first); before that, the event is kept and tried again
+    (test_inbox.py)."""
     from sqlalchemy.exc import OperationalError
 
     from bot import intake
+    from bot.slack import inbox
     from feedback.interactions import InteractionStore
 
     async def locked(*_args: Any, **_kwargs: Any) -> Any:
@@ -371,17 +374,20 @@ async def test_question_that_cannot_be_recorded_gets_an_apology(
 
     monkeypatch.setattr(InteractionStore, "record_pending", locked)
     monkeypatch.setattr(intake, "RECORD_BACKOFF_S", (0.01,))
-    await slack.event(mention("How do I book travel?"))
-    placeholder = await slack_api.wait_for("chat.postMessage")
-    apology = await slack_api.wait_for("chat.update", ts=placeholder.response["ts"])
-    assert "couldn't take your question" in apology.args["text"]
-    assert await slack_stack.interactions() == []
+    monkeypatch.setattr(inbox, "MAX_DELIVERIES", 1)
+    async with running_stack(slack_settings()) as stack:
+        slack = SlackClient(stack.client)
+        await slack.event(mention("How do I book travel?"))
+        placeholder = await slack_api.wait_for("chat.postMessage")
+        apology = await slack_api.wait_for("chat.update", ts=placeholder.response["ts"])
+        assert "couldn't take your question" in apology.args["text"]
+        assert await stack.interactions() == []
 
-    await slack.event(mention("Wie viel Tagegeld bekomme ich auf einer Dienstreise nach Berlin?"))
-    placeholder = await slack_api.wait_for("chat.postMessage", count=2)
-    apology = await slack_api.wait_for("chat.update", ts=placeholder.response["ts"])
-    assert apology.args["text"] == record_failed_reply("de") != intake.RECORD_FAILED_REPLY, "in the asker's language"
-    assert "Frage gerade nicht annehmen" in apology.args["text"]
+        await slack.event(mention("Wie viel Tagegeld bekomme ich auf einer Dienstreise nach Berlin?"))
+        placeholder = await slack_api.wait_for("chat.postMessage", count=2)
+        apology = await slack_api.wait_for("chat.update", ts=placeholder.response["ts"])
+        assert apology.args["text"] == record_failed_reply("de") != intake.RECORD_FAILED_REPLY, "in the asker's language"
+        assert "Frage gerade nicht annehmen" in apology.args["text"]
 
 
 async def test_an_event_acknowledged_as_the_web_process_stops_is_answered_once(

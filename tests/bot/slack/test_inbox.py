@@ -278,3 +278,38 @@ async def test_an_event_whose_intake_hangs_is_stopped_and_tried_again(
         assert len(calls) == 2 and len(await stack.interactions()) == 1
     assert [fields.get("error", "")[:12] for e, fields in inbox_log.at("error") if e == "slack.inbox_event_failed"] \
         == ["TimeoutError"]
+
+
+async def test_a_question_the_database_cannot_take_now_is_answered_once_it_can(
+        quick_takeover: None, monkeypatch: pytest.MonkeyPatch, slack_stack: Stack, slack: SlackClient,
+        slack_api: FakeSlack) -> None:
+    """The database refuses the question (locked past intake's own retries, or away). The event stays in the
+    inbox; its placeholder is taken back, and no apology is posted while tries are left. Once the database takes
+    it, it is answered — late rather than never, and without the user asking again."""
+    from sqlalchemy.exc import OperationalError
+
+    from bot import intake as intake_module
+    from feedback.interactions import InteractionStore
+
+    record = InteractionStore.record_pending
+    refusals: list[str] = []
+
+    async def locked_once(self: InteractionStore, question: Question) -> tuple[int, bool]:
+        if not refusals:
+            refusals.append(question.idempotency_key)
+            raise OperationalError("INSERT …", {}, Exception("database is locked"))
+        return await record(self, question)
+
+    monkeypatch.setattr(InteractionStore, "record_pending", locked_once)
+    monkeypatch.setattr(intake_module, "RECORD_BACKOFF_S", ())  # intake gives up at once
+    assert (await slack.event(mention("How do I book travel?"))).status_code == 200
+
+    first = await slack_api.wait_for("chat.postMessage")
+    deleted = await slack_api.wait_for("chat.delete")
+    assert deleted.args["ts"] == first.response["ts"], "the first placeholder is taken back, no apology"
+    second = await slack_api.wait_for("chat.postMessage", count=2)
+    answer = await slack_api.wait_for("chat.update", ts=second.response["ts"])
+    await slack_stack.settle()
+    assert "couldn't take your question" not in answer.args["text"]
+    [row] = await slack_stack.interactions()
+    assert row.status in FINAL_STATUSES and len(refusals) == 1
