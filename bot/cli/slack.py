@@ -41,8 +41,8 @@ def inbox_command(
     retry_set_aside: Annotated[bool, typer.Option(
         "--retry-set-aside", help="Put the events set aside after repeated failures back in the inbox.")] = False,
 ) -> None:
-    """Slack events acknowledged over HTTP and not yet handed to intake: waiting, in a web process's hands, and
-    set aside after repeated failures (see docs/operations.md)."""
+    """Slack events acknowledged (over HTTP or Socket Mode) and not yet handed to intake: waiting, in a web
+    process's hands, and set aside after repeated failures (see docs/operations.md)."""
 
     async def run() -> tuple[int, dict[str, int]]:
         redis = await connect(get_settings())

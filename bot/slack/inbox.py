@@ -6,17 +6,19 @@ work after every ack (claim, placeholder, record, enqueue: ~7 ms of CPU per even
 once, the last ones waited ~110 ms for their 200 (``bench/bench_slack_ack.py``). And an event acknowledged but not
 yet recorded was lost if its web process died: Slack does not resend what it got a 200 for.
 
-**The door** (:meth:`SlackInbox.accept`, called by :mod:`bot.slack.http` once the signature is checked): an
-``event_callback`` body is appended to the stream ``deskmate:slack:inbox`` (``XADD``) and answered 200 at once.
+**The door** (:meth:`SlackInbox.accept`, called by :mod:`bot.slack.http` once the signature is checked, and by
+:mod:`bot.slack.socket_mode` for an ``events_api`` envelope): an ``event_callback`` body is appended to the stream
+``deskmate:slack:inbox`` (``XADD``) and answered 200 (or acked on the socket) at once.
 Everything else goes to bolt as before: the URL check, slash commands, clicks, bodies that are not events. Every
 event also goes to bolt while Redis cannot take it. Bolt then acks it and hands it over in the same process, as it
 always did.
 
-**The consumers** (:meth:`SlackInbox.run`). Every web process that serves Slack over HTTP runs one, all in one
-consumer group. A consumer reads an entry and dispatches it through a bolt app that runs the listener to its end
+**The consumers** (:meth:`SlackInbox.run`). Every web process that serves Slack (and ``deskmate slack socket``)
+runs one, all in one consumer group. A consumer reads an entry and dispatches it through a bolt app that runs the listener to its end
 before returning (``process_before_response``; the signature was checked at the door). Only then does it ``XACK``
-and ``XDEL`` the entry. So an event leaves the stream once intake has it: recorded and enqueued, or the user told
-that it could not be.
+and ``XDEL`` the entry. So an event leaves the stream once intake has it: recorded and enqueued, or — on its last
+try — the user told that it could not be (before that, a question the database cannot take is tried again:
+``bot.slack.adapter.RecordLater``).
 
 **Faults.**
 
