@@ -41,6 +41,7 @@ log = get_logger(__name__)
 
 CHANNEL_TYPE_TTL_S = 600
 INTAKE_SLOTS = 4
+SLACK_CHANNEL_TYPES = ("channel", "group", "im", "mpim")
 #: While the Slack inbox dispatches an event (:mod:`bot.slack.inbox`): how many more times it will try the event
 #: after this one (0 on its last try); None elsewhere. In the inbox a listener that fails fails the dispatch, and
 #: the event stays there to be tried again (or set aside after its last try). Elsewhere (bolt acknowledged the
@@ -51,7 +52,6 @@ INBOX_TRIES_LEFT: ContextVar[int | None] = ContextVar("slack_inbox_tries_left", 
 class RecordLater(RuntimeError):
     """The question could not be recorded now (the database busy or away), and the inbox will try the event
     again: no apology yet."""
-SLACK_CHANNEL_TYPES = ("channel", "group", "im", "mpim")
 
 
 def classify_conversation(info: dict[str, Any]) -> str:

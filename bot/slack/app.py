@@ -6,7 +6,7 @@ automatically) and runs the rest of a listener afterwards — the ack never wait
 Web API. Request signatures are checked by bolt (``X-Slack-Signature``, 5-minute timestamp window); Socket Mode
 needs no signature. Events normally do not reach this app, over HTTP or Socket Mode: the web process acknowledges
 them itself once they are in the inbox (:mod:`bot.slack.inbox`), whose consumers dispatch them to
-:func:`build_inbox_app`.
+:func:`build_inbox`.
 
 A request no listener takes is handed to :func:`on_error` (``raise_error_for_unhandled_request``): an event
 Deskmate does not handle (``pin_added``, ``team_join``, whatever the app is subscribed to) is acknowledged with a
@@ -29,6 +29,7 @@ from bot.runtime import Runtime
 from bot.slack import actions, commands, learned, listeners
 from bot.slack.adapter import RecordLater, SlackAdapter
 from bot.slack.client import web_client
+from bot.slack.inbox import SlackInbox
 from bot.slack.pacing import pacer_for
 
 log = get_logger(__name__)
@@ -47,11 +48,13 @@ def build_app(rt: Runtime) -> tuple[AsyncApp, SlackAdapter]:
     return app, adapter
 
 
-def build_inbox_app(adapter: SlackAdapter) -> AsyncApp:
-    """The bolt app :mod:`bot.slack.inbox` dispatches events to: the same listeners, run to their end before
-    bolt returns (so the inbox knows when intake has an event), and no signature check — the web process checked
-    it before the event went into the inbox, and a redelivered entry may be older than bolt's 5-minute window."""
-    return _bolt(adapter, signing_secret="", process_before_response=True, request_verification_enabled=False)
+def build_inbox(adapter: SlackAdapter) -> SlackInbox:
+    """The process's Slack inbox (HTTP and Socket Mode share it), dispatching to a bolt app of its own: the same
+    listeners, run to their end before bolt returns (so the inbox knows when intake has an event), and no signature
+    check — the web process checked it before the event went into the inbox, and a redelivered entry may be older
+    than bolt's 5-minute window."""
+    inbox_app = _bolt(adapter, signing_secret="", process_before_response=True, request_verification_enabled=False)
+    return SlackInbox(adapter.rt.redis, inbox_app.async_dispatch, adapter.rt.intake)
 
 
 def _bolt(adapter: SlackAdapter, *, signing_secret: str, process_before_response: bool,

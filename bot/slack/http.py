@@ -33,9 +33,8 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from bot import metrics
 from bot.core.log import get_logger
 from bot.runtime import Runtime
-from bot.slack.app import build_app, build_inbox_app, configured
+from bot.slack.app import build_app, build_inbox, configured
 from bot.slack.client import close_session, ensure_session
-from bot.slack.inbox import SlackInbox
 from bot.slack.inbox import figures as inbox_figures
 from bot.slack.socket_mode import SocketMode
 
@@ -104,7 +103,7 @@ def setup(app: web.Application, rt: Runtime) -> None:
     bolt, adapter = build_app(rt)
     app[BOLT_APP] = bolt
     # events over HTTP and over Socket Mode alike are acknowledged once in the inbox
-    inbox = SlackInbox(rt.redis, build_inbox_app(adapter).async_dispatch, rt.intake)
+    inbox = build_inbox(adapter)
     metrics.add_surface_figures(app, inbox_figures)  # its backlog in /metrics
 
     if settings.slack_signing_secret:

@@ -24,7 +24,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from bot.core.log import get_logger
 from bot.core.settings import Settings
 from bot.runtime import build_runtime
-from bot.slack.app import build_app, build_inbox_app
+from bot.slack.app import build_app, build_inbox
 from bot.slack.client import close_session, ensure_session
 from bot.slack.inbox import SlackInbox
 
@@ -54,7 +54,6 @@ class SocketMode:
     def __init__(self, bolt: AsyncApp, settings: Settings, *, inbox: SlackInbox | None = None) -> None:
         assert settings.slack_app_token, "Socket Mode needs DESKMATE_SLACK_APP_TOKEN"
         self.bolt = bolt
-        self.settings = settings
         self.app_token: str = settings.slack_app_token
         self.inbox = inbox
         self.handler: AsyncSocketModeHandler | None = None
@@ -101,7 +100,7 @@ async def run_socket_mode(settings: Settings) -> None:
     rt = await build_runtime(settings, worker=False)
     bolt, adapter = build_app(rt)
     ensure_session(adapter.client)
-    inbox = SlackInbox(rt.redis, build_inbox_app(adapter).async_dispatch, rt.intake)
+    inbox = build_inbox(adapter)
     socket = SocketMode(bolt, settings, inbox=inbox)
     inbox.start()
     try:
