@@ -6,7 +6,8 @@ model (the local Messages API server from the tests, in a process of its own, an
 ``--llm-latency`` seconds with a cited answer). Needs an index built by bench_index.py (kb "bench", ≥ 20,000
 chunks).
 
-For each in-flight level (the worker's ``DESKMATE_WORKER_MAX_JOBS``) it submits ``3 × level`` questions
+For each in-flight level (the worker's ``DESKMATE_WORKER_MAX_JOBS``; with ``--ahead SHARE``, the answers the model
+writes at once, ``DESKMATE_LLM_MAX_CONCURRENT``, while the worker holds ``level × (1 + SHARE)``) it submits ``3 × level`` questions
 (``--rounds``) at once — or, with ``--steady SHARE``, one by one at random (Poisson) moments, on average SHARE × the
 level's limit per second, as people ask — and prints, on one JSON line:
 
@@ -18,7 +19,9 @@ level's limit per second, as people ask — and prints, on one JSON line:
   for it, recording included) minus the model's wait (``--llm-latency`` for an answer that called the model; 0
   for one that never did: "not found", maintenance) — p50/p95, and per stage (``start``: claim + switches/release/policy + the
   thread's history; ``query``; ``retrieve``; ``compose`` (generation minus the model's wait); ``finish``: record,
-  trace, deliver, after-answer hooks), and how long jobs waited in the queue for a free slot or the next poll.
+  trace, deliver, after-answer hooks), and how long jobs waited in the queue for a free slot or the next poll;
+  with ``--ahead``, how long answers with their passages waited for another's model call to end (``llm_slot``:
+  a queue for the model, like ``queued``, not counted in the overhead).
 
 ``--timeline FILE`` appends one line per answer (recorded, enqueued, started, finished, its stages).
 
@@ -32,6 +35,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import secrets
@@ -131,7 +135,10 @@ def worker_env(args: argparse.Namespace, level: int, database_url: str, redis_ur
         "DESKMATE_DATABASE_URL": database_url, "DESKMATE_REDIS_URL": redis_url,
         "DESKMATE_ANTHROPIC_API_KEY": "sk-bench", "DESKMATE_ANTHROPIC_BASE_URL": llm_url,
         "DESKMATE_LLM_TIMEOUT_S": "60", "DESKMATE_JOB_TIMEOUT_S": "600", "DESKMATE_WORKER_POLL_DELAY_S": "0.05",
-        "DESKMATE_WORKER_MAX_JOBS": str(level), "DESKMATE_WORKER_METRICS_PORT": str(free_port()),
+        # `level` answers with the model at once; with --ahead, more held (searching while they wait for a call)
+        "DESKMATE_WORKER_MAX_JOBS": str(level + math.ceil(args.ahead * level)),
+        "DESKMATE_LLM_MAX_CONCURRENT": str(level if args.ahead else 0),
+        "DESKMATE_WORKER_METRICS_PORT": str(free_port()),
         "DESKMATE_SOURCES_SCHEDULER": "false",
     })
     if args.search_processes is not None:
@@ -218,7 +225,7 @@ async def run_level(args: argparse.Namespace, level: int, redis_url: str, llm_ur
         await rt.aclose()
     queued = [1000 * (t["started"] - t["enqueued"]) for t in timeline]  # waiting for a free slot (max_jobs) or a poll
     stages: dict[str, list[float]] = {s: [] for s in ("start", "query", "retrieve", "compose", "finish")}
-    overhead, llm = [], []
+    overhead, llm, slot_wait = [], [], []
     for r in rows:
         lat = dict(r.latency_ms or {})
         # the stand-in answers after exactly --llm-latency: that is the wait of an answer that called it (the
@@ -229,12 +236,16 @@ async def run_level(args: argparse.Namespace, level: int, redis_url: str, llm_ur
         job_ms = jobs.get(r.id)
         if job_ms is None:
             continue
-        overhead.append(job_ms - model_wait)
+        # with --ahead, an answer that has its passages waits for another's model call to end: a queue for the
+        # model, reported on its own ("llm_slot"), like the wait for a job slot ("queued")
+        waited = float(lat.get("llm_slot", 0.0))
+        slot_wait.append(waited)
+        overhead.append(job_ms - model_wait - waited)
         before = float(lat.get("total_before_delivery", 0.0))
         for stage in ("start", "query", "retrieve"):
             if stage in lat:
                 stages[stage].append(float(lat[stage]))
-        stages["compose"].append(max(0.0, float(lat.get("generate", 0.0)) - model_wait))
+        stages["compose"].append(max(0.0, float(lat.get("generate", 0.0)) - model_wait - waited))
         stages["finish"].append(max(0.0, job_ms - before))
     if args.timeline is not None:  # one line per answer: when it was recorded, enqueued, started, finished
         with open(args.timeline, "a") as out:
@@ -249,6 +260,7 @@ async def run_level(args: argparse.Namespace, level: int, redis_url: str, llm_ur
             "worker_rss_mb": round(rss), "worker_peak_rss_mb": round(peak),
             "overhead_ms_p50": pct(overhead, 0.5), "overhead_ms_p95": pct(overhead, 0.95),
             "queued_ms_p50_p95": [pct(queued, 0.5), pct(queued, 0.95)],
+            "llm_slot_wait_ms_p50_p95": [pct(slot_wait, 0.5), pct(slot_wait, 0.95)],
             "stages_ms_p50_p95": {s: [pct(v, 0.5), pct(v, 0.95)] for s, v in stages.items() if v},
             "llm_call_ms_p50_p95": [pct(llm, 0.5), pct(llm, 0.95)],
             "end_to_end_ms_p50": pct([(r.answered_at - r.created_at).total_seconds() * 1000
@@ -267,6 +279,9 @@ async def main() -> None:
     parser.add_argument("--search-processes", type=int, default=None,
                         help="DESKMATE_SEARCH_PROCESSES for the worker (default: the setting's default; 0 = threads)")
     parser.add_argument("--rounds", type=int, default=3, help="questions per level = level × rounds")
+    parser.add_argument("--ahead", type=float, default=0.0, metavar="SHARE",
+                        help="the worker holds level × (1 + SHARE) answers, `level` of them with the model at once "
+                             "(DESKMATE_LLM_MAX_CONCURRENT): the others search while they wait for a call to end")
     parser.add_argument("--steady", type=float, default=None, metavar="SHARE",
                         help="questions arrive one by one at random moments, SHARE × the level's limit per second on "
                              "average (e.g. 0.8), instead of all at once")

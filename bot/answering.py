@@ -4,10 +4,13 @@ Order of decisions in :meth:`AnswerEngine.compose`:
 
 1. no passage (the pipeline already dropped questions whose best passage is below the release's
    ``min_score``) → an honest "not found", and no LLM call;
-2. retrieval-only mode, no API key, or the circuit breaker open → the extractive fallback;
-3. otherwise Claude; a transient failure (after the SDK's own retries) counts against the breaker, and any
+2. retrieval-only mode or no API key → the extractive fallback;
+3. with ``llm_max_concurrent`` set, a wait until fewer answers than that are being written by the model (the
+   answer has its passages already: it starts the moment a call ends); then the circuit breaker open → the
+   extractive fallback;
+4. otherwise Claude; a transient failure (after the SDK's own retries) counts against the breaker, and any
    failure falls back to the extractive answer rather than reaching the user as an error;
-4. the model saying the sources don't answer → "not found" with the closest sources.
+5. the model saying the sources don't answer → "not found" with the closest sources.
 
 What Deskmate words itself — the "not found" reply, the extractive fallback's label and reason, the default
 maintenance reply — is in the asker's language (:mod:`knowledge.language` detects it from the question,
@@ -16,6 +19,8 @@ maintenance reply — is in the asker's language (:mod:`knowledge.language` dete
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import time
 
@@ -79,6 +84,8 @@ class AnswerEngine:
             )
         self.client = client
         self.stream = stream
+        #: the model calls this process makes at once (settings.llm_max_concurrent; none: no bound of its own)
+        self._model_slots = asyncio.Semaphore(settings.llm_max_concurrent) if settings.llm_max_concurrent else None
         #: None without Redis: every call is allowed (a breaker only one process sees would mislead).
         self.breaker = (
             CircuitBreaker(
@@ -116,13 +123,26 @@ class AnswerEngine:
             return fallback_answer(question, relevant, REASON_RETRIEVAL_ONLY)
         if self.client is None:
             return fallback_answer(question, relevant, REASON_NO_KEY)
-        if self.breaker is not None and not await self.breaker.allow():
-            return fallback_answer(question, relevant, REASON_CIRCUIT_OPEN)
+        queued = time.perf_counter()
+        async with self._model_slot():
+            waited = _ms_since(queued)
+            if self.breaker is not None and not await self.breaker.allow():  # asked once it would call
+                answer = fallback_answer(question, relevant, REASON_CIRCUIT_OPEN)
+            else:
+                answer = await self._generate(self.client, question, history, passages, config, sink)
+        answer.llm_slot_wait_ms = waited
+        return answer
 
+    def _model_slot(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """One of the ``llm_max_concurrent`` model calls, waited for (at once without a bound)."""
+        return self._model_slots if self._model_slots is not None else contextlib.nullcontext()
+
+    async def _generate(self, client: AsyncAnthropic, question: str, history: list[Turn], passages: list[Passage],
+                        config: GenerationConfig, sink: TextSink | None) -> Answer:
+        relevant = passages  # what the fallback may quote
         started = time.perf_counter()
         try:
-            result = await generate(self.client, question, history, passages, config, stream=self.stream,
-                                    sink=sink)
+            result = await generate(client, question, history, passages, config, stream=self.stream, sink=sink)
         except StreamStopped:
             raise
         except LLMError as exc:

@@ -279,6 +279,8 @@ async def compose_for_release(
     latency["generate"] = round((time.perf_counter() - t1) * 1000, 1)
     if answer.llm_latency_ms:
         latency["llm"] = round(answer.llm_latency_ms, 1)  # the model's part of "generate"
+    if answer.llm_slot_wait_ms:
+        latency["llm_slot"] = answer.llm_slot_wait_ms  # waited for another answer's model call to end
     if trace is not None and (answer.model or answer.usage.input_tokens):
         trace.generation(model=answer.model or release.model, input_messages=text, output_text=answer.text,
                          usage=answer.usage, cost_usd=answer.cost_usd,

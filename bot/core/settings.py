@@ -79,11 +79,14 @@ class Settings(BaseSettings):
     knowledge_dir: Path = Field(SAMPLE_KNOWLEDGE_DIR, description="Folder ingested by `deskmate run`.")
     kb_name: str = Field("default", description="Name of the index (a knowledge base) used by default.")
     sources_file: Path = Field(Path("sources.yaml"), description="YAML list of knowledge sources (folder, git, "
-                               "website) synced by `deskmate source sync` (docs/sources.md); absent = none.")
+                               "website, confluence, google_drive, sharepoint, notion) synced by `deskmate source "
+                               "sync` (docs/sources.md); absent = none.")
     sources_scheduler: bool = Field(True, description="The worker syncs each source of DESKMATE_SOURCES_FILE on "
                                     "its own schedule (false: only `deskmate source sync`).")
     sources_max_change_share: float = Field(0.3, description="A sync that would delete or change more than this "
-                                            "share of a source (of 10+ documents) is held and alerted; 1 = off.")
+                                            "share of a source (of 10+ documents), or in which more than "
+                                            "this share comes back empty or unreadable, is held and alerted; 1 = "
+                                            "off.")
     sources_shared_embedding: bool = Field(True, description="A sync's embedding work is shared with every running "
                                            "worker through the queue (docs/sources.md); off = the syncing process "
                                            "embeds alone.")
@@ -140,6 +143,11 @@ class Settings(BaseSettings):
     llm_temperature: float = Field(0.0, description="Kept in releases; the current SDK sends no sampling parameters.")
     llm_timeout_s: float = Field(30.0, description="Per LLM attempt, in seconds.")
     llm_max_retries: int = Field(2, description="Retries of 429/5xx/overloaded/timeouts before the fallback.")
+    llm_max_concurrent: int = Field(
+        0, ge=0, description="Answers one worker has the model write at once; 0 = as many as it holds "
+        "(worker_max_jobs). Below worker_max_jobs, the answers over it search while they wait for a model call to "
+        "end, so a call that ends is followed at once by one ready to start; it also keeps a worker within the "
+        "provider's concurrency limit. A wait for the model counts towards job_timeout_s.")
     breaker_failure_threshold: int = Field(5, description="Consecutive LLM failures that open the breaker.")
     breaker_cooldown_s: float = Field(30.0, description="How long the breaker stays open before a trial call.")
     model_prices: dict[str, ModelPrice] = Field(

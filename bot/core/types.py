@@ -98,5 +98,6 @@ class Answer(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float = 0.0
     llm_latency_ms: float | None = Field(None, exclude=True)  # the model call alone, when there was one
+    llm_slot_wait_ms: float | None = Field(None, exclude=True)  # waited for a model call to end first (llm_max_concurrent)
     error: str | None = Field(None, exclude=True)  # what went wrong with the model, when the answer fell back
     search_query: str | None = Field(None, exclude=True)  # what was searched (the message, or its rewrite)

@@ -165,6 +165,40 @@ async def test_history_reaches_the_model(fake: FakeAnthropic, engine: AnswerEngi
     assert roles == ["user", "assistant", "user"]
 
 
+# --- model calls at once (llm_max_concurrent) -------------------------------------------------------------
+
+
+async def test_at_most_llm_max_concurrent_answers_are_with_the_model(
+    fake: FakeAnthropic, redis_client: redis.asyncio.Redis
+) -> None:
+    """Six answers ready at once, two calls at a time: each further call starts only once an earlier one ended,
+    and every answer is still the model's (with how long it waited for its turn)."""
+    call_s = 0.3
+    fake.always(Reply.answer(delay_s=call_s))
+    engine = AnswerEngine(make_settings(fake, llm_max_concurrent=2), redis_client)
+    try:
+        answers = await asyncio.gather(*(compose(engine) for _ in range(6)))
+    finally:
+        await engine.close()
+    assert all(a.status is Status.ANSWERED and not a.fallback for a in answers)
+    arrivals = sorted(r.at for r in fake.message_requests)
+    assert len(arrivals) == 6
+    for k in range(2, 6):  # call k could start only after call k-2 had its answer
+        assert arrivals[k] >= arrivals[k - 2] + call_s * 0.9, arrivals
+    waits = sorted(a.llm_slot_wait_ms or 0.0 for a in answers)
+    assert waits[:2] == [pytest.approx(0.0, abs=50)] * 2 and all(w >= call_s * 900 for w in waits[2:]), waits
+
+
+async def test_without_a_bound_every_ready_answer_calls_the_model_at_once(
+    fake: FakeAnthropic, engine: AnswerEngine
+) -> None:
+    fake.always(Reply.answer(delay_s=1.0))
+    answers = await asyncio.gather(*(compose(engine) for _ in range(6)))
+    assert all(a.status is Status.ANSWERED and not a.llm_slot_wait_ms for a in answers)
+    arrivals = sorted(r.at for r in fake.message_requests)
+    assert arrivals[-1] < arrivals[0] + 1.0, "the sixth call waited for the first to end"
+
+
 # --- not found --------------------------------------------------------------------------------------------
 
 
