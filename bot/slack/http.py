@@ -24,10 +24,13 @@ import hmac
 import time
 from collections.abc import AsyncIterator
 
+import orjson
 from aiohttp import web
 from multidict import CIMultiDictProxy
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot import metrics
@@ -68,6 +71,24 @@ def signed(raw: bytes, headers: CIMultiDictProxy[str], secret: str) -> bool:
         return False
     digest = hmac.new(secret.encode(), b"v0:" + timestamp.encode() + b":" + raw, hashlib.sha256).hexdigest()
     return hmac.compare_digest(f"v0={digest}", signature)
+
+
+def inbox_event(raw: bytes) -> bool:
+    """Is ``raw`` an ``event_callback`` body, one bolt reads as it is read here? The door's own check, for the
+    inbox's events only: orjson's parse and bolt's own reading of the body's fields (``build_async_context``, where
+    a field of the wrong type raises) take ~11 µs, where bolt's whole request (:func:`bolt_request`) takes ~33.
+    Whatever this does not take — JSON only Python's parser reads (``NaN``, lone surrogates), a body not starting
+    with ``{`` (bolt then looks at the content type) — goes through :func:`bolt_request` as before. Never raises."""
+    if not raw.startswith(b"{"):
+        return False
+    try:
+        body = orjson.loads(raw)
+        if not isinstance(body, dict) or body.get("type") != "event_callback":
+            return False
+        build_async_context(AsyncBoltContext({}), body)
+    except Exception:  # noqa: BLE001 - whatever bolt raises on fields it cannot read: bolt_request answers it
+        return False
+    return True
 
 
 def bolt_request(raw: bytes, query: str, headers: CIMultiDictProxy[str],
@@ -111,12 +132,11 @@ def setup(app: web.Application, rt: Runtime) -> None:
 
         async def slack_events(request: web.Request) -> web.Response:
             raw = await request.read()
+            if inbox_event(raw) and signed(raw, request.headers, secret) and await inbox.accept(raw, request.headers):
+                return web.Response(status=200)
             read = bolt_request(raw, request.query_string, request.headers, secret)
             if isinstance(read, web.Response):
                 return read
-            if (read.body.get("type") == "event_callback"
-                    and signed(raw, request.headers, secret) and await inbox.accept(raw, request.headers)):
-                return web.Response(status=200)
             return await to_aiohttp_response(await bolt.async_dispatch(read))
 
         app.router.add_post(EVENTS_PATH, slack_events)

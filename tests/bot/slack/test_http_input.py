@@ -123,6 +123,27 @@ async def test_handled_requests_are_unchanged(slack_stack: Stack, slack: SlackCl
     await slack_api.wait_for("chat.update", ts=placeholder.response["ts"])
 
 
+@pytest.mark.parametrize("shape", ["leading-whitespace", "nan-in-an-unread-field", "lone-surrogate"])
+async def test_event_json_only_pythons_parser_reads_is_still_answered(
+        slack_stack: Stack, slack: SlackClient, slack_api: FakeSlack, shape: str) -> None:
+    """The door reads events with orjson (strict JSON); a body only bolt's parser reads is still Slack's event and
+    is answered once, through bolt."""
+    payload = mention("How do I book travel?")
+    body = json.dumps(payload)
+    if shape == "leading-whitespace":
+        body = "\n " + body
+    elif shape == "nan-in-an-unread-field":
+        body = body[:-1] + ', "x_float": NaN}'
+    else:
+        body = body[:-1] + ', "x_text": "\\ud800"}'
+    response = await slack.post_raw(body, JSON, sign(body))
+    assert response.status_code == 200, response.text
+    placeholder = await slack_api.wait_for("chat.postMessage", channel=PUBLIC)
+    await slack_api.wait_for("chat.update", ts=placeholder.response["ts"])
+    await slack_stack.settle()
+    assert len(await slack_stack.interactions()) == 1
+
+
 @pytest.mark.parametrize("invisible", [
     "\u200b", "\u200b\u200c\u200d", "\u200e\u200f", "\u2060", "\ufeff", "\u202a\u202b\u202c\u202d\u202e",
     "\u2066\u2067\u2068\u2069", "\u00ad", "\u061c", "\u180e", " \u200b \u00a0 \u2063\n\u2064\t",
