@@ -42,6 +42,7 @@ from bot.web import create_app
 from bot.worker import build_worker, startup
 from feedback.db import Database
 from feedback.models import Interaction
+from tests.waiting import wait_until
 
 #: The coroutine slack-bolt runs each listener in, started before the request is answered (see settle_listeners).
 BOLT_LISTENER_TASK = "run_ack_function_asynchronously"
@@ -174,12 +175,11 @@ async def inbox_drained(redis: Redis, timeout_s: float = 30.0) -> None:
     """Wait until the Slack events acknowledged so far have left the inbox (:mod:`bot.slack.inbox`): each has
     been handed to intake, its listener run to the end. Nothing to wait for when Redis is away (then bolt took
     every event in the web process: :func:`settle_listeners`)."""
-    deadline = time.monotonic() + timeout_s
+    async def inbox_empty() -> bool:
+        return not await redis.xlen(INBOX_STREAM)
+
     try:
-        while await redis.xlen(INBOX_STREAM):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Slack events still in the inbox after {timeout_s}s")
-            await asyncio.sleep(POLL_S)
+        await wait_until(inbox_empty, timeout_s=timeout_s, interval_s=POLL_S, what="no Slack event in the inbox")
     except (RedisError, OSError):
         return
 
@@ -191,19 +191,28 @@ async def queue_drained(redis: ArqRedis, timeout_s: float = 30.0) -> None:
     result, so no answer job in the queue means every one enqueued so far has run to its end. (The cron jobs —
     the sweeper, the guard — are always scheduled ahead in the queue; they are not answers.)
     """
-    deadline = time.monotonic() + timeout_s
-    while answers := [j for j in await redis.zrange("arq:queue", 0, -1) if j.startswith(ANSWER_JOB_PREFIX)]:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"answer jobs still queued or running after {timeout_s}s: {answers}")
-        await asyncio.sleep(POLL_S)
+    answers: list[bytes] = []  # the last look, for the error
+
+    async def no_answer_queued() -> bool:
+        answers[:] = [j for j in await redis.zrange("arq:queue", 0, -1) if j.startswith(ANSWER_JOB_PREFIX)]
+        return not answers
+
+    try:
+        await wait_until(no_answer_queued, timeout_s=timeout_s, interval_s=POLL_S)
+    except TimeoutError:
+        raise TimeoutError(f"answer jobs still queued or running after {timeout_s}s: {answers}") from None
 
 
 async def enqueued_job(redis: ArqRedis, key: str, timeout_s: float = 10.0) -> Job:
     """The job ``key`` once it is in Redis: a worker records a failed delivery attempt in the database first and
     enqueues its retry after, so a test that saw the attempt may look a moment too early."""
-    job, deadline = Job(key, redis), time.monotonic() + timeout_s
-    while await job.status() == JobStatus.not_found and time.monotonic() < deadline:
-        await asyncio.sleep(POLL_S)
+    job = Job(key, redis)
+
+    async def found() -> bool:
+        return await job.status() != JobStatus.not_found
+
+    with contextlib.suppress(TimeoutError):  # not there in time: returned all the same, its status tells
+        await wait_until(found, timeout_s=timeout_s, interval_s=POLL_S)
     return job
 
 

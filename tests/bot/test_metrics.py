@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -21,27 +20,26 @@ from bot.metrics import BREAKER_NAME, StateCollector
 from tests.fakes.anthropic_server import Reply
 from tests.fakes.redis_server import free_port
 from tests.stack import running_stack
+from tests.waiting import wait_until
 
 
 async def job_finished(stack: Any, timeout_s: float = 10) -> None:
     """The row is final before the job returns (delivery, hooks): wait until the arq queue is empty."""
-    deadline = time.time() + timeout_s
-    # a job stays in the queue until it returns; later scores are the sweeper's next runs
-    while await stack.web_runtime.redis.zcount("arq:queue", "-inf", int(time.time() * 1000)):
-        assert time.time() < deadline, "the job did not finish"
-        await asyncio.sleep(0.05)
+    async def no_job_due() -> bool:
+        # a job stays in the queue until it returns; later scores are the sweeper's next runs
+        return not await stack.web_runtime.redis.zcount("arq:queue", "-inf", int(time.time() * 1000))
+
+    await wait_until(no_job_due, timeout_s=timeout_s, what="the job finished")
 
 
 async def scraped_with_an_empty_queue(stack: Any, timeout_s: float = 10) -> str:
     """The web process's /metrics once it shows no job due. The answer's job is done, but the worker's cron jobs
     (the canary's every 5 s, the sweep's) pass through the queue too, and a scrape may catch one there."""
-    deadline = time.time() + timeout_s
-    while True:
-        text = (await stack.client.get("/metrics")).text
-        if value(samples(text), "deskmate_queue_depth") == 0:
-            return text
-        assert time.time() < deadline, "/metrics never showed the queue empty"
-        await asyncio.sleep(0.05)
+    async def scrape_with_an_empty_queue() -> str | None:
+        text: str = (await stack.client.get("/metrics")).text
+        return text if value(samples(text), "deskmate_queue_depth") == 0 else None
+
+    return await wait_until(scrape_with_an_empty_queue, timeout_s=timeout_s, what="/metrics showing the queue empty")
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

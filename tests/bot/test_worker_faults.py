@@ -29,6 +29,7 @@ from tests.fakes.redis_server import RedisServer
 from tests.fakes.slack_api import start_fake_slack
 from tests.fakes.tcp_proxy import tcp_proxy
 from tests.stack import queue_drained, running_stack, wait_final, worker_processes
+from tests.waiting import wait_until
 
 QUESTION = "How do I connect to the VPN from home?"
 
@@ -104,8 +105,8 @@ async def test_a_killed_workers_question_is_answered_by_another_worker_within_se
                 submitted = await web.intake.submit(question)
                 assert submitted.enqueued and submitted.interaction_id is not None
                 interaction_id = submitted.interaction_id
-                await wait_until(lambda: len(fake_anthropic.message_requests) == 1, timeout_s=30)
-                await wait_until(lambda: any(interaction_id in w.handled() for w in workers), timeout_s=10)
+                await wait_until(polled(lambda: len(fake_anthropic.message_requests) == 1), timeout_s=30)
+                await wait_until(polled(lambda: any(interaction_id in w.handled() for w in workers)), timeout_s=10)
                 [victim] = [w for w in workers if interaction_id in w.handled()]
                 [survivor] = [w for w in workers if w is not victim]
 
@@ -150,8 +151,11 @@ async def test_a_worker_whose_redis_connection_goes_silent_notices_and_comes_bac
         net.pause()
         try:
             # the poll loop itself notices (not only /readyz's own ping): without a read timeout it waited forever
-            await wait_until_async(lambda: worker.readyz(), lambda ready: ready[1].get("checks", {}).get(
-                "queue", "").startswith("error: Redis lost"), timeout_s=20)
+            async def redis_lost() -> bool:
+                _, body = await worker.readyz()
+                return bool(body.get("checks", {}).get("queue", "").startswith("error: Redis lost"))
+
+            await wait_until(redis_lost, timeout_s=20, interval_s=0.1, what="the worker's /readyz showing Redis lost")
             asked = await stack.client.post("/chat/api/ask", json={"text": QUESTION, "conversation_id": "during"})
             assert asked.json()["queued"] is True  # the web process reaches Redis: only the worker is cut off
             assert worker.alive, worker.log_tail()
@@ -164,22 +168,12 @@ async def test_a_worker_whose_redis_connection_goes_silent_notices_and_comes_bac
     assert "Timeout" in worker.events("worker.redis_lost")[0]["error"]
 
 
-async def wait_until_async(read: Callable[[], Awaitable[Any]], condition: Callable[[Any], bool],
-                           timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not condition(value := await read()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout_s} s: {value}")
-        await asyncio.sleep(0.1)
-    return value
+def polled(condition: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    """A plain (not async) condition as the probe :func:`wait_until` awaits."""
+    async def probe() -> bool:
+        return condition()
 
-
-async def wait_until(condition: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout_s} s")
-        await asyncio.sleep(0.05)
+    return probe
 
 
 # --- the lease, in process: short while the job runs, never put back after it ---------------------------------
@@ -290,8 +284,7 @@ async def test_a_lapsed_lease_is_taken_back_and_another_workers_claim_is_left_al
 
 
 async def wait_for_redis(read: Callable[[], Any], expected: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while await read() != expected:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not {expected} within {timeout_s} s")
-        await asyncio.sleep(0.02)
+    async def reached() -> bool:
+        return bool(await read() == expected)
+
+    await wait_until(reached, timeout_s=timeout_s, interval_s=0.02, what=f"the count at {expected}")

@@ -33,6 +33,7 @@ from playbooks.killswitch import Mode
 from playbooks.releases import create_release
 from tests.playbooks.conftest import STRANGER, claude_settings, run
 from tests.stack import running_stack, wait_final, worker_processes
+from tests.waiting import wait_until
 
 QUESTIONS = [
     "How much is the daily meal allowance when I travel?",
@@ -337,10 +338,10 @@ async def test_a_shadow_canary_answers_in_the_background_within_its_budget_and_c
         first = await ask(rt, "1700000005.000001", 0)
         assert first.release == "initial" and first.arm == "shadow", "the live answer is the active release's"
         async with rt.db.asession() as session:
-            deadline = time.monotonic() + 30
-            while not (shadows := list((await session.exec(select(ShadowAnswer))).all())):
-                assert time.monotonic() < deadline, "no shadow answer recorded"
-                await asyncio.sleep(0.1)
+            async def shadow_answers() -> list[ShadowAnswer]:
+                return list((await session.exec(select(ShadowAnswer))).all())
+
+            shadows = await wait_until(shadow_answers, timeout_s=30, interval_s=0.1, what="a shadow answer recorded")
         [shadow] = shadows
         assert shadow.interaction_id == first.id and shadow.release == "v-risky" and shadow.error is None
         assert shadow.cost_usd > 0 and shadow.overlap is not None and 0 <= shadow.overlap <= 1

@@ -12,7 +12,6 @@ delivery and nothing else. Backoffs are short (``delivery_backoff_s`` 0.1 s); ``
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,6 +27,7 @@ from feedback.models import Interaction
 from tests.bot.slack.conftest import PUBLIC, SlackClient, mention
 from tests.fakes.slack_api import Call, FakeSlack
 from tests.stack import Stack, enqueued_job, running_stack, running_worker
+from tests.waiting import wait_until
 
 TOKEN = "dash-token-0123456789"
 QUESTION = "How much is the daily meal allowance when I travel?"
@@ -79,10 +79,7 @@ async def asked(settings: Settings, slack_api: FakeSlack) -> AsyncIterator[Asked
     async with running_stack(settings, worker=False) as stack:
         await SlackClient(stack.client).event(mention(QUESTION))
         placeholder = await slack_api.wait_for("chat.postMessage")
-        deadline = time.monotonic() + 10
-        while not (rows := await stack.interactions()):
-            assert time.monotonic() < deadline, "the question was not recorded"
-            await asyncio.sleep(0.02)
+        rows = await wait_until(stack.interactions, timeout_s=10, interval_s=0.02, what="the question recorded")
         assert placeholder.args["channel"] == PUBLIC and placeholder.response["ok"]
         assert rows[0].id is not None
         yield Asked(stack, slack_api, placeholder, rows[0].id)

@@ -24,6 +24,7 @@ from tests.bot.tracing.helpers import RecordingLog
 from tests.fakes.redis_server import RedisServer
 from tests.fakes.slack_api import FakeSlack
 from tests.stack import Stack, inbox_drained, running_stack
+from tests.waiting import wait_until
 
 STOPPED_CONSUMER = "web-that-stopped:4242:abcdef"
 
@@ -177,10 +178,10 @@ async def test_metrics_show_how_long_the_oldest_event_has_waited_for_intake(redi
 
 
 async def consumer_forgotten(redis: Redis, name: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while name in {c["name"].decode() for c in await redis.xinfo_consumers(inbox.STREAM, inbox.GROUP)}:
-        assert time.monotonic() < deadline, f"{name} still in the consumer group"
-        await asyncio.sleep(0.05)
+    async def gone() -> bool:
+        return name not in {c["name"].decode() for c in await redis.xinfo_consumers(inbox.STREAM, inbox.GROUP)}
+
+    await wait_until(gone, timeout_s=timeout_s, what=f"{name} gone from the consumer group")
 
 
 async def figures_of(redis: Redis) -> dict[str, float]:

@@ -4,10 +4,8 @@ requests signed as Slack signs them; a small knowledge base of the test's own (t
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -39,6 +37,7 @@ from tests.fakes.slack_api import Call, FakeSlack
 from tests.learned_kb import OWNER, QUESTION, REPLY, SIMILAR, SUPPORT_PERSON, TEAM, copy_kb, module_kb
 from bot.worker import learned_expire
 from tests.stack import Stack, running_stack
+from tests.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +82,7 @@ async def ask(stack: Stack, slack: SlackClient, slack_api: FakeSlack, text: str,
     body = mention(text, channel=channel)
     before = {r.id for r in await stack.interactions()}
     await slack.event(body)
-    row_id = await wait_for(lambda: _new_row(stack, before))
+    row_id = await wait_until(lambda: _new_row(stack, before), timeout_s=60)
     row = await stack.wait_final(row_id)
     placeholder_ts = row.question_payload["reply_target"]["placeholder_ts"]
     update = await slack_api.wait_for("chat.update", ts=placeholder_ts)
@@ -92,18 +91,6 @@ async def ask(stack: Stack, slack: SlackClient, slack_api: FakeSlack, text: str,
 
 async def _new_row(stack: Stack, before: set[int | None]) -> int | None:
     return next((r.id for r in await stack.interactions() if r.id not in before), None)
-
-
-async def wait_for(probe: Callable[[], Any], timeout_s: float = 60.0) -> Any:
-    """The first truthy result of the async ``probe`` (polled)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.05)
 
 
 async def escalate(stack: Stack, slack: SlackClient, slack_api: FakeSlack, row: Interaction, update: Call,
@@ -132,7 +119,7 @@ async def learned_rows(stack: Stack) -> list[LearnedAnswer]:
 
 
 async def draft_of(stack: Stack) -> LearnedAnswer:
-    rows = await wait_for(lambda: learned_rows(stack))
+    rows = await wait_until(lambda: learned_rows(stack), timeout_s=60)
     assert len(rows) == 1
     return rows[0]
 
@@ -147,7 +134,7 @@ async def indexed(stack: Stack, learned_id: int, *, after: int | None = None) ->
             return row
         return None
 
-    row: LearnedAnswer = await wait_for(probe)
+    row: LearnedAnswer = await wait_until(probe, timeout_s=60)
     return row
 
 
@@ -256,7 +243,7 @@ async def test_edit_then_approve_cites_the_edited_text_and_reject_keeps_it_out(
     # withdrawn: rejected after approval, it leaves the index
     await slack.interactive(review_click("deskmate_learned_reject", draft.id or 0, prompt.response["ts"], slack_api))
     version = approved.indexed_version or 0
-    await wait_for(lambda: _later_version(stack.settings, version))
+    await wait_until(lambda: _later_version(stack.settings, version), timeout_s=60)
     assert (await LearnedStore(stack.db).get(draft.id or 0)).status == REJECTED  # type: ignore[union-attr]
     _, after = await ask(stack, slack, slack_api, "Can visitors get a day pass for the office garage?")
     assert not cites_learned(after)
@@ -316,7 +303,7 @@ async def test_an_answer_given_in_a_private_channel_stays_restricted_and_expires
     store = LearnedStore(stack.db)
     await store.update(draft.id or 0, review_by=utcnow() - timedelta(minutes=1))
     assert await learned_expire(stack.worker.ctx) == 1  # the worker's cron job
-    await wait_for(lambda: _later_version(stack.settings, approved.indexed_version or 0))
+    await wait_until(lambda: _later_version(stack.settings, approved.indexed_version or 0), timeout_s=60)
     due = await slack_api.wait_for("chat.update", lambda c: "due for review" in c.text_of_blocks,
                                    ts=prompt.response["ts"])
     assert "deskmate_learned_approve" in json.dumps(due.args["blocks"]), "the owners can approve it again"

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import copy
 import json
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -15,6 +14,7 @@ from bot.core.settings import Settings
 from tests.conftest import FIXTURES_DIR
 from tests.fakes.botframework import FakeConnector, start_fake_connector
 from tests.stack import Stack, running_stack
+from tests.waiting import wait_until
 
 TEAMS_FIXTURES = FIXTURES_DIR / "teams"
 
@@ -66,12 +66,14 @@ async def settle(stack: Stack, timeout_s: float = 30.0) -> None:
     test is delivered during the next one (arq's ``Worker.close()`` does not reliably stop a running job)."""
     if stack.worker is None:
         return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    worker = stack.worker
+
+    async def settled() -> bool:
         pending = [row for row in await stack.interactions() if row.status == "pending"]
-        if not pending and all(task.done() for task in stack.worker.tasks.values()):
-            return
-        await asyncio.sleep(0.02)
+        return not pending and all(task.done() for task in worker.tasks.values())
+
+    with contextlib.suppress(TimeoutError):  # best effort: the next test goes on regardless
+        await wait_until(settled, timeout_s=timeout_s, interval_s=0.02)
 
 
 async def post(stack: Stack, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:

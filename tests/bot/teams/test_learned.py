@@ -4,10 +4,8 @@ question's card cites it. Recorded Teams activities, the fake Bot Framework conn
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from tests.conftest import settings_for
 from tests.fakes.botframework import Call, FakeConnector
 from tests.learned_kb import QUESTION, REPLY, SIMILAR, TEAM, copy_kb, module_kb
 from tests.stack import Stack, running_stack
+from tests.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +69,7 @@ async def ask(stack: Stack, connector: FakeConnector, text: str) -> tuple[Intera
     body = channel_post(connector, text, channel=ASKING)
     before = {r.id for r in await stack.interactions()}
     assert (await post(stack, body)).status_code == 200
-    row_id = await wait_for(lambda: _new_row(stack, before))
+    row_id = await wait_until(lambda: _new_row(stack, before), timeout_s=60)
     row = await stack.wait_final(row_id)
     async with stack.db.asession() as session:
         stored = await session.get(Interaction, row.id)
@@ -83,17 +82,6 @@ async def ask(stack: Stack, connector: FakeConnector, text: str) -> tuple[Intera
 
 async def _new_row(stack: Stack, before: set[int | None]) -> int | None:
     return next((r.id for r in await stack.interactions() if r.id not in before), None)
-
-
-async def wait_for(probe: Callable[[], Any], timeout_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.05)
 
 
 def execute(question: dict[str, Any], connector: FakeConnector, *, reply_to: str, data: dict[str, Any],
@@ -134,7 +122,8 @@ def review_card_call(connector: FakeConnector, thread: str) -> Call:
 
 
 async def draft_of(stack: Stack) -> LearnedAnswer:
-    rows = await wait_for(lambda: LearnedStore(stack.db).with_status(DRAFT, APPROVED, REJECTED, EXPIRED))
+    rows = await wait_until(lambda: LearnedStore(stack.db).with_status(DRAFT, APPROVED, REJECTED, EXPIRED),
+                            timeout_s=60)
     assert len(rows) == 1
     return rows[0]
 
@@ -146,7 +135,7 @@ async def indexed(stack: Stack, learned_id: int) -> LearnedAnswer:
         row = await store.get(learned_id)
         return row if row is not None and row.indexed_version is not None else None
 
-    row: LearnedAnswer = await wait_for(probe)
+    row: LearnedAnswer = await wait_until(probe, timeout_s=60)
     return row
 
 
@@ -216,6 +205,6 @@ async def test_edit_on_the_card_approves_the_edited_text_and_reject_withdraws_it
         latest = IndexStore(KnowledgeConfig.from_settings(stack.settings)).latest_version("default")
         return latest is not None and latest > version
 
-    await wait_for(newer)
+    await wait_until(newer, timeout_s=60)
     _, _, after = await ask(stack, connector, "Can visitors get a day pass for the office garage?")
     assert f"Answered by {TEAM} on" not in after
