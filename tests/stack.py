@@ -176,12 +176,19 @@ async def inbox_drained(redis: Redis, timeout_s: float = 30.0) -> None:
     been handed to intake, its listener run to the end. Nothing to wait for when Redis is away (then bolt took
     every event in the web process: :func:`settle_listeners`)."""
     async def inbox_empty() -> bool:
-        return not await redis.xlen(INBOX_STREAM)
+        try:
+            return not await redis.xlen(INBOX_STREAM)
+        except (RedisError, ConnectionError) as exc:  # not TimeoutError (an OSError too): that is the wait's own
+            raise _RedisAway from exc
 
     try:
         await wait_until(inbox_empty, timeout_s=timeout_s, interval_s=POLL_S, what="no Slack event in the inbox")
-    except (RedisError, OSError):
+    except _RedisAway:
         return
+
+
+class _RedisAway(Exception):
+    """Redis could not be asked (:func:`inbox_drained` has nothing to wait for)."""
 
 
 async def queue_drained(redis: ArqRedis, timeout_s: float = 30.0) -> None:
