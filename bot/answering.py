@@ -84,8 +84,10 @@ class AnswerEngine:
             )
         self.client = client
         self.stream = stream
-        #: the model calls this process makes at once (settings.llm_max_concurrent; none: no bound of its own)
-        self._model_slots = asyncio.Semaphore(settings.llm_max_concurrent) if settings.llm_max_concurrent else None
+        #: one of the model calls this process makes at once (settings.llm_max_concurrent; 0: no bound of its own)
+        self._model_slot: contextlib.AbstractAsyncContextManager[object] = (
+            asyncio.Semaphore(settings.llm_max_concurrent) if settings.llm_max_concurrent
+            else contextlib.nullcontext())
         #: None without Redis: every call is allowed (a breaker only one process sees would mislead).
         self.breaker = (
             CircuitBreaker(
@@ -124,7 +126,7 @@ class AnswerEngine:
         if self.client is None:
             return fallback_answer(question, relevant, REASON_NO_KEY)
         queued = time.perf_counter()
-        async with self._model_slot():
+        async with self._model_slot:
             waited = _ms_since(queued)
             if self.breaker is not None and not await self.breaker.allow():  # asked once it would call
                 answer = fallback_answer(question, relevant, REASON_CIRCUIT_OPEN)
@@ -132,10 +134,6 @@ class AnswerEngine:
                 answer = await self._generate(self.client, question, history, passages, config, sink)
         answer.llm_slot_wait_ms = waited
         return answer
-
-    def _model_slot(self) -> contextlib.AbstractAsyncContextManager[object]:
-        """One of the ``llm_max_concurrent`` model calls, waited for (at once without a bound)."""
-        return self._model_slots if self._model_slots is not None else contextlib.nullcontext()
 
     async def _generate(self, client: AsyncAnthropic, question: str, history: list[Turn], passages: list[Passage],
                         config: GenerationConfig, sink: TextSink | None) -> Answer:
