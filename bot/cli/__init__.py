@@ -1,6 +1,6 @@
 """The `deskmate` command: all of the command line lives in this package, which may import every layer.
 
-This module holds the typer ``app`` (``deskmate = "bot.cli:app"`` in ``pyproject.toml``), the process commands
+This module holds the typer ``app`` (run by the ``deskmate`` script through :mod:`bot.console`), the process commands
 (``run``, ``web``, ``worker``, ``chat``) and assembles the others: :mod:`bot.cli.knowledge` (ingest, search,
 eval retrieval), :mod:`bot.cli.feedback` (feedback …, eval run|compare|gate), :mod:`bot.cli.playbooks`
 (admin …, release …, rollback), :mod:`bot.cli.sources` (source …), :mod:`bot.cli.slack` (slack …) and ``bot.teams.package`` (teams …).
