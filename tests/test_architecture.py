@@ -2,7 +2,8 @@
 
 - `bot` → `playbooks` → `feedback` → `knowledge`, plus the kernel `bot.core` that all may import;
 - no import of the project's own modules inside a function or under `if TYPE_CHECKING:` (the way cycles
-  used to be hidden), except the web process's documented plugin point, which imports by name;
+  used to be hidden), except two documented places that import by name: the web process's plugin point and the
+  ``deskmate`` script's entry (bot/console.py);
 - SQL on the tables stays in `feedback/` and `playbooks/`; chat adapters do not touch the database.
 """
 

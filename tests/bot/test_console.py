@@ -46,4 +46,4 @@ def test_the_script_runs_the_command(monkeypatch: pytest.MonkeyPatch, capsys: py
     with pytest.raises(SystemExit) as ended:
         main()
     assert ended.value.code == 0
-    assert "worker" in capsys.readouterr().out
+    assert "worker" in capsys.readouterr().out  # the command line, imported when the script ran
