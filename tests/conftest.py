@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 import redis as redis_sync
 
+from bot.core.files import exclusive_lock
 from bot.core.settings import SAMPLE_KNOWLEDGE_DIR, Settings
 from tests.fakes.redis_server import RedisServer, start_redis_server
 
@@ -58,17 +60,33 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture(scope="session")
-def sample_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sample knowledge base ingested once (kb "default"); tests must not modify this index."""
+def sample_data_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The sample knowledge base ingested once per run (kb "default"); tests must not modify this index.
+
+    Under xdist the first worker that needs it ingests it (under a lock) and every worker gets its own copy: the
+    ingestion embeds every chunk twice (MiniLM and the cross-lingual model), about a minute of CPU on a slow core,
+    which each worker used to spend again."""
+    data_dir = tmp_path_factory.mktemp("sample-data")
+    if worker_id == "master":  # not under xdist
+        _ingest_sample(data_dir)
+        return data_dir
+    shared = tmp_path_factory.getbasetemp().parent / "sample-data"  # this run's, beside its workers' own folders
+    with exclusive_lock(shared.with_name("sample-data.lock")):
+        if not (shared / ".ingested").exists():
+            _ingest_sample(shared)
+            (shared / ".ingested").touch()
+    shutil.copytree(shared, data_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".ingested"))
+    return data_dir
+
+
+def _ingest_sample(data_dir: Path) -> None:
     from knowledge.config import KnowledgeConfig
     from knowledge.index import IndexStore
     from knowledge.ingest import ingest
 
-    data_dir = tmp_path_factory.mktemp("sample-data")
-    settings = settings_for(data_dir)
-    report = ingest(IndexStore(KnowledgeConfig.from_settings(settings)), SAMPLE_KNOWLEDGE_DIR, kb="default")
+    report = ingest(IndexStore(KnowledgeConfig.from_settings(settings_for(data_dir))), SAMPLE_KNOWLEDGE_DIR,
+                    kb="default")
     assert report.created_version and report.chunks_total > 50
-    return data_dir
 
 
 @pytest.fixture
