@@ -11,6 +11,9 @@ writes at once, ``DESKMATE_LLM_MAX_CONCURRENT``, while the worker holds ``level 
 (``--rounds``) at once — or, with ``--steady SHARE``, one by one at random (Poisson) moments, on average SHARE × the
 level's limit per second, as people ask — and prints, on one JSON line:
 
+- what starting the worker cost (``start``): seconds until it said it was ready, and the CPU seconds and RSS of the
+  worker and of its search process by then (the worker is started with the installed ``deskmate`` script, as the
+  Procfile does);
 - answers/s, and the share of the physical limit ``level / llm_latency`` it reached;
 - the worker's CPU time per answer (user + system, from /proc; with its search process, also shown alone) and
   RSS (the worker's and its search process's), and the other processes' CPU per answer: the load (this process),
@@ -95,6 +98,15 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
 
 
+def started_cost(worker: int, ready_s: float) -> dict[str, Any]:
+    """What starting the worker cost, when it said it was ready: seconds to ready, and CPU seconds and RSS of the
+    worker and of its search process (its child processes)."""
+    kids = children(worker)
+    return {"ready_s": round(ready_s, 1), "worker_cpu_s": round(cpu_s(worker), 1),
+            "search_process_cpu_s": round(sum(cpu_s(pid) for pid in kids), 1),
+            "worker_rss_mb": round(rss_mb(worker)[0]), "search_process_rss_mb": round(sum(rss_mb(pid)[0] for pid in kids))}
+
+
 async def serve_llm(latency_s: float) -> None:
     """The child process: the stand-in model, its URL on stdout, until stdin closes."""
     async with start_fake_anthropic() as llm:
@@ -177,8 +189,10 @@ async def run_level(args: argparse.Namespace, level: int, redis_url: str, llm_ur
     rt = await build_runtime(settings, worker=False)
     await rt.redis.flushdb()
     try:
+        launched = time.perf_counter()
         async with worker_process(worker_env(args, level, database_url, redis_url, llm_url),
                                   tmp / "worker.log") as proc:
+            start = started_cost(proc.pid, time.perf_counter() - launched)
             # one question first, not measured: the worker's first search loads what it loads lazily
             warm = await rt.intake.submit(local_question(questions[0], f"bench-{level}-warm-up"))
             assert warm.interaction_id is not None, "the warm-up question was not recorded"
@@ -250,7 +264,7 @@ async def run_level(args: argparse.Namespace, level: int, redis_url: str, llm_ur
     if args.timeline is not None:  # one line per answer: when it was recorded, enqueued, started, finished
         with open(args.timeline, "a") as out:
             out.writelines(json.dumps({"in_flight": level, "t0": t0, **t}) + "\n" for t in timeline)
-    return {"in_flight": level, "arrivals": "burst" if args.steady is None else f"steady {args.steady:g}", "answers": n, "not_found": sum(r.status == "not_found" for r in rows),
+    return {"start": start, "in_flight": level, "arrivals": "burst" if args.steady is None else f"steady {args.steady:g}", "answers": n, "not_found": sum(r.status == "not_found" for r in rows),
             "fallbacks": sum(r.fallback for r in rows), "wall_s": round(wall, 1),
             "answers_per_s": round(n / wall, 2),
             "share_of_limit": round((n / wall) / (level / args.llm_latency), 3),
