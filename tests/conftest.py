@@ -60,14 +60,14 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture(scope="session")
-def sample_data_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+def sample_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample knowledge base ingested once per run (kb "default"); tests must not modify this index.
 
     Under xdist the first worker that needs it ingests it (under a lock) and every worker gets its own copy: the
     ingestion embeds every chunk twice (MiniLM and the cross-lingual model), about a minute of CPU on a slow core,
     which each worker used to spend again."""
     data_dir = tmp_path_factory.mktemp("sample-data")
-    if worker_id == "master":  # not under xdist
+    if not os.environ.get("PYTEST_XDIST_WORKER"):  # not under xdist
         _ingest_sample(data_dir)
         return data_dir
     shared = tmp_path_factory.getbasetemp().parent / "sample-data"  # this run's, beside its workers' own folders
